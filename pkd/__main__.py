@@ -1,0 +1,5 @@
+"""`python -m pkd` entry point."""
+
+from pkd.cli import main
+
+raise SystemExit(main())
