@@ -1,0 +1,283 @@
+"""Run configuration: frozen dataclasses, strict YAML loading and `key=value` overrides.
+
+YAML is only a serialisation (yaml.safe_load, no tags). Unknown or mistyped keys are rejected by name, so a typo
+never silently trains the wrong thing. The resolved config is what a run directory records.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MAX_CONFIG_BYTES = 1_000_000  # a config is a few hundred bytes; refuse anything huge before parsing it
+MAX_STUDENTS = 32
+MAX_D_MODEL = 1024
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown, mistyped or out of range (message names the field)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset to use and how much of it (limits are for quick runs and tests)."""
+
+    dataset: str = "mnist"
+    root: str | None = None  # data directory; None -> $PKD_DATA_DIR or ~/.cache/pkd/data
+    train_limit: int | None = None  # use only the first n training samples
+    val_limit: int | None = None
+    test_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with a one-cycle (warm-up then cosine) learning-rate schedule over all epochs."""
+
+    epochs: int = 1
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    augment: bool = False  # teacher only: students fit cached teacher logits of unaugmented images
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The teacher: trained in the run, or loaded from a state_dict file (`checkpoint`)."""
+
+    arch: str = "mnist_cnn"
+    params: dict = field(default_factory=dict)
+    checkpoint: str | None = None  # path to a teacher state_dict (e.g. pretrained/mnist/teacher.pt)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=8, lr=2e-3, augment=True))
+
+
+@dataclass(frozen=True)
+class StudentsConfig:
+    """K students: shared `common` params, one override dict per student in `schedule` (K = its length)."""
+
+    arch: str = "mamba"
+    common: dict = field(default_factory=dict)
+    schedule: list = field(default_factory=lambda: [{"d_model": 8}, {"d_model": 16}, {"d_model": 32}])
+    order: str = "as_listed"  # as_listed | growing | shrinking (by FLOPs)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=2, lr=3e-3))
+
+    @property
+    def k(self) -> int:
+        return len(self.schedule)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Loss L = alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || ensemble_T) and the ensemble mode."""
+
+    mode: str = "residual"  # residual: ensemble logits = sum of students; independent: mean of probabilities
+    alpha: float = 0.3
+    temperature: float = 4.0
+    reweight: str = "none"  # none | boost: upweight samples the ensemble so far gets wrong
+    reweight_beta: float = 1.0  # boost strength: w_i ∝ exp(beta * CE_i of the ensemble so far)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs; `seed` makes it reproducible on the same machine."""
+
+    name: str = "run"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    students: StudentsConfig = field(default_factory=StudentsConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    "device": ("auto", "cpu", "cuda"),
+    "students.order": ("as_listed", "growing", "shrinking"),
+    "distill.mode": ("residual", "independent"),
+    "distill.reweight": ("none", "boost"),
+}
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    """Return value converted to `hint` (ints accepted for floats) or raise ConfigError naming `where`."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_type(value, args[0], where)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return list(value)
+    raise ConfigError(f"{where}: unsupported type {hint}")
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass `cls` from a plain mapping, rejecting unknown keys and wrong types by name."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping of keys to values, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; valid keys here: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            kwargs[name] = from_dict(hint, value, key)
+        else:
+            kwargs[name] = _check_type(value, hint, key)
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    """Mapping `update` laid over `base`, merging nested mappings (dict-typed fields such as params replace)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(out.get(key), dict) and isinstance(value, dict) and key not in ("params", "common"):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Range checks that need no data or models; raises ConfigError naming the field."""
+    for key, choices in _CHOICES.items():
+        value = get_key(cfg.to_dict(), key)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+    if not cfg.name or not all(c.isalnum() or c in "-_." for c in cfg.name) or cfg.name.startswith("."):
+        raise ConfigError(f"name: {cfg.name!r} must be letters, digits, '-', '_' or '.' (used in the run folder name)")
+    if not 0.0 <= cfg.distill.alpha <= 1.0:
+        raise ConfigError(f"distill.alpha: {cfg.distill.alpha} must lie in [0, 1]")
+    if cfg.distill.temperature <= 0:
+        raise ConfigError(f"distill.temperature: {cfg.distill.temperature} must be > 0")
+    if cfg.distill.reweight_beta < 0:
+        raise ConfigError(f"distill.reweight_beta: {cfg.distill.reweight_beta} must be >= 0")
+    k = cfg.students.k
+    if not 1 <= k <= MAX_STUDENTS:
+        raise ConfigError(f"students.schedule: has {k} students; give between 1 and {MAX_STUDENTS} entries")
+    for i, entry in enumerate(cfg.students.schedule):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"students.schedule[{i}]: expected a mapping like {{d_model: 16}}, got {entry!r}")
+        d_model = {**cfg.students.common, **entry}.get("d_model", 1)
+        if isinstance(d_model, int) and d_model > MAX_D_MODEL:
+            raise ConfigError(f"students.schedule[{i}].d_model: {d_model} exceeds the maximum {MAX_D_MODEL}")
+    for stage in ("teacher", "students"):
+        optim = getattr(cfg, stage).optim
+        for name in ("epochs", "batch_size"):
+            if getattr(optim, name) < (0 if name == "epochs" and stage == "teacher" else 1):
+                raise ConfigError(f"{stage}.optim.{name}: {getattr(optim, name)} must be positive")
+        if optim.lr <= 0:
+            raise ConfigError(f"{stage}.optim.lr: {optim.lr} must be > 0")
+        if optim.weight_decay < 0:
+            raise ConfigError(f"{stage}.optim.weight_decay: {optim.weight_decay} must be >= 0")
+    if cfg.teacher.optim.epochs == 0 and not cfg.teacher.checkpoint:
+        raise ConfigError("teacher.optim.epochs: 0 epochs needs teacher.checkpoint (a saved teacher to load)")
+    if cfg.teacher.checkpoint and not Path(cfg.teacher.checkpoint).is_file():
+        raise ConfigError(f"teacher.checkpoint: file {cfg.teacher.checkpoint!r} does not exist; "
+                          "train a teacher first or fix the path")
+    if cfg.data.root is not None and not Path(cfg.data.root).is_dir():
+        raise ConfigError(f"data.root: directory {cfg.data.root!r} does not exist; create it or remove the key")
+    for name in ("train_limit", "val_limit", "test_limit"):
+        value = getattr(cfg.data, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"data.{name}: {value} must be a positive number of samples (or null for all)")
+    return cfg
+
+
+def get_key(data: dict, dotted: str) -> Any:
+    node = data
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b=value` overrides (value parsed as YAML) to a plain config mapping; returns a new mapping."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. distill.alpha=0.5")
+        key, raw = item.split("=", 1)
+        key = key.strip().lstrip("-")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {key}: cannot parse value {raw!r} ({exc.__class__.__name__})") from None
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: '{part}' is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """Read a YAML mapping safely; one-line errors for missing, huge, unparsable or non-mapping files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found; see configs/ for examples")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {str(path)!r} is {size} bytes; a config must be under {MAX_CONFIG_BYTES}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {first}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys to values, not {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config (or the defaults), apply overrides, check it; raises ConfigError naming the field."""
+    data = read_yaml(path) if path is not None else {}
+    data = apply_overrides(data, overrides or [])
+    return validate(from_dict(RunConfig, _deep_merge(RunConfig().to_dict(), data)))
+
+
+def config_from_dict(data: dict) -> RunConfig:
+    """Rebuild and check a config saved in a run directory."""
+    return validate(from_dict(RunConfig, _deep_merge(RunConfig().to_dict(), data)))

@@ -1,0 +1,474 @@
+"""The run directory: the only contract between training (writer) and the CLI/app (readers).
+
+Layout of one run directory (every file is written by this module only):
+
+    manifest.json     seed, resolved config, package versions, command, created time (written once)
+    config.yaml       the resolved config (re-runnable with `python -m pkd train --config`)
+    status.json       replaced atomically: state, pid, pid_start, stage, student, epoch, epochs, progress,
+                      heartbeat, message, started, updated
+    metrics.jsonl     append-only JSON lines: {"event": "epoch"|"teacher_done"|"student_done"|..., ...}
+    prefix.csv        one row per ensemble prefix k (see PREFIX_COLUMNS), rewritten atomically
+    summary.json      teacher figures + per-student rows + anytime curve, rewritten atomically
+    teacher.pt        teacher state_dict;  students/student_01.pt ... : student state_dicts (tensors only)
+    checkpoint.pt     resume state (students done, current student, model/optimizer/scheduler, epoch, RNG)
+    train.log         human-readable log of the training process
+    console.log       stdout/stderr of a process launched by the app (optional)
+
+States: running, done, failed, stopped; a "running" run whose process is gone reads as "died".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import yaml
+
+logger = logging.getLogger(__name__)
+
+STATUS_FILE = "status.json"
+MANIFEST_FILE = "manifest.json"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+PREFIX_FILE = "prefix.csv"
+SUMMARY_FILE = "summary.json"
+TEACHER_FILE = "teacher.pt"
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "train.log"
+CONSOLE_FILE = "console.log"  # stdout/stderr of a training process launched by the app
+STUDENTS_DIR = "students"
+PREFIX_COLUMNS = (
+    "k", "arch", "params", "student_flops", "cumulative_flops", "share_of_teacher", "prefix_acc", "solo_acc",
+    "prefix_val_acc", "solo_val_acc",
+)
+RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+MAX_JSON_BYTES = 20_000_000
+
+
+class RunError(RuntimeError):
+    """A run directory is missing, corrupt or not a run; the message names the file."""
+
+
+def default_runs_dir() -> Path:
+    """Where new runs go: $PKD_RUNS_DIR, else ./runs."""
+    return Path(os.environ.get("PKD_RUNS_DIR", "runs"))
+
+
+# ----------------------------------------------------------------------------------------------- atomic writes
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temp file in the same folder + fsync + os.replace (never half-written)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+
+def save_tensors(path: Path, obj: dict) -> None:
+    """Atomically save a dict of tensors and primitives (loadable with weights_only=True)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_tensors(path: Path) -> dict:
+    """Load a file written by save_tensors with weights_only=True; RunError names the file if it is bad."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad or hostile file
+        raise RunError(f"{path}: not a pkd weights file ({exc.__class__.__name__}); it was not loaded") from None
+    if not isinstance(obj, dict):
+        raise RunError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    return obj
+
+
+def read_json(path: Path) -> Any:
+    path = Path(path)
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise RunError(f"{path}: file is too large to be a pkd run file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: corrupt JSON ({exc.__class__.__name__})") from None
+
+
+# ----------------------------------------------------------------------------------------------- processes
+
+def _proc_start_time(pid: int) -> int | None:
+    """Kernel start time of process `pid` (clock ticks since boot), or None if it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def process_alive(pid: int | None, start_time: int | None = None) -> bool:
+    """True when `pid` is a live (non-zombie) process started at `start_time` (guards against pid reuse)."""
+    if not pid:
+        return False
+    if Path("/proc").is_dir():
+        started = _proc_start_time(int(pid))
+        return started is not None and (start_time is None or started == start_time)
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape results, recorded in every manifest."""
+    from importlib import metadata
+
+    versions = {"python": sys.version.split()[0]}
+    for name in ("torch", "torchvision", "numpy", "mamba-ssm", "pkd"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    import pkd
+
+    versions["pkd"] = pkd.__version__
+    return versions
+
+
+# ----------------------------------------------------------------------------------------------- the run
+
+def check_run_name(name: str) -> str:
+    """Refuse names that could escape the runs directory (`..`, slashes, control characters)."""
+    if not isinstance(name, str) or not RUN_NAME_RE.match(name) or ".." in name:
+        raise RunError(f"run name {name!r} is not allowed: use letters, digits, '-', '_' and '.' only")
+    return name
+
+
+def resolve_run(name_or_path: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> "Run":
+    """A Run from a path to its directory, or from a bare run name inside `runs_dir`."""
+    text = str(name_or_path)
+    path = Path(text)
+    if not path.is_dir() and os.sep not in text and runs_dir is not None:
+        path = Path(runs_dir) / check_run_name(text)
+    if not path.is_dir():
+        raise RunError(f"run {text!r} not found; list runs with `python -m pkd runs`")
+    if not (path / MANIFEST_FILE).is_file():
+        raise RunError(f"{path}: not a pkd run directory (no {MANIFEST_FILE})")
+    return Run(path)
+
+
+def safe_child(runs_dir: str | os.PathLike, name: str) -> Path:
+    """Path of run `name` inside `runs_dir`, refusing traversal, absolute paths and symlinks out of it."""
+    root = Path(runs_dir).resolve()
+    check_run_name(name)
+    path = root / name
+    if path.is_symlink() or path.resolve().parent != root:
+        raise RunError(f"run {name!r} does not lie inside {root}; refusing")
+    return path
+
+
+def delete_run(runs_dir: str | os.PathLike, name: str) -> None:
+    """Delete run `name` inside `runs_dir` (refuses anything else, and runs whose process is alive)."""
+    path = safe_child(runs_dir, name)
+    if not (path / MANIFEST_FILE).is_file():
+        raise RunError(f"{path}: not a pkd run directory; refusing to delete it")
+    if Run(path).state() == "running":
+        raise RunError(f"run {name!r} is still running; stop it before deleting it")
+    shutil.rmtree(path)
+
+
+@dataclass
+class Run:
+    """One run directory; writers and readers of every file in it."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # -------------------------------------------------------------------------- creation
+    @classmethod
+    def create(cls, runs_dir: str | os.PathLike, name: str, config: dict, command: list[str] | None = None) -> "Run":
+        """Make a new, unique run directory `<runs_dir>/<name>-<time>-<random>` and write manifest and config."""
+        runs_dir = Path(runs_dir)
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for _ in range(100):
+            path = runs_dir / check_run_name(f"{name}-{stamp}-{secrets.token_hex(2)}")
+            try:
+                path.mkdir()
+                return cls._initialise(path, config, command)
+            except FileExistsError:
+                continue
+        raise RunError(f"could not create a unique run directory in {runs_dir}")
+
+    @classmethod
+    def create_at(cls, path: str | os.PathLike, config: dict, command: list[str] | None = None) -> "Run":
+        """Make a run in exactly `path` (must not exist, or hold nothing but console.log: nothing is overwritten)."""
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(p.name != CONSOLE_FILE for p in path.iterdir())):
+            raise RunError(f"{path} already exists and is not empty; choose another --run-dir or delete it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(exist_ok=True)
+        return cls._initialise(path, config, command)
+
+    @classmethod
+    def _initialise(cls, path: Path, config: dict, command: list[str] | None) -> "Run":
+        run = cls(path)
+        (path / STUDENTS_DIR).mkdir()
+        manifest = {
+            "format": 1,
+            "name": config.get("name", path.name),
+            "created": time.time(),
+            "seed": config.get("seed"),
+            "config": config,
+            "versions": package_versions(),
+            "command": list(command or sys.argv),
+        }
+        atomic_write_bytes(path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False).encode())
+        atomic_write_json(path / MANIFEST_FILE, manifest)
+        run.write_status(state="created")
+        return run
+
+    # -------------------------------------------------------------------------- manifest / config
+    def manifest(self) -> dict:
+        return read_json(self.path / MANIFEST_FILE)
+
+    def config(self) -> dict:
+        return self.manifest()["config"]
+
+    # -------------------------------------------------------------------------- status
+    def write_status(self, **fields: Any) -> dict:
+        """Merge `fields` into status.json (atomically) and stamp the heartbeat."""
+        status = self.status(raw=True)
+        status.update(fields)
+        status["updated"] = time.time()
+        atomic_write_json(self.path / STATUS_FILE, status)
+        return status
+
+    def status(self, raw: bool = False) -> dict:
+        """status.json as a dict ({} if absent or corrupt); unless raw, state "running" with a dead pid -> "died"."""
+        try:
+            status = read_json(self.path / STATUS_FILE)
+            if not isinstance(status, dict):
+                raise RunError("status is not a mapping")
+        except (OSError, RunError):
+            status = {}
+        if not raw and status.get("state") == "running":
+            if not process_alive(status.get("pid"), status.get("pid_start")):
+                status["state"] = "died"
+        return status
+
+    def state(self) -> str:
+        return self.status().get("state", "unknown")
+
+    def mark_started(self, message: str = "") -> None:
+        pid = os.getpid()
+        self.write_status(state="running", pid=pid, pid_start=_proc_start_time(pid), started=time.time(),
+                          message=message)
+
+    # -------------------------------------------------------------------------- metrics
+    def log_metrics(self, event: str, **fields: Any) -> None:
+        """Append one JSON line (one write call, so concurrent readers never see half a line they keep)."""
+        record = {"event": event, "time": time.time(), **fields}
+        with open(self.path / METRICS_FILE, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+
+    def metrics(self) -> list[dict]:
+        """All complete metric records; a half-written or garbage line is skipped (and logged), never fatal."""
+        path = self.path / METRICS_FILE
+        if not path.is_file():
+            return []
+        records = []
+        with open(path, "rb") as fh:
+            for number, line in enumerate(fh, 1):
+                try:
+                    record = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    logger.warning("%s line %d: skipped a corrupt metrics line", path, number)
+                    continue
+                if isinstance(record, dict):
+                    records.append(record)
+        return records
+
+    # -------------------------------------------------------------------------- results
+    def write_prefix_table(self, rows: list[dict]) -> None:
+        """Write prefix.csv (one row per prefix k, PREFIX_COLUMNS) atomically."""
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=PREFIX_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+        atomic_write_bytes(self.path / PREFIX_FILE, buf.getvalue().encode())
+
+    def prefix_table(self) -> list[dict]:
+        """prefix.csv rows with numbers parsed ([] if there is none yet)."""
+        path = self.path / PREFIX_FILE
+        if not path.is_file():
+            return []
+        rows = []
+        try:
+            for row in csv.DictReader(path.read_text(encoding="utf-8").splitlines()):
+                rows.append({key: _number(value) for key, value in row.items() if key is not None})
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise RunError(f"{path}: corrupt CSV ({exc})") from None
+        return rows
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_json(self.path / SUMMARY_FILE, summary)
+
+    def summary(self) -> dict:
+        """summary.json ({} if not written yet); RunError if corrupt."""
+        path = self.path / SUMMARY_FILE
+        return read_json(path) if path.is_file() else {}
+
+    # -------------------------------------------------------------------------- weights
+    def student_path(self, k: int) -> Path:
+        return self.path / STUDENTS_DIR / f"student_{k:02d}.pt"
+
+    def save_student(self, k: int, state_dict: dict, spec: dict) -> None:
+        save_tensors(self.student_path(k), {"state_dict": state_dict, "spec": spec})
+
+    def load_student(self, k: int) -> dict:
+        return load_tensors(self.student_path(k))
+
+    def students_saved(self) -> int:
+        """Number of consecutive saved students 1..k."""
+        k = 0
+        while self.student_path(k + 1).is_file():
+            k += 1
+        return k
+
+    def save_teacher(self, state_dict: dict, spec: dict) -> None:
+        save_tensors(self.path / TEACHER_FILE, {"state_dict": state_dict, "spec": spec})
+
+    def load_teacher(self) -> dict:
+        return load_tensors(self.path / TEACHER_FILE)
+
+    def has_teacher(self) -> bool:
+        return (self.path / TEACHER_FILE).is_file()
+
+    # -------------------------------------------------------------------------- resume checkpoint
+    def save_checkpoint(self, state: dict) -> None:
+        save_tensors(self.path / CHECKPOINT_FILE, state)
+
+    def load_checkpoint(self) -> dict | None:
+        """The resume checkpoint, or None when there is none or it is corrupt (logged: resume falls back)."""
+        path = self.path / CHECKPOINT_FILE
+        if not path.is_file():
+            return None
+        try:
+            return load_tensors(path)
+        except RunError as exc:
+            logger.warning("%s; resuming from the last saved student instead", exc)
+            return None
+
+    def clear_checkpoint(self) -> None:
+        (self.path / CHECKPOINT_FILE).unlink(missing_ok=True)
+
+    # -------------------------------------------------------------------------- display
+    def info(self) -> dict:
+        """One-line description for run lists: name, state, dataset, K, final figures, start time."""
+        status = self.status()
+        try:
+            manifest = self.manifest()
+            config = manifest.get("config", {})
+        except (OSError, RunError, KeyError):
+            manifest, config = {}, {}
+        try:
+            rows = self.prefix_table()
+        except RunError:
+            rows = []
+        summary = {}
+        try:
+            summary = self.summary()
+        except (OSError, RunError):
+            pass
+        last = rows[-1] if rows else {}
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "state": status.get("state", "unknown"),
+            "stage": status.get("stage", ""),
+            "dataset": config.get("data", {}).get("dataset", "?"),
+            "mode": config.get("distill", {}).get("mode", "?"),
+            "k_planned": len(config.get("students", {}).get("schedule", []) or []),
+            "k_done": len(rows),
+            "teacher_acc": summary.get("teacher", {}).get("test_acc"),
+            "final_acc": last.get("prefix_acc"),
+            "final_share": last.get("share_of_teacher"),
+            "created": manifest.get("created"),
+        }
+
+
+def _number(value: str | None) -> Any:
+    if value is None or value == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            continue
+    return value
+
+
+def list_runs(runs_dirs: list[str | os.PathLike] | str | os.PathLike) -> list[Run]:
+    """Every run directory (has a manifest) directly inside the given folders, newest first."""
+    if isinstance(runs_dirs, (str, os.PathLike)):
+        runs_dirs = [runs_dirs]
+    found = []
+    for folder in runs_dirs:
+        folder = Path(folder)
+        if not folder.is_dir():
+            continue
+        if (folder / MANIFEST_FILE).is_file():
+            found.append(Run(folder))
+            continue
+        for child in folder.iterdir():
+            if child.is_dir() and not child.is_symlink() and (child / MANIFEST_FILE).is_file():
+                found.append(Run(child))
+
+    def created(run: Run) -> float:
+        try:
+            return float(run.manifest().get("created", 0))
+        except (OSError, RunError):
+            return 0.0
+
+    return sorted(found, key=created, reverse=True)
+
+
+def iter_infos(runs: list[Run]) -> Iterator[dict]:
+    for run in runs:
+        yield run.info()
