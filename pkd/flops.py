@@ -1,0 +1,339 @@
+"""Per-sample inference FLOP counting with hand rules per module type.
+
+Convention: **FLOPs, 2 FLOPs per multiply-add (MAC)**, 1 FLOP per elementwise add/multiply/compare/exp, counted
+for one sample's inference forward pass (eval mode). `torch.utils.flop_counter.FlopCounterMode` uses the same
+2-per-MAC convention for matmuls and convolutions; thop, fvcore and ptflops report MACs (halve FLOPs to compare).
+
+Each report separates the *contraction* part (matmuls and convolutions only, without bias adds: what
+FlopCounterMode counts) from the rest (bias adds, norms, activations, pooling, the selective scan).
+
+No generic counter sees the selective scan (its ops are a CUDA/C++ kernel or a loop of elementwise ops), so the
+Mamba block is counted analytically from its sizes, with the scan at 9*L*ED*N FLOPs as given by the Mamba
+authors in state-spaces/mamba issue 110 (https://github.com/state-spaces/mamba/issues/110), plus L*ED for the
+D skip and L*ED for the z gate.
+
+Letters: B batch, L sequence length, D d_model, ED d_inner, N d_state, R dt_rank, k kernel size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
+
+from pkd.models.student import Mamba, Pool, ResidualBlock, RMSNorm, Tokenizer
+from pkd.models.teacher import BasicBlock
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CONVENTION", "Cost", "FlopRow", "FlopReport", "FLOP_RULES", "register_flop_rule", "count_flops",
+           "flops_table", "mamba_costs"]
+
+CONVENTION = ("FLOPs per sample, one inference forward pass (eval mode); 1 multiply-add = 2 FLOPs, "
+              "1 elementwise op = 1 FLOP; contraction = matmul/conv multiply-adds only (as FlopCounterMode)")
+
+
+class Cost(NamedTuple):
+    """What a rule returns for one module call (or one named part of it).
+
+    flops: all FLOPs of the part; contraction: the matmul/conv share of them (2 per MAC, no bias);
+    formula: how it was computed; part: suffix added to the module name ("" for the module itself);
+    params: parameters attributed to the row (None: the module's own parameters).
+    """
+
+    flops: int
+    contraction: int
+    formula: str
+    part: str = ""
+    params: int | None = None
+
+
+@dataclass(frozen=True)
+class FlopRow:
+    """One counted module call: name, type, FLOPs (all / contraction), parameters and the formula used."""
+
+    name: str
+    type: str
+    flops: int
+    contraction_flops: int
+    params: int
+    formula: str
+
+
+@dataclass(frozen=True)
+class FlopReport:
+    """Per-sample inference FLOPs of a model (2 FLOPs per multiply-add; see `convention`).
+
+    Attributes:
+        model: class name of the model.
+        input_shape: per-sample input shape (no batch dimension).
+        flops: total FLOPs per sample.
+        contraction_flops: matmul/conv FLOPs only (2 per MAC, no bias adds), comparable to FlopCounterMode.
+        params: number of parameters of the model.
+        rows: per-module breakdown in execution order.
+    """
+
+    model: str
+    input_shape: tuple[int, ...]
+    flops: int
+    contraction_flops: int
+    params: int
+    rows: tuple[FlopRow, ...]
+    convention: str = CONVENTION
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of the contraction part (contraction_flops / 2), the unit thop reports."""
+        return self.contraction_flops // 2
+
+
+Rule = Callable[[nn.Module, tuple, torch.Tensor], list[Cost]]
+FLOP_RULES: dict[type, tuple[Rule, bool]] = {}
+
+
+def register_flop_rule(*types: type, opaque: bool = False) -> Callable[[Rule], Rule]:
+    """Register rule(module, inputs, output) -> list[Cost] for module types (subclasses inherit it).
+
+    Args:
+        types: module classes the rule covers.
+        opaque: the rule counts the whole subtree (children are not visited); otherwise it counts only the
+            module's own operations and its children are counted by their rules.
+    """
+
+    def decorator(rule: Rule) -> Rule:
+        for t in types:
+            FLOP_RULES[t] = (rule, opaque)
+        return rule
+
+    return decorator
+
+
+def _find_rule(module: nn.Module) -> tuple[Rule, bool] | None:
+    for cls in type(module).__mro__:
+        if cls in FLOP_RULES:
+            return FLOP_RULES[cls]
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------- rules
+
+
+@register_flop_rule(nn.Linear)
+def _linear(m: nn.Linear, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """y = x W^T + b: 2*rows*in*out (contraction) + rows*out (bias). Source: definition; FlopCounterMode addmm."""
+    rows = out.numel() // m.out_features
+    mm = 2 * rows * m.in_features * m.out_features
+    bias = rows * m.out_features if m.bias is not None else 0
+    return [Cost(mm + bias, mm, f"2*{rows}*{m.in_features}*{m.out_features}" + (f" + {bias} bias" if bias else ""))]
+
+
+@register_flop_rule(_ConvNd)
+def _conv(m: _ConvNd, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """Conv1d/2d (grouped/depthwise too): 2*out_numel*(C_in/groups)*prod(k) + out_numel bias.
+
+    Source: definition; same as FlopCounterMode's conv_flop (2 * B * prod(w.shape) * prod(out spatial)).
+    """
+    if m.transposed:
+        raise ValueError(f"no FLOP rule for transposed convolution {type(m).__name__}; register one")
+    k = math.prod(m.kernel_size)
+    per_out = m.in_channels // m.groups * k
+    mm = 2 * out.numel() * per_out
+    bias = out.numel() if m.bias is not None else 0
+    return [Cost(mm + bias, mm, f"2*{out.numel()}*{per_out}" + (f" + {bias} bias" if bias else ""))]
+
+
+@register_flop_rule(_BatchNorm)
+def _batchnorm(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """Inference BatchNorm folds to y = x*a + b: 2 FLOPs per element."""
+    return [Cost(2 * out.numel(), 0, f"2*{out.numel()} (folded scale+shift)")]
+
+
+@register_flop_rule(RMSNorm)
+def _rmsnorm(m: RMSNorm, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """RMSNorm per row of D: square D, sum D-1, /D 1, +eps 1, rsqrt 1, scale D, *weight D = 4D + 2."""
+    d = out.shape[-1]
+    rows = out.numel() // d
+    return [Cost(rows * (4 * d + 2), 0, f"{rows}*(4*{d}+2)")]
+
+
+@register_flop_rule(nn.ReLU)
+def _relu(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """ReLU: one compare per element (thop and fvcore count 0)."""
+    return [Cost(out.numel(), 0, f"{out.numel()} (1/elem)")]
+
+
+@register_flop_rule(nn.SiLU)
+def _silu(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """SiLU x*sigmoid(x): exp, add, divide, multiply = 4 FLOPs per element."""
+    return [Cost(4 * out.numel(), 0, f"4*{out.numel()}")]
+
+
+@register_flop_rule(nn.MaxPool1d, nn.MaxPool2d)
+def _maxpool(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """Max-pool: prod(k) - 1 compares per output element."""
+    k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * (out.dim() - 2)
+    return [Cost(out.numel() * (math.prod(k) - 1), 0, f"{out.numel()}*({math.prod(k)}-1)")]
+
+
+@register_flop_rule(nn.AvgPool1d, nn.AvgPool2d)
+def _avgpool(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """Average pool: prod(k) - 1 adds + 1 divide = prod(k) per output element."""
+    k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * (out.dim() - 2)
+    return [Cost(out.numel() * math.prod(k), 0, f"{out.numel()}*{math.prod(k)}")]
+
+
+@register_flop_rule(nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
+def _adaptive_avgpool(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """Global/adaptive average pool (non-overlapping windows): in - out adds + out divides = in_numel."""
+    return [Cost(inputs[0].numel(), 0, f"{inputs[0].numel()} (adds + divides)")]
+
+
+@register_flop_rule(Pool)
+def _pool(m: Pool, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """Sequence pooling of (B, L, D): mean = (L-1)*D adds + D divides = L*D; last token = 0."""
+    n = inputs[0].numel() if m.mode == "mean" else 0
+    return [Cost(n, 0, f"{n} (mean over L)" if n else "0 (last token)")]
+
+
+@register_flop_rule(ResidualBlock, BasicBlock)
+def _residual_add(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """The block's own residual add, 1 FLOP per output element (its children are counted by their rules)."""
+    return [Cost(out.numel(), 0, f"{out.numel()} (residual add)")]
+
+
+@register_flop_rule(nn.Dropout, nn.Flatten, nn.Identity, Tokenizer)
+def _free(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """Reshapes and inference-mode dropout: 0 FLOPs."""
+    return [Cost(0, 0, "0 (reshape / identity at inference)")]
+
+
+def mamba_costs(m: Mamba, batch: int, seq_len: int) -> list[Cost]:
+    """Analytic FLOPs of one Mamba block call on (batch, seq_len, D), part by part.
+
+    in_proj 2*L*D*2ED; conv1d (depthwise, as executed: Lc = L + 2*pad - k + 1 outputs, then sliced to L)
+    2*ED*k*Lc + ED*Lc bias, SiLU 4*L*ED; x_proj 2*L*ED*(R+2N); dt_proj 2*L*R*ED; scan: delta bias L*ED +
+    softplus 3*L*ED + selective scan 9*L*ED*N (state-spaces/mamba#110) + D skip L*ED + SiLU(z) 4*L*ED +
+    z gate L*ED; out_proj 2*L*ED*D (+ bias terms when bias=True). A = -exp(A_log) is weight-only and not counted.
+    All terms are multiplied by batch.
+    """
+    L, D, ED, N, R = seq_len, m.d_model, m.d_inner, m.d_state, m.dt_rank
+    k, pad = m.conv1d.kernel_size[0], m.conv1d.padding[0]
+    Lc = L + 2 * pad - k + 1
+
+    def n_params(mod: nn.Module) -> int:
+        return sum(p.numel() for p in mod.parameters())
+
+    def lin(part: str, mod: nn.Linear, rows: int) -> Cost:
+        mm = 2 * rows * mod.in_features * mod.out_features
+        bias = rows * mod.out_features if mod.bias is not None and part != "dt_proj" else 0
+        formula = f"2*{rows}*{mod.in_features}*{mod.out_features}" + (f" + {bias} bias" if bias else "")
+        return Cost(batch * (mm + bias), batch * mm, formula, part, n_params(mod))
+
+    conv_mm = 2 * ED * k * Lc
+    conv_bias = ED * Lc if m.conv1d.bias is not None else 0
+    scan = L * ED * (1 + 3 + 9 * N + 1 + 4 + 1)
+    return [
+        lin("in_proj", m.in_proj, L),
+        Cost(batch * (conv_mm + conv_bias + 4 * L * ED), batch * conv_mm,
+             f"2*{ED}*{k}*{Lc} + {conv_bias} bias + 4*{L}*{ED} SiLU", "conv1d", n_params(m.conv1d)),
+        lin("x_proj", m.x_proj, L),
+        lin("dt_proj", m.dt_proj, L),  # its bias is added inside the scan (delta_bias), counted there
+        Cost(batch * scan, 0,
+             f"{L}*{ED}*(1 dt bias + 3 softplus + 9*{N} scan [mamba#110] + 1 D skip + 4 SiLU(z) + 1 z gate)",
+             "scan", m.A_log.numel() + m.D.numel()),
+        lin("out_proj", m.out_proj, L),
+    ]
+
+
+@register_flop_rule(Mamba, opaque=True)
+def _mamba(m: Mamba, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """Mamba block, counted analytically (see mamba_costs)."""
+    b, L, _ = inputs[0].shape
+    return mamba_costs(m, b, L)
+
+
+# --------------------------------------------------------------------------------------------------------- counting
+
+
+def count_flops(model: nn.Module, input_shape: Sequence[int]) -> FlopReport:
+    """Count per-sample inference FLOPs (2 per multiply-add) of model with one batch-1 forward pass.
+
+    Modules with a registered rule are counted by it; containers without a rule are assumed to only compose
+    their children (0 own FLOPs); a leaf module without a rule raises ValueError.
+
+    Args:
+        model: the network; its train/eval flags are restored afterwards.
+        input_shape: per-sample input shape without batch, e.g. (1, 28, 28) for (C, H, W) or (L, D).
+    Returns:
+        FlopReport with totals and per-module rows.
+    """
+    if not isinstance(input_shape, (list, tuple)) or not input_shape or any(
+            isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in input_shape):
+        raise ValueError(f"input_shape must be a non-empty list of positive ints without batch, got {input_shape!r}")
+    rows: list[FlopRow] = []
+    handles = []
+
+    def attach(name: str, module: nn.Module) -> None:
+        found = _find_rule(module)
+        children = list(module.named_children())
+        if found is None and not children:
+            raise ValueError(f"no FLOP rule for module '{name}' of type {type(module).__name__}; "
+                             f"add one with pkd.flops.register_flop_rule({type(module).__name__})")
+        if found is not None:
+            rule, opaque = found
+            own = sum(p.numel() for p in (module.parameters() if opaque else module.parameters(recurse=False)))
+
+            def hook(mod: nn.Module, inputs: tuple, out: torch.Tensor, _name: str = name) -> None:
+                for cost in rule(mod, inputs, out):
+                    rows.append(FlopRow(
+                        name=f"{_name}.{cost.part}" if cost.part and _name else (cost.part or _name or "model"),
+                        type=type(mod).__name__, flops=int(cost.flops), contraction_flops=int(cost.contraction),
+                        params=own if cost.params is None else cost.params, formula=cost.formula))
+
+            handles.append(module.register_forward_hook(hook))
+            if opaque:
+                return
+        for child_name, child in children:
+            attach(f"{name}.{child_name}" if name else child_name, child)
+
+    modes = {m: m.training for m in model.modules()}
+    try:
+        attach("", model)
+        model.eval()
+        first = next(model.parameters(), None)
+        x = torch.zeros(1, *input_shape, dtype=first.dtype if first is not None else torch.float32,
+                        device=first.device if first is not None else None)
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    report = FlopReport(
+        model=type(model).__name__, input_shape=tuple(input_shape), flops=sum(r.flops for r in rows),
+        contraction_flops=sum(r.contraction_flops for r in rows),
+        params=sum(p.numel() for p in model.parameters()), rows=tuple(rows))
+    logger.debug("%s %s: %d FLOPs, %d params", report.model, report.input_shape, report.flops, report.params)
+    return report
+
+
+def flops_table(report: FlopReport) -> list[dict]:
+    """Rows for display: one dict per counted module call plus a final "total" row.
+
+    Returns:
+        dicts with keys name, type, flops, contraction_flops, params, share (fraction of total FLOPs), formula.
+    """
+    total = max(report.flops, 1)
+    table = [{"name": r.name, "type": r.type, "flops": r.flops, "contraction_flops": r.contraction_flops,
+              "params": r.params, "share": r.flops / total, "formula": r.formula} for r in report.rows]
+    table.append({"name": "total", "type": report.model, "flops": report.flops,
+                  "contraction_flops": report.contraction_flops, "params": report.params,
+                  "share": 1.0 if report.flops else 0.0, "formula": report.convention})
+    return table

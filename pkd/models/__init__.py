@@ -1,0 +1,71 @@
+"""Model registries: teachers and students built by name from plain config dicts.
+
+Example: ``build_student("mamba", d_model=16, tokens="patch", patch=4)``, ``build_teacher("mnist_cnn")``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable, TypeVar
+
+import torch.nn as nn
+
+__all__ = ["TEACHERS", "STUDENTS", "register_teacher", "register_student", "build_teacher", "build_student"]
+
+ModelT = TypeVar("ModelT", bound=type[nn.Module])
+
+TEACHERS: dict[str, type[nn.Module]] = {}
+STUDENTS: dict[str, type[nn.Module]] = {}
+
+
+def _register(registry: dict[str, type[nn.Module]], kind: str, name: str) -> Callable[[ModelT], ModelT]:
+    def decorator(cls: ModelT) -> ModelT:
+        if name in registry and registry[name] is not cls:
+            raise ValueError(f"{kind} '{name}' is already registered to {registry[name].__qualname__}")
+        registry[name] = cls
+        return cls
+
+    return decorator
+
+
+def register_teacher(name: str) -> Callable[[ModelT], ModelT]:
+    """Class decorator adding a teacher to TEACHERS under name."""
+    return _register(TEACHERS, "teacher", name)
+
+
+def register_student(name: str) -> Callable[[ModelT], ModelT]:
+    """Class decorator adding a student to STUDENTS under name."""
+    return _register(STUDENTS, "student", name)
+
+
+def _build(registry: dict[str, type[nn.Module]], kind: str, name: str, kwargs: dict[str, object]) -> nn.Module:
+    if name not in registry:
+        raise ValueError(f"unknown {kind} '{name}'; choose one of: {', '.join(sorted(registry))}")
+    cls = registry[name]
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    for key in kwargs:
+        if key not in allowed:
+            raise ValueError(f"unknown field '{key}' for {kind} '{name}'; allowed: {', '.join(allowed)}")
+    return cls(**kwargs)
+
+
+def build_teacher(name: str, **kwargs: object) -> nn.Module:
+    """Build a registered teacher from config values (unknown fields and impossible sizes raise ValueError).
+
+    Returns:
+        A module mapping normalised images (B, C, H, W) to logits (B, K).
+    """
+    return _build(TEACHERS, "teacher", name, kwargs)
+
+
+def build_student(name: str, **kwargs: object) -> nn.Module:
+    """Build a registered student from config values (unknown fields and impossible sizes raise ValueError).
+
+    Returns:
+        A module mapping normalised images (B, C, H, W) to logits (B, K).
+    """
+    return _build(STUDENTS, "student", name, kwargs)
+
+
+# Importing the model modules fills the registries (they import the decorators defined above).
+from pkd.models import student, teacher  # noqa: E402,F401
