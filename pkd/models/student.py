@@ -109,7 +109,9 @@ class Mamba(nn.Module):
             (B, L, D) output.
         """
         _, L, _ = x.shape
-        # Contractions produce the (B, channels, L) layout the scan wants directly: no transposed copies.
+        # As mamba_simple's slow path: matmul and transpose B L C -> B C L at once. `W @ t` folds (B, L) into one
+        # GEMM and returns a (B, C, L) view of its (B, L, C) result, so no transposed copy is made here; the scan
+        # backend makes its inputs contiguous itself (u already is, after the conv).
         xz = self.in_proj.weight @ x.transpose(1, 2)  # (2ED, D) @ (B, D, L) -> (B, 2ED, L)
         if self.in_proj.bias is not None:
             xz = xz + self.in_proj.bias[:, None]  # (B, 2ED, L)
