@@ -1,0 +1,84 @@
+"""Results: accuracy vs cumulative FLOPs of every ensemble prefix, the per-student table, runs overlaid."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pathlib import Path
+
+from app import charts, common
+from pkd.runs import Run, RunError
+
+run = common.run_or_stop()
+info = run.info()
+st.title("Results")
+st.markdown(
+    "Each point is an **ensemble of the first k students**: its test accuracy (up) against the computing "
+    "it costs per image, in FLOPs of students 1..k together (right). The dashed line is the big **teacher** "
+    "network the students learned from. Points close to that line but far to its left mean the small "
+    "students reach nearly the teacher's accuracy for a fraction of its work, and you can stop after any k."
+)
+
+try:
+    rows = run.prefix_table()
+    summary = run.summary()
+except RunError as exc:
+    st.error(f"Cannot read the results of {run.name}: {exc}")
+    st.stop()
+teacher = summary.get("teacher", {})
+
+others = [r for r in common.all_runs() if str(r.path) != str(run.path) and r.info()["k_done"] > 0]
+other_labels = {str(r.path): common.label(r) for r in others}
+controls = st.columns([3, 1, 1])
+compare = controls[0].multiselect("Overlay other runs (e.g. residual vs independent, another α)",
+                                  list(other_labels), key="results_compare",
+                                  format_func=lambda p: other_labels.get(p, p))
+xscale = controls[1].radio("FLOPs axis", ["linear", "log"], key="results_xscale", horizontal=True)
+show_anytime = controls[2].toggle("early-exit curve", value=True, key="results_anytime",
+                                  help="Anytime inference: each image stops at the first k whose ensemble is "
+                                       "confident enough; the curve shows accuracy vs FLOPs spent on average.")
+
+if not rows:
+    state = info["state"]
+    st.info(f"**{run.name}** has no finished students yet (state: {state}). "
+            "Watch it train on the **Train** page; this page fills in as students finish.")
+else:
+    last = rows[-1]
+    metrics = st.columns(4)
+    if teacher.get("test_acc") is not None:
+        metrics[0].metric("teacher accuracy", charts.percent(teacher["test_acc"], 2),
+                          help=f"{teacher.get('arch')}: {teacher.get('flops', 0):,} FLOPs per image")
+    metrics[1].metric(f"all {last['k']} students", charts.percent(last["prefix_acc"], 2),
+                      delta=(f"{100 * (last['prefix_acc'] - teacher['test_acc']):+.2f} points vs teacher"
+                             if teacher.get("test_acc") is not None else None), delta_color="off")
+    metrics[2].metric("their FLOPs", charts.human_flops(last["cumulative_flops"]),
+                      help="FLOPs per image (2 per multiply-add) of students 1..K together")
+    metrics[3].metric("share of the teacher's FLOPs", charts.percent(last.get("share_of_teacher"), 2))
+
+series = []
+for path in [str(run.path), *compare]:
+    r = run if path == str(run.path) else Run(Path(path))
+    try:
+        r_rows, r_summary = r.prefix_table(), r.summary()
+    except RunError as exc:
+        st.warning(f"Skipped {r.name}: {exc}")
+        continue
+    if r_rows:
+        series.append({"label": r.name, "rows": r_rows, "teacher": r_summary.get("teacher", {}),
+                       "anytime": r_summary.get("anytime", [])})
+if series:
+    fig = charts.accuracy_flops_figure(series, log_x=xscale == "log", show_anytime=show_anytime)
+    st.plotly_chart(fig, key="results_chart", width="stretch")
+
+if rows:
+    st.subheader(f"Per student: {run.name}")
+    st.caption("**solo accuracy**: student k on its own.  **prefix accuracy**: students 1..k together.  "
+               "FLOPs are per image; % of teacher FLOPs counts students 1..k.")
+    frame = charts.prefix_frame(rows)
+    st.dataframe(frame, hide_index=True, width="stretch", key="results_table")
+    st.download_button("Download this table (CSV)", charts.table_csv(frame), file_name=f"{run.name}-prefixes.csv",
+                       mime="text/csv", key="results_download")
+    if compare:
+        st.subheader("Runs compared")
+        infos = [r.info() for r in [run, *[Run(Path(p)) for p in compare]]]
+        st.dataframe(charts.runs_frame(infos).drop(columns=["where"]), hide_index=True, width="stretch")

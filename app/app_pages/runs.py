@@ -1,0 +1,84 @@
+"""Runs: every run with its state and final figures; open one in Results; delete one from the runs folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from app import charts, common
+from pkd.runs import Run, RunError, delete_run
+
+ss = st.session_state
+
+
+def open_in_results(path: str) -> None:
+    ss[common.RUN_KEY] = path  # callbacks run before the sidebar widget exists, so this may set its value
+    ss[common.GOTO_KEY] = "results"
+
+
+def ask_delete(path: str) -> None:
+    ss.runs_confirm = path
+
+
+def cancel_delete() -> None:
+    ss.pop("runs_confirm", None)
+
+
+def do_delete(path: str) -> None:
+    ss.pop("runs_confirm", None)
+    name = Path(path).name
+    try:
+        delete_run(common.runs_dir(), name)
+        ss.runs_message = ("success", f"Deleted run {name}.")
+        if ss.get(common.RUN_KEY) == path:
+            ss.pop(common.RUN_KEY, None)
+    except (RunError, OSError) as exc:
+        ss.runs_message = ("error", f"Not deleted: {exc}")
+
+
+st.title("Runs")
+runs = common.all_runs()
+message = ss.pop("runs_message", None)
+if message:
+    getattr(st, message[0])(message[1])
+if not runs:
+    st.info(f"No runs yet. Shipped runs live in `{common.pretrained_dir()}`, new ones go to `{common.runs_dir()}`: "
+            "start one on the **Train** page.")
+    st.stop()
+
+infos = [run.info() for run in runs]
+locations = {str(run.path): common.location(run) for run in runs}
+st.dataframe(charts.runs_frame(infos, locations), hide_index=True, width="stretch", key="runs_table")
+st.caption("**students** = finished / planned.  **final accuracy** = all finished students together, on the test "
+           "set.  A run whose process ended without finishing shows as **died**; resume it on the Train page.")
+
+paths = [str(run.path) for run in runs]
+labels = {str(run.path): common.label(run) for run in runs}
+if ss.get("runs_pick") not in paths:
+    ss.runs_pick = ss.get(common.RUN_KEY) if ss.get(common.RUN_KEY) in paths else paths[0]
+chosen = st.selectbox("Run", paths, key="runs_pick", format_func=lambda p: labels.get(p, p))
+run = Run(Path(chosen))
+cols = st.columns([1, 1, 3])
+cols[0].button("Open in Results", key="runs_open", on_click=open_in_results, args=(chosen,), type="primary")
+deletable = common.location(run) == "runs folder"
+cols[1].button("Delete ...", key="runs_delete", on_click=ask_delete, args=(chosen,), disabled=not deletable,
+               help=None if deletable else "Shipped runs in pretrained/ cannot be deleted from the app.")
+if ss.get("runs_confirm") == chosen:
+    if run.state() == "running":
+        st.warning(f"**{run.name}** is still running: stop it on the Train page before deleting it.")
+        st.button("OK", key="runs_delete_cancel", on_click=cancel_delete)
+    else:
+        st.warning(f"Delete **{run.name}** and every file in `{run.path}`? This cannot be undone.")
+        confirm = st.columns([1, 1, 4])
+        confirm[0].button("Yes, delete it", key="runs_delete_confirm", on_click=do_delete, args=(chosen,),
+                          type="primary")
+        confirm[1].button("Cancel", key="runs_delete_cancel", on_click=cancel_delete)
+
+with st.expander("Details of this run"):
+    try:
+        manifest = run.manifest()
+        st.json({"command": " ".join(manifest.get("command", [])), "versions": manifest.get("versions", {}),
+                 "config": manifest.get("config", {}), "status": run.status()}, expanded=False)
+    except (RunError, OSError) as exc:
+        st.error(str(exc))

@@ -1,0 +1,218 @@
+"""Train: start a run as a detached `python -m pkd train` process and watch it live (stop / resume)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from app import charts, common, train_form
+from pkd import launch
+from pkd.config import ConfigError, load_config
+from pkd.runs import Run, RunError, list_runs
+
+ss = st.session_state
+FORM_KEYS = {name: f"train_{name}" for name in ("dataset", "k", "schedule", "base", "custom", "mode", "alpha",
+                                                "temperature", "teacher_epochs", "student_epochs", "device")}
+WATCH_KEY = "train_watch"
+
+
+def config_files() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(common.CONFIGS_DIR.glob("*.yaml"))}
+
+
+def load_defaults() -> None:
+    """Fill the form's widgets from the chosen config (called when the config changes)."""
+    path = config_files().get(ss.get("train_config"))
+    if path is None:
+        return
+    try:
+        defaults = train_form.form_defaults(path)
+    except (ConfigError, ValueError, OSError) as exc:
+        ss.train_config_error = str(exc)
+        return
+    ss.train_config_error = None
+    ss.train_defaults = defaults
+    for name, key in FORM_KEYS.items():
+        ss[key] = defaults[name]
+
+
+def device_info() -> str:
+    import torch
+
+    from pkd import ssm
+
+    gpu = f"GPU: **{torch.cuda.get_device_name(0)}**" if torch.cuda.is_available() else "GPU: none (CPU only)"
+    parts = [gpu]
+    if hasattr(ssm, "available_backends") and hasattr(ssm, "scan_backend"):
+        backends = ssm.available_backends()
+        fast = backends.get("cuda") is True
+        parts.append("mamba-ssm CUDA scan: **active**" if fast else "mamba-ssm CUDA scan: not available")
+        parts.append(f"CPU scan: **{ssm.scan_backend('cpu')}**"
+                     + (" (fused C++ kernel)" if ssm.scan_backend("cpu") == "cpp" else ""))
+    return " · ".join(parts)
+
+
+def start(config_path: Path, overrides: list[str], device: str, build_kernel: bool) -> None:
+    try:
+        load_config(config_path, overrides)  # fail here, with the field named, before launching anything
+        with st.spinner("Starting the training process ..."):
+            run = launch.start_run(config_path, overrides, common.runs_dir(), device, build_kernel=build_kernel)
+    except (ConfigError, RunError, ValueError, OSError) as exc:
+        st.error(f"Could not start training: {exc}")
+        return
+    ss[WATCH_KEY] = str(run.path)
+    st.success(f"Started **{run.name}** (pid {run.status().get('pid', '?')}). It keeps running if you close this "
+               "tab; come back to this page to watch it.")
+
+
+# ------------------------------------------------------------------------------------------------ the form
+st.title("Train")
+st.markdown("Train a teacher and then K small students, one after another; each student learns to fix what "
+            "the students before it still get wrong. Training runs as its own process: you can close the tab, "
+            "reload, or restart the app, and come back to it here.")
+st.caption(device_info())
+
+configs = config_files()
+if not configs:
+    st.error(f"No config files in {common.CONFIGS_DIR}.")
+    st.stop()
+if ss.get("train_config") not in configs:
+    ss.train_config = "mnist-quick" if "mnist-quick" in configs else ("tiny" if "tiny" in configs else next(iter(configs)))
+if "train_defaults" not in ss or ss.get("train_defaults_for") != ss.train_config:
+    load_defaults()
+    ss.train_defaults_for = ss.train_config
+st.selectbox("Start from config", list(configs), key="train_config", on_change=load_defaults,
+             help="The form below starts with this file's values; changes are passed as key=value overrides.")
+if ss.get("train_config_error"):
+    st.error(ss.train_config_error)
+    st.stop()
+defaults = ss.train_defaults
+
+with st.form("train_form"):
+    from pkd import data as pkd_data
+
+    cols = st.columns(4)
+    cols[0].selectbox("Dataset", sorted(pkd_data.DATASETS), key=FORM_KEYS["dataset"])
+    cols[1].number_input("Number of students K", 1, 32, key=FORM_KEYS["k"])
+    cols[2].selectbox("Size schedule", train_form.SCHEDULES, key=FORM_KEYS["schedule"],
+                      help="How the width (d_model) of student k grows: doubling = d, 2d, 4d, ...")
+    cols[3].number_input("First student's width d_model", 1, 1024, key=FORM_KEYS["base"])
+    st.text_input("Custom widths (used when the schedule is 'custom'): one per student", key=FORM_KEYS["custom"])
+    cols = st.columns(4)
+    cols[0].radio("Ensemble mode", ["residual", "independent"], key=FORM_KEYS["mode"],
+                  help="residual: student k learns on top of students 1..k-1 (their logits add up). "
+                       "independent: each student learns alone; their probabilities are averaged.")
+    cols[1].slider("α (weight of the true labels)", 0.0, 1.0, step=0.05, key=FORM_KEYS["alpha"],
+                   help="loss = α·CE(labels) + (1-α)·T²·KL(teacher ‖ students)")
+    cols[2].slider("Temperature T", 1.0, 10.0, step=0.5, key=FORM_KEYS["temperature"])
+    cols[3].selectbox("Device", ["auto", "cpu", "cuda"], key=FORM_KEYS["device"])
+    cols = st.columns(4)
+    cols[0].number_input("Teacher epochs", 0, 200, key=FORM_KEYS["teacher_epochs"])
+    cols[1].number_input("Epochs per student", 1, 200, key=FORM_KEYS["student_epochs"])
+    cols[2].checkbox("Build the fast CPU scan kernel", value=True, key="train_build_kernel",
+                     help="Compiles a C++ kernel once (about a minute), then every CPU run is much faster.")
+    submitted = st.form_submit_button("Start training", type="primary", key="train_start")
+
+if submitted:
+    values = {name: ss[key] for name, key in FORM_KEYS.items()}
+    try:
+        overrides = train_form.build_overrides(values, defaults)
+    except ValueError as exc:
+        st.error(str(exc))
+    else:
+        st.caption("Overrides: " + (" ".join(f"`{o}`" for o in overrides) or "none"))
+        start(configs[ss.train_config], overrides, values["device"], bool(ss.train_build_kernel))
+
+
+# ------------------------------------------------------------------------------------------------ live panel
+def pick_default(runs: list[Run]) -> str:
+    """The run to watch: the one just started, else the newest running run, else the newest."""
+    paths = [str(r.path) for r in runs]
+    if ss.get(WATCH_KEY) in paths:
+        return ss[WATCH_KEY]
+    for run in runs:
+        if run.state() == "running":
+            return str(run.path)
+    return paths[0]
+
+
+@st.fragment(run_every=1)
+def live_panel() -> None:
+    runs = list_runs(common.runs_dir())  # listed inside the fragment: new and finished runs show up live
+    if not runs:
+        st.info("No runs in the runs folder yet: fill in the form and press **Start training**.")
+        return
+    paths = [str(r.path) for r in runs]
+    if ss.get("train_pick") not in paths or ss.pop("train_pick_reset", False):
+        ss.train_pick = pick_default(runs)
+    if ss.get(WATCH_KEY) in paths and ss.get("train_pick_for") != ss[WATCH_KEY]:
+        ss.train_pick = ss[WATCH_KEY]  # a newly started run takes over the panel once
+        ss.train_pick_for = ss[WATCH_KEY]
+    labels = {str(r.path): f"{r.name} ({r.state()})" for r in runs}
+    st.selectbox("Watching", paths, key="train_pick", format_func=lambda p: labels.get(p, p))
+    run = Run(Path(ss.train_pick))
+    status = run.status()
+    state = status.get("state", "unknown")
+    try:
+        config = run.config()
+        metrics = run.metrics()
+        rows = run.prefix_table()
+        summary = run.summary()
+    except (RunError, OSError, KeyError) as exc:
+        st.warning(f"{run.name}: {exc}")
+        return
+    k_planned = len(config.get("students", {}).get("schedule", []) or [])
+    stage = status.get("stage", "")
+    where = "teacher" if stage == "teacher" else (f"student {status.get('student')}" if stage == "student" else "-")
+    age = time.time() - float(status.get("updated") or time.time())
+    cols = st.columns([1, 1, 1, 2])
+    cols[0].metric("state", state)
+    cols[1].metric("stage", where if state in ("running", "stopped", "died", "failed") else "-")
+    cols[2].metric("students done", f"{len(rows)}/{k_planned}")
+    with cols[3]:
+        st.caption(f"{status.get('message', '')}  \nlast update {age:.0f} s ago · pid {status.get('pid', '-')} · "
+                   f"scan {status.get('scan_backend', '?')}  \n`{run.path}`")
+        buttons = st.columns(2)
+        if state in ("running", "created"):
+            if buttons[0].button("Stop", key="train_stop", help="Stops after saving a checkpoint; resume later."):
+                st.toast("Stop requested" if launch.stop_run(run) else "The process is not running")
+        elif state in ("stopped", "died", "failed"):
+            if buttons[0].button("Resume", key="train_resume", type="primary"):
+                try:
+                    launch.resume_run(run, build_kernel=bool(ss.get("train_build_kernel", True)))
+                    st.toast(f"Resumed {run.name}")
+                except (RunError, ValueError, OSError) as exc:
+                    st.error(str(exc))
+    if state == "died":
+        st.error("The training process is gone without finishing (killed, or the machine restarted). "
+                 "Press **Resume** to continue from its last checkpoint.")
+    elif state == "failed":
+        st.error(f"Training failed: {status.get('message', '')}")
+    for item in charts.stage_progress(status, metrics, k_planned):
+        st.progress(item["fraction"], text=item["text"])
+    if state in ("failed", "died") or (state not in ("running", "done") and launch.console_tail(run)):
+        with st.expander("console output"):
+            st.code(launch.console_tail(run)[-3000:] or "(empty)")
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Loss and validation accuracy per epoch**")
+        if any(r.get("event") == "epoch" for r in metrics):
+            st.plotly_chart(charts.training_curves_figure(metrics), key="train_curves", width="stretch")
+        else:
+            st.caption("(the first epoch is still running)")
+    with right:
+        st.markdown("**Accuracy vs cumulative FLOPs, growing as students finish**")
+        teacher = summary.get("teacher") or next((r for r in metrics if r.get("event") == "teacher_done"), {})
+        if rows:
+            fig = charts.accuracy_flops_figure([{"label": run.name, "rows": rows, "teacher": teacher,
+                                                 "anytime": summary.get("anytime", [])}])
+            st.plotly_chart(fig, key="train_curve", width="stretch")
+        else:
+            st.caption("(appears when the first student has finished)")
+
+
+st.divider()
+st.subheader("Runs in progress and finished")
+live_panel()

@@ -1,0 +1,132 @@
+"""What every page shares: where runs live, the sidebar run picker and cached model loading (Streamlit side)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from pkd.runs import Run, RunError, default_runs_dir, list_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS_DIR = ROOT / "configs"
+PRETRAINED_ENV = "PKD_PRETRAINED_DIR"  # where shipped runs live (default: the repository's pretrained/)
+SHIPPED_NAME = "mnist"  # the run the app opens on: <pretrained>/mnist
+RUN_KEY = "run"  # session-state key of the sidebar run picker (a run directory path)
+GOTO_KEY = "goto"  # a callback sets this to a page name; main.py switches to it
+
+
+def pretrained_dir() -> Path:
+    """Folder of shipped runs: $PKD_PRETRAINED_DIR, else pretrained/ in the repository."""
+    return Path(os.environ.get(PRETRAINED_ENV) or ROOT / "pretrained").resolve()
+
+
+def runs_dir() -> Path:
+    """Folder where the app starts new runs ($PKD_RUNS_DIR or ./runs), absolute."""
+    return default_runs_dir().resolve()
+
+
+def all_runs() -> list[Run]:
+    """Shipped runs under pretrained/ and the runs in the runs folder, newest first."""
+    return list_runs([pretrained_dir(), runs_dir()])
+
+
+def location(run: Run) -> str:
+    """'pretrained' or 'runs folder' (only the latter may be deleted from the app)."""
+    try:
+        Path(run.path).resolve().relative_to(pretrained_dir())
+        return "pretrained"
+    except ValueError:
+        return "runs folder"
+
+
+def default_run(runs: list[Run]) -> Run | None:
+    """The shipped pretrained MNIST run if present, else the newest finished run, else the newest run."""
+    for run in runs:
+        if Path(run.path).resolve() == pretrained_dir() / SHIPPED_NAME:
+            return run
+    for run in runs:
+        if run.state() == "done":
+            return run
+    return runs[0] if runs else None
+
+
+def label(run: Run) -> str:
+    info = run.info()
+    where = " · pretrained" if location(run) == "pretrained" else ""
+    return f"{info['name']} ({info['state']}, {info['k_done']}/{info['k_planned']} students){where}"
+
+
+def sidebar() -> Run | None:
+    """The shared run picker in the sidebar; returns the chosen run (None when there are no runs)."""
+    runs = all_runs()
+    paths = [str(run.path) for run in runs]
+    labels = {str(run.path): label(run) for run in runs}
+    with st.sidebar:
+        st.markdown("### Run")
+        if not runs:
+            st.info("No runs yet. Start one on the **Train** page.")
+            return None
+        if st.session_state.get(RUN_KEY) not in paths:
+            st.session_state[RUN_KEY] = str(default_run(runs).path)
+        st.selectbox("Run shown on Results and Playground", paths, key=RUN_KEY,
+                     format_func=lambda p: labels.get(p, p))
+        run = Run(Path(st.session_state[RUN_KEY]))
+        info = run.info()
+        st.caption(f"{info['dataset']} · {info['mode']} ensemble · state **{info['state']}**  \n`{run.path}`")
+        st.caption(f"New runs go to `{runs_dir()}`")
+    return run
+
+
+def selected_run() -> Run | None:
+    """The run chosen in the sidebar (None if there is none)."""
+    path = st.session_state.get(RUN_KEY)
+    if not path or not Path(path).is_dir():
+        return None
+    return Run(Path(path))
+
+
+def weights_key(run: Run) -> tuple:
+    """Changes whenever the run's saved weights change (cache key next to the path)."""
+    files = [run.student_path(k) for k in range(1, run.students_saved() + 1)]
+    teacher = Path(run.path) / "teacher.pt"
+    if teacher.is_file():
+        files.append(teacher)
+    return tuple((f.name, os.stat(f).st_mtime_ns) for f in files)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the students ...")
+def cached_ensemble(path: str, key: tuple):  # noqa: ARG001 - key is part of the cache key
+    from pkd.distill import load_ensemble
+
+    return load_ensemble(Run(Path(path)))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the teacher ...")
+def cached_teacher(path: str, key: tuple):  # noqa: ARG001 - key is part of the cache key
+    from pkd.distill import load_teacher
+
+    return load_teacher(Run(Path(path)))
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the test set ...")
+def cached_test_split(dataset: str):
+    from pkd import data as pkd_data
+
+    return pkd_data.load_split(dataset, "test")
+
+
+def run_or_stop() -> Run:
+    """The selected run, or an explanatory message and st.stop()."""
+    run = selected_run()
+    if run is None:
+        st.info("There is no run to show yet. Start one on the **Train** page, or put the shipped run in "
+                f"`{pretrained_dir() / SHIPPED_NAME}`.")
+        st.stop()
+    try:
+        run.manifest()
+    except (OSError, RunError) as exc:
+        st.error(f"Cannot read run {run.path}: {exc}")
+        st.stop()
+    return run

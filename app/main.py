@@ -1,0 +1,30 @@
+"""pkd explorer: `streamlit run app/main.py` (router + shared sidebar; the pages live in app_pages/)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts only app/ on sys.path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app import common  # noqa: E402
+
+st.set_page_config(page_title="pkd explorer", page_icon=":material/scatter_plot:", layout="wide")
+
+PAGES = {
+    "results": st.Page("app_pages/results.py", title="Results", icon=":material/show_chart:", default=True),
+    "playground": st.Page("app_pages/playground.py", title="Playground", icon=":material/draw:"),
+    "train": st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
+    "runs": st.Page("app_pages/runs.py", title="Runs", icon=":material/folder_open:"),
+}
+
+page = st.navigation(list(PAGES.values()))
+goto = st.session_state.pop(common.GOTO_KEY, None)
+if goto in PAGES:
+    st.switch_page(PAGES[goto])
+common.sidebar()
+page.run()

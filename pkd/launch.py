@@ -1,0 +1,193 @@
+"""Start, stop and resume training runs as detached processes (used by the app; no Streamlit here).
+
+A launched run is an ordinary `python -m pkd train` process in its own session, so it outlives the app, a browser
+reload or a server restart. Its stdout/stderr go to `<run>/console.log`; everything else in the run directory is
+written by the child through `pkd.runs`. This module writes nothing but console.log, and reaps every child it
+starts in a daemon thread so that a finished child never lingers as a zombie (a zombie still answers
+`os.kill(pid, 0)`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from pkd.runs import CONSOLE_FILE, MANIFEST_FILE, Run, RunError, check_run_name, process_alive
+
+logger = logging.getLogger(__name__)
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the folder holding the `pkd` package
+DEVICES = ("auto", "cpu", "cuda")
+START_WAIT_S = 60.0  # how long start_run waits for the child to create its run directory
+_CHILDREN: dict[str, subprocess.Popen] = {}  # run path -> process started by this interpreter
+_LOCK = threading.Lock()
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    proc.wait()
+
+
+def _spawn(args: list[str], run_path: Path) -> subprocess.Popen:
+    """Start `python -m pkd <args>` detached, output appended to run_path/console.log, reaped in the background."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    command = [sys.executable, "-m", "pkd", *args]
+    with open(run_path / CONSOLE_FILE, "ab") as console:
+        console.write(f"$ {' '.join(command)}\n".encode())
+        console.flush()
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                                cwd=str(PACKAGE_ROOT), env=env, start_new_session=True, close_fds=True)
+    with _LOCK:
+        _CHILDREN[str(run_path.resolve())] = proc
+    threading.Thread(target=_reap, args=(proc,), name=f"reap-{proc.pid}", daemon=True).start()
+    logger.info("started pid %d: %s", proc.pid, " ".join(command))
+    return proc
+
+
+def child_process(run: Run) -> subprocess.Popen | None:
+    """The process this interpreter started for `run`, if any (also after it ended)."""
+    with _LOCK:
+        return _CHILDREN.get(str(Path(run.path).resolve()))
+
+
+def console_tail(run: Run, max_chars: int = 4000) -> str:
+    """The end of the run's console.log ("" if there is none)."""
+    path = Path(run.path) / CONSOLE_FILE
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - max_chars))
+        return fh.read().decode("utf-8", errors="replace")
+
+
+def _unique_dir(runs_dir: Path, name: str) -> Path:
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for _ in range(100):
+        path = runs_dir / check_run_name(f"{name}-{stamp}-{secrets.token_hex(2)}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RunError(f"could not create a unique run directory in {runs_dir}")
+
+
+def _wait_for_run(proc: subprocess.Popen, run: Run, wait_s: float) -> None:
+    """Wait until the child wrote the run's manifest; RunError with the console output if it exits first."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if (run.path / MANIFEST_FILE).is_file():
+            return
+        if proc.poll() is not None:
+            if (run.path / MANIFEST_FILE).is_file():
+                return
+            lines = [line for line in console_tail(run).splitlines() if line.strip()]
+            reason = lines[-1] if lines else f"exit status {proc.returncode}"
+            raise RunError(f"training did not start: {reason} (full output in {run.path / CONSOLE_FILE})")
+        time.sleep(0.05)
+    logger.warning("%s: no manifest after %.0f s; the run is still starting", run.path, wait_s)
+
+
+def start_run(
+    config_path: str | os.PathLike,
+    overrides: list[str] | tuple[str, ...] = (),
+    runs_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    name: str | None = None,
+    build_kernel: bool = True,
+    wait_s: float = START_WAIT_S,
+) -> Run:
+    """Launch `python -m pkd train` for a new run in a fresh directory and return that run.
+
+    Args:
+        config_path: YAML config file.
+        overrides: `key=value` config overrides, e.g. ["distill.alpha=0.5"].
+        runs_dir: folder for the new run (default $PKD_RUNS_DIR or ./runs).
+        device: "auto", "cpu" or "cuda".
+        name: folder name prefix (default: the config file's stem).
+        build_kernel: let training build the fused CPU scan kernel (about a minute once, then cached).
+        wait_s: wait this long for the child to create its run (0: return at once).
+
+    Returns:
+        The Run; its directory holds console.log and, once the child has started, the run files.
+
+    Raises:
+        FileNotFoundError: the config file does not exist.
+        ValueError: unknown device.
+        RunError: the child exited before creating its run (the message carries its last output line).
+    """
+    from pkd.runs import default_runs_dir
+
+    config_path = Path(config_path).resolve()
+    if not config_path.is_file():
+        raise FileNotFoundError(f"config file {config_path} not found; see configs/ for examples")
+    if device not in DEVICES:
+        raise ValueError(f"device {device!r} is not one of {', '.join(DEVICES)}")
+    overrides = [str(item) for item in overrides]
+    for item in overrides:
+        if "=" not in item or item.startswith("-"):
+            raise ValueError(f"override {item!r}: expected key=value, e.g. distill.alpha=0.5")
+    runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    path = _unique_dir(runs_dir.resolve(), name or config_path.stem)
+    (path / CONSOLE_FILE).touch()
+    args = ["train", "--config", str(config_path), "--run-dir", str(path), "--device", device, "--no-progress"]
+    if not build_kernel:
+        args.append("--no-kernel-build")
+    proc = _spawn([*args, *overrides], path)
+    run = Run(path)
+    if wait_s > 0:
+        _wait_for_run(proc, run, wait_s)
+    return run
+
+
+def stop_run(run: Run) -> bool:
+    """Ask a running run to stop (SIGTERM: it saves a checkpoint and ends as "stopped", resumable).
+
+    Only signals the recorded pid when that process is alive and its start time matches the record, so a
+    recycled pid is never hit. Returns True when a signal was sent.
+    """
+    status = run.status(raw=True)
+    pid, started = status.get("pid"), status.get("pid_start")
+    if status.get("state") in ("running", "created") and pid and process_alive(pid, started):
+        os.kill(int(pid), signal.SIGTERM)
+        logger.info("sent SIGTERM to pid %s (run %s)", pid, run.path)
+        return True
+    proc = child_process(run)
+    if proc is not None and proc.poll() is None:  # started by us but has not recorded its pid yet
+        proc.terminate()
+        return True
+    return False
+
+
+def resume_run(run: Run, device: str | None = None, build_kernel: bool = True) -> Run:
+    """Continue a stopped, failed or died run in a new detached process (same directory, console.log appended).
+
+    Raises:
+        RunError: the run is still running, or has nothing to resume because it is done.
+    """
+    if device is not None and device not in DEVICES:
+        raise ValueError(f"device {device!r} is not one of {', '.join(DEVICES)}")
+    state = run.state()
+    if state in ("running", "created") and process_alive(run.status().get("pid"), run.status().get("pid_start")):
+        raise RunError(f"run {run.name} is still running; stop it before resuming")
+    proc = child_process(run)
+    if proc is not None and proc.poll() is None:
+        raise RunError(f"run {run.name} is still running; stop it before resuming")
+    if state == "done":
+        raise RunError(f"run {run.name} is already done; nothing to resume")
+    args = ["train", "--resume", str(Path(run.path).resolve()), "--no-progress"]
+    if device is not None:
+        args += ["--device", device]
+    if not build_kernel:
+        args.append("--no-kernel-build")
+    _spawn(args, Path(run.path))
+    return run

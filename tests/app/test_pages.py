@@ -1,0 +1,235 @@
+"""AppTest tests for every page of the explorer (no browser): widgets are selected by key."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pkd import launch
+from pkd.data import get_dataset_spec, prepare_drawing
+from pkd.distill import load_ensemble
+from pkd.runs import Run, list_runs
+from tests.app.trained import ROOT, copy_run
+
+streamlit_testing = pytest.importorskip("streamlit.testing.v1")
+AppTest = streamlit_testing.AppTest
+MAIN = str(ROOT / "app" / "main.py")
+TIMEOUT = 60
+
+
+def open_app(page: str | None = None) -> "AppTest":
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(f"app_pages/{page}.py").run()
+        assert not at.exception, at.exception
+    return at
+
+
+def texts(at, kind: str) -> str:
+    return "\n".join(str(e.value) for e in getattr(at, kind))
+
+
+def canvas_value(pixels: np.ndarray) -> dict:
+    """What the canvas component sends: its drawing as a PNG data URL (RGBA, 280x280)."""
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return {"drawing": {"raw": {"objects": [{"type": "path"}]}, "data": url}, "backgroundFit": None}
+
+
+def drawn_one() -> np.ndarray:
+    """A white vertical stroke on black, like a '1' drawn with the mouse."""
+    pixels = np.zeros((280, 280, 4), dtype=np.uint8)
+    pixels[..., 3] = 255
+    pixels[50:230, 130:150, :3] = 255
+    return pixels
+
+
+def shipped_run(shipped_root: Path) -> Run:
+    return Run(shipped_root / "mnist")
+
+
+# ------------------------------------------------------------------------------------------------ Results
+
+def test_results_opens_on_shipped_run_with_chart_table_and_csv(app_env, shipped_root):
+    at = open_app()
+    assert at.title[0].value == "Results"
+    assert at.session_state["run"] == str(shipped_run(shipped_root).path)
+    charts = at.get("plotly_chart")
+    assert charts, "no chart on the Results page"
+    spec = json.loads(charts[0].proto.spec)
+    rows = shipped_run(shipped_root).prefix_table()
+    ensemble_trace = spec["data"][0]
+    assert len(ensemble_trace["x"]) == len(rows)
+    assert ensemble_trace["x"][-1] == rows[-1]["cumulative_flops"]
+    assert any("teacher" in str(a.get("text", "")) for a in spec["layout"].get("annotations", []))
+    frame = at.dataframe[0].value
+    assert list(frame["k"]) == [r["k"] for r in rows]
+    assert at.get("download_button"), "no CSV download button"
+    assert "ensemble of the first k students" in texts(at, "markdown")
+
+
+def test_results_log_axis_and_overlay(app_env, shipped_root):
+    copy_run(shipped_run(shipped_root).path, app_env, "other-run")
+    at = open_app()
+    at.radio(key="results_xscale").set_value("log").run()
+    assert not at.exception
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert spec["layout"]["xaxis"]["type"] == "log"
+    other = str(app_env / "other-run")
+    at.multiselect(key="results_compare").set_value([other]).run()
+    assert not at.exception
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    names = " ".join(trace.get("name", "") for trace in spec["data"])
+    assert "other-run" in names and "mnist" in names
+
+
+def test_results_without_runs_says_where_to_start(monkeypatch, tmp_path):
+    monkeypatch.setenv("PKD_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("PKD_PRETRAINED_DIR", str(tmp_path / "none"))
+    at = open_app()
+    assert "Train" in texts(at, "info")
+
+
+# ------------------------------------------------------------------------------------------------ Playground
+
+def test_playground_blank_canvas_shows_a_note_not_a_guess(app_env):
+    at = open_app("playground")
+    assert "blank" in texts(at, "info")
+    assert not at.table
+
+
+def test_playground_drawn_digit_predicts_every_prefix_like_the_library(app_env, shipped_root):
+    run = shipped_run(shipped_root)
+    at = open_app("playground")
+    at.session_state["canvas"] = canvas_value(drawn_one())
+    at.run()
+    assert not at.exception, at.exception
+    table = at.table[0].value
+    ensemble = load_ensemble(run)
+    spec = get_dataset_spec(run.config()["data"]["dataset"])
+    x = prepare_drawing(drawn_one())
+    with torch.no_grad():
+        expected = [spec.class_names[int(lp.argmax())] for lp in ensemble.all_prefixes(spec.normalize(x[None]))]
+    assert list(table["k"]) == list(range(1, ensemble.k + 1))
+    assert list(table["ensemble 1..k says"]) == expected
+    assert f"Students 1..{ensemble.k} say **{expected[-1]}**" in texts(at, "markdown")
+    assert "Teacher" in texts(at, "markdown")
+    assert "blank" not in texts(at, "info")
+
+
+def test_playground_slider_anytime_and_clear(app_env, shipped_root):
+    run = shipped_run(shipped_root)
+    k_total = run.students_saved()
+    at = open_app("playground")
+    at.session_state["canvas"] = canvas_value(drawn_one())
+    at.run()
+    if k_total > 1:
+        at.slider(key="pg_k").set_value(1).run()
+        assert "Students 1..1 say" in texts(at, "markdown")
+    at.radio(key="pg_anytime").set_value("FLOP budget").run()
+    first = load_ensemble(run).cumulative_flops()[0]
+    at.select_slider(key="pg_budget").set_value(first).run()
+    assert not at.exception, at.exception
+    assert f"stopped after 1 of {k_total} students" in " ".join(p.proto.text for p in at.get("progress"))
+    at.button(key="pg_clear_btn").click().run()
+    assert "blank" in texts(at, "info")
+
+
+def test_playground_full_white_canvas_is_refused_with_advice(app_env):
+    at = open_app("playground")
+    white = np.full((280, 280, 4), 255, dtype=np.uint8)
+    at.session_state["canvas"] = canvas_value(white)
+    at.run()
+    assert not at.exception
+    assert "white strokes on a black" in texts(at, "warning")
+
+
+def test_playground_random_test_digit_shows_true_label(app_env):
+    at = open_app("playground")
+    at.button(key="pg_random").click().run()
+    assert not at.exception, at.exception
+    assert "true label" in texts(at, "caption").lower() or "True label" in texts(at, "caption")
+    assert at.table, "no predictions for the test digit"
+
+
+# ------------------------------------------------------------------------------------------------ Train
+
+def test_train_page_shows_device_and_rejects_bad_sizes(app_env):
+    at = open_app("train")
+    assert "GPU:" in texts(at, "caption")
+    at.selectbox(key="train_config").set_value("tiny").run()
+    at.selectbox(key="train_schedule").set_value("custom")
+    at.text_input(key="train_custom").set_value("4, x")
+    at.button(key="train_start").click().run()
+    assert "whole numbers" in texts(at, "error")
+    assert list_runs(app_env) == []
+
+
+def test_train_page_starts_a_run_and_lists_it(app_env):
+    at = open_app("train")
+    at.selectbox(key="train_config").set_value("tiny").run()
+    at.checkbox(key="train_build_kernel").uncheck()
+    at.number_input(key="train_student_epochs").set_value(1)
+    at.button(key="train_start").click().run(timeout=90)
+    assert not at.exception, at.exception
+    runs = list_runs(app_env)
+    try:
+        assert len(runs) == 1, texts(at, "error")
+        run = runs[0]
+        assert run.config()["students"]["optim"]["epochs"] == 1  # the form's change reached the run
+        assert "Started" in texts(at, "success")
+        assert at.session_state["train_pick"] == str(run.path)  # the live panel follows the new run
+        assert run.name in " ".join(str(o) for o in at.selectbox(key="train_pick").options)
+        deadline = time.time() + 90
+        while "loss" not in run.status() and time.time() < deadline:  # inside the training loop
+            time.sleep(0.2)
+        at.run()
+        assert at.metric[0].value == "running"
+        at.button(key="train_stop").click().run()
+        deadline = time.time() + 60
+        while run.state() == "running" and time.time() < deadline:
+            time.sleep(0.2)
+        assert run.state() == "stopped"
+    finally:
+        for run in runs:
+            launch.stop_run(run)
+            proc = launch.child_process(run)
+            if proc is not None:
+                proc.wait(timeout=60)
+
+
+# ------------------------------------------------------------------------------------------------ Runs
+
+def test_runs_page_lists_opens_and_deletes_with_confirmation(app_env, shipped_root):
+    victim = copy_run(shipped_run(shipped_root).path, app_env, "victim")
+    at = open_app("runs")
+    frame = at.dataframe[0].value
+    assert "victim" in list(frame["run"]) and "mnist" in list(frame["run"])
+    at.selectbox(key="runs_pick").set_value(str(victim)).run()
+    at.button(key="runs_delete").click().run()
+    assert victim.is_dir(), "deleted without confirmation"
+    assert "cannot be undone" in texts(at, "warning")
+    at.button(key="runs_delete_confirm").click().run()
+    assert not victim.exists()
+    assert "Deleted run victim" in texts(at, "success")
+
+
+def test_runs_page_cannot_delete_shipped_run_and_opens_it_in_results(app_env, shipped_root):
+    at = open_app("runs")
+    shipped = str(shipped_run(shipped_root).path)
+    at.selectbox(key="runs_pick").set_value(shipped).run()
+    assert at.button(key="runs_delete").disabled
+    at.button(key="runs_open").click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Results"
+    assert at.session_state["run"] == shipped
