@@ -92,9 +92,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         logger.info("selective scan backend: %s", ssm.scan_backend(device.type))
         run.write_status(scan_backend=ssm.scan_backend(device.type))
     distill.install_stop_handler()
-    progress = _Progress(enabled=not args.no_progress)
+    progress = _Progress(enabled=not args.no_progress and sys.stderr.isatty())
     try:
-        summary = distill.train_run(run, device_name, progress)
+        summary = distill.train_run(run, device.type, progress)
     except distill.StopRequested:
         progress.close()
         run.write_status(state="stopped", message="stopped on request; continue with --resume")

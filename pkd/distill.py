@@ -135,7 +135,7 @@ def accuracy(log_probs_or_logits: torch.Tensor, labels: torch.Tensor) -> float:
 def model_cost(model: nn.Module, image_shape: tuple) -> tuple[int, int]:
     """(FLOPs per sample, parameters) of a model."""
     report = count_flops(model, image_shape)
-    return int(report.total_flops), int(report.params)
+    return int(report.flops), int(report.params)
 
 
 def shuffled_batches(split: pkd_data.ImageSplit, batch_size: int, generator: torch.Generator,
@@ -216,7 +216,7 @@ def fit(
             total += loss.item() * n
             count += n
             for name, value in out.items():
-                parts[name] = parts.get(name, 0.0) + float(value) * n
+                parts[name] = parts.get(name, 0.0) + float(value.detach()) * n
             now = time.time()
             if now - last_status > 1.0:
                 last_status = now
@@ -230,12 +230,12 @@ def fit(
         record = {"stage": stage, "student": k, "epoch": epoch + 1, "epochs": optim_cfg.epochs,
                   "seconds": time.time() - t0, "lr": scheduler.get_last_lr()[0],
                   **{f"train_{name}": value / max(count, 1) for name, value in parts.items()}, **results}
-        run.log_metrics("epoch", **record)
-        logger.info("%s %d epoch %d/%d: %s", stage, k, epoch + 1, optim_cfg.epochs,
-                    ", ".join(f"{key} {value:.4f}" for key, value in record.items() if isinstance(value, float)))
         run.save_checkpoint({"stage": stage, "k": k, "epoch": epoch + 1, "model": model.state_dict(),
                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                              "rng": torch.get_rng_state(), "seed": cfg.seed})
+        run.log_metrics("epoch", **record)
+        logger.info("%s %d epoch %d/%d: %s", stage, k, epoch + 1, optim_cfg.epochs,
+                    ", ".join(f"{key} {value:.4f}" for key, value in record.items() if isinstance(value, float)))
         run.write_status(stage=stage, student=k, epoch=epoch + 1, epochs=optim_cfg.epochs,
                          progress=(epoch + 1) / optim_cfg.epochs)
         if progress:
