@@ -1,0 +1,181 @@
+"""The app's pure helpers (charts, form -> overrides, prediction path) on plain data, without Streamlit."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+
+from app import charts, inference, train_form
+from pkd.data import get_dataset_spec
+from pkd.models.ensemble import Ensemble
+from tests.app.trained import TINY_CONFIG
+
+ROWS = [
+    {"k": 1, "arch": "mamba", "params": 100, "student_flops": 1000, "cumulative_flops": 1000,
+     "share_of_teacher": 0.01, "prefix_acc": 0.80, "solo_acc": 0.80},
+    {"k": 2, "arch": "mamba", "params": 300, "student_flops": 3000, "cumulative_flops": 4000,
+     "share_of_teacher": 0.04, "prefix_acc": 0.90, "solo_acc": 0.85},
+]
+TEACHER = {"arch": "mnist_cnn", "flops": 100_000, "test_acc": 0.99}
+ANYTIME = [{"confidence": 0.5, "acc": 0.82, "mean_flops": 1500.0}, {"confidence": 0.9, "acc": 0.89,
+                                                                     "mean_flops": 3000.0}]
+
+
+def test_prefix_frame_has_display_columns_in_percent():
+    frame = charts.prefix_frame(ROWS)
+    assert list(frame.columns) == list(charts.TABLE_COLUMNS)
+    assert list(frame["prefix accuracy"]) == [80.0, 90.0]
+    assert list(frame["% of teacher FLOPs"]) == [1.0, 4.0]
+    back = pd.read_csv(io.BytesIO(charts.table_csv(frame)))
+    assert list(back["cumulative FLOPs"]) == [1000, 4000]
+
+
+def test_accuracy_flops_figure_one_point_per_prefix_teacher_line_and_overlay():
+    fig = charts.accuracy_flops_figure([{"label": "a", "rows": ROWS, "teacher": TEACHER, "anytime": ANYTIME}])
+    ensemble, solo, anytime = fig.data
+    assert list(ensemble.x) == [1000, 4000] and list(ensemble.y) == pytest.approx([80.0, 90.0])
+    assert [c[1] for c in ensemble.customdata] == pytest.approx([1.0, 4.0])  # share of teacher on hover
+    assert list(solo.x) == [1000, 3000]  # each student alone costs its own FLOPs
+    assert list(anytime.x) == [1500.0, 3000.0]
+    lines = [s for s in fig.layout.shapes if s.type == "line"]
+    assert len(lines) == 1 and lines[0].y0 == pytest.approx(99.0)
+    assert fig.layout.xaxis.type == "linear"
+    two = charts.accuracy_flops_figure(
+        [{"label": "a", "rows": ROWS, "teacher": TEACHER}, {"label": "b", "rows": ROWS[:1], "teacher": {}}],
+        log_x=True, show_solo=False, show_anytime=False)
+    assert [t.name for t in two.data] == ["a: ensemble of first k", "b: ensemble of first k"]
+    assert two.layout.xaxis.type == "log"
+
+
+def test_stage_progress_follows_status_and_events():
+    running = {"state": "running", "stage": "student", "student": 2, "progress": 0.5, "epoch": 1, "epochs": 2}
+    metrics = [{"event": "teacher_done"}, {"event": "student_done", "k": 1}]
+    parts = charts.stage_progress(running, metrics, 3)
+    assert [p["fraction"] for p in parts] == [1.0, 1.0, 0.5, 0.0]
+    assert "epoch 1/2" in parts[2]["text"] and parts[3]["text"] == "student 3: waiting"
+    teacher = charts.stage_progress({"state": "running", "stage": "teacher", "progress": 0.25}, [], 1)
+    assert [p["fraction"] for p in teacher] == [0.25, 0.0]
+    done = charts.stage_progress({"state": "done", "stage": "student", "student": 1}, [], 2)
+    assert [p["fraction"] for p in done] == [1.0, 1.0, 1.0]
+
+
+def test_training_curves_one_line_per_stage_in_order():
+    metrics = [{"event": "epoch", "stage": "teacher", "student": 0, "epoch": 1, "train_loss": 1.0, "val_acc": 0.5},
+               {"event": "teacher_done"},
+               {"event": "epoch", "stage": "student", "student": 1, "epoch": 1, "train_loss": 2.0, "val_acc": 0.6},
+               {"event": "epoch", "stage": "student", "student": 1, "epoch": 2, "train_loss": 1.5, "val_acc": 0.7}]
+    fig = charts.training_curves_figure(metrics)
+    names = [t.name for t in fig.data]
+    assert names == ["teacher", "teacher", "student 1", "student 1"]
+    assert list(fig.data[2].x) == [2, 3] and list(fig.data[3].y) == pytest.approx([60.0, 70.0])
+    assert len(charts.epoch_frame(metrics)) == 3
+
+
+def test_runs_frame_and_number_formats():
+    info = {"name": "r", "path": "/x/r", "state": "done", "dataset": "mnist", "mode": "residual", "k_done": 2,
+            "k_planned": 3, "teacher_acc": 0.99, "final_acc": 0.9, "final_share": 0.04, "created": 0}
+    frame = charts.runs_frame([info], {"/x/r": "runs folder"})
+    assert frame.loc[0, "students"] == "2/3" and frame.loc[0, "final accuracy"] == 90.0
+    assert frame.loc[0, "where"] == "runs folder"
+    assert charts.human_flops(24_129_802) == "24.1 M" and charts.human_flops(950) == "950"
+    assert charts.percent(0.0028, 2) == "0.28%" and charts.percent(None) == "-"
+
+
+def test_prefix_predictions_table():
+    report = {"prefix_probs": [[0.2, 0.8], [0.9, 0.1]], "student_probs": [[0.2, 0.8], [0.7, 0.3]],
+              "cumulative_flops": [10, 30], "share_of_teacher": [0.1, 0.3]}
+    frame = charts.prefix_predictions_frame(report, ["zero", "one"])
+    assert list(frame["ensemble 1..k says"]) == ["one", "zero"]
+    assert list(frame["student k votes"]) == ["one", "zero"]
+    assert list(frame["% of teacher"]) == ["10.00%", "30.00%"]
+
+
+# ------------------------------------------------------------------------------------------------ form
+
+@pytest.mark.parametrize("kind,k,base,expected", [
+    ("doubling", 3, 4, [4, 8, 16]), ("same size", 2, 8, [8, 8]), ("halving", 4, 8, [8, 4, 2, 1]),
+])
+def test_schedule_sizes(kind, k, base, expected):
+    assert train_form.schedule_sizes(kind, k, base) == expected
+    assert train_form.guess_schedule(expected) in (kind, "same size")
+
+
+def test_schedule_sizes_rejects_bad_input():
+    assert train_form.schedule_sizes("custom", 0, 1, "3, 5;7") == [3, 5, 7]
+    with pytest.raises(ValueError, match="whole numbers"):
+        train_form.schedule_sizes("custom", 0, 1, "4, x")
+    with pytest.raises(ValueError, match="positive"):
+        train_form.schedule_sizes("custom", 0, 1, "0")
+    with pytest.raises(ValueError, match="unknown schedule"):
+        train_form.schedule_sizes("random", 2, 4)
+
+
+def test_form_defaults_and_overrides_only_for_changes():
+    defaults = train_form.form_defaults(TINY_CONFIG)
+    assert defaults["dataset"] == "mnist" and defaults["k"] >= 1
+    assert train_form.build_overrides(dict(defaults), defaults) == []
+    values = dict(defaults, alpha=0.7, mode="independent", schedule="same size", k=3, base=4, student_epochs=5)
+    overrides = train_form.build_overrides(values, defaults)
+    assert "distill.alpha=0.7" in overrides and "distill.mode=independent" in overrides
+    assert "students.schedule=[{d_model: 4}, {d_model: 4}, {d_model: 4}]" in overrides
+    assert "students.optim.epochs=5" in overrides
+    from pkd.config import load_config
+
+    cfg = load_config(TINY_CONFIG, overrides)  # the overrides are valid for the real config loader
+    assert cfg.distill.alpha == 0.7 and cfg.students.k == 3
+
+
+# ------------------------------------------------------------------------------------------------ prediction
+
+class Pixels(nn.Module):
+    """A toy student: a linear map of the flattened image (deterministic weights)."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(28 * 28, 10)
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.randn(10, 28 * 28, generator=gen) * 0.05)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))  # (B, 10)
+
+
+def test_predict_digit_matches_the_ensemble():
+    spec = get_dataset_spec("mnist")
+    ensemble = Ensemble([Pixels(0), Pixels(1), Pixels(2)], mode="residual", student_flops=[10, 20, 30]).eval()
+    image = torch.zeros(1, 28, 28)
+    image[0, 5:23, 13:15] = 1.0
+    report = inference.predict_digit(ensemble, spec, image, teacher=Pixels(9), teacher_flops=600)
+    with torch.no_grad():
+        x = spec.normalize(image[None])
+        expected = [lp.exp()[0] for lp in ensemble.all_prefixes(x)]
+        solo = [torch.softmax(s(x), -1)[0] for s in ensemble.students]
+    assert len(report.prefix_probs) == 3
+    for got, want in zip(report.prefix_probs, expected):
+        assert torch.tensor(got) == pytest.approx(want, abs=1e-6)
+    for got, want in zip(report.student_probs, solo):
+        assert torch.tensor(got) == pytest.approx(want, abs=1e-6)
+    assert report.cumulative_flops == [10, 30, 60]
+    assert report.share_of_teacher == pytest.approx([10 / 600, 30 / 600, 60 / 600])
+    assert sum(report.teacher_probs) == pytest.approx(1.0)
+    stop = inference.anytime_digit(ensemble, spec, image, flop_budget=35)
+    assert stop["k_used"] == 2 and stop["flops"] == 30
+    stop = inference.anytime_digit(ensemble, spec, image, confidence=1e-6)
+    assert stop["k_used"] == 1
+
+
+def test_prepare_canvas_blank_and_drawn():
+    import numpy as np
+
+    assert inference.prepare_canvas(None) is None
+    blank = np.zeros((280, 280, 4), dtype=np.uint8)
+    blank[..., 3] = 255
+    assert inference.prepare_canvas(blank) is None
+    blank[40:240, 130:150, :3] = 255
+    image = inference.prepare_canvas(blank)
+    assert image.shape == (1, 28, 28) and float(image.max()) > 0.5
