@@ -74,56 +74,73 @@ st.markdown("Train a teacher and then K small students, one after another; each 
             "reload, or restart the app, and come back to it here.")
 st.caption(device_info())
 
-configs = config_files()
-if not configs:
-    st.error(f"No config files in {common.CONFIGS_DIR}.")
-    st.stop()
-if ss.get("train_config") not in configs:
-    ss.train_config = "mnist-quick" if "mnist-quick" in configs else ("tiny" if "tiny" in configs else next(iter(configs)))
-if "train_defaults" not in ss or ss.get("train_defaults_for") != ss.train_config:
-    load_defaults()
-    ss.train_defaults_for = ss.train_config
-st.selectbox("Start from config", list(configs), key="train_config", on_change=load_defaults,
-             help="The form below starts with this file's values; changes are passed as key=value overrides.")
-if ss.get("train_config_error"):
-    st.error(ss.train_config_error)
-    st.stop()
-defaults = ss.train_defaults
 
-with st.form("train_form"):
-    from pkd import data as pkd_data
+def default_config(configs: dict[str, Path]) -> str:
+    """The classroom config if it can run here (its teacher file exists), else tiny, else the first."""
+    for name in ("mnist-quick", "tiny"):
+        if name in configs:
+            try:
+                load_config(configs[name])
+                return name
+            except (ConfigError, ValueError, OSError):
+                continue
+    return next(iter(configs))
 
-    cols = st.columns(4)
-    cols[0].selectbox("Dataset", sorted(pkd_data.DATASETS), key=FORM_KEYS["dataset"])
-    cols[1].number_input("Number of students K", 1, 32, key=FORM_KEYS["k"])
-    cols[2].selectbox("Size schedule", train_form.SCHEDULES, key=FORM_KEYS["schedule"],
-                      help="How the width (d_model) of student k grows: doubling = d, 2d, 4d, ...")
-    cols[3].number_input("First student's width d_model", 1, 1024, key=FORM_KEYS["base"])
-    st.text_input("Custom widths (used when the schedule is 'custom'): one per student", key=FORM_KEYS["custom"])
-    cols = st.columns(4)
-    cols[0].radio("Ensemble mode", ["residual", "independent"], key=FORM_KEYS["mode"],
-                  help="residual: student k learns on top of students 1..k-1 (their logits add up). "
-                       "independent: each student learns alone; their probabilities are averaged.")
-    cols[1].slider("α (weight of the true labels)", 0.0, 1.0, step=0.05, key=FORM_KEYS["alpha"],
-                   help="loss = α·CE(labels) + (1-α)·T²·KL(teacher ‖ students)")
-    cols[2].slider("Temperature T", 1.0, 10.0, step=0.5, key=FORM_KEYS["temperature"])
-    cols[3].selectbox("Device", ["auto", "cpu", "cuda"], key=FORM_KEYS["device"])
-    cols = st.columns(4)
-    cols[0].number_input("Teacher epochs", 0, 200, key=FORM_KEYS["teacher_epochs"])
-    cols[1].number_input("Epochs per student", 1, 200, key=FORM_KEYS["student_epochs"])
-    cols[2].checkbox("Build the fast CPU scan kernel", value=True, key="train_build_kernel",
-                     help="Compiles a C++ kernel once (about a minute), then every CPU run is much faster.")
-    submitted = st.form_submit_button("Start training", type="primary", key="train_start")
 
-if submitted:
-    values = {name: ss[key] for name, key in FORM_KEYS.items()}
-    try:
-        overrides = train_form.build_overrides(values, defaults)
-    except ValueError as exc:
-        st.error(str(exc))
-    else:
-        st.caption("Overrides: " + (" ".join(f"`{o}`" for o in overrides) or "none"))
-        start(configs[ss.train_config], overrides, values["device"], bool(ss.train_build_kernel))
+def form_section() -> None:
+    configs = config_files()
+    if not configs:
+        st.error(f"No config files in {common.CONFIGS_DIR}.")
+        return
+    if ss.get("train_config") not in configs:
+        ss.train_config = default_config(configs)
+    if "train_defaults" not in ss or ss.get("train_defaults_for") != ss.train_config:
+        load_defaults()
+        ss.train_defaults_for = ss.train_config
+    st.selectbox("Start from config", list(configs), key="train_config", on_change=load_defaults,
+                 help="The form below starts with this file's values; changes are passed as key=value overrides.")
+    if ss.get("train_config_error"):
+        st.error(f"This config cannot run here: {ss.train_config_error}")
+        return
+    defaults = ss.train_defaults
+
+    with st.form("train_form"):
+        from pkd import data as pkd_data
+
+        cols = st.columns(4)
+        cols[0].selectbox("Dataset", sorted(pkd_data.DATASETS), key=FORM_KEYS["dataset"])
+        cols[1].number_input("Number of students K", 1, 32, key=FORM_KEYS["k"])
+        cols[2].selectbox("Size schedule", train_form.SCHEDULES, key=FORM_KEYS["schedule"],
+                          help="How the width (d_model) of student k grows: doubling = d, 2d, 4d, ...")
+        cols[3].number_input("First student's width d_model", 1, 1024, key=FORM_KEYS["base"])
+        st.text_input("Custom widths (used when the schedule is 'custom'): one per student", key=FORM_KEYS["custom"])
+        cols = st.columns(4)
+        cols[0].radio("Ensemble mode", ["residual", "independent"], key=FORM_KEYS["mode"],
+                      help="residual: student k learns on top of students 1..k-1 (their logits add up). "
+                           "independent: each student learns alone; their probabilities are averaged.")
+        cols[1].slider("α (weight of the true labels)", 0.0, 1.0, step=0.05, key=FORM_KEYS["alpha"],
+                       help="loss = α·CE(labels) + (1-α)·T²·KL(teacher ‖ students)")
+        cols[2].slider("Temperature T", 1.0, 10.0, step=0.5, key=FORM_KEYS["temperature"])
+        cols[3].selectbox("Device", ["auto", "cpu", "cuda"], key=FORM_KEYS["device"])
+        cols = st.columns(4)
+        cols[0].number_input("Teacher epochs", 0, 200, key=FORM_KEYS["teacher_epochs"])
+        cols[1].number_input("Epochs per student", 1, 200, key=FORM_KEYS["student_epochs"])
+        cols[2].checkbox("Build the fast CPU scan kernel", value=True, key="train_build_kernel",
+                         help="Compiles a C++ kernel once (about a minute), then every CPU run is much faster.")
+        submitted = st.form_submit_button("Start training", type="primary", key="train_start")
+
+    if submitted:
+        values = {name: ss[key] for name, key in FORM_KEYS.items()}
+        try:
+            overrides = train_form.build_overrides(values, defaults)
+        except ValueError as exc:
+            st.error(str(exc))
+        else:
+            st.caption("Overrides: " + (" ".join(f"`{o}`" for o in overrides) or "none"))
+            start(configs[ss.train_config], overrides, values["device"], bool(ss.train_build_kernel))
+
+
+form_section()
 
 
 # ------------------------------------------------------------------------------------------------ live panel
@@ -150,8 +167,8 @@ def live_panel() -> None:
     if ss.get(WATCH_KEY) in paths and ss.get("train_pick_for") != ss[WATCH_KEY]:
         ss.train_pick = ss[WATCH_KEY]  # a newly started run takes over the panel once
         ss.train_pick_for = ss[WATCH_KEY]
-    labels = {str(r.path): f"{r.name} ({r.state()})" for r in runs}
-    st.selectbox("Watching", paths, key="train_pick", format_func=lambda p: labels.get(p, p))
+    st.selectbox("Watching", paths, key="train_pick", format_func=lambda p: Path(p).name,
+                 help="Every run in the runs folder; a reload picks the newest running one.")
     run = Run(Path(ss.train_pick))
     status = run.status()
     state = status.get("state", "unknown")
@@ -175,16 +192,17 @@ def live_panel() -> None:
         st.caption(f"{status.get('message', '')}  \nlast update {age:.0f} s ago · pid {status.get('pid', '-')} · "
                    f"scan {status.get('scan_backend', '?')}  \n`{run.path}`")
         buttons = st.columns(2)
-        if state in ("running", "created"):
-            if buttons[0].button("Stop", key="train_stop", help="Stops after saving a checkpoint; resume later."):
-                st.toast("Stop requested" if launch.stop_run(run) else "The process is not running")
-        elif state in ("stopped", "died", "failed"):
-            if buttons[0].button("Resume", key="train_resume", type="primary"):
-                try:
-                    launch.resume_run(run, build_kernel=bool(ss.get("train_build_kernel", True)))
-                    st.toast(f"Resumed {run.name}")
-                except (RunError, ValueError, OSError) as exc:
-                    st.error(str(exc))
+        live = state in ("running", "created")
+        if buttons[0].button("Stop", key="train_stop", disabled=not live,
+                             help="Stops after saving a checkpoint; resume it later."):
+            st.toast("Stop requested" if launch.stop_run(run) else "The process is not running")
+        if buttons[1].button("Resume", key="train_resume", type="primary",
+                             disabled=state not in ("stopped", "died", "failed")):
+            try:
+                launch.resume_run(run, build_kernel=bool(ss.get("train_build_kernel", True)))
+                st.toast(f"Resumed {run.name}")
+            except (RunError, ValueError, OSError) as exc:
+                st.error(str(exc))
     if state == "died":
         st.error("The training process is gone without finishing (killed, or the machine restarted). "
                  "Press **Resume** to continue from its last checkpoint.")

@@ -1,0 +1,211 @@
+"""App performance: server start -> Results rendered in Chromium; drawn digit -> all K prefix predictions;
+training throughput with and without a browser watching the Train page. Prints figures, asserts nothing.
+
+    python bench/app.py [--run pretrained/mnist] [--config configs/tiny.yaml] [--skip-browser] [--skip-train]
+
+Check `uptime` first: on a shared 2-core machine the numbers move with the load (the throughput runs alternate
+watched and unwatched runs so both see similar conditions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(env: dict) -> tuple[subprocess.Popen, str, float]:
+    """Start the app; returns the process, its URL and seconds until /_stcore/health answered."""
+    port = free_port()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
+                             "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port",
+                             str(port), "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
+                if response.read() == b"ok":
+                    return proc, url, time.perf_counter() - t0
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError("streamlit exited during start-up") from None
+            time.sleep(0.05)
+
+
+def bench_startup(env: dict, repeats: int) -> None:
+    from playwright.sync_api import sync_playwright
+
+    print("\n== server start -> Results page rendered in Chromium (chart with its points drawn)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+        for i in range(repeats):
+            t0 = time.perf_counter()
+            proc, url, health = start_server(env)
+            try:
+                page = browser.new_page()
+                page.goto(url)
+                page.locator("[data-testid='stPlotlyChart'] .scatterlayer .point").first.wait_for(timeout=120_000)
+                total = time.perf_counter() - t0
+                page.close()
+                print(f"  run {i + 1}: health after {health:.2f} s, chart rendered after {total:.2f} s")
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+        browser.close()
+
+
+def drawn_seven() -> np.ndarray:
+    """A 280x280 RGBA canvas with a '7' in white strokes (what the canvas component returns)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGBA", (280, 280), (0, 0, 0, 255))
+    draw = ImageDraw.Draw(image)
+    draw.line([(70, 60), (210, 60), (120, 230)], fill=(255, 255, 255, 255), width=20, joint="curve")
+    return np.asarray(image)
+
+
+def bench_prediction(run_path: Path, repeats: int) -> None:
+    from app import inference
+    from pkd.data import get_dataset_spec, prepare_drawing
+    from pkd.distill import load_ensemble, load_teacher
+    from pkd.runs import Run
+
+    run = Run(run_path)
+    spec = get_dataset_spec(run.config()["data"]["dataset"])
+    ensemble = load_ensemble(run)
+    teacher = load_teacher(run)
+    canvas = drawn_seven()
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+
+    def library_path() -> list:
+        x = prepare_drawing(canvas)  # (1, 28, 28)
+        with torch.no_grad():
+            return ensemble.all_prefixes(spec.normalize(x[None]))
+
+    def app_path():
+        return inference.predict_digit(ensemble, spec, inference.prepare_canvas(canvas), teacher,
+                                       run.summary().get("teacher", {}).get("flops"))
+
+    print(f"\n== drawn digit -> all K={ensemble.k} prefix predictions ({run_path}, {torch.get_num_threads()} threads)")
+    for name, fn in (("library: prepare_drawing + all_prefixes", library_path),
+                     ("app: + each student's vote + teacher", app_path)):
+        for _ in range(3):
+            fn()  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(1000 * (time.perf_counter() - t0))
+        times.sort()
+        print(f"  {name}: median {statistics.median(times):.1f} ms, p90 {times[int(0.9 * len(times)) - 1]:.1f} ms, "
+              f"min {times[0]:.1f} ms (target <= 50 ms)")
+    t0 = time.perf_counter()
+    x = prepare_drawing(canvas)
+    prep = 1000 * (time.perf_counter() - t0)
+    print(f"  of which prepare_drawing alone: {prep:.1f} ms")
+
+
+def samples_per_second(run) -> float:
+    """Training throughput of a finished run from its epoch records (samples / second over all epochs)."""
+    config = run.config()
+    n = config["data"].get("train_limit") or 50_000
+    seconds = sum(r["seconds"] for r in run.metrics() if r.get("event") == "epoch")
+    epochs = sum(1 for r in run.metrics() if r.get("event") == "epoch")
+    return n * epochs / seconds if seconds else float("nan")
+
+
+def bench_training(config: Path, env: dict, rounds: int) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from pkd import launch
+
+    print(f"\n== training throughput, with and without Chromium watching the Train page ({config.name})")
+    runs_dir = Path(env["PKD_RUNS_DIR"])
+    results: dict[str, list[float]] = {"unwatched": [], "watched": []}
+    proc, url, _ = start_server(env)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+            for i in range(rounds):
+                for mode in ("unwatched", "watched"):
+                    page = None
+                    if mode == "watched":
+                        page = browser.new_page()
+                        page.goto(f"{url}/train")
+                        page.get_by_text("Runs in progress and finished").wait_for(timeout=60_000)
+                    run = launch.start_run(config, runs_dir=runs_dir, device="cpu", build_kernel=False,
+                                           name=f"bench-{mode}")
+                    while run.state() in ("created", "running", "unknown"):
+                        time.sleep(0.5)
+                    if page is not None:
+                        page.close()
+                    rate = samples_per_second(run)
+                    results[mode].append(rate)
+                    print(f"  round {i + 1} {mode:>9}: {rate:8.0f} samples/s ({run.state()})")
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    watched, unwatched = statistics.median(results["watched"]), statistics.median(results["unwatched"])
+    print(f"  median watched / unwatched throughput: {watched / unwatched:.3f} "
+          f"(cost of the live page: {100 * (1 - watched / unwatched):+.1f}%; target <= 5%)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default=str(ROOT / "pretrained" / "mnist"), help="run for the Results/prediction "
+                        "figures (default pretrained/mnist)")
+    parser.add_argument("--config", default=str(ROOT / "configs" / "tiny.yaml"), help="config for the throughput runs")
+    parser.add_argument("--repeats", type=int, default=50, help="prediction timings")
+    parser.add_argument("--startups", type=int, default=2, help="server start-up timings")
+    parser.add_argument("--rounds", type=int, default=1, help="watched/unwatched training pairs")
+    parser.add_argument("--skip-browser", action="store_true", help="no Chromium figures")
+    parser.add_argument("--skip-train", action="store_true", help="no training throughput figures")
+    args = parser.parse_args()
+    run_path = Path(args.run).resolve()
+    if not (run_path / "manifest.json").is_file():
+        raise SystemExit(f"{run_path} is not a run; pass --run DIR (e.g. a tiny run you trained)")
+    print(f"load average: {os.getloadavg()}; torch threads {torch.get_num_threads()}")
+    with tempfile.TemporaryDirectory(prefix="pkd-bench-") as tmp:
+        pretrained = Path(tmp) / "pretrained"
+        pretrained.mkdir()
+        shutil.copytree(run_path, pretrained / "mnist", ignore=shutil.ignore_patterns("checkpoint.pt"))  # opens on it
+        env = dict(os.environ, PKD_RUNS_DIR=str(Path(tmp) / "runs"), PKD_PRETRAINED_DIR=str(pretrained),
+                   PYTHONPATH=str(ROOT))
+        bench_prediction(run_path, args.repeats)
+        if not args.skip_browser:
+            if shutil.which("chromium") is None:
+                print("\n(chromium not installed: skipping the browser figures)")
+            else:
+                bench_startup(env, args.startups)
+                if not args.skip_train:
+                    bench_training(Path(args.config).resolve(), env, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
