@@ -354,42 +354,40 @@ def build_cpu_kernel(verbose: bool = True) -> bool:
 
 
 class _CppScan(torch.autograd.Function):
-    """Fused C++ selective scan; backward recomputes states per (batch, channel block), saving only the inputs."""
+    """Fused C++ selective scan on dt = softplus(delta + bias); saves inputs + sparse checkpoints, not states."""
 
     @staticmethod
-    def forward(ctx, kernel, u, delta, A, B, C, D, z, delta_bias, delta_softplus):  # type: ignore[override]
-        args = _cpp_args(u, delta, A, B, C, D, z, delta_bias)
-        out, last = kernel.fwd(*args, delta_softplus, True)
+    def forward(ctx, kernel, u, dt, A, B, C, D, z):  # type: ignore[override]
+        args = _cpp_args(u, dt, A, B, C, D, z)
+        out, last, ckpt, ypre = kernel.fwd(*args, True, True)  # ckpt: states every 16 steps (1/16 of all)
         ctx.kernel = kernel
-        ctx.delta_softplus = delta_softplus
-        ctx.dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
+        ctx.dtypes = [t.dtype if t is not None else None for t in (u, dt, A, B, C, D, z)]
         ctx.has = [t is not None for t in args[5:]]
-        ctx.save_for_backward(*[t for t in args if t is not None])
+        ctx.save_for_backward(ckpt, ypre, *[t for t in args if t is not None])
         return out.to(u.dtype), last
 
     @staticmethod
     def backward(ctx, gout, glast):  # type: ignore[override]
         saved = iter(ctx.saved_tensors)
-        u, delta, A, Bt, Ct = [next(saved) for _ in range(5)]
-        D, z, delta_bias = [next(saved) if has else None for has in ctx.has]
+        ckpt, ypre, u, dt, A, Bt, Ct = [next(saved) for _ in range(7)]
+        D, z = [next(saved) if has else None for has in ctx.has]
         glast = None if glast is None else glast.float().contiguous()
-        gu, gdelta, gA, gBt, gCt, gD, gz = ctx.kernel.bwd(
-            gout.float().contiguous(), glast, u, delta, A, Bt, Ct, D, z, delta_bias, ctx.delta_softplus
+        gu, gdt, gA, gBt, gCt, gD, gz = ctx.kernel.bwd(
+            gout.float().contiguous(), glast, ckpt, ypre, u, dt, A, Bt, Ct, D, z
         )
         grads = [
             gu,
-            gdelta,
+            gdt,
             gA.sum(0),  # (ED, N)
             gBt.transpose(1, 2),  # (B, N, L)
             gCt.transpose(1, 2),  # (B, N, L)
             gD.sum(0) if D is not None else None,  # (ED,)
             gz if z is not None else None,
-            gdelta.sum((0, 2)) if delta_bias is not None else None,  # (ED,)
         ]
-        return (None, *[g if g is None else g.to(dt) for g, dt in zip(grads, ctx.dtypes)], None)
+        return (None, *[g if g is None else g.to(t) for g, t in zip(grads, ctx.dtypes)])
 
 
-def _cpp_args(u, delta, A, B, C, D, z, delta_bias) -> list[torch.Tensor | None]:
+def _cpp_args(u, dt, A, B, C, D, z) -> list[torch.Tensor | None]:
     """float32 contiguous kernel inputs; B and C go time-major (B, L, N) (a no-op for Mamba's x_proj layout)."""
 
     def prep(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -397,15 +395,19 @@ def _cpp_args(u, delta, A, B, C, D, z, delta_bias) -> list[torch.Tensor | None]:
 
     Bt = B.float().transpose(1, 2).contiguous()  # (B, L, N)
     Ct = C.float().transpose(1, 2).contiguous()  # (B, L, N)
-    return [prep(u), prep(delta), prep(A), Bt, Ct, prep(D), prep(z), prep(delta_bias)]
+    return [prep(u), prep(dt), prep(A), Bt, Ct, prep(D), prep(z)]
 
 
 def _scan_cpp(kernel, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+    dt = delta.float()  # (B, ED, L); bias and softplus run in torch so autograd gives their exact gradients
+    if delta_bias is not None:
+        dt = dt + delta_bias.float()[None, :, None]
+    if delta_softplus:
+        dt = F.softplus(dt)
     if _needs_grad(u, delta, A, B, C, D, z, delta_bias):
-        out, last = _CppScan.apply(kernel, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        out, last = _CppScan.apply(kernel, u, dt, A, B, C, D, z)
     else:
-        args = _cpp_args(u, delta, A, B, C, D, z, delta_bias)
-        out, last = kernel.fwd(*args, delta_softplus, return_last_state)
+        out, last, _, _ = kernel.fwd(*_cpp_args(u, dt, A, B, C, D, z), return_last_state, False)
         out = out.to(u.dtype)
     return (out, last) if return_last_state else out
 

@@ -1,13 +1,14 @@
 // Fused CPU selective scan (Mamba-1 S6) with mamba_ssm.selective_scan_fn semantics, forward and backward.
 //
-// Letters: B batch, ED channels, L length, N state size, W channel lanes per SIMD block.
-// Work is split over (b, block of W channels) tasks with at::parallel_for (torch's OpenMP pool); inside a task
-// the state x (N, W) lives in a small thread-local array, the recurrence runs over t, and every inner loop is a
-// `#pragma omp simd` loop over the W channel lanes (no horizontal reductions on the hot path). B and C arrive
-// transposed to (B, L, N) so the values of one step are contiguous. The backward pass recomputes the forward
-// states of one task into thread-local (L+1, N, W) buffers and runs the reverse-time adjoint recurrence; the
-// (B, L, N) gradients of B and C are accumulated per thread over the tasks of one batch row and flushed once.
-// Nothing of size (B, ED, L, N) is allocated.
+// Letters: B batch, ED channels, L length, N state size, W channel lanes per SIMD block (16, or 8 when ED is not
+// a multiple of 16). Work is split over (b, block of W channels) tasks with at::parallel_for (torch's OpenMP pool,
+// contiguous ranges per thread); inside a task every operation is on GCC vector types holding W channels, so the
+// recurrence over t vectorises without horizontal reductions. The state x (N vectors) stays in a thread-local
+// array in L1. B and C arrive transposed to (B, L, N) so the values of one step are contiguous. exp is an inlined
+// polynomial. The skip D and the gate silu(z) are fused; delta_bias and softplus are applied by the caller (torch,
+// exact autograd). The backward pass recomputes the forward states and decays of one task into thread-local
+// (L+1, N) buffers and runs the reverse-time adjoint recurrence; the (B, L, N) gradients of B and C are summed
+// per thread over the tasks of one batch row and flushed once. Nothing of size (B, ED, L, N) is allocated.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -23,370 +24,365 @@ namespace {
 using torch::Tensor;
 using OptTensor = c10::optional<Tensor>;
 
-// exp for float, Cephes polynomial (about 2 ulp), inlined so the lane loops vectorise without libm calls.
-static inline float fexp(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float k = std::floor(x * 1.44269504088896341f + 0.5f);
-  float r = x - k * 0.693359375f;
+// One SIMD block of W channel lanes as a GCC/Clang vector type: zmm with AVX-512, split into ymm/xmm otherwise.
+template <int W>
+struct Lane;
+template <>
+struct Lane<8> {
+  typedef float f __attribute__((vector_size(32)));
+  typedef int32_t i __attribute__((vector_size(32)));
+};
+template <>
+struct Lane<16> {
+  typedef float f __attribute__((vector_size(64)));
+  typedef int32_t i __attribute__((vector_size(64)));
+};
+
+// exp of every lane, Cephes polynomial (about 2 ulp) with round-to-nearest by the 1.5 * 2^23 trick; inputs are
+// clamped to [-87, 88] (so exp(-inf) gives 1.6e-38 instead of 0, harmless here).
+template <typename vf, typename vi>
+static inline vf vexp(vf x) {
+  const vf lo = vf{} - 87.0f, hi = vf{} + 88.0f;
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const vf k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  vf r = x - k * 0.693359375f;
   r = r - k * -2.12194440e-4f;
-  const float r2 = r * r;
-  float p = 1.9875691500E-4f;
+  const vf r2 = r * r;
+  vf p = vf{} + 1.9875691500E-4f;
   p = p * r + 1.3981999507E-3f;
   p = p * r + 8.3334519073E-3f;
   p = p * r + 4.1665795894E-2f;
   p = p * r + 1.6666665459E-1f;
   p = p * r + 5.0000001201E-1f;
   p = p * r2 + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
-  float s;
-  std::memcpy(&s, &bits, sizeof(float));
-  return p * s;
+  const vi bits = (__builtin_convertvector(k, vi) + 127) << 23;
+  return p * reinterpret_cast<const vf&>(bits);
+}
+
+template <typename vf>
+static inline float lane_sum(vf v) {
+  float s = 0.0f;
+  for (size_t w = 0; w < sizeof(vf) / sizeof(float); ++w) s += v[w];
+  return s;
 }
 
 struct Inputs {
   const float* u;      // (B, ED, L)
-  const float* delta;  // (B, ED, L)
+  const float* dt;     // (B, ED, L), bias and softplus already applied
   const float* A;      // (ED, N)
   const float* Bt;     // (B, L, N)
   const float* Ct;     // (B, L, N)
   const float* D;      // (ED,) or null
   const float* z;      // (B, ED, L) or null
-  const float* bias;   // (ED,) or null
   int64_t batch, dim, len, nst;
-  bool softplus;
 };
 
-// Loads one (b, d0 .. d0+W) block into lane-major scratch: uu/dt/raw/zz (L, W), Aw (N, W), Dw (W).
-// Padding lanes get u = dt = 0, so their state stays 0 and nothing is written back for them.
+// Gathers rows src[(b, d0 + w, :)] of a (B, ED, L) tensor into lane vectors dst[t] (zero in padding lanes).
 template <int W>
-void load_block(const Inputs& p, int64_t b, int64_t d0, float* uu, float* dt, float* raw, float* zz,
-                float* Aw, float* Dw) {
-  const int64_t L = p.len, N = p.nst;
-  const int64_t nd = std::min<int64_t>(W, p.dim - d0);
+inline void gather_rows(const float* src, int64_t b, int64_t d0, int64_t dim, int64_t L,
+                        typename Lane<W>::f* dst) {
+  const int64_t nd = std::min<int64_t>(W, dim - d0);
+  float* out = reinterpret_cast<float*>(dst);
   for (int64_t w = 0; w < W; ++w) {
     if (w < nd) {
-      const int64_t d = d0 + w;
-      const float* ur = p.u + (b * p.dim + d) * L;
-      const float* dr = p.delta + (b * p.dim + d) * L;
-      const float bias = p.bias ? p.bias[d] : 0.0f;
-      for (int64_t t = 0; t < L; ++t) {
-        const float r = dr[t] + bias;
-        uu[t * W + w] = ur[t];
-        raw[t * W + w] = r;
-        // torch.nn.functional.softplus (beta 1, threshold 20).
-        dt[t * W + w] = p.softplus ? (r > 20.0f ? r : std::log1p(std::exp(r))) : r;
-      }
-      if (zz) {
-        const float* zr = p.z + (b * p.dim + d) * L;
-        for (int64_t t = 0; t < L; ++t) zz[t * W + w] = zr[t];
-      }
-      for (int64_t n = 0; n < N; ++n) Aw[n * W + w] = p.A[d * N + n];
-      Dw[w] = p.D ? p.D[d] : 0.0f;
+      const float* row = src + (b * dim + d0 + w) * L;
+      for (int64_t t = 0; t < L; ++t) out[t * W + w] = row[t];
     } else {
-      for (int64_t t = 0; t < L; ++t) {
-        uu[t * W + w] = 0.0f;
-        raw[t * W + w] = 0.0f;
-        dt[t * W + w] = 0.0f;
-        if (zz) zz[t * W + w] = 0.0f;
-      }
-      for (int64_t n = 0; n < N; ++n) Aw[n * W + w] = 0.0f;
-      Dw[w] = 0.0f;
+      for (int64_t t = 0; t < L; ++t) out[t * W + w] = 0.0f;
     }
   }
 }
 
-// Runs the recurrence of one block. Writes y_t (before D and the gate) to ys (L, W) and, when xs/as are given,
-// every state x_t to xs[(t+1)] and every decay exp(dt_t A) to as[t] (both (., N, W)). x ends as the last state.
+// Scatters lane vectors src[t] back to rows dst[(b, d0 + w, :)] for the real (non-padding) lanes.
 template <int W>
-inline void scan_block(const float* Bb, const float* Cb, int64_t L, int64_t N, const float* uu, const float* dt,
-                       const float* Aw, float* x, float* ys, float* xs, float* as) {
-  for (int64_t t = 0; t < L; ++t) {
-    alignas(64) float dtv[W], duv[W], y[W];
-#pragma omp simd
-    for (int w = 0; w < W; ++w) {
-      dtv[w] = dt[t * W + w];
-      duv[w] = dtv[w] * uu[t * W + w];
-      y[w] = 0.0f;
-    }
+inline void scatter_rows(const typename Lane<W>::f* src, int64_t b, int64_t d0, int64_t dim, int64_t L,
+                         float* dst) {
+  const int64_t nd = std::min<int64_t>(W, dim - d0);
+  const float* in = reinterpret_cast<const float*>(src);
+  for (int64_t w = 0; w < nd; ++w) {
+    float* row = dst + (b * dim + d0 + w) * L;
+    for (int64_t t = 0; t < L; ++t) row[t] = in[t * W + w];
+  }
+}
+
+template <int W>
+inline void load_params(const Inputs& p, int64_t d0, typename Lane<W>::f* Aw, typename Lane<W>::f& Dw) {
+  const int64_t nd = std::min<int64_t>(W, p.dim - d0);
+  for (int64_t n = 0; n < p.nst; ++n) {
+    for (int64_t w = 0; w < W; ++w) Aw[n][w] = w < nd ? p.A[(d0 + w) * p.nst + n] : 0.0f;
+  }
+  for (int64_t w = 0; w < W; ++w) Dw[w] = (p.D && w < nd) ? p.D[d0 + w] : 0.0f;
+}
+
+constexpr int64_t kChunk = 16;  // checkpoint spacing: the backward recomputes kChunk steps at a time
+
+// Recurrence of one block over steps [t0, t1) from state x (N vectors, updated in place): y_t (before skip and
+// gate) into ys[t]; with ckpt, the state before every step t % kChunk == 0 into ckpt[(t / kChunk) N + n]; with
+// xs/as, every state x_t into xs[(t - t0 + 1) N + n] and every decay exp(dt_t A) into as[(t - t0) N + n].
+template <int W>
+inline void scan_block(const float* Bb, const float* Cb, int64_t t0, int64_t t1, int64_t N,
+                       const typename Lane<W>::f* uu, const typename Lane<W>::f* dt, const typename Lane<W>::f* Aw,
+                       typename Lane<W>::f* x, typename Lane<W>::f* ys, typename Lane<W>::f* ckpt,
+                       typename Lane<W>::f* xs, typename Lane<W>::f* as) {
+  using vf = typename Lane<W>::f;
+  using vi = typename Lane<W>::i;
+  for (int64_t t = t0; t < t1; ++t) {
+    const vf dtv = dt[t];
+    const vf duv = dtv * uu[t];
+    vf y = vf{};
     const float* Bs = Bb + t * N;
     const float* Cs = Cb + t * N;
-    for (int64_t n = 0; n < N; ++n) {
-      const float bn = Bs[n], cn = Cs[n];
-      float* xn = x + n * W;
-      const float* an = Aw + n * W;
-      if (xs) {
-        float* xo = xs + ((t + 1) * N + n) * W;
-        float* ao = as + (t * N + n) * W;
-#pragma omp simd
-        for (int w = 0; w < W; ++w) {
-          const float a = fexp(dtv[w] * an[w]);
-          const float xv = a * xn[w] + duv[w] * bn;
-          xn[w] = xv;
-          xo[w] = xv;
-          ao[w] = a;
-          y[w] += xv * cn;
-        }
-      } else {
-#pragma omp simd
-        for (int w = 0; w < W; ++w) {
-          const float a = fexp(dtv[w] * an[w]);
-          const float xv = a * xn[w] + duv[w] * bn;
-          xn[w] = xv;
-          y[w] += xv * cn;
-        }
+    if (ckpt && t % kChunk == 0) std::copy(x, x + N, ckpt + (t / kChunk) * N);
+    if (xs) {
+      vf* xo = xs + (t - t0 + 1) * N;
+      vf* ao = as + (t - t0) * N;
+      for (int64_t n = 0; n < N; ++n) {
+        const vf a = vexp<vf, vi>(dtv * Aw[n]);
+        const vf xv = a * x[n] + duv * Bs[n];
+        x[n] = xv;
+        xo[n] = xv;
+        ao[n] = a;
       }
+    } else {
+      for (int64_t n = 0; n < N; ++n) {
+        const vf a = vexp<vf, vi>(dtv * Aw[n]);
+        const vf xv = a * x[n] + duv * Bs[n];
+        x[n] = xv;
+        y += xv * Cs[n];
+      }
+      ys[t] = y;
     }
-#pragma omp simd
-    for (int w = 0; w < W; ++w) ys[t * W + w] = y[w];
   }
 }
 
-Inputs make_inputs(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bt, const Tensor& Ct,
-                   const OptTensor& D, const OptTensor& z, const OptTensor& bias, bool softplus) {
-  for (const Tensor* t : {&u, &delta, &A, &Bt, &Ct}) {
+Inputs make_inputs(const Tensor& u, const Tensor& dt, const Tensor& A, const Tensor& Bt, const Tensor& Ct,
+                   const OptTensor& D, const OptTensor& z) {
+  for (const Tensor* t : {&u, &dt, &A, &Bt, &Ct}) {
     TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->is_contiguous(),
                 "pkd scan kernel: expected contiguous float32 CPU tensors");
   }
   Inputs p;
   p.u = u.data_ptr<float>();
-  p.delta = delta.data_ptr<float>();
+  p.dt = dt.data_ptr<float>();
   p.A = A.data_ptr<float>();
   p.Bt = Bt.data_ptr<float>();
   p.Ct = Ct.data_ptr<float>();
   p.D = D.has_value() ? D->data_ptr<float>() : nullptr;
   p.z = z.has_value() ? z->data_ptr<float>() : nullptr;
-  p.bias = bias.has_value() ? bias->data_ptr<float>() : nullptr;
   p.batch = u.size(0);
   p.dim = u.size(1);
   p.len = u.size(2);
   p.nst = A.size(1);
-  p.softplus = softplus;
   return p;
 }
 
+// Checkpoint tensor layout: (B, blocks, chunks, N, W) floats.
+inline int64_t num_chunks(int64_t L) { return (L + kChunk - 1) / kChunk; }
+
 template <int W>
-void forward_impl(const Inputs& p, float* out, float* last) {
+void forward_impl(const Inputs& p, float* out, float* last, float* ckpt, float* ypre) {
+  using vf = typename Lane<W>::f;
+  using vi = typename Lane<W>::i;
   const int64_t L = p.len, N = p.nst, ED = p.dim;
   const int64_t nblk = (ED + W - 1) / W;
   at::parallel_for(0, p.batch * nblk, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> buf(5 * L * W + 2 * N * W + W);
-    float* uu = buf.data();
-    float* dt = uu + L * W;
-    float* raw = dt + L * W;
-    float* zz = raw + L * W;
-    float* ys = zz + L * W;
-    float* Aw = ys + L * W;
-    float* x = Aw + N * W;
-    float* Dw = x + N * W;
+    std::vector<vf> buf(4 * L + 2 * N);
+    vf* uu = buf.data();
+    vf* dt = uu + L;
+    vf* zz = dt + L;
+    vf* ys = zz + L;
+    vf* Aw = ys + L;
+    vf* x = Aw + N;
+    vf Dw;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / nblk, d0 = (task % nblk) * W;
-      const int64_t nd = std::min<int64_t>(W, ED - d0);
-      load_block<W>(p, b, d0, uu, dt, raw, p.z ? zz : nullptr, Aw, Dw);
-      std::fill(x, x + N * W, 0.0f);
-      scan_block<W>(p.Bt + b * L * N, p.Ct + b * L * N, L, N, uu, dt, Aw, x, ys, nullptr, nullptr);
-      for (int64_t t = 0; t < L; ++t) {
-#pragma omp simd
-        for (int w = 0; w < W; ++w) {
-          float o = ys[t * W + w] + Dw[w] * uu[t * W + w];
-          if (p.z) {
-            const float zv = zz[t * W + w];
-            o *= zv / (1.0f + std::exp(-zv));
-          }
-          ys[t * W + w] = o;
+      gather_rows<W>(p.u, b, d0, ED, L, uu);
+      gather_rows<W>(p.dt, b, d0, ED, L, dt);
+      load_params<W>(p, d0, Aw, Dw);
+      std::fill(x, x + N, vf{});
+      vf* ck = ckpt ? reinterpret_cast<vf*>(ckpt) + task * num_chunks(L) * N : nullptr;
+      scan_block<W>(p.Bt + b * L * N, p.Ct + b * L * N, 0, L, N, uu, dt, Aw, x, ys, ck, nullptr, nullptr);
+      if (p.z) {
+        if (ypre) scatter_rows<W>(ys, b, d0, ED, L, ypre);
+        gather_rows<W>(p.z, b, d0, ED, L, zz);
+        for (int64_t t = 0; t < L; ++t) {
+          const vf zv = zz[t];
+          ys[t] = (ys[t] + Dw * uu[t]) * (zv / (1.0f + vexp<vf, vi>(-zv)));
         }
+      } else if (p.D) {
+        for (int64_t t = 0; t < L; ++t) ys[t] += Dw * uu[t];
       }
-      for (int64_t w = 0; w < nd; ++w) {
-        float* orow = out + (b * ED + d0 + w) * L;
-        for (int64_t t = 0; t < L; ++t) orow[t] = ys[t * W + w];
-        if (last) {
-          for (int64_t n = 0; n < N; ++n) last[(b * ED + d0 + w) * N + n] = x[n * W + w];
+      scatter_rows<W>(ys, b, d0, ED, L, out);
+      if (last) {
+        const int64_t nd = std::min<int64_t>(W, ED - d0);
+        for (int64_t w = 0; w < nd; ++w) {
+          for (int64_t n = 0; n < N; ++n) last[(b * ED + d0 + w) * N + n] = x[n][w];
         }
       }
     }
   });
 }
 
+// Backward. A thread owns a contiguous range of (b, block) tasks; the blocks of one batch row are processed
+// together, chunk by chunk in reverse time: recompute the chunk's states from the forward checkpoint into small
+// buffers, run the adjoint recurrence, then flush the chunk's B/C gradient sums (summed over the row's blocks).
 template <int W>
-void backward_impl(const Inputs& p, const float* gout, const float* glast, float* gu, float* gdelta, float* gA_part,
-                   float* gBt, float* gCt, float* gD_part, float* gz) {
+void backward_impl(const Inputs& p, const float* gout, const float* glast, const float* ckpt, const float* ypre,
+                   float* gu, float* gdt, float* gA_part, float* gBt, float* gCt, float* gD_part, float* gz) {
+  using vf = typename Lane<W>::f;
+  using vi = typename Lane<W>::i;
   const int64_t L = p.len, N = p.nst, ED = p.dim;
-  const int64_t nblk = (ED + W - 1) / W;
+  const int64_t nblk = (ED + W - 1) / W, nchunk = num_chunks(L);
   std::mutex flush_mutex;
   at::parallel_for(0, p.batch * nblk, 1, [&](int64_t begin, int64_t end) {
-    const int64_t LNW = L * N * W;
-    std::vector<float> big(2 * LNW + (L + 1) * N * W + LNW);
-    float* accB = big.data();
-    float* accC = accB + LNW;
-    float* xs = accC + LNW;             // (L+1, N, W), xs[0] = 0
-    float* as = xs + (L + 1) * N * W;   // (L, N, W)
-    std::vector<float> buf(8 * L * W + 4 * N * W + 2 * W);
-    float* uu = buf.data();
-    float* dt = uu + L * W;
-    float* raw = dt + L * W;
-    float* zz = raw + L * W;
-    float* ys = zz + L * W;
-    float* go = ys + L * W;   // grad of y_t (after gate)
-    float* gub = go + L * W;
-    float* gdb = gub + L * W;
-    float* Aw = gdb + L * W;
-    float* x = Aw + N * W;
-    float* h = x + N * W;
-    float* gAl = h + N * W;
-    float* Dw = gAl + N * W;
-    float* gDl = Dw + W;
-    int64_t cur_b = -1;
-    auto flush = [&](int64_t b) {
-      std::lock_guard<std::mutex> lock(flush_mutex);
-      float* gb = gBt + b * L * N;
-      float* gc = gCt + b * L * N;
-      for (int64_t i = 0; i < L * N; ++i) {
-        float sb = 0.0f, sc = 0.0f;
-#pragma omp simd reduction(+ : sb, sc)
-        for (int w = 0; w < W; ++w) {
-          sb += accB[i * W + w];
-          sc += accC[i * W + w];
-        }
-        gb[i] += sb;
-        gc[i] += sc;
-      }
-    };
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / nblk, d0 = (task % nblk) * W;
-      const int64_t nd = std::min<int64_t>(W, ED - d0);
-      if (b != cur_b) {
-        if (cur_b >= 0) flush(cur_b);
-        std::fill(accB, accB + 2 * LNW, 0.0f);
-        cur_b = b;
-      }
-      load_block<W>(p, b, d0, uu, dt, raw, p.z ? zz : nullptr, Aw, Dw);
+    const int64_t pad = 3;  // odd number of vectors between buffers against 4 KiB aliasing
+    std::vector<vf> chunk(2 * (kChunk * N + pad) + ((kChunk + 1) * N + pad) + kChunk * N);
+    vf* accB = chunk.data();                  // (kChunk, N) lane sums of dLoss/dB for the current chunk
+    vf* accC = accB + kChunk * N + pad;       // (kChunk, N)
+    vf* xs = accC + kChunk * N + pad;         // (kChunk + 1, N) states of the chunk (row 0 unused)
+    vf* as = xs + (kChunk + 1) * N + pad;     // (kChunk, N) decays of the chunk
+    std::vector<vf> rows;                     // per block of the row: uu, dt, go, gub, gz (L each), Aw, h, gA (N)
+    std::vector<vf> Dws(nblk), gDs(nblk);
+    std::vector<vf> xwork(N);  // running state while recomputing a chunk
+    vf* xw = xwork.data();
+    for (int64_t task = begin; task < end;) {
+      const int64_t b = task / nblk, k0 = task % nblk;
+      const int64_t k1 = std::min<int64_t>(nblk, k0 + (end - task));
+      const int64_t nk = k1 - k0;
+      const int64_t per = 5 * L + 3 * N;
+      rows.assign(nk * per, vf{});
       const float* Bb = p.Bt + b * L * N;
       const float* Cb = p.Ct + b * L * N;
-      std::fill(x, x + N * W, 0.0f);
-      std::fill(xs, xs + N * W, 0.0f);
-      scan_block<W>(Bb, Cb, L, N, uu, dt, Aw, x, ys, xs, as);
-      // Output gradients: gate, skip.
-      for (int64_t w = 0; w < W; ++w) {
-        if (w < nd) {
-          const float* gr = gout + (b * ED + d0 + w) * L;
-          for (int64_t t = 0; t < L; ++t) go[t * W + w] = gr[t];
-        } else {
-          for (int64_t t = 0; t < L; ++t) go[t * W + w] = 0.0f;
-        }
-      }
-#pragma omp simd
-      for (int w = 0; w < W; ++w) gDl[w] = 0.0f;
-      for (int64_t t = 0; t < L; ++t) {
-#pragma omp simd
-        for (int w = 0; w < W; ++w) {
-          const int64_t i = t * W + w;
-          float g = go[i];
-          if (p.z) {
-            const float zv = zz[i];
-            const float sz = 1.0f / (1.0f + std::exp(-zv));
-            const float o = ys[i] + Dw[w] * uu[i];
-            zz[i] = g * o * sz * (1.0f + zv * (1.0f - sz));  // zz now holds grad z
-            g *= zv * sz;
+      for (int64_t k = k0; k < k1; ++k) {
+        vf* r = rows.data() + (k - k0) * per;
+        vf *uu = r, *dt = r + L, *go = r + 2 * L, *zz = r + 4 * L, *Aw = r + 5 * L, *h = Aw + N;
+        const int64_t d0 = k * W, nd = std::min<int64_t>(W, ED - d0);
+        gather_rows<W>(p.u, b, d0, ED, L, uu);
+        gather_rows<W>(p.dt, b, d0, ED, L, dt);
+        gather_rows<W>(gout, b, d0, ED, L, go);
+        load_params<W>(p, d0, Aw, Dws[k]);
+        if (p.z) {  // go becomes dLoss/dy_t (before the gate); zz becomes dLoss/dz_t
+          vf* yp = r + 3 * L;  // borrow the gub slot for y before the gate
+          gather_rows<W>(ypre, b, d0, ED, L, yp);
+          gather_rows<W>(p.z, b, d0, ED, L, zz);
+          for (int64_t t = 0; t < L; ++t) {
+            const vf zv = zz[t];
+            const vf sz = 1.0f / (1.0f + vexp<vf, vi>(-zv));
+            const vf o = yp[t] + Dws[k] * uu[t];
+            zz[t] = go[t] * o * sz * (1.0f + zv * (1.0f - sz));
+            go[t] = go[t] * zv * sz;
           }
-          go[i] = g;
-          gDl[w] += g * uu[i];
         }
-      }
-      // Reverse-time adjoint recurrence; h holds dLoss/dx_t coming from step t+1 (initially the last-state grad).
-      for (int64_t w = 0; w < W; ++w) {
+        vf gDl = vf{};
+        for (int64_t t = 0; t < L; ++t) gDl += go[t] * uu[t];
+        gDs[k] = gDl;
         for (int64_t n = 0; n < N; ++n) {
-          h[n * W + w] = (glast && w < nd) ? glast[(b * ED + d0 + w) * N + n] : 0.0f;
-          gAl[n * W + w] = 0.0f;
+          for (int64_t w = 0; w < W; ++w) h[n][w] = (glast && w < nd) ? glast[(b * ED + d0 + w) * N + n] : 0.0f;
         }
       }
-      for (int64_t t = L - 1; t >= 0; --t) {
-        alignas(64) float dtv[W], duv[W], gy[W], gdu[W], gdt[W];
-#pragma omp simd
-        for (int w = 0; w < W; ++w) {
-          dtv[w] = dt[t * W + w];
-          duv[w] = dtv[w] * uu[t * W + w];
-          gy[w] = go[t * W + w];
-          gdu[w] = 0.0f;
-          gdt[w] = 0.0f;
-        }
-        const float* Bs = Bb + t * N;
-        const float* Cs = Cb + t * N;
-        const float* xt = xs + (t + 1) * N * W;
-        const float* xp = xs + t * N * W;
-        const float* at = as + t * N * W;
-        float* aB = accB + t * N * W;
-        float* aC = accC + t * N * W;
-        for (int64_t n = 0; n < N; ++n) {
-          const float bn = Bs[n], cn = Cs[n];
-          const int64_t o = n * W;
-#pragma omp simd
-          for (int w = 0; w < W; ++w) {
-            const float hv = h[o + w] + gy[w] * cn;
-            aC[o + w] += gy[w] * xt[o + w];
-            aB[o + w] += hv * duv[w];
-            gdu[w] += hv * bn;
-            const float q = hv * xp[o + w] * at[o + w];
-            gdt[w] += q * Aw[o + w];
-            gAl[o + w] += q * dtv[w];
-            h[o + w] = hv * at[o + w];
+      for (int64_t c = nchunk - 1; c >= 0; --c) {
+        const int64_t t0 = c * kChunk, t1 = std::min(L, t0 + kChunk);
+        std::fill(accB, accB + kChunk * N, vf{});
+        std::fill(accC, accC + kChunk * N, vf{});
+        for (int64_t k = k0; k < k1; ++k) {
+          vf* r = rows.data() + (k - k0) * per;
+          vf *uu = r, *dt = r + L, *go = r + 2 * L, *gub = r + 3 * L, *Aw = r + 5 * L, *h = Aw + N, *gA = h + N;
+          const vf* ck = reinterpret_cast<const vf*>(ckpt) + ((b * nblk + k) * nchunk + c) * N;
+          std::copy(ck, ck + N, xw);
+          scan_block<W>(Bb, Cb, t0, t1, N, uu, dt, Aw, xw, nullptr, nullptr, xs, as);
+          const vf Dw = Dws[k];
+          for (int64_t t = t1 - 1; t >= t0; --t) {
+            const vf dtv = dt[t];
+            const vf duv = dtv * uu[t];
+            const vf gy = go[t];
+            vf gdu = vf{}, gdtv = vf{};
+            const float* Bs = Bb + t * N;
+            const float* Cs = Cb + t * N;
+            const vf* xt = xs + (t - t0 + 1) * N;
+            const vf* at = as + (t - t0) * N;
+            vf* aB = accB + (t - t0) * N;
+            vf* aC = accC + (t - t0) * N;
+            for (int64_t n = 0; n < N; ++n) {
+              const vf hv = h[n] + gy * Cs[n];
+              const vf xv = xt[n];
+              aC[n] += gy * xv;
+              aB[n] += hv * duv;
+              gdu += hv * Bs[n];
+              const vf q = hv * (xv - duv * Bs[n]);  // dLoss/d(a_t) * a_t, as a_t x_{t-1} = x_t - du_t B_t
+              gdtv += q * Aw[n];
+              gA[n] += q * dtv;
+              h[n] = hv * at[n];
+            }
+            gub[t] = gy * Dw + gdu * dtv;
+            dt[t] = gdu * uu[t] + gdtv;  // dt[t] is not read again: it now holds dLoss/d(dt_t)
           }
         }
-#pragma omp simd
-        for (int w = 0; w < W; ++w) {
-          const int64_t i = t * W + w;
-          gub[i] = gy[w] * Dw[w] + gdu[w] * dtv[w];
-          float gd = gdu[w] * uu[i] + gdt[w];
-          if (p.softplus) {
-            const float r = raw[i];
-            gd *= r > 20.0f ? 1.0f : 1.0f / (1.0f + std::exp(-r));
-          }
-          gdb[i] = gd;
+        std::lock_guard<std::mutex> lock(flush_mutex);
+        float* gb = gBt + (b * L + t0) * N;
+        float* gc = gCt + (b * L + t0) * N;
+        for (int64_t i = 0; i < (t1 - t0) * N; ++i) {
+          gb[i] += lane_sum(accB[i]);
+          gc[i] += lane_sum(accC[i]);
         }
       }
-      for (int64_t w = 0; w < nd; ++w) {
-        const int64_t row = (b * ED + d0 + w) * L;
-        for (int64_t t = 0; t < L; ++t) {
-          gu[row + t] = gub[t * W + w];
-          gdelta[row + t] = gdb[t * W + w];
+      for (int64_t k = k0; k < k1; ++k) {
+        const vf* r = rows.data() + (k - k0) * per;
+        const vf *dt = r + L, *gub = r + 3 * L, *zz = r + 4 * L, *gA = r + 5 * L + 2 * N;
+        const int64_t d0 = k * W, nd = std::min<int64_t>(W, ED - d0);
+        scatter_rows<W>(gub, b, d0, ED, L, gu);
+        scatter_rows<W>(dt, b, d0, ED, L, gdt);
+        if (gz) scatter_rows<W>(zz, b, d0, ED, L, gz);
+        for (int64_t w = 0; w < nd; ++w) {
+          for (int64_t n = 0; n < N; ++n) gA_part[(b * ED + d0 + w) * N + n] = gA[n][w];
+          if (gD_part) gD_part[b * ED + d0 + w] = gDs[k][w];
         }
-        if (gz) {
-          for (int64_t t = 0; t < L; ++t) gz[row + t] = zz[t * W + w];
-        }
-        for (int64_t n = 0; n < N; ++n) gA_part[(b * ED + d0 + w) * N + n] = gAl[n * W + w];
-        if (gD_part) gD_part[b * ED + d0 + w] = gDl[w];
       }
+      task += nk;
     }
-    if (cur_b >= 0) flush(cur_b);
   });
 }
 
 int pick_lanes(int64_t dim) { return dim % 16 == 0 ? 16 : 8; }
 
-// Returns [out (B, ED, L), last state (B, ED, N) or an empty tensor].
-std::vector<Tensor> fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bt, const Tensor& Ct,
-                        const OptTensor& D, const OptTensor& z, const OptTensor& bias, bool softplus,
-                        bool want_last) {
-  const Inputs p = make_inputs(u, delta, A, Bt, Ct, D, z, bias, softplus);
-  Tensor out = torch::empty({p.batch, p.dim, p.len}, u.options());
-  Tensor last = want_last ? torch::empty({p.batch, p.dim, p.nst}, u.options()) : torch::empty({0}, u.options());
+// Returns [out (B, ED, L), last state (B, ED, N) or empty, checkpoints (B, ED/W, ceil(L/16), N, W) or empty,
+// y before the gate (B, ED, L) or empty]. dt = softplus(delta + bias) or delta. With save (autograd), the
+// checkpoints, and y before the gate when z is given, are returned for bwd.
+std::vector<Tensor> fwd(const Tensor& u, const Tensor& dt, const Tensor& A, const Tensor& Bt, const Tensor& Ct,
+                        const OptTensor& D, const OptTensor& z, bool want_last, bool save) {
+  const Inputs p = make_inputs(u, dt, A, Bt, Ct, D, z);
+  auto opt = u.options();
+  const int W = pick_lanes(p.dim);
+  Tensor out = torch::empty({p.batch, p.dim, p.len}, opt);
+  Tensor last = want_last ? torch::empty({p.batch, p.dim, p.nst}, opt) : torch::empty({0}, opt);
+  Tensor ckpt = save ? torch::empty({p.batch, (p.dim + W - 1) / W, num_chunks(p.len), p.nst, W}, opt)
+                     : torch::empty({0}, opt);
+  Tensor ypre = (save && z.has_value()) ? torch::empty_like(u) : torch::empty({0}, opt);
   float* lp = want_last ? last.data_ptr<float>() : nullptr;
-  if (pick_lanes(p.dim) == 16) {
-    forward_impl<16>(p, out.data_ptr<float>(), lp);
+  float* cp = save ? ckpt.data_ptr<float>() : nullptr;
+  float* yp = (save && z.has_value()) ? ypre.data_ptr<float>() : nullptr;
+  if (W == 16) {
+    forward_impl<16>(p, out.data_ptr<float>(), lp, cp, yp);
   } else {
-    forward_impl<8>(p, out.data_ptr<float>(), lp);
+    forward_impl<8>(p, out.data_ptr<float>(), lp, cp, yp);
   }
-  return {out, last};
+  return {out, last, ckpt, ypre};
 }
 
-// Returns [gu, gdelta (B, ED, L), gA per batch row (B, ED, N), gBt, gCt (B, L, N), gD per batch row (B, ED) or
-// empty, gz (B, ED, L) or empty]. gdelta is the gradient w.r.t. delta (before bias and softplus).
-std::vector<Tensor> bwd(const Tensor& gout, const OptTensor& glast, const Tensor& u, const Tensor& delta,
-                        const Tensor& A, const Tensor& Bt, const Tensor& Ct, const OptTensor& D, const OptTensor& z,
-                        const OptTensor& bias, bool softplus) {
-  const Inputs p = make_inputs(u, delta, A, Bt, Ct, D, z, bias, softplus);
+// Returns [gu, gdt (B, ED, L), gA per batch row (B, ED, N), gBt, gCt (B, L, N), gD per batch row (B, ED) or
+// empty, gz (B, ED, L) or empty].
+std::vector<Tensor> bwd(const Tensor& gout, const OptTensor& glast, const Tensor& ckpt, const Tensor& ypre,
+                        const Tensor& u, const Tensor& dt, const Tensor& A, const Tensor& Bt, const Tensor& Ct,
+                        const OptTensor& D, const OptTensor& z) {
+  const Inputs p = make_inputs(u, dt, A, Bt, Ct, D, z);
+  const int W = pick_lanes(p.dim);
   TORCH_CHECK(gout.is_contiguous() && gout.scalar_type() == at::kFloat, "pkd scan kernel: bad output grad");
+  TORCH_CHECK(ckpt.is_contiguous() && ckpt.numel() == p.batch * ((p.dim + W - 1) / W) * num_chunks(p.len) * p.nst * W,
+              "pkd scan kernel: bad checkpoints");
+  TORCH_CHECK(!z.has_value() || (ypre.is_contiguous() && ypre.numel() == u.numel()), "pkd scan kernel: bad ypre");
   auto opt = u.options();
   Tensor gu = torch::empty_like(u);
-  Tensor gdelta = torch::empty_like(u);
+  Tensor gdt = torch::empty_like(u);
   Tensor gA = torch::empty({p.batch, p.dim, p.nst}, opt);
   Tensor gBt = torch::zeros({p.batch, p.len, p.nst}, opt);
   Tensor gCt = torch::zeros({p.batch, p.len, p.nst}, opt);
@@ -399,14 +395,17 @@ std::vector<Tensor> bwd(const Tensor& gout, const OptTensor& glast, const Tensor
   }
   float* gDp = D.has_value() ? gD.data_ptr<float>() : nullptr;
   float* gzp = z.has_value() ? gz.data_ptr<float>() : nullptr;
-  if (pick_lanes(p.dim) == 16) {
-    backward_impl<16>(p, gout.data_ptr<float>(), gl, gu.data_ptr<float>(), gdelta.data_ptr<float>(),
-                      gA.data_ptr<float>(), gBt.data_ptr<float>(), gCt.data_ptr<float>(), gDp, gzp);
+  const float* yp = z.has_value() ? ypre.data_ptr<float>() : nullptr;
+  if (W == 16) {
+    backward_impl<16>(p, gout.data_ptr<float>(), gl, ckpt.data_ptr<float>(), yp, gu.data_ptr<float>(),
+                      gdt.data_ptr<float>(), gA.data_ptr<float>(), gBt.data_ptr<float>(), gCt.data_ptr<float>(), gDp,
+                      gzp);
   } else {
-    backward_impl<8>(p, gout.data_ptr<float>(), gl, gu.data_ptr<float>(), gdelta.data_ptr<float>(),
-                     gA.data_ptr<float>(), gBt.data_ptr<float>(), gCt.data_ptr<float>(), gDp, gzp);
+    backward_impl<8>(p, gout.data_ptr<float>(), gl, ckpt.data_ptr<float>(), yp, gu.data_ptr<float>(),
+                     gdt.data_ptr<float>(), gA.data_ptr<float>(), gBt.data_ptr<float>(), gCt.data_ptr<float>(), gDp,
+                     gzp);
   }
-  return {gu, gdelta, gA, gBt, gCt, gD, gz};
+  return {gu, gdt, gA, gBt, gCt, gD, gz};
 }
 
 }  // namespace
