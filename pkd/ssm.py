@@ -15,11 +15,13 @@ Set ``PKD_SCAN_BACKEND`` to ``auto|cpp|torch|ref|cuda`` to force one. Letters: B
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
 import os
 import platform
+import shlex
 import shutil
 import sys
 import threading
@@ -268,19 +270,24 @@ def _cpu_signature() -> str:
     return "\n".join(keep) or platform.machine()
 
 
+@functools.lru_cache(maxsize=1)
+def _kernel_key() -> str:
+    """Hash of the kernel source, torch and Python versions, compiler flags and CPU (computed once per process)."""
+    digest = hashlib.sha256()
+    for part in (_KERNEL_SOURCE.read_bytes(), torch.__version__.encode(), sys.version.encode(),
+                 " ".join(_KERNEL_FLAGS).encode(), _cpu_signature().encode()):
+        digest.update(part)
+    return digest.hexdigest()[:16]
+
+
 def kernel_build_dir() -> tuple[str, Path]:
     """Module name and build directory of the fused kernel, keyed by source hash, torch/Python version and CPU.
 
     Returns:
         (module name, directory under ``$PKD_CACHE_DIR`` (default ``~/.cache/pkd``)).
     """
-    digest = hashlib.sha256()
-    for part in (_KERNEL_SOURCE.read_bytes(), torch.__version__.encode(), sys.version.encode(),
-                 " ".join(_KERNEL_FLAGS).encode(), _cpu_signature().encode()):
-        digest.update(part)
-    key = digest.hexdigest()[:16]
-    name = f"pkd_scan_{key}"
-    return name, _cache_dir() / "scan_kernel" / key
+    key = _kernel_key()
+    return f"pkd_scan_{key}", _cache_dir() / "scan_kernel" / key
 
 
 def _import_built(name: str, so_path: Path) -> Any:
@@ -327,7 +334,8 @@ def build_cpu_kernel(verbose: bool = True) -> bool:
     with _kernel_lock:
         if _kernel is not None:
             return True
-        missing = [tool for tool in ("ninja", os.environ.get("CXX", "c++")) if shutil.which(tool) is None]
+        compiler = (shlex.split(os.environ.get("CXX", "")) or ["c++"])[0]
+        missing = [tool for tool in ("ninja", compiler) if shutil.which(tool) is None]
         if missing:
             _kernel_error = f"cannot build the fused CPU scan kernel: {' and '.join(missing)} not found on PATH " \
                             "(install g++ and `pip install ninja`); using the pure-torch scan"

@@ -60,11 +60,57 @@ static inline vf vexp(vf x) {
   return p * reinterpret_cast<const vf&>(bits);
 }
 
-template <typename vf>
-static inline float lane_sum(vf v) {
-  float s = 0.0f;
-  for (size_t w = 0; w < sizeof(vf) / sizeof(float); ++w) s += v[w];
-  return s;
+// One level of a transpose-reduce: a and b hold W/G groups of G lanes; the result holds twice as many groups of
+// G/2 lanes, each group halved by adding its two halves (a's group g goes to 2g, b's to 2g + 1).
+template <int W, int G>
+static inline typename Lane<W>::f fold(typename Lane<W>::f a, typename Lane<W>::f b) {
+  typedef typename Lane<W>::i vi;
+  vi lo, hi;
+  for (int o = 0; o < W; ++o) {
+    const int grp = o / (G / 2), j = o % (G / 2), g = grp / 2, side = grp % 2;
+    lo[o] = side * W + g * G + j;
+    hi[o] = side * W + g * G + G / 2 + j;
+  }
+  return __builtin_shuffle(a, b, lo) + __builtin_shuffle(a, b, hi);
+}
+
+template <int W, int G>
+static inline void fold_level(typename Lane<W>::f* v, int count) {
+  for (int i = 0; i < count; ++i) v[i] = fold<W, G>(v[2 * i], v[2 * i + 1]);
+}
+
+constexpr int bit_reverse(int x, int bits) {
+  int r = 0;
+  for (int i = 0; i < bits; ++i) r |= ((x >> i) & 1) << (bits - 1 - i);
+  return r;
+}
+
+// dst[i] += sum of the lanes of src[i] for i < rows, W rows at a time with a shuffle tree (no scalar lane loop).
+template <int W>
+static inline void add_lane_sums(const typename Lane<W>::f* src, int64_t rows, float* dst) {
+  typedef typename Lane<W>::f vf;
+  constexpr int bits = W == 16 ? 4 : 3;
+  int64_t i = 0;
+  for (; i + W <= rows; i += W) {
+    vf v[W];
+    for (int k = 0; k < W; ++k) v[k] = src[i + k];
+    if constexpr (W == 16) {
+      fold_level<W, 16>(v, 8);
+      fold_level<W, 8>(v, 4);
+      fold_level<W, 4>(v, 2);
+      fold_level<W, 2>(v, 1);
+    } else {
+      fold_level<W, 8>(v, 4);
+      fold_level<W, 4>(v, 2);
+      fold_level<W, 2>(v, 1);
+    }
+    for (int l = 0; l < W; ++l) dst[i + bit_reverse(l, bits)] += v[0][l];
+  }
+  for (; i < rows; ++i) {
+    float acc = 0.0f;
+    for (int l = 0; l < W; ++l) acc += src[i][l];
+    dst[i] += acc;
+  }
 }
 
 struct Inputs {
@@ -321,10 +367,8 @@ void backward_impl(const Inputs& p, const float* gout, const float* glast, const
         std::lock_guard<std::mutex> lock(flush_mutex);
         float* gb = gBt + (b * L + t0) * N;
         float* gc = gCt + (b * L + t0) * N;
-        for (int64_t i = 0; i < (t1 - t0) * N; ++i) {
-          gb[i] += lane_sum(accB[i]);
-          gc[i] += lane_sum(accC[i]);
-        }
+        add_lane_sums<W>(accB, (t1 - t0) * N, gb);
+        add_lane_sums<W>(accC, (t1 - t0) * N, gc);
       }
       for (int64_t k = k0; k < k1; ++k) {
         const vf* r = rows.data() + (k - k0) * per;
