@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 logger = logging.getLogger("pkd")
+MIN_INK_EXTENT = 0.1  # predict: ink spanning less than this share of the image's shorter side is a dot, not a digit
 
 
 def _setup_logging(log_file: Path | None = None, verbose: bool = False) -> None:
@@ -72,16 +73,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = config_from_dict(run.config())
         if run.state() == "running":
             raise ValueError(f"run {run.name} is still running (pid {run.status().get('pid')}); stop it first")
+        _check_scan_backend(distill.resolve_device(args.device or cfg.device))
     else:
         cfg = load_config(args.config, args.overrides)
         distill.check_models(cfg)
         device_check = args.device or cfg.device
-        distill.resolve_device(device_check)  # fail before creating anything
+        _check_scan_backend(distill.resolve_device(device_check))  # fail before creating anything
         if args.run_dir:
             run = Run.create_at(Path(args.run_dir), cfg.to_dict(), command=sys.argv)
         else:
             run = Run.create(args.runs_dir or default_runs_dir(), cfg.name, cfg.to_dict(), command=sys.argv)
-    _setup_logging(run.path / "train.log", args.verbose)
+    try:
+        _setup_logging(run.path / "train.log", args.verbose)
+    except OSError as exc:
+        from pkd.runs import _write_error
+
+        raise _write_error(run.path / "train.log", exc) from None
     device_name = args.device or cfg.device
     device = distill.resolve_device(device_name)
     run.mark_started(message=f"device {device}")
@@ -115,6 +122,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_scan_backend(device) -> None:
+    """Refuse a forced PKD_SCAN_BACKEND that cannot run on `device` before anything is created or trained."""
+    from pkd import ssm
+
+    if not hasattr(ssm, "scan_backend"):
+        return
+    backend = ssm.scan_backend(device.type)  # ValueError naming the choices for an unknown value
+    if backend == "cuda" and device.type != "cuda":
+        raise ValueError(f"{ssm.BACKEND_ENV}=cuda needs a CUDA GPU with a working mamba-ssm, but training runs on "
+                         f"{device}; unset {ssm.BACKEND_ENV} (auto picks the fastest CPU scan) or set it to torch")
+    if backend == "cpp" and device.type != "cpu":
+        raise ValueError(f"{ssm.BACKEND_ENV}=cpp is the CPU kernel, but training runs on {device}; "
+                         f"unset {ssm.BACKEND_ENV} or set it to torch")
+
+
+def _ink_extent(image) -> float:
+    """Longest side of the ink's bounding box as a share of the image's shorter side (0.0 for no ink)."""
+    import numpy as np
+
+    from pkd import data as pkd_data
+
+    gray = pkd_data._to_gray(image)  # (H, W) in [0, 1]
+    if np.median(gray) > 0.5:  # dark ink on a light background, as prepare_image assumes
+        gray = 1.0 - gray
+    ink = gray > 0.1
+    if not ink.any():
+        return 0.0
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    return max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) / min(gray.shape)
+
+
 def _print_table(summary: dict) -> None:
     teacher = summary.get("teacher", {})
     print(f"teacher {teacher.get('arch')}: {teacher.get('flops', 0):,} FLOPs/sample, "
@@ -131,7 +169,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     _setup_logging(verbose=args.verbose)
     run = resolve_run(args.run, args.runs_dir or default_runs_dir())
-    rows = distill.evaluate_run(run, device=args.device)
+    rows = distill.evaluate_run(run, device=distill.resolve_device(args.device))
     summary = run.summary()
     summary["prefixes"] = rows
     _print_table(summary)
@@ -153,6 +191,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     x = pkd_data.prepare_image(spec, image)
     if x is None:
         print("no digit found in the image (it is blank): nothing to classify")
+        return 2
+    if spec.image_shape == (1, 28, 28) and _ink_extent(image) < MIN_INK_EXTENT:
+        print("too little ink in the image (a dot or a speck, not a digit): nothing to classify; draw the whole digit")
         return 2
     ensemble = distill.load_ensemble(run)
     pred = ensemble.predict(spec.normalize(x[None]), k=args.k, flop_budget=args.flop_budget,

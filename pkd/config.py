@@ -19,6 +19,8 @@ import yaml
 MAX_CONFIG_BYTES = 1_000_000  # a config is a few hundred bytes; refuse anything huge before parsing it
 MAX_STUDENTS = 32
 MAX_D_MODEL = 1024
+# Upper bounds on student sizes, so a config (or a page form) cannot ask for a model that exhausts memory.
+MAX_STUDENT_SIZES = {"d_model": MAX_D_MODEL, "d_state": 256, "n_layers": 32, "expand": 16, "d_conv": 16}
 
 
 class ConfigError(ValueError):
@@ -196,9 +198,11 @@ def validate(cfg: RunConfig) -> RunConfig:
     for i, entry in enumerate(cfg.students.schedule):
         if not isinstance(entry, dict):
             raise ConfigError(f"students.schedule[{i}]: expected a mapping like {{d_model: 16}}, got {entry!r}")
-        d_model = {**cfg.students.common, **entry}.get("d_model", 1)
-        if isinstance(d_model, int) and d_model > MAX_D_MODEL:
-            raise ConfigError(f"students.schedule[{i}].d_model: {d_model} exceeds the maximum {MAX_D_MODEL}")
+        merged = {**cfg.students.common, **entry}
+        for key, limit in MAX_STUDENT_SIZES.items():
+            value = merged.get(key, 1)
+            if isinstance(value, int) and value > limit:
+                raise ConfigError(f"students.schedule[{i}].{key}: {value} exceeds the maximum {limit}")
     for stage in ("teacher", "students"):
         optim = getattr(cfg, stage).optim
         for name in ("epochs", "batch_size"):

@@ -28,6 +28,7 @@ from pkd.runs import Run, RunError
 logger = logging.getLogger(__name__)
 
 EVAL_BATCH = 1000
+MAX_MODEL_PARAMS = 50_000_000  # teacher or student; the largest shipped model has about 1.2 M
 CONFIDENCE_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 ProgressFn = Callable[[dict], None]
 
@@ -160,6 +161,7 @@ class FitState:
     model: dict | None = None
     optimizer: dict | None = None
     scheduler: dict | None = None
+    record: dict | None = None  # the metrics record of that epoch (re-logged if a kill lost it)
 
 
 def fit(
@@ -192,6 +194,9 @@ def fit(
         scheduler.load_state_dict(resume.scheduler)
         start_epoch = resume.epoch
         logger.info("resuming %s %d at epoch %d", stage, k, start_epoch + 1)
+        if resume.record and not any(r.get("event") == "epoch" and r.get("stage") == stage and r.get("student") == k
+                                     and r.get("epoch") == resume.epoch for r in run.metrics()):
+            run.log_metrics("epoch", **resume.record)  # killed between the checkpoint and its metrics line
     augment = optim_cfg.augment
     for epoch in range(start_epoch, optim_cfg.epochs):
         torch.manual_seed(stage_seed(cfg.seed, stage, k, epoch))  # dropout etc.
@@ -232,7 +237,7 @@ def fit(
                   **{f"train_{name}": value / max(count, 1) for name, value in parts.items()}, **results}
         run.save_checkpoint({"stage": stage, "k": k, "epoch": epoch + 1, "model": model.state_dict(),
                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                             "rng": torch.get_rng_state(), "seed": cfg.seed})
+                             "rng": torch.get_rng_state(), "seed": cfg.seed, "record": record})
         run.log_metrics("epoch", **record)
         logger.info("%s %d epoch %d/%d: %s", stage, k, epoch + 1, optim_cfg.epochs,
                     ", ".join(f"{key} {value:.4f}" for key, value in record.items() if isinstance(value, float)))
@@ -246,8 +251,10 @@ def fit(
 def _resume_state(run: Run, stage: str, k: int) -> FitState | None:
     checkpoint = run.load_checkpoint()
     if checkpoint and checkpoint.get("stage") == stage and checkpoint.get("k") == k:
+        record = checkpoint.get("record")
         return FitState(epoch=int(checkpoint["epoch"]), model=checkpoint["model"],
-                        optimizer=checkpoint["optimizer"], scheduler=checkpoint["scheduler"])
+                        optimizer=checkpoint["optimizer"], scheduler=checkpoint["scheduler"],
+                        record=record if isinstance(record, dict) else None)
     return None
 
 
@@ -284,18 +291,27 @@ def teacher_spec(cfg: RunConfig, spec: pkd_data.DatasetSpec) -> dict:
 def check_models(cfg: RunConfig) -> None:
     """Build every model of the config once (no data, no training) so bad sizes stop the run before it starts."""
     spec = pkd_data.get_dataset_spec(cfg.data.dataset)
-    try:
-        build_model(teacher_spec(cfg, spec))
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"teacher: {exc}") from None
-    for i, student in enumerate(student_specs(cfg, spec) if cfg.students.order == "as_listed" else
-                                [{"arch": cfg.students.arch, "params": {**cfg.students.common, **e,
-                                  "image_shape": list(spec.image_shape), "num_classes": spec.num_classes}}
-                                 for e in cfg.students.schedule]):
+    models = [("teacher", teacher_spec(cfg, spec))]
+    models += [(f"students.schedule[{i}]", {"arch": cfg.students.arch, "params": {
+        **cfg.students.common, **e, "image_shape": list(spec.image_shape), "num_classes": spec.num_classes}})
+        for i, e in enumerate(cfg.students.schedule)]
+    for where, model_spec in models:
         try:
-            build_model(student)
+            with torch.device("meta"):  # sizes only: nothing is allocated, so a huge model cannot exhaust memory
+                n_params = sum(p.numel() for p in build_model(model_spec).parameters())
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"students.schedule[{i}]: {exc}") from None
+            raise ValueError(f"{where}: {exc}") from None
+        if n_params > MAX_MODEL_PARAMS:
+            raise ValueError(f"{where}: {n_params:,} parameters exceed the maximum {MAX_MODEL_PARAMS:,}; "
+                             "make the model smaller")
+    if cfg.teacher.checkpoint:  # a bad or hostile teacher file stops the run before anything is created
+        _load_teacher_weights(cfg.teacher.checkpoint, build_model(teacher_spec(cfg, spec)))
+
+
+def _load_error(exc: Exception) -> str:
+    """The informative line of a load_state_dict error (torch puts a generic header line first)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    return (lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0])[:300]
 
 
 def _load_teacher_weights(path: str, model: nn.Module) -> dict:
@@ -304,10 +320,12 @@ def _load_teacher_weights(path: str, model: nn.Module) -> dict:
 
     obj = load_tensors(path)
     state = obj.get("state_dict", obj)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RunError(f"teacher.checkpoint {path}: not a state_dict of tensors; give a run's teacher.pt")
     try:
         model.load_state_dict(state)
     except (RuntimeError, KeyError) as exc:
-        first = str(exc).splitlines()[0]
+        first = _load_error(exc)
         raise RunError(f"teacher.checkpoint {path}: does not fit the teacher architecture ({first})") from None
     return state
 
@@ -455,12 +473,13 @@ def load_ensemble(run: Run, k: int | None = None, device: torch.device | str = "
     students, flops = [], []
     for j in range(1, k + 1):
         saved = run.load_student(j)
+        _check_spec(run, cfg, saved["spec"], "students", run.student_path(j))
         model = build_model(saved["spec"])
         try:
             model.load_state_dict(saved["state_dict"])
         except RuntimeError as exc:
             raise RunError(f"{run.student_path(j)}: weights do not fit the saved spec "
-                           f"({str(exc).splitlines()[0]})") from None
+                           f"({_load_error(exc)})") from None
         model.eval()
         image_shape = tuple(saved["spec"]["params"]["image_shape"])
         flops.append(model_cost(model, image_shape)[0])
@@ -471,9 +490,46 @@ def load_ensemble(run: Run, k: int | None = None, device: torch.device | str = "
 def load_teacher(run: Run, device: torch.device | str = "cpu") -> nn.Module:
     """The run's teacher in eval mode."""
     saved = run.load_teacher()
+    _check_spec(run, run.config(), saved["spec"], "teacher", run.path / "teacher.pt")
     model = build_model(saved["spec"])
-    model.load_state_dict(saved["state_dict"])
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except RuntimeError as exc:
+        raise RunError(f"{run.path / 'teacher.pt'}: weights do not fit the saved spec "
+                       f"({_load_error(exc)})") from None
     return model.to(device).eval()
+
+
+def _dig(mapping: dict, *keys: str):
+    for key in keys:
+        mapping = mapping.get(key) if isinstance(mapping, dict) else None
+    return mapping
+
+
+def _check_spec(run: Run, cfg: dict, spec: dict, role: str, path) -> None:
+    """Refuse a weights file whose model spec is not one the run's config asks for (wrong or oversized model)."""
+    section = cfg.get(role) if isinstance(cfg.get(role), dict) else {}
+    params = {key: value for key, value in dict(spec.get("params", {})).items()
+              if key not in ("image_shape", "num_classes")}
+    if role == "teacher":
+        allowed = [dict(section.get("params") or {})]
+        ok = spec.get("kind") == "teacher" and spec.get("arch") == section.get("arch") and params in allowed
+    else:
+        common = section.get("common") if isinstance(section.get("common"), dict) else {}
+        schedule = section.get("schedule") if isinstance(section.get("schedule"), list) else []
+        allowed = [{**common, **entry} for entry in schedule if isinstance(entry, dict)]
+        ok = spec.get("kind", "student") == "student" and spec.get("arch") == section.get("arch") and params in allowed
+    extra = dict(spec.get("params", {}))
+    if ok and ("image_shape" in extra or "num_classes" in extra):
+        try:
+            data_spec = pkd_data.get_dataset_spec(_dig(cfg, "data", "dataset"))
+            ok = list(extra.get("image_shape", data_spec.image_shape)) == list(data_spec.image_shape) \
+                and extra.get("num_classes", data_spec.num_classes) == data_spec.num_classes
+        except (ValueError, TypeError):
+            ok = False
+    if not ok:
+        raise RunError(f"{path}: holds a {spec.get('arch')!r} model that the run's config does not describe; "
+                       "the file was replaced or belongs to another run")
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ States: running, done, failed, stopped; a "running" run whose process is gone re
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import logging
@@ -27,6 +28,8 @@ import os
 import re
 import secrets
 import shutil
+import signal
+import stat
 import sys
 import time
 from dataclasses import dataclass
@@ -55,6 +58,7 @@ PREFIX_COLUMNS = (
 )
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_JSON_BYTES = 20_000_000
+FAULT_ENV = "PKD_FAULT"  # test-only fault injection, read in _fault() alone; see there
 
 
 class RunError(RuntimeError):
@@ -68,19 +72,63 @@ def default_runs_dir() -> Path:
 
 # ----------------------------------------------------------------------------------------------- atomic writes
 
+_fault_counts: dict[str, int] = {}
+
+
+def _fault(path: Path, fh: Any, data: bytes) -> None:
+    """Test-only fault injection, the one place that reads $PKD_FAULT = "<action>:<file name>:<n>".
+
+    On the n-th write (counted per process) of a file called <file name>: action "kill" writes the first half of
+    `data` to the open file `fh`, flushes it and SIGKILLs this process (a crash in the middle of a write);
+    action "erofs" raises OSError(EROFS) as a read-only disk would. Unset (always, outside tests): no effect.
+    """
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    action, name, n = (spec.split(":") + ["", "", ""])[:3]
+    if name != path.name:
+        return
+    _fault_counts[name] = _fault_counts.get(name, 0) + 1
+    if str(_fault_counts[name]) != n:
+        return
+    if action == "kill":
+        fh.write(data[: len(data) // 2])
+        fh.flush()
+        os.fsync(fh.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "erofs":
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+
+def _write_error(path: Path, exc: OSError) -> OSError:
+    """The same kind of OSError, with a one-line message naming the file and the fix."""
+    reason = exc.strerror or exc.__class__.__name__
+    return type(exc)(exc.errno, f"cannot write {path} ({reason}); free disk space or make the run directory "
+                                "writable, then continue with `python -m pkd train --resume <run>`")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same folder + fsync + os.replace (never half-written)."""
+    """Write `data` to `path` via a temp file in the same folder + fsync + os.replace (never half-written).
+
+    Raises:
+        OSError: the disk refused the write (full, read-only); the message names `path`, which is unchanged.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "wb") as fh:
+            _fault(path, fh, data)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     finally:
-        if tmp.exists():
+        try:
             tmp.unlink()
+        except OSError:
+            pass
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -109,7 +157,10 @@ def load_tensors(path: Path) -> dict:
 
 
 def read_json(path: Path) -> Any:
+    """Parse a JSON file of a run; RunError names the file when it is not a regular file, huge or corrupt."""
     path = Path(path)
+    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or device would block or never end
+        raise RunError(f"{path}: not a regular file")
     if path.stat().st_size > MAX_JSON_BYTES:
         raise RunError(f"{path}: file is too large to be a pkd run file")
     try:
@@ -263,7 +314,11 @@ class Run:
 
     # -------------------------------------------------------------------------- manifest / config
     def manifest(self) -> dict:
-        return read_json(self.path / MANIFEST_FILE)
+        """manifest.json; RunError names the file if it is corrupt or not a mapping with a config mapping."""
+        manifest = read_json(self.path / MANIFEST_FILE)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
+            raise RunError(f"{self.path / MANIFEST_FILE}: not a pkd manifest (expected a mapping with a config)")
+        return manifest
 
     def config(self) -> dict:
         return self.manifest()["config"]
@@ -294,17 +349,45 @@ class Run:
         return self.status().get("state", "unknown")
 
     def mark_started(self, message: str = "") -> None:
+        """Record this process as the run's writer; first tidy what a killed writer may have left behind."""
+        self.repair()
         pid = os.getpid()
         self.write_status(state="running", pid=pid, pid_start=_proc_start_time(pid), started=time.time(),
                           message=message)
+
+    def repair(self) -> None:
+        """After a crash: end a half-written last metrics line (so the next record is not glued onto it) and
+        remove temp files of dead writers. Called by a new writer process before it writes anything."""
+        path = self.path / METRICS_FILE
+        try:
+            if path.is_file() and path.stat().st_size > 0:
+                with open(path, "rb+") as fh:
+                    fh.seek(-1, os.SEEK_END)
+                    if fh.read(1) != b"\n":
+                        fh.write(b"\n")
+                        logger.warning("%s: the last line was half-written by a killed process; it is skipped", path)
+        except OSError as exc:
+            raise _write_error(path, exc) from None
+        for folder in (self.path, self.path / STUDENTS_DIR):
+            for tmp in folder.glob(".*.tmp") if folder.is_dir() else []:
+                parts = tmp.name.split(".")
+                if len(parts) >= 4 and parts[-3].isdigit() and int(parts[-3]) != os.getpid() \
+                        and not process_alive(int(parts[-3])):
+                    tmp.unlink(missing_ok=True)
 
     # -------------------------------------------------------------------------- metrics
     def log_metrics(self, event: str, **fields: Any) -> None:
         """Append one JSON line (one write call, so concurrent readers never see half a line they keep)."""
         record = {"event": event, "time": time.time(), **fields}
-        with open(self.path / METRICS_FILE, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-            fh.flush()
+        path = self.path / METRICS_FILE
+        line = (json.dumps(record) + "\n").encode()
+        try:
+            with open(path, "ab") as fh:
+                _fault(path, fh, line)
+                fh.write(line)
+                fh.flush()
+        except OSError as exc:
+            raise _write_error(path, exc) from None
 
     def metrics(self) -> list[dict]:
         """All complete metric records; a half-written or garbage line is skipped (and logged), never fatal."""
@@ -352,7 +435,12 @@ class Run:
     def summary(self) -> dict:
         """summary.json ({} if not written yet); RunError if corrupt."""
         path = self.path / SUMMARY_FILE
-        return read_json(path) if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        summary = read_json(path)
+        if not isinstance(summary, dict):
+            raise RunError(f"{path}: expected a mapping, found {type(summary).__name__}")
+        return summary
 
     # -------------------------------------------------------------------------- weights
     def student_path(self, k: int) -> Path:
@@ -362,7 +450,8 @@ class Run:
         save_tensors(self.student_path(k), {"state_dict": state_dict, "spec": spec})
 
     def load_student(self, k: int) -> dict:
-        return load_tensors(self.student_path(k))
+        """students/student_KK.pt as {"state_dict": {name: tensor}, "spec": {"arch", "params"}}; RunError if not."""
+        return _check_weights_file(self.student_path(k), load_tensors(self.student_path(k)))
 
     def students_saved(self) -> int:
         """Number of consecutive saved students 1..k."""
@@ -375,7 +464,7 @@ class Run:
         save_tensors(self.path / TEACHER_FILE, {"state_dict": state_dict, "spec": spec})
 
     def load_teacher(self) -> dict:
-        return load_tensors(self.path / TEACHER_FILE)
+        return _check_weights_file(self.path / TEACHER_FILE, load_tensors(self.path / TEACHER_FILE))
 
     def has_teacher(self) -> bool:
         return (self.path / TEACHER_FILE).is_file()
@@ -417,20 +506,44 @@ class Run:
         except (OSError, RunError):
             pass
         last = rows[-1] if rows else {}
+        schedule = _field(config, "students", "schedule")
         return {
             "name": self.name,
             "path": str(self.path),
-            "state": status.get("state", "unknown"),
-            "stage": status.get("stage", ""),
-            "dataset": config.get("data", {}).get("dataset", "?"),
-            "mode": config.get("distill", {}).get("mode", "?"),
-            "k_planned": len(config.get("students", {}).get("schedule", []) or []),
+            "state": str(status.get("state", "unknown")),
+            "stage": str(status.get("stage", "")),
+            "dataset": str(_field(config, "data", "dataset") or "?"),
+            "mode": str(_field(config, "distill", "mode") or "?"),
+            "k_planned": len(schedule) if isinstance(schedule, list) else 0,
             "k_done": len(rows),
-            "teacher_acc": summary.get("teacher", {}).get("test_acc"),
-            "final_acc": last.get("prefix_acc"),
-            "final_share": last.get("share_of_teacher"),
-            "created": manifest.get("created"),
+            "teacher_acc": _number_or_none(_field(summary, "teacher", "test_acc")),
+            "final_acc": _number_or_none(last.get("prefix_acc")),
+            "final_share": _number_or_none(last.get("share_of_teacher")),
+            "created": _number_or_none(manifest.get("created")),
         }
+
+
+def _field(mapping: Any, *keys: str) -> Any:
+    """mapping[k1][k2]... or None when any level is missing or not a mapping (hand-edited or hostile files)."""
+    for key in keys:
+        if not isinstance(mapping, dict):
+            return None
+        mapping = mapping.get(key)
+    return mapping
+
+
+def _number_or_none(value: Any) -> float | int | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _check_weights_file(path: Path, obj: dict) -> dict:
+    """A saved model must be {"state_dict": {str: tensor}, "spec": {"arch": str, "params": dict}}."""
+    state, spec = obj.get("state_dict"), obj.get("spec")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()) \
+            or not isinstance(spec, dict) or not isinstance(spec.get("arch"), str) \
+            or not isinstance(spec.get("params", {}), dict):
+        raise RunError(f"{path}: not a pkd model file (expected a state_dict of tensors and a spec)")
+    return obj
 
 
 def _number(value: str | None) -> Any:
@@ -463,7 +576,7 @@ def list_runs(runs_dirs: list[str | os.PathLike] | str | os.PathLike) -> list[Ru
     def created(run: Run) -> float:
         try:
             return float(run.manifest().get("created", 0))
-        except (OSError, RunError):
+        except (OSError, RunError, TypeError, ValueError):
             return 0.0
 
     return sorted(found, key=created, reverse=True)
