@@ -74,17 +74,25 @@ def inputs(length: int, batch: int, dim: int, nst: int, seed: int = 0) -> list[t
 
 
 def time_fwd_bwd(fn: Scan, tensors: list[torch.Tensor], reps: int) -> tuple[float, torch.Tensor]:
-    """Median seconds of forward + backward of sum(y * w), and the output of the last rep."""
+    """Median seconds of forward + backward of sum(y * w) over reps runs, and the output of the last run.
+
+    A first run under one second is a warm-up and is dropped; a slower one counts (warm-up is noise there).
+    """
     w = torch.randn(tensors[0].shape, generator=torch.Generator().manual_seed(1))
-    times, y = [], None
-    for rep in range(reps + 1):  # rep 0 warms up
+
+    def once() -> tuple[float, torch.Tensor]:
         leaves = [t.clone().requires_grad_() for t in tensors]
         start = time.perf_counter()
         y = fn(*leaves)
         (y * w).sum().backward()
-        if rep:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times), y.detach()
+        return time.perf_counter() - start, y.detach()
+
+    first, y = once()
+    times = [] if first < 1.0 else [first]
+    while len(times) < reps:
+        elapsed, y = once()
+        times.append(elapsed)
+    return statistics.median(times), y
 
 
 def main() -> None:

@@ -93,6 +93,24 @@ def test_backend_matches_reference(backend, shape, options, monkeypatch, request
         assert_close(f"grad {name}", g1[name], g0[name])
 
 
+def test_cpp_kernel_splits_a_row_across_threads(cpp_kernel, monkeypatch):
+    """9 (row, block) tasks of 38k lane-steps on 2 threads: row 1's blocks land on both threads and are summed."""
+    monkeypatch.setenv(ssm.BACKEND_ENV, "cpp")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        options = dict(D=True, z=True, bias=True, softplus=True)
+        inputs = make_inputs(3, 24, 300, 16, **options)
+        y0, last0, g0 = run_with_grads(ssm.selective_scan_ref, inputs, True)
+        y1, last1, g1 = run_with_grads(ssm.selective_scan, inputs, True)
+    finally:
+        torch.set_num_threads(threads)
+    assert_close("y", y1, y0)
+    assert_close("last_state", last1, last0)
+    for name in g0:
+        assert_close(f"grad {name}", g1[name], g0[name])
+
+
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_no_grad_forward_and_dtypes(backend, monkeypatch, request):
     if backend == "cpp":

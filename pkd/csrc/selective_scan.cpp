@@ -224,6 +224,12 @@ Inputs make_inputs(const Tensor& u, const Tensor& dt, const Tensor& A, const Ten
 }
 
 // Checkpoint tensor layout: (B, blocks, chunks, N, W) floats.
+
+// Tasks per thread chunk: about 2^18 lane-steps (~0.1 ms) at least, so tiny scans (batch-1 inference) stay on one
+// thread instead of paying an OpenMP wake-up and barrier that costs milliseconds on a busy machine.
+inline int64_t grain_tasks(int64_t L, int64_t N, int64_t W) {
+  return std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, L * N * W));
+}
 inline int64_t num_chunks(int64_t L) { return (L + kChunk - 1) / kChunk; }
 
 template <int W>
@@ -232,7 +238,7 @@ void forward_impl(const Inputs& p, float* out, float* last, float* ckpt, float* 
   using vi = typename Lane<W>::i;
   const int64_t L = p.len, N = p.nst, ED = p.dim;
   const int64_t nblk = (ED + W - 1) / W;
-  at::parallel_for(0, p.batch * nblk, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, p.batch * nblk, grain_tasks(L, N, W), [&](int64_t begin, int64_t end) {
     std::vector<vf> buf(4 * L + 2 * N);
     vf* uu = buf.data();
     vf* dt = uu + L;
@@ -281,7 +287,7 @@ void backward_impl(const Inputs& p, const float* gout, const float* glast, const
   const int64_t L = p.len, N = p.nst, ED = p.dim;
   const int64_t nblk = (ED + W - 1) / W, nchunk = num_chunks(L);
   std::mutex flush_mutex;
-  at::parallel_for(0, p.batch * nblk, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, p.batch * nblk, grain_tasks(L, N, W), [&](int64_t begin, int64_t end) {
     const int64_t pad = 3;  // odd number of vectors between buffers against 4 KiB aliasing
     std::vector<vf> chunk(2 * (kChunk * N + pad) + ((kChunk + 1) * N + pad) + kChunk * N);
     vf* accB = chunk.data();                  // (kChunk, N) lane sums of dLoss/dB for the current chunk
