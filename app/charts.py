@@ -118,35 +118,36 @@ def accuracy_flops_figure(series: list[dict], log_x: bool = False, show_solo: bo
         label = item["label"]
         rows = item.get("rows") or []
         teacher = item.get("teacher") or {}
-        if rows:
+        if rows and show_solo and any(r.get("solo_acc") is not None for r in rows):
             fig.add_trace(go.Scatter(
-                x=[r["cumulative_flops"] for r in rows], y=[100 * r["prefix_acc"] for r in rows],
-                mode="lines+markers+text", name=f"{label}: ensemble of first k" if len(series) > 1 else
-                "ensemble of the first k students",
-                text=[f"k={r['k']}" for r in rows], textposition="top left", textfont={"size": 11, "color": color},
-                marker={"size": 10, "color": color}, line={"color": color, "width": 3},
-                customdata=[[r["k"], 100 * (r.get("share_of_teacher") or 0), r.get("student_flops")] for r in rows],
-                hovertemplate=("k=%{customdata[0]}: accuracy %{y:.2f}%<br>%{x:,.0f} FLOPs per sample"
-                               "<br>%{customdata[1]:.2f}% of the teacher's FLOPs<extra>" + label + "</extra>"),
+                x=[r["student_flops"] for r in rows], y=[100 * (r.get("solo_acc") or 0) for r in rows],
+                mode="markers", name=f"{label}: student k alone" if len(series) > 1 else "each student alone",
+                marker={"size": 9, "color": "white", "line": {"color": color, "width": 2}, "symbol": "diamond"},
+                legendrank=2,
+                customdata=[[r["k"], r.get("arch", "")] for r in rows],
+                hovertemplate=("student %{customdata[0]} alone: %{y:.2f}%<br>%{x:,.0f} FLOPs"
+                               "<extra>" + label + "</extra>"),
             ))
-            if show_solo and any(r.get("solo_acc") is not None for r in rows):
-                fig.add_trace(go.Scatter(
-                    x=[r["student_flops"] for r in rows], y=[100 * (r.get("solo_acc") or 0) for r in rows],
-                    mode="markers", name=f"{label}: student k alone" if len(series) > 1 else "each student alone",
-                    marker={"size": 9, "color": "white", "line": {"color": color, "width": 2}, "symbol": "diamond"},
-                    customdata=[[r["k"], r.get("arch", "")] for r in rows],
-                    hovertemplate=("student %{customdata[0]} alone: %{y:.2f}%<br>%{x:,.0f} FLOPs"
-                                   "<extra>" + label + "</extra>"),
-                ))
         anytime = item.get("anytime") or []
         if show_anytime and anytime:
             fig.add_trace(go.Scatter(
                 x=[a["mean_flops"] for a in anytime], y=[100 * a["acc"] for a in anytime], mode="lines+markers",
                 name=f"{label}: early exit" if len(series) > 1 else "early exit (stop when confident)",
-                line={"color": color, "dash": "dot", "width": 1.5}, marker={"size": 6, "color": color},
+                line={"color": color, "dash": "dot", "width": 1.5}, marker={"size": 6, "color": color}, legendrank=3,
                 customdata=[[a["confidence"]] for a in anytime],
                 hovertemplate=("stop at confidence %{customdata[0]}: %{y:.2f}%<br>%{x:,.0f} FLOPs on average"
                                "<extra>" + label + "</extra>"),
+            ))
+        if rows:  # drawn last: on top of the other traces
+            fig.add_trace(go.Scatter(
+                x=[r["cumulative_flops"] for r in rows], y=[100 * r["prefix_acc"] for r in rows],
+                mode="lines+markers+text", name=f"{label}: ensemble of first k" if len(series) > 1 else
+                "ensemble of the first k students",
+                text=[f"k={r['k']}" for r in rows], textposition="top left", textfont={"size": 11, "color": color},
+                marker={"size": 10, "color": color}, line={"color": color, "width": 3}, legendrank=1,
+                customdata=[[r["k"], 100 * (r.get("share_of_teacher") or 0), r.get("student_flops")] for r in rows],
+                hovertemplate=("k=%{customdata[0]}: accuracy %{y:.2f}%<br>%{x:,.0f} FLOPs per sample"
+                               "<br>%{customdata[1]:.2f}% of the teacher's FLOPs<extra>" + label + "</extra>"),
             ))
         if teacher.get("test_acc") is not None:
             fig.add_hline(y=100 * teacher["test_acc"], line={"color": color, "dash": "dash", "width": 1.5},

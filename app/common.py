@@ -96,6 +96,36 @@ def weights_key(run: Run) -> tuple:
     return tuple((f.name, os.stat(f).st_mtime_ns) for f in files)
 
 
+def files_key(run: Run, *names: str) -> tuple:
+    """(name, mtime, size) of some files of a run: changes whenever training rewrites or appends to them."""
+    out = []
+    for name in names:
+        try:
+            stat = os.stat(Path(run.path) / name)
+            out.append((name, stat.st_mtime_ns, stat.st_size))
+        except OSError:
+            out.append((name, None, None))
+    return tuple(out)
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def cached_live_figures(path: str, key: tuple):  # noqa: ARG001 - key is part of the cache key
+    """The Train page's two figures for a run, rebuilt only when its metrics/results files change.
+
+    Building plotly figures costs tens of ms; the live panel polls every second, so this keeps the app's share
+    of the CPU small while training runs beside it.
+    """
+    from app import charts
+
+    run = Run(Path(path))
+    metrics, rows, summary = run.metrics(), run.prefix_table(), run.summary()
+    curves = charts.training_curves_figure(metrics) if any(r.get("event") == "epoch" for r in metrics) else None
+    teacher = summary.get("teacher") or next((r for r in metrics if r.get("event") == "teacher_done"), {})
+    accuracy = charts.accuracy_flops_figure([{"label": run.name, "rows": rows, "teacher": teacher,
+                                              "anytime": summary.get("anytime", [])}]) if rows else None
+    return curves, accuracy
+
+
 @st.cache_resource(max_entries=4, show_spinner="Loading the students ...")
 def cached_ensemble(path: str, key: tuple):  # noqa: ARG001 - key is part of the cache key
     from pkd.distill import load_ensemble

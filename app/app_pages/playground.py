@@ -138,8 +138,8 @@ with right:
                     f"for {charts.human_flops(teacher_flops)} FLOPs.")
 
 st.subheader("Every prefix k at once")
-st.caption(f"All {K} prefixes computed in {elapsed_ms:.0f} ms (preprocessing included). Each student votes on its "
-           "own; the ensemble combines students 1..k.")
+st.caption(f"Each student votes on its own; the ensemble combines students 1..k. All of this (preprocessing, "
+           f"{K} prefixes, {K} votes and the teacher) took {elapsed_ms:.0f} ms.")
 st.table(charts.prefix_predictions_frame(report.as_dict(), list(spec.class_names)))
 
 st.subheader("Anytime mode: let the digit decide when to stop")
@@ -154,7 +154,10 @@ else:
                           key="pg_conf", format="%.3f")
     stop = inference.anytime_digit(ensemble, spec, image, confidence=threshold)
 used = stop["k_used"]
-st.progress(used / K, text=f"stopped after {used} of {K} students")
+note = ""
+if mode != "FLOP budget" and used == K and stop["prob"] < threshold:
+    note = f" (never {threshold:.3f} sure, so every student was asked)"
+st.progress(used / K, text=f"stopped after {used} of {K} students{note}")
 st.markdown(f"Answer **{spec.class_names[stop['class']]}** ({100 * stop['prob']:.0f}% sure) for "
             f"{stop['flops']:,} FLOPs"
             + (f" = {100 * stop['flops'] / teacher_flops:.2f}% of the teacher's." if teacher_flops else "."))

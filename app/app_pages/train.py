@@ -19,6 +19,7 @@ WATCH_KEY = "train_watch"
 
 
 def config_files() -> dict[str, Path]:
+    """The shipped configs by name (configs/*.yaml)."""
     return {p.stem: p for p in sorted(common.CONFIGS_DIR.glob("*.yaml"))}
 
 
@@ -46,11 +47,15 @@ def device_info() -> str:
     gpu = f"GPU: **{torch.cuda.get_device_name(0)}**" if torch.cuda.is_available() else "GPU: none (CPU only)"
     parts = [gpu]
     if hasattr(ssm, "available_backends") and hasattr(ssm, "scan_backend"):
-        backends = ssm.available_backends()
-        fast = backends.get("cuda") is True
-        parts.append("mamba-ssm CUDA scan: **active**" if fast else "mamba-ssm CUDA scan: not available")
-        parts.append(f"CPU scan: **{ssm.scan_backend('cpu')}**"
-                     + (" (fused C++ kernel)" if ssm.scan_backend("cpu") == "cpp" else ""))
+        try:
+            fast = ssm.available_backends().get("cuda") is True
+            cpu = ssm.scan_backend("cpu")
+        except (ValueError, RuntimeError, OSError) as exc:
+            return f"{gpu} · scan backends: {exc}"
+        parts.append("mamba-ssm fast path (CUDA scan): **active**" if fast else
+                     "mamba-ssm fast path (CUDA scan): not available")
+        parts.append(f"CPU scan: **{cpu}**" + (" (fused C++ kernel)" if cpu == "cpp" else
+                                                " (build the fused kernel below for speed)"))
     return " · ".join(parts)
 
 
@@ -155,8 +160,18 @@ def pick_default(runs: list[Run]) -> str:
     return paths[0]
 
 
-@st.fragment(run_every=1)
-def live_panel() -> None:
+def any_running() -> bool:
+    return any(run.state() in ("running", "created") for run in list_runs(common.runs_dir()))
+
+
+RUNNING = any_running()
+
+
+# State and progress poll every second while something trains (every 3 s otherwise, so a run started elsewhere
+# still shows up); the charts, which change once per epoch, poll every 5 s. Each rerun costs the server and the
+# browser CPU that training would otherwise get, so the frequent part is kept small.
+@st.fragment(run_every=1 if RUNNING else 3)
+def live_status() -> None:
     runs = list_runs(common.runs_dir())  # listed inside the fragment: new and finished runs show up live
     if not runs:
         st.info("No runs in the runs folder yet: fill in the form and press **Start training**.")
@@ -176,7 +191,6 @@ def live_panel() -> None:
         config = run.config()
         metrics = run.metrics()
         rows = run.prefix_table()
-        summary = run.summary()
     except (RunError, OSError, KeyError) as exc:
         st.warning(f"{run.name}: {exc}")
         return
@@ -213,24 +227,36 @@ def live_panel() -> None:
     if state in ("failed", "died") or (state not in ("running", "done") and launch.console_tail(run)):
         with st.expander("console output"):
             st.code(launch.console_tail(run)[-3000:] or "(empty)")
+
+
+@st.fragment(run_every=5 if RUNNING else None)
+def live_charts() -> None:
+    path = ss.get("train_pick")
+    if not path or not Path(path).is_dir():
+        return
+    run = Run(Path(path))
+    try:
+        curves, accuracy = common.cached_live_figures(
+            str(run.path), common.files_key(run, "metrics.jsonl", "prefix.csv", "summary.json"))
+    except (RunError, OSError) as exc:
+        st.warning(f"{run.name}: {exc}")
+        return
     left, right = st.columns(2)
     with left:
         st.markdown("**Loss and validation accuracy per epoch**")
-        if any(r.get("event") == "epoch" for r in metrics):
-            st.plotly_chart(charts.training_curves_figure(metrics), key="train_curves", width="stretch")
+        if curves is not None:
+            st.plotly_chart(curves, key="train_curves", width="stretch")
         else:
-            st.caption("(the first epoch is still running)")
+            st.caption("(appears after the first epoch)")
     with right:
         st.markdown("**Accuracy vs cumulative FLOPs, growing as students finish**")
-        teacher = summary.get("teacher") or next((r for r in metrics if r.get("event") == "teacher_done"), {})
-        if rows:
-            fig = charts.accuracy_flops_figure([{"label": run.name, "rows": rows, "teacher": teacher,
-                                                 "anytime": summary.get("anytime", [])}])
-            st.plotly_chart(fig, key="train_curve", width="stretch")
+        if accuracy is not None:
+            st.plotly_chart(accuracy, key="train_curve", width="stretch")
         else:
             st.caption("(appears when the first student has finished)")
 
 
 st.divider()
 st.subheader("Runs in progress and finished")
-live_panel()
+live_status()
+live_charts()

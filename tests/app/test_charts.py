@@ -36,7 +36,8 @@ def test_prefix_frame_has_display_columns_in_percent():
 
 def test_accuracy_flops_figure_one_point_per_prefix_teacher_line_and_overlay():
     fig = charts.accuracy_flops_figure([{"label": "a", "rows": ROWS, "teacher": TEACHER, "anytime": ANYTIME}])
-    ensemble, solo, anytime = fig.data
+    solo, anytime, ensemble = fig.data  # the ensemble is drawn last, on top
+    assert ensemble.name.startswith("ensemble")
     assert list(ensemble.x) == [1000, 4000] and list(ensemble.y) == pytest.approx([80.0, 90.0])
     assert [c[1] for c in ensemble.customdata] == pytest.approx([1.0, 4.0])  # share of teacher on hover
     assert list(solo.x) == [1000, 3000]  # each student alone costs its own FLOPs

@@ -68,7 +68,7 @@ def test_results_opens_on_shipped_run_with_chart_table_and_csv(app_env, shipped_
     assert charts, "no chart on the Results page"
     spec = json.loads(charts[0].proto.spec)
     rows = shipped_run(shipped_root).prefix_table()
-    ensemble_trace = spec["data"][0]
+    ensemble_trace = next(t for t in spec["data"] if t["name"].startswith("ensemble"))
     assert len(ensemble_trace["x"]) == len(rows)
     assert ensemble_trace["x"][-1] == rows[-1]["cumulative_flops"]
     assert any("teacher" in str(a.get("text", "")) for a in spec["layout"].get("annotations", []))
@@ -206,6 +206,17 @@ def test_train_page_starts_a_run_and_lists_it(app_env):
             proc = launch.child_process(run)
             if proc is not None:
                 proc.wait(timeout=60)
+
+
+def test_train_page_shows_a_dead_run_as_died_with_resume(app_env, shipped_root):
+    run = Run(copy_run(shipped_run(shipped_root).path, app_env, "crashed"))
+    run.write_status(state="running", pid=2 ** 22 + 4321, pid_start=1, stage="student", student=2, progress=0.5)
+    at = open_app("train")
+    assert at.session_state["train_pick"] == str(run.path)
+    assert at.metric[0].value == "died"
+    assert "Resume" in texts(at, "error")
+    assert not at.button(key="train_resume").disabled
+    assert at.button(key="train_stop").disabled
 
 
 # ------------------------------------------------------------------------------------------------ Runs

@@ -34,7 +34,7 @@ def start_server(port: int, env: dict, log: Path) -> subprocess.Popen:
     """`streamlit run app/main.py` with the flags a test server needs (NOTES §4); waits for /_stcore/health."""
     command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.headless", "true",
                "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
-               "--browser.gatherUsageStats", "false"]
+               "--browser.gatherUsageStats", "false", "--runner.postScriptGC", "false"]
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     deadline = time.time() + 60
     while time.time() < deadline:

@@ -27,7 +27,8 @@ def test_app_starts_on_the_pretrained_run_and_shows_the_chart(page, server, ship
     chart.locator(".main-svg").first.wait_for()
     k = Run(shipped_root / "mnist").students_saved()
     assert chart.locator(".scatterlayer .trace").count() >= 2  # prefixes, students alone (+ early exit)
-    assert chart.locator(".scatterlayer .trace").first.locator(".point").count() == k
+    traces = chart.locator(".scatterlayer .trace")
+    assert traces.last.locator(".point").count() == k  # the ensemble's curve, drawn last (on top)
     picker = page.get_by_role("combobox", name="Run shown on Results and Playground")
     assert picker.input_value().startswith("mnist (")
     page.get_by_text("Download this table (CSV)").wait_for()
@@ -76,10 +77,12 @@ def test_train_tiny_live_progress_reload_reattaches_then_curve(page, server, run
     page.get_by_role("option", name="tiny", exact=True).click()
     page.wait_for_timeout(500)
     page.get_by_text("Build the fast CPU scan kernel").click()  # no one-minute compile inside a test
+    page.get_by_label("Epochs per student").fill("1")  # the tiny config, one epoch per student: quicker
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Started").wait_for(timeout=90_000)
     (run,) = list_runs(runs_dir)
     assert run.config()["name"] == "tiny"
+    assert run.config()["students"]["optim"]["epochs"] == 1  # the form's value reached the run
 
     # live: state, stage and per-student progress bars while it trains
     panel = page.get_by_test_id("stMain")
