@@ -15,6 +15,7 @@ PRETRAINED_ENV = "PKD_PRETRAINED_DIR"  # where shipped runs live (default: the r
 SHIPPED_NAME = "mnist"  # the run the app opens on: <pretrained>/mnist
 RUN_KEY = "run"  # session-state key of the sidebar run picker (a run directory path)
 GOTO_KEY = "goto"  # a callback sets this to a page name; main.py switches to it
+APP_TORCH_THREADS = int(os.environ.get("PKD_APP_THREADS", "1"))  # torch threads of the app process
 
 
 def pretrained_dir() -> Path:

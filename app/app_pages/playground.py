@@ -122,7 +122,9 @@ with right:
         st.stop()
     report = inference.predict_digit(ensemble, spec, image, teacher, teacher_flops)
     elapsed_ms = 1000 * (time.perf_counter() - started)
-    k = st.slider("Students used (k)", 1, K, K, key="pg_k") if K > 1 else 1
+    if not isinstance(ss.get("pg_k"), int) or not 1 <= ss.pg_k <= K:
+        ss.pg_k = K  # first visit, or another run with fewer students was picked
+    k = st.slider("Students used (k)", 1, K, key="pg_k") if K > 1 else 1
     probs = report.prefix_probs[k - 1]
     cls = int(np.argmax(probs))
     st.markdown(f"### Students 1..{k} say **{spec.class_names[cls]}** ({100 * probs[cls]:.0f}% sure)")
@@ -143,10 +145,15 @@ st.caption(f"Each student votes on its own; the ensemble combines students 1..k.
 st.table(charts.prefix_predictions_frame(report.as_dict(), list(spec.class_names)))
 
 st.subheader("Anytime mode: let the digit decide when to stop")
+if K == 1:
+    st.caption("This run has a single student, so there is nothing to stop early.")
+    st.stop()
 mode = st.radio("Stop rule", ["confidence threshold", "FLOP budget"], key="pg_anytime", horizontal=True)
 cumulative = ensemble.cumulative_flops()
 if mode == "FLOP budget":
-    budget = st.select_slider("FLOP budget per image", options=cumulative, value=cumulative[-1], key="pg_budget",
+    if ss.get("pg_budget") not in cumulative:
+        ss.pg_budget = cumulative[-1]
+    budget = st.select_slider("FLOP budget per image", options=cumulative, key="pg_budget",
                               format_func=charts.human_flops)
     stop = inference.anytime_digit(ensemble, spec, image, flop_budget=budget)
 else:

@@ -29,6 +29,8 @@ teacher = summary.get("teacher", {})
 
 others = [r for r in common.all_runs() if str(r.path) != str(run.path) and r.info()["k_done"] > 0]
 other_labels = {str(r.path): common.label(r) for r in others}
+if "results_compare" in st.session_state:  # drop runs that were deleted or became the selected run
+    st.session_state.results_compare = [p for p in st.session_state.results_compare if p in other_labels]
 controls = st.columns([3, 1, 1])
 compare = controls[0].multiselect("Overlay other runs (e.g. residual vs independent, another α)",
                                   list(other_labels), key="results_compare",

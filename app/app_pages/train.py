@@ -167,9 +167,12 @@ def any_running() -> bool:
 RUNNING = any_running()
 
 
+CHART_FILES = ("metrics.jsonl", "prefix.csv", "summary.json")
+
+
 # State and progress poll every second while something trains (every 3 s otherwise, so a run started elsewhere
-# still shows up); the charts, which change once per epoch, poll every 5 s. Each rerun costs the server and the
-# browser CPU that training would otherwise get, so the frequent part is kept small.
+# still shows up). The charts change only when an epoch or a student ends: the poll then reruns the page once,
+# instead of redrawing two plotly charts every second (each redraw costs CPU that training would otherwise get).
 @st.fragment(run_every=1 if RUNNING else 3)
 def live_status() -> None:
     runs = list_runs(common.runs_dir())  # listed inside the fragment: new and finished runs show up live
@@ -185,6 +188,9 @@ def live_status() -> None:
     st.selectbox("Watching", paths, key="train_pick", format_func=lambda p: Path(p).name,
                  help="Every run in the runs folder; a reload picks the newest running one.")
     run = Run(Path(ss.train_pick))
+    if not ss.get("train_full_run") and ss.get("train_charts_for") != (str(run.path),
+                                                                       common.files_key(run, *CHART_FILES)):
+        st.rerun()  # a fragment rerun saw a new epoch or student (or another run picked): redraw the charts
     status = run.status()
     state = status.get("state", "unknown")
     try:
@@ -229,15 +235,16 @@ def live_status() -> None:
             st.code(launch.console_tail(run)[-3000:] or "(empty)")
 
 
-@st.fragment(run_every=5 if RUNNING else None)
 def live_charts() -> None:
+    """Loss/accuracy curves and the accuracy-vs-FLOPs curve of the watched run (redrawn on full reruns only)."""
     path = ss.get("train_pick")
     if not path or not Path(path).is_dir():
         return
     run = Run(Path(path))
+    key = common.files_key(run, *CHART_FILES)
+    ss.train_charts_for = (str(run.path), key)
     try:
-        curves, accuracy = common.cached_live_figures(
-            str(run.path), common.files_key(run, "metrics.jsonl", "prefix.csv", "summary.json"))
+        curves, accuracy = common.cached_live_figures(str(run.path), key)
     except (RunError, OSError) as exc:
         st.warning(f"{run.name}: {exc}")
         return
@@ -258,5 +265,7 @@ def live_charts() -> None:
 
 st.divider()
 st.subheader("Runs in progress and finished")
+ss.train_full_run = True  # live_status must not ask for a rerun before live_charts has drawn
 live_status()
 live_charts()
+ss.train_full_run = False
