@@ -46,7 +46,7 @@ class OptimConfig:
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 0.0
-    augment: bool = False  # teacher only: students fit cached teacher logits of unaugmented images
+    augment: bool = False  # random shifts; for students the teacher's logits are then computed per batch, not cached
 
 
 @dataclass(frozen=True)
@@ -198,6 +198,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     for i, entry in enumerate(cfg.students.schedule):
         if not isinstance(entry, dict):
             raise ConfigError(f"students.schedule[{i}]: expected a mapping like {{d_model: 16}}, got {entry!r}")
+        if "optim" in entry:
+            student_optim(cfg, i)
         merged = {**cfg.students.common, **entry}
         for key, limit in MAX_STUDENT_SIZES.items():
             value = merged.get(key, 1)
@@ -224,6 +226,20 @@ def validate(cfg: RunConfig) -> RunConfig:
         if value is not None and value < 1:
             raise ConfigError(f"data.{name}: {value} must be a positive number of samples (or null for all)")
     return cfg
+
+
+def student_optim(cfg: RunConfig, i: int) -> OptimConfig:
+    """Optimiser settings of student i: students.optim with the schedule entry's own `optim` mapping laid over."""
+    own = cfg.students.schedule[i].get("optim", {})
+    where = f"students.schedule[{i}].optim"
+    if not isinstance(own, dict):
+        raise ConfigError(f"{where}: expected a mapping like {{epochs: 4, lr: 0.003}}, got {own!r}")
+    optim = from_dict(OptimConfig, {**dataclasses.asdict(cfg.students.optim), **own}, where)
+    if optim.epochs < 1 or optim.batch_size < 1:
+        raise ConfigError(f"{where}: epochs and batch_size must be positive")
+    if optim.lr <= 0 or optim.weight_decay < 0:
+        raise ConfigError(f"{where}: lr must be > 0 and weight_decay >= 0")
+    return optim
 
 
 def get_key(data: dict, dotted: str) -> Any:

@@ -7,6 +7,7 @@ Every epoch ends in an atomic resume checkpoint, so a killed run loses at most o
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import signal
@@ -19,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pkd import data as pkd_data
-from pkd.config import RunConfig, config_from_dict
+from pkd.config import OptimConfig, RunConfig, config_from_dict, student_optim
 from pkd.flops import count_flops
 from pkd.models import build_student, build_teacher
 from pkd.models.ensemble import Ensemble, combine
@@ -33,8 +34,9 @@ CONFIDENCE_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 ProgressFn = Callable[[dict], None]
 
 
-class StopRequested(Exception):
-    """Raised inside the loop when the process got SIGTERM/SIGINT: the run saves and stops cleanly."""
+class StopRequested(BaseException):
+    """Raised anywhere in the process on SIGTERM: the run stops cleanly (a BaseException, so that no broad
+    `except Exception` on the way, e.g. while reading data, can mistake it for a failure)."""
 
 
 # ----------------------------------------------------------------------------------------------- the loss
@@ -170,19 +172,22 @@ def fit(
     cfg: RunConfig,
     stage: str,
     k: int,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], dict],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict],
     spec: pkd_data.DatasetSpec,
     train: pkd_data.ImageSplit,
     device: torch.device,
     evaluate: Callable[[], dict],
     resume: FitState | None = None,
     progress: ProgressFn | None = None,
+    optim_cfg: OptimConfig | None = None,
 ) -> None:
-    """Train `model` for the stage's epochs; loss_fn(out, idx) gets the batch's sample indices for cached targets.
+    """Train `model` for the stage's epochs; loss_fn(out, idx, x) gets the batch's sample indices (for cached
+    targets) and its (possibly augmented) inputs (for targets computed on the fly).
 
     After every epoch: evaluate, append an epoch record to metrics.jsonl and write an atomic resume checkpoint.
     """
-    optim_cfg = cfg.teacher.optim if stage == "teacher" else cfg.students.optim
+    if optim_cfg is None:
+        optim_cfg = cfg.teacher.optim if stage == "teacher" else cfg.students.optim
     steps_per_epoch = math.ceil(len(train.labels) / optim_cfg.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -208,7 +213,7 @@ def fit(
         t0 = time.time()
         for step, (x, y, idx) in enumerate(shuffled_batches(train, optim_cfg.batch_size, generator, spec, augment)):
             x, y = x.to(device), y.to(device)
-            out = loss_fn(model(x), idx)
+            out = loss_fn(model(x), idx, x)
             loss = out["loss"]
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{stage} {k}: loss became {loss.item()} at epoch {epoch + 1} step {step}; "
@@ -263,10 +268,12 @@ def _resume_state(run: Run, stage: str, k: int) -> FitState | None:
 def student_specs(cfg: RunConfig, spec: pkd_data.DatasetSpec) -> list[dict]:
     """Build specs ({arch, params}) for the K students, ordered as the config asks (by FLOPs if growing/shrinking)."""
     specs = []
-    for entry in cfg.students.schedule:
+    for i, raw in enumerate(cfg.students.schedule):
+        entry = {key: value for key, value in raw.items() if key != "optim"}
         params = {**cfg.students.common, **entry, "image_shape": list(spec.image_shape),
                   "num_classes": spec.num_classes}
-        specs.append({"arch": cfg.students.arch, "params": params})
+        optim = dataclasses.asdict(student_optim(cfg, i))
+        specs.append({"arch": cfg.students.arch, "params": params, "optim": optim})
     if cfg.students.order != "as_listed":
         costs = [model_cost(build_model(s), spec.image_shape)[0] for s in specs]
         order = sorted(range(len(specs)), key=lambda i: costs[i], reverse=cfg.students.order == "shrinking")
@@ -293,7 +300,8 @@ def check_models(cfg: RunConfig) -> None:
     spec = pkd_data.get_dataset_spec(cfg.data.dataset)
     models = [("teacher", teacher_spec(cfg, spec))]
     models += [(f"students.schedule[{i}]", {"arch": cfg.students.arch, "params": {
-        **cfg.students.common, **e, "image_shape": list(spec.image_shape), "num_classes": spec.num_classes}})
+        **cfg.students.common, **{key: v for key, v in e.items() if key != "optim"},
+        "image_shape": list(spec.image_shape), "num_classes": spec.num_classes}})
         for i, e in enumerate(cfg.students.schedule)]
     for where, model_spec in models:
         try:
@@ -349,7 +357,7 @@ def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None =
         run.save_teacher(_load_teacher_weights(cfg.teacher.checkpoint, teacher), t_spec)
         run.log_metrics("teacher_loaded", source=cfg.teacher.checkpoint)
     else:
-        def teacher_loss(logits, idx):
+        def teacher_loss(logits, idx, x):  # noqa: ARG001
             return {"loss": F.cross_entropy(logits, train.labels[idx].to(logits.device))}
 
         def teacher_eval():
@@ -368,7 +376,7 @@ def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None =
                    "test_acc": accuracy(teacher_logits["test"], test.labels)}
     if not any(r.get("event") == "teacher_done" for r in run.metrics()):
         run.log_metrics("teacher_done", **teacher_row)
-    del teacher
+    teacher.eval()
 
     # ---- students k = 1..K
     specs = student_specs(cfg, spec)
@@ -378,6 +386,7 @@ def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None =
     solo_logits: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
     cumulative = 0
     mode = cfg.distill.mode
+    frozen: list[nn.Module] = []  # students 1..k-1 in eval mode: targets on the fly for augmented batches
     for k, s_spec in enumerate(specs, start=1):
         torch.manual_seed(stage_seed(cfg.seed, "init", k))
         student = build_model(s_spec).to(device)
@@ -392,12 +401,21 @@ def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None =
                 weights = boost_weights(prev_log_probs, train.labels, cfg.distill.reweight_beta)
             t_train = teacher_logits["train"]
 
-            def student_loss(logits, idx, prev_logits=prev["logits"], weights=weights):
+            optim_cfg = OptimConfig(**s_spec["optim"])
+
+            def student_loss(logits, idx, x, prev_logits=prev["logits"], weights=weights, fresh=optim_cfg.augment):
                 dev = logits.device
+                if fresh:  # augmented inputs: the cached logits of the clean images do not apply
+                    with torch.no_grad():
+                        target = teacher(x)
+                        before = sum(f(x) for f in frozen) if frozen and mode == "residual" else 0.0
+                else:
+                    target = t_train[idx].to(dev)
+                    before = prev_logits[idx].to(dev) if mode == "residual" else 0.0
                 if mode == "residual":
-                    logits = logits + prev_logits[idx].to(dev)
+                    logits = logits + before
                 w = weights[idx].to(dev) if weights is not None else None
-                return kd_loss(logits, t_train[idx].to(dev), train.labels[idx].to(dev), cfg.distill.alpha,
+                return kd_loss(logits, target, train.labels[idx].to(dev), cfg.distill.alpha,
                                cfg.distill.temperature, w)
 
             def student_eval(student=student, k=k):
@@ -406,7 +424,7 @@ def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None =
                 return {"val_acc": accuracy(ens, val.labels), "solo_val_acc": accuracy(logits, val.labels)}
 
             fit(student, run, cfg, "student", k, student_loss, spec, train, device, student_eval,
-                _resume_state(run, "student", k), progress)
+                _resume_state(run, "student", k), progress, optim_cfg=optim_cfg)
             run.save_student(k, {name: v.cpu() for name, v in student.state_dict().items()}, s_spec)
             run.clear_checkpoint()
         # ---- evaluate prefix k and the student alone
@@ -429,7 +447,8 @@ def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None =
         if not any(r.get("event") == "student_done" and r.get("k") == k for r in run.metrics()):
             run.log_metrics("student_done", spec=s_spec, **row)
         run.write_summary(_summary(cfg, teacher_row, rows, specs))
-        del student
+        frozen.append(student.eval())
+    del teacher, frozen
 
     # ---- anytime curve on the test set, from the saved weights
     ensemble = load_ensemble(run, device=torch.device("cpu"))
@@ -517,7 +536,8 @@ def _check_spec(run: Run, cfg: dict, spec: dict, role: str, path) -> None:
     else:
         common = section.get("common") if isinstance(section.get("common"), dict) else {}
         schedule = section.get("schedule") if isinstance(section.get("schedule"), list) else []
-        allowed = [{**common, **entry} for entry in schedule if isinstance(entry, dict)]
+        allowed = [{**common, **{key: v for key, v in entry.items() if key != "optim"}}
+                   for entry in schedule if isinstance(entry, dict)]
         ok = spec.get("kind", "student") == "student" and spec.get("arch") == section.get("arch") and params in allowed
     extra = dict(spec.get("params", {}))
     if ok and ("image_shape" in extra or "num_classes" in extra):

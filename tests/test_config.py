@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("name", ["tiny", "mnist", "mnist-quick", "cifar10", "mnist-independent"])
 def test_shipped_configs_load(name):
     path = ROOT / "configs" / f"{name}.yaml"
-    if name in ("mnist-quick",):  # reuses the shipped teacher, which the validation checks exists
+    if name in ("mnist-quick", "mnist-independent"):  # reuses the shipped teacher, which the validation checks exists
         assert (ROOT / "pretrained" / "mnist" / "teacher.pt").is_file() or pytest.skip("pretrained run not built")
     cfg = load_config(path)
     assert isinstance(cfg, RunConfig) and cfg.students.k >= 1
