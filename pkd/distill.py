@@ -132,7 +132,9 @@ def predict_logits(model: nn.Module, spec: pkd_data.DatasetSpec, images: torch.T
 
 
 def accuracy(log_probs_or_logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((log_probs_or_logits.argmax(dim=-1) == labels).float().mean()) if len(labels) else float("nan")
+    if not len(labels):
+        return float("nan")
+    return int((log_probs_or_logits.argmax(dim=-1) == labels).sum()) / len(labels)  # exact: correct / total
 
 
 def model_cost(model: nn.Module, image_shape: tuple) -> tuple[int, int]:
