@@ -119,7 +119,9 @@ def accuracy_flops_figure(series: list[dict], log_x: bool = False, show_solo: bo
         rows = item.get("rows") or []
         teacher = item.get("teacher") or {}
         if rows and show_solo and any(r.get("solo_acc") is not None for r in rows):
+            residual = item.get("mode") == "residual"  # later residual students are corrections, not classifiers
             fig.add_trace(go.Scatter(
+                visible="legendonly" if residual else True,
                 x=[r["student_flops"] for r in rows], y=[100 * (r.get("solo_acc") or 0) for r in rows],
                 mode="markers", name=f"{label}: student k alone" if len(series) > 1 else "each student alone",
                 marker={"size": 9, "color": "white", "line": {"color": color, "width": 2}, "symbol": "diamond"},
@@ -162,7 +164,23 @@ def accuracy_flops_figure(series: list[dict], log_x: bool = False, show_solo: bo
     )
     if not log_x:
         fig.update_xaxes(rangemode="tozero")
+    fig.update_yaxes(range=_accuracy_range(series, show_anytime))
     return fig
+
+
+def _accuracy_range(series: list[dict], show_anytime: bool) -> list[float]:
+    """y range (%) that zooms on the ensembles, early-exit curves and teachers, so 96% vs 99% is visible."""
+    values = []
+    for item in series:
+        values += [100 * r["prefix_acc"] for r in item.get("rows") or [] if r.get("prefix_acc") is not None]
+        values += [100 * a["acc"] for a in (item.get("anytime") or []) if show_anytime]
+        if (item.get("teacher") or {}).get("test_acc") is not None:
+            values.append(100 * item["teacher"]["test_acc"])
+    if not values:
+        return [0.0, 100.0]
+    low, high = min(values), max(values)
+    pad = max(0.5, 0.08 * (high - low))
+    return [max(0.0, low - pad), min(100.0, high + pad) + 0.3]
 
 
 def epoch_frame(metrics: list[dict]) -> pd.DataFrame:

@@ -35,7 +35,7 @@ controls = st.columns([3, 1, 1])
 compare = controls[0].multiselect("Overlay other runs (e.g. residual vs independent, another α)",
                                   list(other_labels), key="results_compare",
                                   format_func=lambda p: other_labels.get(p, p))
-xscale = controls[1].radio("FLOPs axis", ["linear", "log"], key="results_xscale", horizontal=True)
+xscale = controls[1].radio("FLOPs axis", ["log", "linear"], key="results_xscale", horizontal=True)
 show_anytime = controls[2].toggle("early-exit curve", value=True, key="results_anytime",
                                   help="Anytime inference: each image stops at the first k whose ensemble is "
                                        "confident enough; the curve shows accuracy vs FLOPs spent on average.")
@@ -67,15 +67,16 @@ for path in [str(run.path), *compare]:
         continue
     if r_rows:
         series.append({"label": r.name, "rows": r_rows, "teacher": r_summary.get("teacher", {}),
-                       "anytime": r_summary.get("anytime", [])})
+                       "anytime": r_summary.get("anytime", []), "mode": r_summary.get("mode")})
 if series:
     fig = charts.accuracy_flops_figure(series, log_x=xscale == "log", show_anytime=show_anytime)
     st.plotly_chart(fig, key="results_chart", width="stretch")
 
 if rows:
     st.subheader(f"Per student: {run.name}")
-    st.caption("**solo accuracy**: student k on its own.  **prefix accuracy**: students 1..k together.  "
-               "FLOPs are per image; % of teacher FLOPs counts students 1..k.")
+    st.caption("**solo accuracy**: student k on its own (in a residual ensemble, students after the first learn a "
+               "correction to the sum before them, so alone they score low).  **prefix accuracy**: students 1..k "
+               "together.  FLOPs are per image; % of teacher FLOPs counts students 1..k.")
     frame = charts.prefix_frame(rows)
     st.dataframe(frame, hide_index=True, width="stretch", key="results_table")
     st.download_button("Download this table (CSV)", charts.table_csv(frame), file_name=f"{run.name}-prefixes.csv",

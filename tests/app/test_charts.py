@@ -52,6 +52,18 @@ def test_accuracy_flops_figure_one_point_per_prefix_teacher_line_and_overlay():
     assert two.layout.xaxis.type == "log"
 
 
+def test_accuracy_axis_zooms_and_residual_solo_points_start_hidden():
+    fig = charts.accuracy_flops_figure([{"label": "a", "rows": ROWS, "teacher": TEACHER, "anytime": ANYTIME,
+                                         "mode": "residual"}])
+    low, high = fig.layout.yaxis.range
+    assert 70 < low < 80 and 99 < high <= 100.3  # zoomed on 80..99%, not 0..100
+    solo = fig.data[0]
+    assert solo.name == "each student alone" and solo.visible == "legendonly"
+    independent = charts.accuracy_flops_figure([{"label": "a", "rows": ROWS, "teacher": TEACHER,
+                                                 "mode": "independent"}])
+    assert independent.data[0].visible is True
+
+
 def test_stage_progress_follows_status_and_events():
     running = {"state": "running", "stage": "student", "student": 2, "progress": 0.5, "epoch": 1, "epochs": 2}
     metrics = [{"event": "teacher_done"}, {"event": "student_done", "k": 1}]
