@@ -155,7 +155,7 @@ def accuracy_flops_figure(series: list[dict], log_x: bool = False, show_solo: bo
             fig.add_hline(y=100 * teacher["test_acc"], line={"color": color, "dash": "dash", "width": 1.5},
                           annotation_text=(f"teacher {teacher.get('arch', '')}: {100 * teacher['test_acc']:.2f}% "
                                            f"at {human_flops(teacher.get('flops'))} FLOPs"),
-                          annotation_position="bottom right", annotation_font_color=color)
+                          annotation_position="top left", annotation_font_color=color)
     fig.update_layout(
         xaxis_title="cumulative FLOPs per sample (students 1..k)", yaxis_title="test accuracy (%)",
         xaxis_type="log" if log_x else "linear", hovermode="closest", height=480,
