@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import yaml
+
 SCHEDULES = ("doubling", "same size", "halving", "custom")
 
 
@@ -24,6 +26,9 @@ def form_defaults(config_path: str | os.PathLike) -> dict:
         "schedule": guess_schedule(sizes),
         "base": sizes[0] if sizes else 8,
         "custom": ", ".join(str(s) for s in sizes),
+        # each student's other settings (d_state, n_layers, own optim ...), kept when only the widths change
+        "entries": [{key: value for key, value in entry.items() if key != "d_model"}
+                    for entry in cfg.students.schedule],
         "mode": cfg.distill.mode,
         "alpha": float(cfg.distill.alpha),
         "temperature": float(cfg.distill.temperature),
@@ -96,7 +101,9 @@ def build_overrides(values: dict, defaults: dict) -> list[str]:
     new_sizes = schedule_sizes(values["schedule"], int(values["k"]), int(values["base"]), values.get("custom", ""))
     old_sizes = schedule_sizes("custom", 0, 1, defaults["custom"])
     if new_sizes != old_sizes:
-        out.append("students.schedule=[" + ", ".join(f"{{d_model: {s}}}" for s in new_sizes) + "]")
+        extras = defaults.get("entries") or []
+        entries = [{**(extras[i] if i < len(extras) else {}), "d_model": size} for i, size in enumerate(new_sizes)]
+        out.append("students.schedule=" + yaml.safe_dump(entries, default_flow_style=True, width=10**6).strip())
     put("distill.mode", values["mode"], defaults["mode"])
     put("distill.alpha", round(float(values["alpha"]), 4), round(float(defaults["alpha"]), 4))
     put("distill.temperature", round(float(values["temperature"]), 4), round(float(defaults["temperature"]), 4))

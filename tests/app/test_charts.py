@@ -142,6 +142,19 @@ def test_form_defaults_and_overrides_only_for_changes():
     assert cfg.distill.alpha == 0.7 and cfg.students.k == 3
 
 
+def test_changed_widths_keep_each_students_other_settings(tmp_path):
+    from pkd.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("students:\n  schedule:\n    - {d_model: 16, d_state: 4}\n"
+                    "    - {d_model: 64, n_layers: 2, optim: {epochs: 3}}\n")
+    defaults = train_form.form_defaults(path)
+    values = dict(defaults, schedule="custom", custom="8, 32, 4")
+    cfg = load_config(path, train_form.build_overrides(values, defaults))
+    assert cfg.students.schedule == [{"d_model": 8, "d_state": 4},
+                                     {"d_model": 32, "n_layers": 2, "optim": {"epochs": 3}}, {"d_model": 4}]
+
+
 # ------------------------------------------------------------------------------------------------ prediction
 
 class Pixels(nn.Module):
