@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from pkd.runs import CONSOLE_FILE, MANIFEST_FILE, Run, RunError, check_run_name, process_alive
+from pkd.runs import CONSOLE_FILE, MANIFEST_FILE, Run, RunError, new_run_dir, process_alive
 
 logger = logging.getLogger(__name__)
 
@@ -66,19 +66,6 @@ def console_tail(run: Run, max_chars: int = 4000) -> str:
     with open(path, "rb") as fh:
         fh.seek(max(0, path.stat().st_size - max_chars))
         return fh.read().decode("utf-8", errors="replace")
-
-
-def _unique_dir(runs_dir: Path, name: str) -> Path:
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for _ in range(100):
-        path = runs_dir / check_run_name(f"{name}-{stamp}-{secrets.token_hex(2)}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise RunError(f"could not create a unique run directory in {runs_dir}")
 
 
 def _wait_for_run(proc: subprocess.Popen, run: Run, wait_s: float) -> None:
@@ -137,7 +124,7 @@ def start_run(
         if "=" not in item or item.startswith("-"):
             raise ValueError(f"override {item!r}: expected key=value, e.g. distill.alpha=0.5")
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-    path = _unique_dir(runs_dir.resolve(), name or config_path.stem)
+    path = new_run_dir(runs_dir.resolve(), name or config_path.stem)
     (path / CONSOLE_FILE).touch()
     args = ["train", "--config", str(config_path), "--run-dir", str(path), "--device", device, "--no-progress"]
     if not build_kernel:

@@ -222,6 +222,21 @@ def check_run_name(name: str) -> str:
     return name
 
 
+def new_run_dir(runs_dir: str | os.PathLike, name: str) -> Path:
+    """Create and return an empty, unique folder `<runs_dir>/<name>-<time>-<random>` (unique even within a second)."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for _ in range(100):
+        path = runs_dir / check_run_name(f"{name}-{stamp}-{secrets.token_hex(2)}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RunError(f"could not create a unique run directory in {runs_dir}")
+
+
 def resolve_run(name_or_path: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> "Run":
     """A Run from a path to its directory, or from a bare run name inside `runs_dir`."""
     text = str(name_or_path)
@@ -272,17 +287,7 @@ class Run:
     @classmethod
     def create(cls, runs_dir: str | os.PathLike, name: str, config: dict, command: list[str] | None = None) -> "Run":
         """Make a new, unique run directory `<runs_dir>/<name>-<time>-<random>` and write manifest and config."""
-        runs_dir = Path(runs_dir)
-        runs_dir.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for _ in range(100):
-            path = runs_dir / check_run_name(f"{name}-{stamp}-{secrets.token_hex(2)}")
-            try:
-                path.mkdir()
-                return cls._initialise(path, config, command)
-            except FileExistsError:
-                continue
-        raise RunError(f"could not create a unique run directory in {runs_dir}")
+        return cls._initialise(new_run_dir(runs_dir, name), config, command)
 
     @classmethod
     def create_at(cls, path: str | os.PathLike, config: dict, command: list[str] | None = None) -> "Run":

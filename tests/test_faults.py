@@ -25,7 +25,8 @@ import pytest
 import torch
 
 from pkd import launch, ssm
-from pkd.runs import CHECKPOINT_FILE, METRICS_FILE, Run, RunError, list_runs, load_tensors, save_tensors
+from pkd.runs import (CHECKPOINT_FILE, METRICS_FILE, Run, RunError, list_runs, load_tensors, new_run_dir,
+                      save_tensors)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny.yaml")
@@ -152,7 +153,8 @@ def finished_reference(world) -> Run:
 # ----------------------------------------------------------------------------------------------- concurrency
 
 def test_same_second_creations_never_collide(tmp_path, monkeypatch):
-    """Run.create and launch's run folders, 40 at once in one frozen second with forced token collisions."""
+    """Run.create and bare new_run_dir folders (what launch uses): 40 at once in one frozen second, forced token
+    collisions."""
     monkeypatch.setattr(time, "strftime", lambda fmt, *a: "20260101-000000")
     tokens = iter(["aaaa"] * 6 + [f"{i:04x}" for i in range(1000)])
     lock = threading.Lock()
@@ -167,7 +169,7 @@ def test_same_second_creations_never_collide(tmp_path, monkeypatch):
     def make(i):
         try:
             made.append(Run.create(tmp_path, "t", {"name": "t"}).path if i % 2 else
-                        launch._unique_dir(tmp_path, "t"))
+                        new_run_dir(tmp_path, "t"))
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pkd import launch
-from pkd.runs import CONSOLE_FILE, Run, RunError, _proc_start_time
+from pkd.runs import CONSOLE_FILE, Run, RunError, _proc_start_time, new_run_dir
 from tests.app.trained import TINY_CONFIG
 
 FAST = ["data.train_limit=256", "data.val_limit=128", "data.test_limit=128", "students.optim.epochs=1"]
@@ -50,11 +50,11 @@ def test_start_run_reports_why_a_child_failed_and_reaps_it(tmp_path):
 
 
 def test_unique_dirs_never_collide(tmp_path):
-    first = launch._unique_dir(tmp_path, "tiny")
-    second = launch._unique_dir(tmp_path, "tiny")
+    first = new_run_dir(tmp_path, "tiny")
+    second = new_run_dir(tmp_path, "tiny")
     assert first != second and first.is_dir() and second.is_dir()
     with pytest.raises(RunError, match="not allowed"):
-        launch._unique_dir(tmp_path, "../escape")
+        new_run_dir(tmp_path, "../escape")
 
 
 def test_stop_run_never_signals_a_recycled_pid(tmp_path):
