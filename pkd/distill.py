@@ -269,18 +269,19 @@ def _resume_state(run: Run, stage: str, k: int) -> FitState | None:
 
 def student_specs(cfg: RunConfig, spec: pkd_data.DatasetSpec) -> list[dict]:
     """Build specs ({arch, params}) for the K students, ordered as the config asks (by FLOPs if growing/shrinking)."""
-    specs = []
-    for i, raw in enumerate(cfg.students.schedule):
-        entry = {key: value for key, value in raw.items() if key != "optim"}
-        params = {**cfg.students.common, **entry, "image_shape": list(spec.image_shape),
-                  "num_classes": spec.num_classes}
-        optim = dataclasses.asdict(student_optim(cfg, i))
-        specs.append({"arch": cfg.students.arch, "params": params, "optim": optim})
+    specs = [student_spec(cfg, spec, i) for i in range(cfg.students.k)]
     if cfg.students.order != "as_listed":
         costs = [model_cost(build_model(s), spec.image_shape)[0] for s in specs]
         order = sorted(range(len(specs)), key=lambda i: costs[i], reverse=cfg.students.order == "shrinking")
         specs = [specs[i] for i in order]
     return specs
+
+
+def student_spec(cfg: RunConfig, spec: pkd_data.DatasetSpec, i: int) -> dict:
+    """Spec {arch, params, optim} of schedule entry i: common params, the entry's own, the dataset's shape."""
+    entry = {key: value for key, value in cfg.students.schedule[i].items() if key != "optim"}
+    params = {**cfg.students.common, **entry, "image_shape": list(spec.image_shape), "num_classes": spec.num_classes}
+    return {"arch": cfg.students.arch, "params": params, "optim": dataclasses.asdict(student_optim(cfg, i))}
 
 
 def build_model(model_spec: dict) -> nn.Module:
@@ -301,10 +302,7 @@ def check_models(cfg: RunConfig) -> None:
     """Build every model of the config once (no data, no training) so bad sizes stop the run before it starts."""
     spec = pkd_data.get_dataset_spec(cfg.data.dataset)
     models = [("teacher", teacher_spec(cfg, spec))]
-    models += [(f"students.schedule[{i}]", {"arch": cfg.students.arch, "params": {
-        **cfg.students.common, **{key: v for key, v in e.items() if key != "optim"},
-        "image_shape": list(spec.image_shape), "num_classes": spec.num_classes}})
-        for i, e in enumerate(cfg.students.schedule)]
+    models += [(f"students.schedule[{i}]", student_spec(cfg, spec, i)) for i in range(cfg.students.k)]
     for where, model_spec in models:
         try:
             with torch.device("meta"):  # sizes only: nothing is allocated, so a huge model cannot exhaust memory
@@ -385,7 +383,6 @@ def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None =
     sums = {name: {"logits": torch.zeros(len(s.labels), spec.num_classes),
                    "probs": torch.zeros(len(s.labels), spec.num_classes)} for name, s in splits.items()}
     rows: list[dict] = []
-    solo_logits: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
     cumulative = 0
     mode = cfg.distill.mode
     frozen: list[nn.Module] = []  # students 1..k-1 in eval mode: targets on the fly for augmented batches
@@ -439,7 +436,7 @@ def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None =
             logits = predict_logits(student, spec, split.images, device)
             sums[name]["logits"] += logits
             sums[name]["probs"] += logits.softmax(-1)
-            if name in solo_logits:
+            if name != "train":  # accuracies are reported on val and test
                 ens = combine(sums[name]["logits"], sums[name]["probs"], k, mode)
                 prefix = "" if name == "test" else "val_"
                 row[f"prefix_{prefix}acc"] = accuracy(ens, split.labels)
@@ -494,14 +491,7 @@ def load_ensemble(run: Run, k: int | None = None, device: torch.device | str = "
     students, flops = [], []
     for j in range(1, k + 1):
         saved = run.load_student(j)
-        _check_spec(run, cfg, saved["spec"], "students", run.student_path(j))
-        model = build_model(saved["spec"])
-        try:
-            model.load_state_dict(saved["state_dict"])
-        except RuntimeError as exc:
-            raise RunError(f"{run.student_path(j)}: weights do not fit the saved spec "
-                           f"({_load_error(exc)})") from None
-        model.eval()
+        model = _saved_model(run, cfg, saved, "students", run.student_path(j))
         image_shape = tuple(saved["spec"]["params"]["image_shape"])
         flops.append(model_cost(model, image_shape)[0])
         students.append(model.to(device))
@@ -510,15 +500,19 @@ def load_ensemble(run: Run, k: int | None = None, device: torch.device | str = "
 
 def load_teacher(run: Run, device: torch.device | str = "cpu") -> nn.Module:
     """The run's teacher in eval mode."""
-    saved = run.load_teacher()
-    _check_spec(run, run.config(), saved["spec"], "teacher", run.path / "teacher.pt")
+    model = _saved_model(run, run.config(), run.load_teacher(), "teacher", run.path / "teacher.pt")
+    return model.to(device)
+
+
+def _saved_model(run: Run, cfg: dict, saved: dict, role: str, path) -> nn.Module:
+    """Build a saved {spec, state_dict} model (refusing specs the run's config does not describe), in eval mode."""
+    _check_spec(run, cfg, saved["spec"], role, path)
     model = build_model(saved["spec"])
     try:
         model.load_state_dict(saved["state_dict"])
     except RuntimeError as exc:
-        raise RunError(f"{run.path / 'teacher.pt'}: weights do not fit the saved spec "
-                       f"({_load_error(exc)})") from None
-    return model.to(device).eval()
+        raise RunError(f"{path}: weights do not fit the saved spec ({_load_error(exc)})") from None
+    return model.eval()
 
 
 def _dig(mapping: dict, *keys: str):
