@@ -136,22 +136,6 @@ def _check_scan_backend(device) -> None:
                          f"unset {ssm.BACKEND_ENV} or set it to torch")
 
 
-def _ink_extent(image) -> float:
-    """Longest side of the ink's bounding box as a share of the image's shorter side (0.0 for no ink)."""
-    import numpy as np
-
-    from pkd import data as pkd_data
-
-    gray = pkd_data._to_gray(image)  # (H, W) in [0, 1]
-    if np.median(gray) > 0.5:  # dark ink on a light background, as prepare_image assumes
-        gray = 1.0 - gray
-    ink = gray > 0.1
-    if not ink.any():
-        return 0.0
-    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
-    return max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) / min(gray.shape)
-
-
 def _print_table(summary: dict) -> None:
     teacher = summary.get("teacher", {})
     print(f"teacher {teacher.get('arch')}: {teacher.get('flops', 0):,} FLOPs/sample, "
@@ -191,7 +175,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if x is None:
         print("no digit found in the image (it is blank): nothing to classify")
         return 2
-    if spec.image_shape == (1, 28, 28) and _ink_extent(image) < MIN_INK_EXTENT:
+    if spec.image_shape == (1, 28, 28) and pkd_data.ink_extent(image) < MIN_INK_EXTENT:
         print("too little ink in the image (a dot or a speck, not a digit): nothing to classify; draw the whole digit")
         return 2
     ensemble = distill.load_ensemble(run)

@@ -812,6 +812,27 @@ def load_image_file(path: str | os.PathLike[str]) -> np.ndarray:
         raise ValueError(f"{path}: cannot decode the image ({exc})") from None
 
 
+def _is_light(image: np.ndarray) -> bool:
+    """True for a mostly light picture (median brightness above 1/2): dark ink on paper."""
+    return bool(np.median(_to_gray(image)) > 0.5)
+
+
+def ink_extent(image: np.ndarray, ink_threshold: float = 0.1) -> float:
+    """Longest side of the ink's bounding box as a share of the picture's shorter side (0.0 for no ink).
+
+    Ink is read as ``prepare_image`` reads it: a mostly light picture is dark ink on paper. A small value means a
+    dot or a speck rather than a digit.
+    """
+    gray = _to_gray(image)  # (H, W) in [0, 1]
+    if _is_light(image):
+        gray = 1.0 - gray
+    ink = gray > ink_threshold
+    if not ink.any():
+        return 0.0
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    return max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) / min(gray.shape)
+
+
 def prepare_image(spec: DatasetSpec, image: np.ndarray) -> torch.Tensor | None:
     """Turn any picture (e.g. from ``load_image_file``) into one input image for ``spec``'s models.
 
@@ -828,7 +849,7 @@ def prepare_image(spec: DatasetSpec, image: np.ndarray) -> torch.Tensor | None:
     """
     channels, height, width = spec.image_shape
     if spec.image_shape == (1, 28, 28):
-        return prepare_drawing(image, invert=bool(np.median(_to_gray(image)) > 0.5))
+        return prepare_drawing(image, invert=_is_light(image))
     if channels not in (1, 3):
         raise ValueError(f"dataset '{spec.name}' has {channels} channels; only 1 or 3 can come from a picture")
     if channels == 1:

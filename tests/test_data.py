@@ -748,3 +748,17 @@ def test_prepare_image(tmp_path: Path) -> None:
     assert torch.allclose(data.prepare_image(small, np.full((16, 16, 3), 255, np.uint8)), torch.ones(1, 8, 8))
     with pytest.raises(ValueError, match="has 2 channels"):
         data.prepare_image(dataclasses.replace(small, image_shape=(2, 8, 8), mean=(0, 0), std=(1, 1)), photo)
+
+
+def test_ink_extent_reads_ink_as_prepare_image_does():
+    from pkd.data import ink_extent
+
+    dark = np.zeros((100, 200), np.uint8)
+    assert ink_extent(dark) == 0.0
+    dark[10:60, 20:30] = 255  # a 50 px stroke on black
+    assert ink_extent(dark) == pytest.approx(0.5)
+    paper = 255 - dark  # the same stroke, dark on white paper
+    assert ink_extent(paper) == pytest.approx(0.5)
+    dot = np.zeros((100, 100), np.uint8)
+    dot[50, 50] = 255
+    assert ink_extent(dot) == pytest.approx(0.01)
