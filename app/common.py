@@ -123,7 +123,8 @@ def cached_live_figures(path: str, key: tuple):  # noqa: ARG001 - key is part of
     curves = charts.training_curves_figure(metrics) if any(r.get("event") == "epoch" for r in metrics) else None
     teacher = summary.get("teacher") or next((r for r in metrics if r.get("event") == "teacher_done"), {})
     accuracy = charts.accuracy_flops_figure([{"label": run.name, "rows": rows, "teacher": teacher,
-                                              "anytime": summary.get("anytime", [])}]) if rows else None
+                                              "anytime": summary.get("anytime", []),
+                                              "mode": summary.get("mode")}]) if rows else None
     return curves, accuracy
 
 
