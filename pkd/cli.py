@@ -64,7 +64,7 @@ class _Progress:
 def cmd_train(args: argparse.Namespace) -> int:
     from pkd import distill, ssm
     from pkd.config import config_from_dict, load_config
-    from pkd.runs import Run, default_runs_dir, resolve_run
+    from pkd.runs import LOG_FILE, Run, default_runs_dir, resolve_run
 
     if args.resume:
         if args.config or args.overrides:
@@ -85,11 +85,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             run = Run.create(args.runs_dir or default_runs_dir(), cfg.name, cfg.to_dict(), command=sys.argv)
     try:
-        _setup_logging(run.path / "train.log", args.verbose)
+        _setup_logging(run.path / LOG_FILE, args.verbose)
     except OSError as exc:
         from pkd.runs import _write_error
 
-        raise _write_error(run.path / "train.log", exc) from None
+        raise _write_error(run.path / LOG_FILE, exc) from None
     run.mark_started(message=f"device {device}")
     logger.info("run %s: %s students, mode %s, device %s", run.path, cfg.students.k, cfg.distill.mode, device)
     if device.type == "cpu" and hasattr(ssm, "build_cpu_kernel") and not args.no_kernel_build:

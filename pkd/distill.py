@@ -24,7 +24,7 @@ from pkd.config import OptimConfig, RunConfig, config_from_dict, student_optim
 from pkd.flops import count_flops
 from pkd.models import build_student, build_teacher
 from pkd.models.ensemble import Ensemble, combine
-from pkd.runs import Run, RunError
+from pkd.runs import TEACHER_FILE, Run, RunError
 
 logger = logging.getLogger(__name__)
 
@@ -500,7 +500,7 @@ def load_ensemble(run: Run, k: int | None = None, device: torch.device | str = "
 
 def load_teacher(run: Run, device: torch.device | str = "cpu") -> nn.Module:
     """The run's teacher in eval mode."""
-    model = _saved_model(run, run.config(), run.load_teacher(), "teacher", run.path / "teacher.pt")
+    model = _saved_model(run, run.config(), run.load_teacher(), "teacher", run.path / TEACHER_FILE)
     return model.to(device)
 
 

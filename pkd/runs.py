@@ -34,7 +34,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import yaml
@@ -585,8 +585,3 @@ def list_runs(runs_dirs: list[str | os.PathLike] | str | os.PathLike) -> list[Ru
             return 0.0
 
     return sorted(found, key=created, reverse=True)
-
-
-def iter_infos(runs: list[Run]) -> Iterator[dict]:
-    for run in runs:
-        yield run.info()
