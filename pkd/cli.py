@@ -199,15 +199,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs in {', '.join(folders)}")
         return 0
     print(f"{'state':<8} {'dataset':<8} {'mode':<12} {'K':>5} {'teacher':>8} {'final':>7} {'% teacher':>10}  path")
+    def number(value, fmt: str) -> str:  # "-" for figures a run does not have (yet)
+        return format(value, fmt) if isinstance(value, (int, float)) else "-"
+
     for run in runs:
         info = run.info()
-
-        def pct(value, scale=1.0):
-            return f"{scale * value:.4f}" if isinstance(value, (int, float)) else "-"
-
         share = f"{100 * info['final_share']:.2f}%" if isinstance(info["final_share"], (int, float)) else "-"
         print(f"{info['state']:<8} {info['dataset']:<8} {info['mode']:<12} {info['k_done']:>2}/{info['k_planned']:<2} "
-              f"{pct(info['teacher_acc']):>8} {pct(info['final_acc']):>7} {share:>10}  {info['path']}")
+              f"{number(info['teacher_acc'], '.4f'):>8} {number(info['final_acc'], '.4f'):>7} {share:>10}  "
+              f"{info['path']}")
     return 0
 
 
