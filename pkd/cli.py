@@ -73,13 +73,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = config_from_dict(run.config())
         if run.state() == "running":
             raise ValueError(f"run {run.name} is still running (pid {run.status().get('pid')}); stop it first")
-        device = distill.resolve_device(args.device or cfg.device)
-        _check_scan_backend(device)
+        _check_scan_backend(distill.resolve_device(args.device or cfg.device))
     else:
         cfg = load_config(args.config, args.overrides)
         distill.check_models(cfg)
-        device = distill.resolve_device(args.device or cfg.device)
-        _check_scan_backend(device)  # fail before creating anything
+        _check_scan_backend(distill.resolve_device(args.device or cfg.device))  # fail before creating anything
         if args.run_dir:
             run = Run.create_at(Path(args.run_dir), cfg.to_dict(), command=sys.argv)
         else:
@@ -90,6 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from pkd.runs import _write_error
 
         raise _write_error(run.path / LOG_FILE, exc) from None
+    device = distill.resolve_device(args.device or cfg.device)  # again, now that train.log records its choice
     run.mark_started(message=f"device {device}")
     logger.info("run %s: %s students, mode %s, device %s", run.path, cfg.students.k, cfg.distill.mode, device)
     if device.type == "cpu" and hasattr(ssm, "build_cpu_kernel") and not args.no_kernel_build:
