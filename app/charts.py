@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 TABLE_COLUMNS = ("k", "student", "params", "FLOPs", "cumulative FLOPs", "% of teacher FLOPs", "solo accuracy",
-                 "prefix accuracy")
+                 "prefix accuracy", "scale of students before")
 FINISHED = ("done",)
 
 
@@ -39,7 +39,7 @@ def prefix_frame(rows: list[dict]) -> pd.DataFrame:
 
     Args:
         rows: prefix.csv rows (k, arch, params, student_flops, cumulative_flops, share_of_teacher, solo_acc,
-            prefix_acc).
+            prefix_acc, prev_scale).
 
     Returns:
         DataFrame with TABLE_COLUMNS; accuracies and shares as percentages (0..100).
@@ -55,6 +55,8 @@ def prefix_frame(rows: list[dict]) -> pd.DataFrame:
             "% of teacher FLOPs": _pct(row.get("share_of_teacher")),
             "solo accuracy": _pct(row.get("solo_acc")),
             "prefix accuracy": _pct(row.get("prefix_acc")),
+            # s_k of E_k = s_k * E_(k-1) + z_k; 1 for plain sums, blank where there is nothing before
+            "scale of students before": row.get("prev_scale") if int(row["k"]) > 1 else None,
         })
     return pd.DataFrame.from_records(records, columns=list(TABLE_COLUMNS))
 

@@ -30,6 +30,7 @@ def form_defaults(config_path: str | os.PathLike) -> dict:
         "entries": [{key: value for key, value in entry.items() if key != "d_model"}
                     for entry in cfg.students.schedule],
         "mode": cfg.distill.mode,
+        "learn_prev_scale": bool(cfg.distill.learn_prev_scale),
         "alpha": float(cfg.distill.alpha),
         "temperature": float(cfg.distill.temperature),
         "teacher_epochs": int(cfg.teacher.optim.epochs),
@@ -105,6 +106,9 @@ def build_overrides(values: dict, defaults: dict) -> list[str]:
         entries = [{**(extras[i] if i < len(extras) else {}), "d_model": size} for i, size in enumerate(new_sizes)]
         out.append("students.schedule=" + yaml.safe_dump(entries, default_flow_style=True, width=10**6).strip())
     put("distill.mode", values["mode"], defaults["mode"])
+    # the learned scale only exists in residual mode: switching to independent turns it off
+    put("distill.learn_prev_scale", bool(values["learn_prev_scale"]) and values["mode"] == "residual",
+        defaults["learn_prev_scale"])
     put("distill.alpha", round(float(values["alpha"]), 4), round(float(defaults["alpha"]), 4))
     put("distill.temperature", round(float(values["temperature"]), 4), round(float(defaults["temperature"]), 4))
     put("teacher.optim.epochs", int(values["teacher_epochs"]), int(defaults["teacher_epochs"]))
@@ -113,6 +117,8 @@ def build_overrides(values: dict, defaults: dict) -> list[str]:
 
 
 def _yaml(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, float):
         return repr(value)
     return str(value)

@@ -83,6 +83,9 @@ class DistillConfig:
     temperature: float = 4.0
     reweight: str = "none"  # none | boost: upweight samples the ensemble so far gets wrong
     reweight_beta: float = 1.0  # boost strength: w_i ∝ exp(beta * CE_i of the ensemble so far)
+    # residual only: student k also learns one scalar s_k that rescales the frozen ensemble before it,
+    # E_k = s_k * E_(k-1) + z_k (saved with student k), so a strong student is not tied to a weak one's logits
+    learn_prev_scale: bool = False
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"distill.alpha: {cfg.distill.alpha} must lie in [0, 1]")
     if cfg.distill.temperature <= 0:
         raise ConfigError(f"distill.temperature: {cfg.distill.temperature} must be > 0")
+    if cfg.distill.learn_prev_scale and cfg.distill.mode != "residual":
+        raise ConfigError("distill.learn_prev_scale: only applies to distill.mode=residual; set it to false")
     if cfg.distill.reweight_beta < 0:
         raise ConfigError(f"distill.reweight_beta: {cfg.distill.reweight_beta} must be >= 0")
     k = cfg.students.k

@@ -23,7 +23,7 @@ from pkd import data as pkd_data
 from pkd.config import OptimConfig, RunConfig, config_from_dict, student_optim
 from pkd.flops import count_flops
 from pkd.models import build_student, build_teacher
-from pkd.models.ensemble import Ensemble, combine
+from pkd.models.ensemble import Ensemble, accumulate, combine
 from pkd.runs import TEACHER_FILE, Run, RunError
 
 logger = logging.getLogger(__name__)
@@ -153,6 +153,19 @@ def shuffled_batches(split: pkd_data.ImageSplit, batch_size: int, generator: tor
         if augment:
             x = spec.augment(x, generator)
         yield spec.normalize(x), split.labels[idx], idx
+
+
+class WithPrevScale(nn.Module):
+    """Student k and the scalar s_k of its residual ensemble E_k = s_k * E_(k-1) + z_k, trained together (one
+    optimiser, one resume checkpoint) and saved apart: the student's weights and its prev_scale."""
+
+    def __init__(self, student: nn.Module) -> None:
+        super().__init__()
+        self.student = student
+        self.prev_scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
 
 
 # ----------------------------------------------------------------------------------------------- one model
@@ -386,11 +399,14 @@ def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None =
     cumulative = 0
     mode = cfg.distill.mode
     frozen: list[nn.Module] = []  # students 1..k-1 in eval mode: targets on the fly for augmented batches
+    scales: list[float] = []  # s_1..s_(k-1) of the residual ensemble E_k = s_k * E_(k-1) + z_k
     for k, s_spec in enumerate(specs, start=1):
         torch.manual_seed(stage_seed(cfg.seed, "init", k))
         student = build_model(s_spec).to(device)
         if k <= run.students_saved():
-            student.load_state_dict(run.load_student(k)["state_dict"])
+            saved = run.load_student(k)
+            student.load_state_dict(saved["state_dict"])
+            scale = saved["prev_scale"]
         else:
             run.write_status(stage="student", student=k, epoch=0, progress=0.0)
             prev = {"logits": sums["train"]["logits"], "probs": sums["train"]["probs"]}
@@ -401,40 +417,50 @@ def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None =
             t_train = teacher_logits["train"]
 
             optim_cfg = OptimConfig(**s_spec["optim"])
+            residual = mode == "residual" and k > 1  # student 1 has no ensemble before it
+            learned = residual and cfg.distill.learn_prev_scale
+            trained = WithPrevScale(student).to(device) if learned else student
+            prev_scale = getattr(trained, "prev_scale", torch.ones(()))  # a parameter when learned, else 1
 
-            def student_loss(logits, idx, x, prev_logits=prev["logits"], weights=weights, fresh=optim_cfg.augment):
+            def student_loss(logits, idx, x, prev_logits=prev["logits"], weights=weights, fresh=optim_cfg.augment,
+                             residual=residual, prev_scale=prev_scale):
                 dev = logits.device
                 if fresh:  # augmented inputs: the cached logits of the clean images do not apply
                     with torch.no_grad():
                         target = teacher(x)
-                        before = sum(f(x) for f in frozen) if frozen and mode == "residual" else 0.0
+                        before = None
+                        for f, s in zip(frozen, scales) if residual else ():
+                            before = accumulate(before, f(x), s)
                 else:
                     target = t_train[idx].to(dev)
-                    before = prev_logits[idx].to(dev) if mode == "residual" else 0.0
-                if mode == "residual":
-                    logits = logits + before
+                    before = prev_logits[idx].to(dev) if residual else None
+                logits = accumulate(before, logits, prev_scale)
                 w = weights[idx].to(dev) if weights is not None else None
                 return kd_loss(logits, target, train.labels[idx].to(dev), cfg.distill.alpha,
                                cfg.distill.temperature, w)
 
-            def student_eval(student=student, k=k):
+            def student_eval(student=student, k=k, prev_scale=prev_scale, learned=learned):
                 logits = predict_logits(student, spec, val.images, device)
-                ens = combine(sums["val"]["logits"] + logits, sums["val"]["probs"] + logits.softmax(-1), k, mode)
-                return {"val_acc": accuracy(ens, val.labels), "solo_val_acc": accuracy(logits, val.labels)}
+                scale = float(prev_scale.detach())
+                ens = combine(accumulate(sums["val"]["logits"], logits, scale),
+                              sums["val"]["probs"] + logits.softmax(-1), k, mode)
+                return {"val_acc": accuracy(ens, val.labels), "solo_val_acc": accuracy(logits, val.labels),
+                        **({"prev_scale": scale} if learned else {})}
 
-            fit(student, run, cfg, "student", k, student_loss, spec, train, device, student_eval,
+            fit(trained, run, cfg, "student", k, student_loss, spec, train, device, student_eval,
                 _resume_state(run, "student", k), progress, optim_cfg=optim_cfg)
-            run.save_student(k, {name: v.cpu() for name, v in student.state_dict().items()}, s_spec)
+            scale = float(prev_scale.detach())
+            run.save_student(k, {name: v.cpu() for name, v in student.state_dict().items()}, s_spec, scale)
             run.clear_checkpoint()
         # ---- evaluate prefix k and the student alone
         flops, params = model_cost(student.cpu(), spec.image_shape)
         student.to(device)
         cumulative += flops
         row = {"k": k, "arch": s_spec["arch"], "params": params, "student_flops": flops,
-               "cumulative_flops": cumulative, "share_of_teacher": cumulative / t_flops}
+               "cumulative_flops": cumulative, "share_of_teacher": cumulative / t_flops, "prev_scale": scale}
         for name, split in splits.items():
             logits = predict_logits(student, spec, split.images, device)
-            sums[name]["logits"] += logits
+            sums[name]["logits"] = accumulate(sums[name]["logits"], logits, scale)
             sums[name]["probs"] += logits.softmax(-1)
             if name != "train":  # accuracies are reported on val and test
                 ens = combine(sums[name]["logits"], sums[name]["probs"], k, mode)
@@ -447,6 +473,7 @@ def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None =
             run.log_metrics("student_done", spec=s_spec, **row)
         run.write_summary(_summary(cfg, teacher_row, rows, specs))
         frozen.append(student.eval())
+        scales.append(scale)
     del teacher, frozen
 
     # ---- anytime curve on the test set, from the saved weights
@@ -488,14 +515,18 @@ def load_ensemble(run: Run, k: int | None = None, device: torch.device | str = "
     if n == 0:
         raise RunError(f"{run.path}: no trained students yet")
     k = n if k is None else min(k, n)
-    students, flops = [], []
+    students, flops, scales = [], [], []
     for j in range(1, k + 1):
         saved = run.load_student(j)
         model = _saved_model(run, cfg, saved, "students", run.student_path(j))
         image_shape = tuple(saved["spec"]["params"]["image_shape"])
         flops.append(model_cost(model, image_shape)[0])
         students.append(model.to(device))
-    return Ensemble(students, mode=mode, student_flops=flops).eval()
+        if saved["prev_scale"] != 1.0 and mode != "residual":
+            raise RunError(f"{run.student_path(j)}: has a residual prev_scale but the run's mode is {mode}; "
+                           "the file belongs to another run")
+        scales.append(saved["prev_scale"])
+    return Ensemble(students, mode=mode, student_flops=flops, prev_scales=scales).eval()
 
 
 def load_teacher(run: Run, device: torch.device | str = "cpu") -> nn.Module:
@@ -578,7 +609,8 @@ def evaluate_run(run: Run, device: torch.device | str = "cpu") -> list[dict]:
                      "student_flops": ensemble.student_flops[j], "cumulative_flops": cumulative,
                      "share_of_teacher": cumulative / t_flops,
                      "prefix_acc": per_split["test"][0][j], "solo_acc": per_split["test"][1][j],
-                     "prefix_val_acc": per_split["val"][0][j], "solo_val_acc": per_split["val"][1][j]})
+                     "prefix_val_acc": per_split["val"][0][j], "solo_val_acc": per_split["val"][1][j],
+                     "prev_scale": ensemble.prev_scales[j]})
     run.write_prefix_table(rows)
     return rows
 

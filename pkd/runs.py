@@ -10,6 +10,7 @@ Layout of one run directory (every file is written by this module only):
     prefix.csv        one row per ensemble prefix k (see PREFIX_COLUMNS), rewritten atomically
     summary.json      teacher figures + per-student rows + anytime curve, rewritten atomically
     teacher.pt        teacher state_dict;  students/student_01.pt ... : student state_dicts (tensors only)
+                      plus the student's prev_scale s_k (residual ensemble E_k = s_k * E_(k-1) + z_k)
     checkpoint.pt     resume state (students done, current student, model/optimizer/scheduler, epoch, RNG)
     train.log         human-readable log of the training process
     console.log       stdout/stderr of a process launched by the app (optional)
@@ -24,6 +25,7 @@ import errno
 import io
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -54,8 +56,9 @@ CONSOLE_FILE = "console.log"  # stdout/stderr of a training process launched by 
 STUDENTS_DIR = "students"
 PREFIX_COLUMNS = (
     "k", "arch", "params", "student_flops", "cumulative_flops", "share_of_teacher", "prefix_acc", "solo_acc",
-    "prefix_val_acc", "solo_val_acc",
+    "prefix_val_acc", "solo_val_acc", "prev_scale",
 )
+MAX_PREV_SCALE = 1e3  # a learned residual scale is O(1); anything beyond this is a corrupt or hostile file
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_JSON_BYTES = 20_000_000
 FAULT_ENV = "PKD_FAULT"  # test-only fault injection, read in _fault() alone; see there
@@ -451,12 +454,21 @@ class Run:
     def student_path(self, k: int) -> Path:
         return self.path / STUDENTS_DIR / f"student_{k:02d}.pt"
 
-    def save_student(self, k: int, state_dict: dict, spec: dict) -> None:
-        save_tensors(self.student_path(k), {"state_dict": state_dict, "spec": spec})
+    def save_student(self, k: int, state_dict: dict, spec: dict, prev_scale: float = 1.0) -> None:
+        """prev_scale: s_k of the residual ensemble E_k = s_k * E_(k-1) + z_k (1 unless the student learned it)."""
+        save_tensors(self.student_path(k), {"state_dict": state_dict, "spec": spec, "prev_scale": float(prev_scale)})
 
     def load_student(self, k: int) -> dict:
-        """students/student_KK.pt as {"state_dict": {name: tensor}, "spec": {"arch", "params"}}; RunError if not."""
-        return _check_weights_file(self.student_path(k), load_tensors(self.student_path(k)))
+        """students/student_KK.pt as {"state_dict": {name: tensor}, "spec": {"arch", "params"}, "prev_scale": float}
+        (prev_scale 1.0 in files written before it existed); RunError if not."""
+        path = self.student_path(k)
+        saved = _check_weights_file(path, load_tensors(path))
+        scale = saved.setdefault("prev_scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) \
+                or not -MAX_PREV_SCALE <= scale <= MAX_PREV_SCALE:
+            raise RunError(f"{path}: prev_scale {scale!r} is not a finite number within ±{MAX_PREV_SCALE:g}")
+        saved["prev_scale"] = float(scale)
+        return saved
 
     def students_saved(self) -> int:
         """Number of consecutive saved students 1..k."""

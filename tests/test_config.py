@@ -32,6 +32,8 @@ def test_defaults_and_overrides():
     (["distill.temperature=0"], "distill.temperature"),
     (["distill.temperature=-2"], "distill.temperature"),
     (["distill.mode=boosted"], "distill.mode"),
+    (["distill.mode=independent", "distill.learn_prev_scale=true"], "distill.learn_prev_scale"),
+    (["distill.learn_prev_scale=maybe"], "distill.learn_prev_scale"),
     (["students.schedule=[]"], "students.schedule"),
     (["students.optim.epochs=x"], "students.optim.epochs"),
     (["students.optim.epochs=0"], "students.optim.epochs"),

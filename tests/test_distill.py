@@ -114,6 +114,26 @@ def test_anytime_predict():
         ens.predict(x, confidence=1.5)
 
 
+def test_learned_prev_scale_rescales_the_ensemble_before_each_student():
+    """E_k = s_k * E_(k-1) + z_k: in every prefix, in predict (also with early exit) and nowhere in independent."""
+    x = torch.arange(2.0).view(2, 1, 1, 1)
+    a, b = make_ensemble().students
+    ens = Ensemble([a, b], mode="residual", student_flops=[10, 100], prev_scales=[1.0, 0.25])
+    expected = torch.log_softmax(0.25 * a.logits + b.logits, -1)  # rows are samples 0 and 1
+    first, second = ens.all_prefixes(x)
+    assert torch.allclose(first, torch.log_softmax(a.logits, -1)) and torch.allclose(second, expected)
+    assert torch.allclose(ens.predict(x, k=2).probs, expected.exp())
+    p = ens.predict(x, confidence=0.9)  # sample 0 stops at k=1, sample 1 goes on with the scaled sum
+    assert p.k_used.tolist() == [1, 2] and torch.allclose(p.probs[1], expected[1].exp())
+    assert torch.allclose(make_ensemble().forward_prefix(x, 2),
+                          Ensemble([a, b], student_flops=[10, 100], prev_scales=[1.0, 1.0]).forward_prefix(x, 2))
+    for bad in ([1.0], [1.0, float("nan")]):
+        with pytest.raises(ValueError, match="prev_scales"):
+            Ensemble([a, b], prev_scales=bad)
+    with pytest.raises(ValueError, match="residual"):
+        Ensemble([a, b], mode="independent", prev_scales=[1.0, 0.5])
+
+
 # ----------------------------------------------------------------------------------------------- real runs
 
 @pytest.fixture(scope="module")
@@ -143,6 +163,50 @@ def test_tiny_run_end_to_end(tiny_run):
     assert not (run.path / "checkpoint.pt").exists()
     manifest = run.manifest()
     assert manifest["seed"] == 0 and "torch" in manifest["versions"]
+    # tiny.yaml learns s_k (distill.learn_prev_scale): student 1 has nothing before it, student 2 learned a scale
+    scales = [run.load_student(k)["prev_scale"] for k in (1, 2)]
+    assert scales[0] == 1.0 and scales[1] != 1.0 and 0.0 < scales[1] < 2.0
+    assert [r["prev_scale"] for r in rows] == pytest.approx(scales)
+
+
+def test_saved_ensemble_uses_the_learned_scales(tiny_run):
+    """The loaded ensemble's prefix 2 is s_2 * z_1 + z_2 of the saved students (what training evaluated)."""
+    from pkd.data import get_dataset_spec, load_split
+    from pkd.distill import load_ensemble
+
+    ens = load_ensemble(tiny_run)
+    x = get_dataset_spec("mnist").normalize(load_split("mnist", "test").images[:64])
+    z1, z2 = (student(x) for student in ens.students)
+    expected = torch.log_softmax(ens.prev_scales[1] * z1 + z2, -1)
+    assert torch.allclose(ens.forward_prefix(x, 2), expected, atol=1e-5)
+    assert ens.prev_scales == [tiny_run.load_student(k)["prev_scale"] for k in (1, 2)]
+
+
+def test_independent_run_refuses_a_learned_scale(tmp_path):
+    """A student file with a residual scale cannot slip into an independent run (it would change its answers)."""
+    from pkd import distill
+    from pkd.config import load_config
+    from pkd.data import get_dataset_spec
+    from pkd.runs import RunError
+
+    cfg = load_config(TINY, ["distill.mode=independent", "distill.learn_prev_scale=false"])
+    spec = get_dataset_spec("mnist")
+    run = Run.create_at(tmp_path / "ind", cfg.to_dict())
+    for k, s_spec in enumerate(distill.student_specs(cfg, spec), start=1):
+        run.save_student(k, distill.build_model(s_spec).state_dict(), s_spec, prev_scale=1.0 if k == 1 else 0.5)
+    assert distill.load_ensemble(run, k=1).prev_scales == [1.0]
+    with pytest.raises(RunError, match="student_02.pt: has a residual prev_scale"):
+        distill.load_ensemble(run)
+
+
+def test_plain_residual_sums_logits(tmp_path):
+    """distill.learn_prev_scale=false is B-DISTIL's plain sum: every saved scale is exactly 1."""
+    path = tmp_path / "plain"
+    pkd("train", "--config", TINY, "--run-dir", str(path), "--no-progress", "distill.learn_prev_scale=false",
+        "students.optim.epochs=1", "data.train_limit=256")
+    run = Run(path)
+    assert [run.load_student(k)["prev_scale"] for k in (1, 2)] == [1.0, 1.0]
+    assert [r["prev_scale"] for r in run.prefix_table()] == [1.0, 1.0]
 
 
 def test_eval_reproduces_table(tiny_run):

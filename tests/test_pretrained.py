@@ -22,7 +22,7 @@ def test_eval_reproduces_shipped_table(tmp_path, name):
     subprocess.run([sys.executable, "-m", "pkd", "eval", str(copy)], cwd=ROOT, check=True, capture_output=True,
                    timeout=600)
     for old, new in zip(shipped.prefix_table(), Run(copy).prefix_table(), strict=True):
-        for key in ("prefix_acc", "solo_acc", "prefix_val_acc", "cumulative_flops", "share_of_teacher"):
+        for key in ("prefix_acc", "solo_acc", "prefix_val_acc", "cumulative_flops", "share_of_teacher", "prev_scale"):
             # one test image is 1e-4; the run logged float32 accuracies, eval exact fractions
             assert new[key] == pytest.approx(old[key], abs=1e-6), (name, old["k"], key)
 
@@ -41,12 +41,14 @@ def test_readme_quotes_the_shipped_figures():
 
 
 def test_shipped_run_meets_the_headline_targets():
-    """Issue 3's targets that this run meets (the -0.2 pp target is not met: see README)."""
+    """Issue 3's targets: teacher >= 99.3%; student 1 >= 90% at <= 1%; all students within 0.2 pp of the teacher
+    at <= 35% of its FLOPs; residual above independent at every shared cumulative FLOPs figure."""
     run = Run(ROOT / "pretrained" / "mnist")
     rows = run.prefix_table()
-    assert run.summary()["teacher"]["test_acc"] >= 0.993
+    teacher_acc = run.summary()["teacher"]["test_acc"]
+    assert teacher_acc >= 0.993
     assert rows[0]["share_of_teacher"] <= 0.01 and rows[0]["prefix_acc"] >= 0.90
-    assert rows[-1]["share_of_teacher"] <= 0.35
+    assert rows[-1]["share_of_teacher"] <= 0.35 and rows[-1]["prefix_acc"] >= teacher_acc - 0.002
     independent = Run(ROOT / "pretrained" / "mnist-independent").prefix_table()
     for res, ind in zip(rows[1:], independent[1:]):
         assert res["cumulative_flops"] == ind["cumulative_flops"] and res["prefix_acc"] > ind["prefix_acc"]

@@ -13,8 +13,9 @@ from pkd.config import ConfigError, load_config
 from pkd.runs import Run, RunError, list_runs
 
 ss = st.session_state
-FORM_KEYS = {name: f"train_{name}" for name in ("dataset", "k", "schedule", "base", "custom", "mode", "alpha",
-                                                "temperature", "teacher_epochs", "student_epochs", "device")}
+FORM_KEYS = {name: f"train_{name}" for name in ("dataset", "k", "schedule", "base", "custom", "mode",
+                                                "learn_prev_scale", "alpha", "temperature", "teacher_epochs",
+                                                "student_epochs", "device")}
 WATCH_KEY = "train_watch"
 
 
@@ -132,6 +133,10 @@ def form_section() -> None:
         cols[1].number_input("Epochs per student", 1, 200, key=FORM_KEYS["student_epochs"])
         cols[2].checkbox("Build the fast CPU scan kernel", value=True, key="train_build_kernel",
                          help="Compiles a C++ kernel once (about a minute), then every CPU run is much faster.")
+        cols[3].checkbox("Learn a scale for the students before", key=FORM_KEYS["learn_prev_scale"],
+                         help="Residual mode only: student k also learns one number s_k and the ensemble becomes "
+                              "s_k·(students 1..k-1) + student k, so a strong student is not stuck correcting a "
+                              "weak one's logits. Off = B-DISTIL's plain sum.")
         submitted = st.form_submit_button("Start training", type="primary", key="train_start")
 
     if submitted:

@@ -1,16 +1,26 @@
 """An ensemble of K students evaluated as prefixes 1..k: the anytime-inference object.
 
-`residual` ensembles (B-DISTIL) sum the students' logits; `independent` ensembles average probabilities.
+`residual` ensembles (B-DISTIL) sum the students' logits, E_k = s_k * E_(k-1) + z_k, where s_k is 1 unless
+student k learned to rescale the ensemble before it (`distill.learn_prev_scale`); `independent` ensembles
+average probabilities.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
 import torch.nn as nn
 
 MODES = ("residual", "independent")
+
+
+def accumulate(logits_sum: torch.Tensor | None, logits: torch.Tensor, prev_scale: float | torch.Tensor = 1.0
+               ) -> torch.Tensor:
+    """Residual ensemble logits after one more student: prev_scale * logits_sum + logits ((B, C) each)."""
+    return logits if logits_sum is None else prev_scale * logits_sum + logits
 
 
 def combine(logits_sum: torch.Tensor, probs_sum: torch.Tensor, k: int, mode: str) -> torch.Tensor:
@@ -39,7 +49,8 @@ class Prediction:
 class Ensemble(nn.Module):
     """K students plus their per-sample FLOPs; students see normalised images (B, C, H, W)."""
 
-    def __init__(self, students: list[nn.Module], mode: str = "residual", student_flops: list[int] | None = None):
+    def __init__(self, students: list[nn.Module], mode: str = "residual", student_flops: list[int] | None = None,
+                 prev_scales: list[float] | None = None):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"unknown ensemble mode {mode!r}; choose one of: {', '.join(MODES)}")
@@ -50,6 +61,12 @@ class Ensemble(nn.Module):
         self.student_flops = list(student_flops) if student_flops is not None else [0] * len(students)
         if len(self.student_flops) != len(students):
             raise ValueError("student_flops must give one figure per student")
+        # s_k of E_k = s_k * E_(k-1) + z_k (residual mode; s_1 has nothing to scale)
+        self.prev_scales = [float(v) for v in prev_scales] if prev_scales is not None else [1.0] * len(students)
+        if len(self.prev_scales) != len(students) or not all(math.isfinite(v) for v in self.prev_scales):
+            raise ValueError("prev_scales must give one finite number per student")
+        if mode != "residual" and any(v != 1.0 for v in self.prev_scales):
+            raise ValueError("prev_scales only apply to residual ensembles")
 
     @property
     def k(self) -> int:
@@ -82,7 +99,7 @@ class Ensemble(nn.Module):
         for j in range(k):
             logits = self.students[j](x)  # (B, classes)
             probs = torch.softmax(logits, dim=-1)
-            logits_sum = logits if logits_sum is None else logits_sum + logits
+            logits_sum = accumulate(logits_sum, logits, self.prev_scales[j])
             probs_sum = probs if probs_sum is None else probs_sum + probs
             out.append(combine(logits_sum, probs_sum, j + 1, self.mode))
         return out
@@ -131,7 +148,7 @@ class Ensemble(nn.Module):
                 logits_sum, probs_sum = logits.clone(), probs.clone()
                 final = torch.zeros(batch, logits.shape[-1], dtype=logits.dtype)
             else:
-                logits_sum[active] += logits
+                logits_sum[active] = accumulate(logits_sum[active], logits, self.prev_scales[j])
                 probs_sum[active] += probs
             log_probs = combine(logits_sum[active], probs_sum[active], j + 1, self.mode)
             final[active] = log_probs.exp().to(final.dtype)
