@@ -40,11 +40,15 @@ def prepare_canvas(image_data: np.ndarray | None) -> torch.Tensor | None:
     """A canvas's RGBA pixels -> the (1, 28, 28) image in [0, 1] the models see, or None for a blank canvas.
 
     Raises:
-        ValueError: the image is not a light drawing on a dark background (message says what to do).
+        ValueError: the image is not a light drawing on a dark background, or its ink is only a dot (the
+            message says what to do; `pkd predict` refuses the same pictures).
     """
     if image_data is None:
         return None
-    return pkd_data.prepare_drawing(image_data)
+    image = pkd_data.prepare_drawing(image_data)
+    if image is not None and pkd_data.ink_extent(image_data) < pkd_data.MIN_INK_EXTENT:
+        raise ValueError("Too little ink: a dot or a speck is not a digit. Draw the whole digit, larger.")
+    return image
 
 
 @torch.no_grad()

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 logger = logging.getLogger("pkd")
-MIN_INK_EXTENT = 0.1  # predict: ink spanning less than this share of the image's shorter side is a dot, not a digit
 
 
 def _setup_logging(log_file: Path | None = None, verbose: bool = False) -> None:
@@ -174,7 +173,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if x is None:
         print("no digit found in the image (it is blank): nothing to classify")
         return 2
-    if spec.image_shape == (1, 28, 28) and pkd_data.ink_extent(image) < MIN_INK_EXTENT:
+    if spec.image_shape == (1, 28, 28) and pkd_data.ink_extent(image) < pkd_data.MIN_INK_EXTENT:
         print("too little ink in the image (a dot or a speck, not a digit): nothing to classify; draw the whole digit")
         return 2
     ensemble = distill.load_ensemble(run)

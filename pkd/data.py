@@ -817,6 +817,9 @@ def _is_light(image: np.ndarray) -> bool:
     return bool(np.median(_to_gray(image)) > 0.5)
 
 
+MIN_INK_EXTENT = 0.1  # ink spanning less than this share of the picture's shorter side is a dot, not a digit
+
+
 def ink_extent(image: np.ndarray, ink_threshold: float = 0.1) -> float:
     """Longest side of the ink's bounding box as a share of the picture's shorter side (0.0 for no ink).
 

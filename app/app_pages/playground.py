@@ -118,7 +118,9 @@ with right:
     if problem:
         st.warning(problem)
     if image is None:
-        st.info("The canvas is blank: draw a digit (or press *Random test digit*) and the students will guess it.")
+        if not problem:
+            st.info("The canvas is blank: draw a digit (or press *Random test digit*) and the students will guess "
+                    "it.")
         st.stop()
     report = inference.predict_digit(ensemble, spec, image, teacher, teacher_flops)
     elapsed_ms = 1000 * (time.perf_counter() - started)

@@ -18,7 +18,7 @@ ROWS = [
     {"k": 1, "arch": "mamba", "params": 100, "student_flops": 1000, "cumulative_flops": 1000,
      "share_of_teacher": 0.01, "prefix_acc": 0.80, "solo_acc": 0.80},
     {"k": 2, "arch": "mamba", "params": 300, "student_flops": 3000, "cumulative_flops": 4000,
-     "share_of_teacher": 0.04, "prefix_acc": 0.90, "solo_acc": 0.85},
+     "share_of_teacher": 0.04, "prefix_acc": 0.90, "solo_acc": 0.85, "prev_scale": 0.25},
 ]
 TEACHER = {"arch": "mnist_cnn", "flops": 100_000, "test_acc": 0.99}
 ANYTIME = [{"confidence": 0.5, "acc": 0.82, "mean_flops": 1500.0}, {"confidence": 0.9, "acc": 0.89,
@@ -30,6 +30,7 @@ def test_prefix_frame_has_display_columns_in_percent():
     assert list(frame.columns) == list(charts.TABLE_COLUMNS)
     assert list(frame["prefix accuracy"]) == [80.0, 90.0]
     assert list(frame["% of teacher FLOPs"]) == [1.0, 4.0]
+    assert frame["scale of students before"].iloc[1] == 0.25 and pd.isna(frame["scale of students before"].iloc[0])
     back = pd.read_csv(io.BytesIO(charts.table_csv(frame)))
     assert list(back["cumulative FLOPs"]) == [1000, 4000]
 
@@ -140,6 +141,12 @@ def test_form_defaults_and_overrides_only_for_changes():
 
     cfg = load_config(TINY_CONFIG, overrides)  # the overrides are valid for the real config loader
     assert cfg.distill.alpha == 0.7 and cfg.students.k == 3
+    # tiny.yaml learns the residual scale; independent mode has none, so the form turns it off
+    assert defaults["learn_prev_scale"] is True and "distill.learn_prev_scale=false" in overrides
+    assert not cfg.distill.learn_prev_scale
+    plain = train_form.build_overrides(dict(defaults, learn_prev_scale=False), defaults)
+    assert plain == ["distill.learn_prev_scale=false"]
+    assert not load_config(TINY_CONFIG, plain).distill.learn_prev_scale
 
 
 def test_changed_widths_keep_each_students_other_settings(tmp_path):
@@ -205,3 +212,8 @@ def test_prepare_canvas_blank_and_drawn():
     blank[40:240, 130:150, :3] = 255
     image = inference.prepare_canvas(blank)
     assert image.shape == (1, 28, 28) and float(image.max()) > 0.5
+    dot = np.zeros((280, 280, 4), dtype=np.uint8)
+    dot[..., 3] = 255
+    dot[138:144, 138:144, :3] = 255  # one brush dab: 6 px of 280
+    with pytest.raises(ValueError, match="Too little ink"):
+        inference.prepare_canvas(dot)

@@ -156,6 +156,18 @@ def test_playground_full_white_canvas_is_refused_with_advice(app_env):
     assert "white strokes on a black" in texts(at, "warning")
 
 
+def test_playground_single_dot_is_refused_not_classified(app_env):
+    at = open_app("playground")
+    dot = np.zeros((280, 280, 4), dtype=np.uint8)
+    dot[..., 3] = 255
+    dot[138:144, 138:144, :3] = 255
+    at.session_state["canvas"] = canvas_value(dot)
+    at.run()
+    assert not at.exception
+    assert "Too little ink" in texts(at, "warning")
+    assert not at.table and "blank" not in texts(at, "info")
+
+
 def test_playground_random_test_digit_shows_true_label(app_env):
     at = open_app("playground")
     at.button(key="pg_random").click().run()
