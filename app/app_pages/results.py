@@ -75,9 +75,10 @@ if series:
 if rows:
     st.subheader(f"Per student: {run.name}")
     st.caption("**solo accuracy**: student k on its own (in a residual ensemble, students after the first learn a "
-               "correction to the sum before them, so alone they score low).  **prefix accuracy**: students 1..k "
-               "together.  FLOPs are per image; % of teacher FLOPs counts students 1..k.  **scale of students before**: "
-               "the number s_k that student k learned to multiply the sum of students 1..k-1 by (1 = plain sum).")
+               "correction to the sum before them, so alone they can score low).  **prefix accuracy**: students "
+               "1..k together.  FLOPs are per image; % of teacher FLOPs counts students 1..k.  **scale of students "
+               "before**: the number s_k that student k learned to multiply the sum of students 1..k-1 by "
+               "(1 = plain sum).")
     frame = charts.prefix_frame(rows)
     st.dataframe(frame, hide_index=True, width="stretch", key="results_table")
     st.download_button("Download this table (CSV)", charts.table_csv(frame), file_name=f"{run.name}-prefixes.csv",
