@@ -31,15 +31,14 @@ MODES = {
 }
 
 
-def train(config: str, teacher: str, overrides: list[str], run_dir: Path) -> tuple[Run, float]:
-    """One run of `config` with the given overrides; returns it and its wall-clock seconds."""
-    started = time.perf_counter()
+def train(config: str, teacher: str, overrides: list[str], run_dir: Path) -> Run:
+    """One run of `config` with the given overrides (a real `pkd train` subprocess)."""
     proc = subprocess.run([sys.executable, "-m", "pkd", "train", "--config", config, "--run-dir", str(run_dir),
                            "--no-progress", f"teacher.checkpoint={teacher}", "teacher.optim.epochs=0", *overrides],
                           cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"training failed ({' '.join(overrides)}):\n{proc.stderr[-2000:]}")
-    return Run(run_dir), time.perf_counter() - started
+    return Run(run_dir)
 
 
 def main() -> None:
@@ -49,19 +48,17 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the run folders (printed)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="pkd-modes-"))
-    results = {}
+    tables = {}  # mode name -> prefix.csv rows
     for i, (name, overrides) in enumerate(MODES.items()):
-        run, seconds = train(args.config, args.teacher, overrides, folder / f"mode{i}")
-        results[name] = (run.prefix_table(), seconds)
-        print(f"{name}: {seconds:.0f} s", flush=True)
+        started = time.perf_counter()
+        tables[name] = train(args.config, args.teacher, overrides, folder / f"mode{i}").prefix_table()
+        print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
     teacher_acc = Run(folder / "mode0").summary()["teacher"]["test_acc"]
     print(f"\nconfig {args.config}, teacher test accuracy {100 * teacher_acc:.2f}%")
-    first_rows = next(iter(results.values()))[0]
-    header = f"{'k':>2} {'cum. FLOPs':>11} {'% teacher':>9}" + "".join(f" {name:>22}" for name in results)
-    print(header)
-    for j, row in enumerate(first_rows):
+    print(f"{'k':>2} {'cum. FLOPs':>11} {'% teacher':>9}" + "".join(f" {name:>22}" for name in tables))
+    for j, row in enumerate(next(iter(tables.values()))):
         cells = []
-        for rows, _ in results.values():
+        for rows in tables.values():
             scale = rows[j].get("prev_scale")
             note = f" (s={scale:.2f})" if scale not in (None, 1.0) else ""
             cells.append(f"{100 * rows[j]['prefix_acc']:.2f}%{note}")

@@ -420,7 +420,7 @@ def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None =
             residual = mode == "residual" and k > 1  # student 1 has no ensemble before it
             learned = residual and cfg.distill.learn_prev_scale
             trained = WithPrevScale(student).to(device) if learned else student
-            prev_scale = getattr(trained, "prev_scale", torch.ones(()))  # a parameter when learned, else 1
+            prev_scale = trained.prev_scale if learned else torch.ones(())
 
             def student_loss(logits, idx, x, prev_logits=prev["logits"], weights=weights, fresh=optim_cfg.augment,
                              residual=residual, prev_scale=prev_scale):
@@ -429,8 +429,9 @@ def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None =
                     with torch.no_grad():
                         target = teacher(x)
                         before = None
-                        for f, s in zip(frozen, scales) if residual else ():
-                            before = accumulate(before, f(x), s)
+                        if residual:
+                            for f, s in zip(frozen, scales):
+                                before = accumulate(before, f(x), s)
                 else:
                     target = t_train[idx].to(dev)
                     before = prev_logits[idx].to(dev) if residual else None
