@@ -182,6 +182,20 @@ def test_saved_ensemble_uses_the_learned_scales(tiny_run):
     assert ens.prev_scales == [tiny_run.load_student(k)["prev_scale"] for k in (1, 2)]
 
 
+def test_augmented_students_learn_on_the_scaled_frozen_ensemble(tmp_path):
+    """students.optim.augment: targets and the frozen students' scaled sum are computed per shifted batch; the run
+    finishes, student 2 learns its scale, and `pkd eval` reproduces what training reported."""
+    path = tmp_path / "augmented"
+    pkd("train", "--config", TINY, "--run-dir", str(path), "--no-progress", "students.optim.augment=true",
+        "students.optim.epochs=1", "data.train_limit=256")
+    run = Run(path)
+    assert run.state() == "done" and run.load_student(2)["prev_scale"] != 1.0
+    before = run.prefix_table()
+    pkd("eval", str(path))
+    for old, new in zip(before, run.prefix_table(), strict=True):
+        assert new["prefix_acc"] == pytest.approx(old["prefix_acc"], abs=1e-6)
+
+
 def test_independent_run_refuses_a_learned_scale(tmp_path):
     """A student file with a residual scale cannot slip into an independent run (it would change its answers)."""
     from pkd import distill
