@@ -13,10 +13,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from pkd.runs import State
+
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 TABLE_COLUMNS = ("k", "student", "params", "FLOPs", "cumulative FLOPs", "% of teacher FLOPs", "solo accuracy",
                  "prefix accuracy", "scale of students before")
-FINISHED = ("done",)
+FINISHED = (State.DONE,)
 
 
 def human_flops(value: float | int | None) -> str:

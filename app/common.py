@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pkd.runs import Run, RunError, default_runs_dir, list_runs
+from pkd.runs import Run, RunError, State, default_runs_dir, list_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS_DIR = ROOT / "configs"
@@ -48,7 +48,7 @@ def default_run(runs: list[Run]) -> Run | None:
         if Path(run.path).resolve() == pretrained_dir() / SHIPPED_NAME:
             return run
     for run in runs:
-        if run.state() == "done":
+        if run.state() == State.DONE:
             return run
     return runs[0] if runs else None
 
@@ -88,27 +88,6 @@ def selected_run() -> Run | None:
     return Run(Path(path))
 
 
-def weights_key(run: Run) -> tuple:
-    """Changes whenever the run's saved weights change (cache key next to the path)."""
-    files = [run.student_path(k) for k in range(1, run.students_saved() + 1)]
-    teacher = Path(run.path) / "teacher.pt"
-    if teacher.is_file():
-        files.append(teacher)
-    return tuple((f.name, os.stat(f).st_mtime_ns) for f in files)
-
-
-def files_key(run: Run, *names: str) -> tuple:
-    """(name, mtime, size) of some files of a run: changes whenever training rewrites or appends to them."""
-    out = []
-    for name in names:
-        try:
-            stat = os.stat(Path(run.path) / name)
-            out.append((name, stat.st_mtime_ns, stat.st_size))
-        except OSError:
-            out.append((name, None, None))
-    return tuple(out)
-
-
 @st.cache_resource(max_entries=32, show_spinner=False)
 def cached_live_figures(path: str, key: tuple):  # noqa: ARG001 - key is part of the cache key
     """The Train page's two figures for a run, rebuilt only when its metrics/results files change.
@@ -130,14 +109,14 @@ def cached_live_figures(path: str, key: tuple):  # noqa: ARG001 - key is part of
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the students ...")
 def cached_ensemble(path: str, key: tuple):  # noqa: ARG001 - key is part of the cache key
-    from pkd.distill import load_ensemble
+    from pkd.artifacts import load_ensemble
 
     return load_ensemble(Run(Path(path)))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the teacher ...")
 def cached_teacher(path: str, key: tuple):  # noqa: ARG001 - key is part of the cache key
-    from pkd.distill import load_teacher
+    from pkd.artifacts import load_teacher
 
     return load_teacher(Run(Path(path)))
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from pkd import data as pkd_data
+from pkd import preprocess
 from pkd.models.ensemble import Ensemble
 
 
@@ -45,8 +46,8 @@ def prepare_canvas(image_data: np.ndarray | None) -> torch.Tensor | None:
     """
     if image_data is None:
         return None
-    image = pkd_data.prepare_drawing(image_data)
-    if image is not None and pkd_data.ink_extent(image_data) < pkd_data.MIN_INK_EXTENT:
+    image = preprocess.prepare_drawing(image_data)
+    if image is not None and preprocess.ink_extent(image_data) < preprocess.MIN_INK_EXTENT:
         raise ValueError("Too little ink: a dot or a speck is not a digit. Draw the whole digit, larger.")
     return image
 

@@ -91,8 +91,9 @@ def drawn_seven() -> np.ndarray:
 
 def bench_prediction(run_path: Path, repeats: int) -> None:
     from app import inference
-    from pkd.data import get_dataset_spec, prepare_drawing
-    from pkd.distill import load_ensemble, load_teacher
+    from pkd.data import get_dataset_spec
+    from pkd.artifacts import load_ensemble, load_teacher
+    from pkd.preprocess import prepare_drawing
     from pkd.runs import Run
 
     run = Run(run_path)

@@ -25,7 +25,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pkd import ssm  # noqa: E402
-from pkd.models.student import Mamba  # noqa: E402
+from pkd.models.mamba import Mamba  # noqa: E402
 
 
 def step_fn(block: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], torch.Tensor]:

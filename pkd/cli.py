@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from pkd.devices import DEVICES
+
 logger = logging.getLogger("pkd")
 
 
@@ -60,34 +62,42 @@ class _Progress:
             self.bar = None
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from pkd import distill, ssm
+def _open_run(args: argparse.Namespace):
+    """The run `train` works on: the one to resume, or a new one, created only once its config has passed every
+    check (models, device, scan backend). Returns (run, config)."""
+    from pkd import train
     from pkd.config import config_from_dict, load_config
-    from pkd.runs import LOG_FILE, Run, default_runs_dir, resolve_run
+    from pkd.devices import resolve_device
+    from pkd.runs import Run, State, default_runs_dir, resolve_run
 
     if args.resume:
         if args.config or args.overrides:
             raise ValueError("--resume continues a run with its saved config; drop --config and overrides")
         run = resolve_run(args.resume, args.runs_dir or default_runs_dir())
         cfg = config_from_dict(run.config())
-        if run.state() == "running":
+        if run.state() == State.RUNNING:
             raise ValueError(f"run {run.name} is still running (pid {run.status().get('pid')}); stop it first")
-        _check_scan_backend(distill.resolve_device(args.device or cfg.device))
-    else:
-        cfg = load_config(args.config, args.overrides)
-        distill.check_models(cfg)
-        _check_scan_backend(distill.resolve_device(args.device or cfg.device))  # fail before creating anything
-        if args.run_dir:
-            run = Run.create_at(Path(args.run_dir), cfg.to_dict(), command=sys.argv)
-        else:
-            run = Run.create(args.runs_dir or default_runs_dir(), cfg.name, cfg.to_dict(), command=sys.argv)
-    try:
-        _setup_logging(run.path / LOG_FILE, args.verbose)
-    except OSError as exc:
-        from pkd.runs import _write_error
+        _check_scan_backend(resolve_device(args.device or cfg.device))
+        return run, cfg
+    cfg = load_config(args.config, args.overrides)
+    train.check_models(cfg)
+    _check_scan_backend(resolve_device(args.device or cfg.device))  # fail before creating anything
+    if args.run_dir:
+        return Run.create_at(Path(args.run_dir), cfg.to_dict(), command=sys.argv), cfg
+    return Run.create(args.runs_dir or default_runs_dir(), cfg.name, cfg.to_dict(), command=sys.argv), cfg
 
-        raise _write_error(run.path / LOG_FILE, exc) from None
-    device = distill.resolve_device(args.device or cfg.device)  # again, now that train.log records its choice
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pkd import ssm, train
+    from pkd.devices import resolve_device
+    from pkd.runs import State, write_error
+
+    run, cfg = _open_run(args)
+    try:
+        _setup_logging(run.log_path(), args.verbose)
+    except OSError as exc:
+        raise write_error(run.log_path(), exc) from None
+    device = resolve_device(args.device or cfg.device)  # again, now that train.log records its choice
     run.mark_started(message=f"device {device}")
     logger.info("run %s: %s students, mode %s, device %s", run.path, cfg.students.k, cfg.distill.mode, device)
     if device.type == "cpu" and hasattr(ssm, "build_cpu_kernel") and not args.no_kernel_build:
@@ -95,25 +105,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     if hasattr(ssm, "scan_backend"):
         logger.info("selective scan backend: %s", ssm.scan_backend(device.type))
         run.write_status(scan_backend=ssm.scan_backend(device.type))
-    distill.install_stop_handler()
+    train.install_stop_handler()
     progress = _Progress(enabled=not args.no_progress and sys.stderr.isatty())
     try:
-        summary = distill.train_run(run, device.type, progress)
-    except distill.StopRequested:
+        summary = train.train_run(run, device.type, progress)
+    except train.StopRequested:
         progress.close()
-        run.write_status(state="stopped", message="stopped on request; continue with --resume")
+        run.mark_ended(State.STOPPED, "stopped on request; continue with --resume")
         logger.info("stopped; continue with: python -m pkd train --resume %s", run.path)
         return 3
     except KeyboardInterrupt:
         progress.close()
-        run.write_status(state="stopped", message="interrupted; continue with --resume")
+        run.mark_ended(State.STOPPED, "interrupted; continue with --resume")
         return 130
     except Exception as exc:
         progress.close()
-        run.write_status(state="failed", message=f"{exc.__class__.__name__}: {exc}")
+        run.mark_ended(State.FAILED, f"{exc.__class__.__name__}: {exc}")
         raise
     progress.close()
-    run.write_status(state="done", progress=1.0, message="finished")
+    run.mark_ended(State.DONE, "finished", progress=1.0)
     _print_table(summary)
     print(f"run directory: {run.path}")
     return 0
@@ -145,12 +155,13 @@ def _print_table(summary: dict) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from pkd import distill
+    from pkd.devices import resolve_device
+    from pkd.evaluate import evaluate_run
     from pkd.runs import default_runs_dir, resolve_run
 
     _setup_logging(verbose=args.verbose)
     run = resolve_run(args.run, args.runs_dir or default_runs_dir())
-    rows = distill.evaluate_run(run, device=distill.resolve_device(args.device))
+    rows = evaluate_run(run, device=resolve_device(args.device))
     summary = run.summary()
     summary["prefixes"] = rows
     _print_table(summary)
@@ -161,22 +172,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
     from pkd import data as pkd_data
-    from pkd import distill
+    from pkd import preprocess
+    from pkd.artifacts import load_ensemble
     from pkd.runs import default_runs_dir, resolve_run
 
     _setup_logging(verbose=args.verbose)
     run = resolve_run(args.run, args.runs_dir or default_runs_dir())
     dataset = run.config()["data"]["dataset"]
     spec = pkd_data.get_dataset_spec(dataset)
-    image = pkd_data.load_image_file(args.image)
-    x = pkd_data.prepare_image(spec, image)
+    image = preprocess.load_image_file(args.image)
+    x = preprocess.prepare_image(spec, image)
     if x is None:
         print("no digit found in the image (it is blank): nothing to classify")
         return 2
-    if spec.image_shape == (1, 28, 28) and pkd_data.ink_extent(image) < pkd_data.MIN_INK_EXTENT:
+    if spec.sample_shape == (1, 28, 28) and preprocess.ink_extent(image) < preprocess.MIN_INK_EXTENT:
         print("too little ink in the image (a dot or a speck, not a digit): nothing to classify; draw the whole digit")
         return 2
-    ensemble = distill.load_ensemble(run)
+    ensemble = load_ensemble(run)
     pred = ensemble.predict(spec.normalize(x[None]), k=args.k, flop_budget=args.flop_budget,
                             confidence=args.confidence)
     probs = pred.probs[0]
@@ -233,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a new run from a config, or resume one",
                        description="Train the teacher and K students; every file goes to one run directory.")
     p.add_argument("--config", help="YAML config (see configs/)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides the config's device")
+    p.add_argument("--device", choices=DEVICES, help="overrides the config's device")
     p.add_argument("--run-dir", help="exact directory for the new run (must not exist or be empty)")
     p.add_argument("--runs-dir", help="folder for auto-named runs (default $PKD_RUNS_DIR or ./runs)")
     p.add_argument("--resume", metavar="RUN", help="continue a stopped/killed run (path or name)")

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from pkd.devices import DEVICES
+
 MAX_CONFIG_BYTES = 1_000_000  # a config is a few hundred bytes; refuse anything huge before parsing it
 MAX_STUDENTS = 32
 MAX_D_MODEL = 1024
@@ -105,7 +107,7 @@ class RunConfig:
 
 
 _CHOICES = {
-    "device": ("auto", "cpu", "cuda"),
+    "device": DEVICES,
     "students.order": ("as_listed", "growing", "shrinking"),
     "distill.mode": ("residual", "independent"),
     "distill.reweight": ("none", "boost"),

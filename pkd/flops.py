@@ -7,12 +7,12 @@ for one sample's inference forward pass (eval mode). `torch.utils.flop_counter.F
 Each report separates the *contraction* part (matmuls and convolutions only, without bias adds: what
 FlopCounterMode counts) from the rest (bias adds, norms, activations, pooling, the selective scan).
 
-No generic counter sees the selective scan (its ops are a CUDA/C++ kernel or a loop of elementwise ops), so the
-Mamba block is counted analytically from its sizes, with the scan at 9*L*ED*N FLOPs as given by the Mamba
-authors in state-spaces/mamba issue 110 (https://github.com/state-spaces/mamba/issues/110), plus L*ED for the
-D skip and L*ED for the z gate.
+This module is the counter and the rules for torch's own layers; it imports nothing from pkd.models. The rules
+for pkd's own modules sit beside them and register when pkd.models is imported (always, once a model exists):
+Mamba (analytic, with the scan of state-spaces/mamba#110), RMSNorm and the residual block in pkd.models.mamba,
+Tokenizer and Pool in pkd.models.tokenizers, the ResNet block in pkd.models.teacher.
 
-Letters: B batch, L sequence length, D d_model, ED d_inner, N d_state, R dt_rank, k kernel size.
+Letters: B batch, k kernel size.
 """
 
 from __future__ import annotations
@@ -27,13 +27,10 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
-from pkd.models.student import Mamba, Pool, ResidualBlock, RMSNorm, Tokenizer
-from pkd.models.teacher import BasicBlock
-
 logger = logging.getLogger(__name__)
 
 __all__ = ["CONVENTION", "Cost", "FlopRow", "FlopReport", "FLOP_RULES", "register_flop_rule", "count_flops",
-           "flops_table", "mamba_costs"]
+           "flops_table", "residual_add", "no_flops"]
 
 CONVENTION = ("FLOPs per sample, one inference forward pass (eval mode); 1 multiply-add = 2 FLOPs, "
               "1 elementwise op = 1 FLOP; contraction = matmul/conv multiply-adds only (as FlopCounterMode)")
@@ -154,14 +151,6 @@ def _batchnorm(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Cost]:
     return [Cost(2 * out.numel(), 0, f"2*{out.numel()} (folded scale+shift)")]
 
 
-@register_flop_rule(RMSNorm)
-def _rmsnorm(m: RMSNorm, inputs: tuple, out: torch.Tensor) -> list[Cost]:
-    """RMSNorm per row of D: square D, sum D-1, /D 1, +eps 1, rsqrt 1, scale D, *weight D = 4D + 2."""
-    d = out.shape[-1]
-    rows = out.numel() // d
-    return [Cost(rows * (4 * d + 2), 0, f"{rows}*(4*{d}+2)")]
-
-
 @register_flop_rule(nn.ReLU)
 def _relu(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Cost]:
     """ReLU: one compare per element (thop and fvcore count 0)."""
@@ -194,71 +183,46 @@ def _adaptive_avgpool(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Co
     return [Cost(inputs[0].numel(), 0, f"{inputs[0].numel()} (adds + divides)")]
 
 
-@register_flop_rule(Pool)
-def _pool(m: Pool, inputs: tuple, out: torch.Tensor) -> list[Cost]:
-    """Sequence pooling of (B, L, D): mean = (L-1)*D adds + D divides = L*D; last token = 0."""
-    n = inputs[0].numel() if m.mode == "mean" else 0
-    return [Cost(n, 0, f"{n} (mean over L)" if n else "0 (last token)")]
-
-
-@register_flop_rule(ResidualBlock, BasicBlock)
-def _residual_add(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Cost]:
-    """The block's own residual add, 1 FLOP per output element (its children are counted by their rules)."""
-    return [Cost(out.numel(), 0, f"{out.numel()} (residual add)")]
-
-
-@register_flop_rule(nn.Dropout, nn.Flatten, nn.Identity, Tokenizer)
-def _free(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+@register_flop_rule(nn.Dropout, nn.Flatten, nn.Identity)
+def no_flops(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Cost]:
     """Reshapes and inference-mode dropout: 0 FLOPs."""
     return [Cost(0, 0, "0 (reshape / identity at inference)")]
 
 
-def mamba_costs(m: Mamba, batch: int, seq_len: int) -> list[Cost]:
-    """Analytic FLOPs of one Mamba block call on (batch, seq_len, D), part by part.
+def residual_add(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """The block's own residual add, 1 FLOP per output element (its children are counted by their rules).
 
-    in_proj 2*L*D*2ED; conv1d (depthwise, as executed: Lc = L + 2*pad - k + 1 outputs, then sliced to L)
-    2*ED*k*Lc + ED*Lc bias, SiLU 4*L*ED; x_proj 2*L*ED*(R+2N); dt_proj 2*L*R*ED; scan: delta bias L*ED +
-    softplus 3*L*ED + selective scan 9*L*ED*N (state-spaces/mamba#110) + D skip L*ED + SiLU(z) 4*L*ED +
-    z gate L*ED; out_proj 2*L*ED*D (+ bias terms when bias=True). A = -exp(A_log) is weight-only and not counted.
-    All terms are multiplied by batch.
+    For residual blocks defined elsewhere: `register_flop_rule(MyBlock)(residual_add)` beside the block.
     """
-    L, D, ED, N, R = seq_len, m.d_model, m.d_inner, m.d_state, m.dt_rank
-    k, pad = m.conv1d.kernel_size[0], m.conv1d.padding[0]
-    Lc = L + 2 * pad - k + 1
-
-    def n_params(mod: nn.Module) -> int:
-        return sum(p.numel() for p in mod.parameters())
-
-    def lin(part: str, mod: nn.Linear, rows: int) -> Cost:
-        mm = 2 * rows * mod.in_features * mod.out_features
-        bias = rows * mod.out_features if mod.bias is not None and part != "dt_proj" else 0
-        formula = f"2*{rows}*{mod.in_features}*{mod.out_features}" + (f" + {bias} bias" if bias else "")
-        return Cost(batch * (mm + bias), batch * mm, formula, part, n_params(mod))
-
-    conv_mm = 2 * ED * k * Lc
-    conv_bias = ED * Lc if m.conv1d.bias is not None else 0
-    scan = L * ED * (1 + 3 + 9 * N + 1 + 4 + 1)
-    return [
-        lin("in_proj", m.in_proj, L),
-        Cost(batch * (conv_mm + conv_bias + 4 * L * ED), batch * conv_mm,
-             f"2*{ED}*{k}*{Lc} + {conv_bias} bias + 4*{L}*{ED} SiLU", "conv1d", n_params(m.conv1d)),
-        lin("x_proj", m.x_proj, L),
-        lin("dt_proj", m.dt_proj, L),  # its bias is added inside the scan (delta_bias), counted there
-        Cost(batch * scan, 0,
-             f"{L}*{ED}*(1 dt bias + 3 softplus + 9*{N} scan [mamba#110] + 1 D skip + 4 SiLU(z) + 1 z gate)",
-             "scan", m.A_log.numel() + m.D.numel()),
-        lin("out_proj", m.out_proj, L),
-    ]
-
-
-@register_flop_rule(Mamba, opaque=True)
-def _mamba(m: Mamba, inputs: tuple, out: torch.Tensor) -> list[Cost]:
-    """Mamba block, counted analytically (see mamba_costs)."""
-    b, L, _ = inputs[0].shape
-    return mamba_costs(m, b, L)
+    return [Cost(out.numel(), 0, f"{out.numel()} (residual add)")]
 
 
 # --------------------------------------------------------------------------------------------------------- counting
+
+
+def _attach_rules(name: str, module: nn.Module, rows: list[FlopRow], handles: list) -> None:
+    """Hook `module` (if it has a rule) or its children: each hook appends its module's FlopRows to `rows`."""
+    found = _find_rule(module)
+    children = list(module.named_children())
+    if found is None and not children:
+        raise ValueError(f"no FLOP rule for module '{name}' of type {type(module).__name__}; "
+                         f"add one with pkd.flops.register_flop_rule({type(module).__name__})")
+    if found is not None:
+        rule, opaque = found
+        own = sum(p.numel() for p in (module.parameters() if opaque else module.parameters(recurse=False)))
+
+        def hook(mod: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+            for cost in rule(mod, inputs, out):
+                rows.append(FlopRow(
+                    name=f"{name}.{cost.part}" if cost.part and name else (cost.part or name or "model"),
+                    type=type(mod).__name__, flops=int(cost.flops), contraction_flops=int(cost.contraction),
+                    params=own if cost.params is None else cost.params, formula=cost.formula))
+
+        handles.append(module.register_forward_hook(hook))
+        if opaque:
+            return
+    for child_name, child in children:
+        _attach_rules(f"{name}.{child_name}" if name else child_name, child, rows, handles)
 
 
 def count_flops(model: nn.Module, input_shape: Sequence[int]) -> FlopReport:
@@ -277,34 +241,10 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> FlopReport:
             isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in input_shape):
         raise ValueError(f"input_shape must be a non-empty list of positive ints without batch, got {input_shape!r}")
     rows: list[FlopRow] = []
-    handles = []
-
-    def attach(name: str, module: nn.Module) -> None:
-        found = _find_rule(module)
-        children = list(module.named_children())
-        if found is None and not children:
-            raise ValueError(f"no FLOP rule for module '{name}' of type {type(module).__name__}; "
-                             f"add one with pkd.flops.register_flop_rule({type(module).__name__})")
-        if found is not None:
-            rule, opaque = found
-            own = sum(p.numel() for p in (module.parameters() if opaque else module.parameters(recurse=False)))
-
-            def hook(mod: nn.Module, inputs: tuple, out: torch.Tensor, _name: str = name) -> None:
-                for cost in rule(mod, inputs, out):
-                    rows.append(FlopRow(
-                        name=f"{_name}.{cost.part}" if cost.part and _name else (cost.part or _name or "model"),
-                        type=type(mod).__name__, flops=int(cost.flops), contraction_flops=int(cost.contraction),
-                        params=own if cost.params is None else cost.params, formula=cost.formula))
-
-            handles.append(module.register_forward_hook(hook))
-            if opaque:
-                return
-        for child_name, child in children:
-            attach(f"{name}.{child_name}" if name else child_name, child)
-
+    handles: list = []
     modes = {m: m.training for m in model.modules()}
     try:
-        attach("", model)
+        _attach_rules("", model, rows, handles)
         model.eval()
         first = next(model.parameters(), None)
         x = torch.zeros(1, *input_shape, dtype=first.dtype if first is not None else torch.float32,
@@ -322,6 +262,12 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> FlopReport:
         params=sum(p.numel() for p in model.parameters()), rows=tuple(rows))
     logger.debug("%s %s: %d FLOPs, %d params", report.model, report.input_shape, report.flops, report.params)
     return report
+
+
+def model_cost(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, int]:
+    """(FLOPs per sample, parameters) of a model: the two figures every prefix.csv row carries."""
+    report = count_flops(model, tuple(input_shape))
+    return int(report.flops), int(report.params)
 
 
 def flops_table(report: FlopReport) -> list[dict]:

@@ -19,12 +19,13 @@ import threading
 import time
 from pathlib import Path
 
-from pkd.runs import CONSOLE_FILE, MANIFEST_FILE, Run, RunError, new_run_dir, process_alive
+from pkd.devices import check_device_choice
+from pkd.procs import process_alive
+from pkd.runs import ACTIVE_STATES, CONSOLE_FILE, MANIFEST_FILE, Run, RunError, State, new_run_dir
 
 logger = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the folder holding the `pkd` package
-DEVICES = ("auto", "cpu", "cuda")
 START_WAIT_S = 60.0  # how long start_run waits for the child to create its run directory
 _CHILDREN: dict[str, subprocess.Popen] = {}  # run path -> process started by this interpreter
 _LOCK = threading.Lock()
@@ -117,8 +118,7 @@ def start_run(
     config_path = Path(config_path).resolve()
     if not config_path.is_file():
         raise FileNotFoundError(f"config file {config_path} not found; see configs/ for examples")
-    if device not in DEVICES:
-        raise ValueError(f"device {device!r} is not one of {', '.join(DEVICES)}")
+    check_device_choice(device)
     overrides = [str(item) for item in overrides]
     for item in overrides:
         if "=" not in item or item.startswith("-"):
@@ -144,7 +144,7 @@ def stop_run(run: Run) -> bool:
     """
     status = run.status(raw=True)
     pid, started = status.get("pid"), status.get("pid_start")
-    if status.get("state") in ("running", "created") and pid and process_alive(pid, started):
+    if State.of(status.get("state")) in ACTIVE_STATES and pid and process_alive(pid, started):
         os.kill(int(pid), signal.SIGTERM)
         logger.info("sent SIGTERM to pid %s (run %s)", pid, run.path)
         return True
@@ -161,15 +161,14 @@ def resume_run(run: Run, device: str | None = None, build_kernel: bool = True) -
     Raises:
         RunError: the run is still running, or has nothing to resume because it is done.
     """
-    if device is not None and device not in DEVICES:
-        raise ValueError(f"device {device!r} is not one of {', '.join(DEVICES)}")
-    state = run.state()
-    if state in ("running", "created") and process_alive(run.status().get("pid"), run.status().get("pid_start")):
+    if device is not None:
+        check_device_choice(device)
+    if run.is_active():
         raise RunError(f"run {run.name} is still running; stop it before resuming")
     proc = child_process(run)
     if proc is not None and proc.poll() is None:
         raise RunError(f"run {run.name} is still running; stop it before resuming")
-    if state == "done":
+    if run.state() == State.DONE:
         raise RunError(f"run {run.name} is already done; nothing to resume")
     args = ["train", "--resume", str(Path(run.path).resolve()), "--no-progress"]
     if device is not None:

@@ -15,7 +15,7 @@ Layout of one run directory (every file is written by this module only):
     train.log         human-readable log of the training process
     console.log       stdout/stderr of a process launched by the app (optional)
 
-States: running, done, failed, stopped; a "running" run whose process is gone reads as "died".
+States (`State`): created, running, done, failed, stopped; a running run whose process is gone reads as died.
 """
 
 from __future__ import annotations
@@ -35,11 +35,14 @@ import stat
 import sys
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+
+from pkd.procs import proc_start_time, process_alive
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +61,38 @@ PREFIX_COLUMNS = (
     "k", "arch", "params", "student_flops", "cumulative_flops", "share_of_teacher", "prefix_acc", "solo_acc",
     "prefix_val_acc", "solo_val_acc", "prev_scale",
 )
+LIVE_FILES = (METRICS_FILE, PREFIX_FILE, SUMMARY_FILE)  # what training rewrites or appends to as it goes
 MAX_PREV_SCALE = 1e3  # a learned residual scale is O(1); anything beyond this is a corrupt or hostile file
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_JSON_BYTES = 20_000_000
 FAULT_ENV = "PKD_FAULT"  # test-only fault injection, read in _fault() alone; see there
+
+
+class State(str, Enum):
+    """A run's state as status.json records it; DIED is what a reader sees when a RUNNING run's process is gone."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    DIED = "died"
+    UNKNOWN = "unknown"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def of(cls, value: Any) -> "State":
+        """The State a status.json value names; anything else (hand-edited, hostile) is UNKNOWN."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+ACTIVE_STATES = (State.CREATED, State.RUNNING)  # a process is (about to be) training the run
+RESUMABLE_STATES = (State.STOPPED, State.DIED, State.FAILED)
 
 
 class RunError(RuntimeError):
@@ -103,7 +134,7 @@ def _fault(path: Path, fh: Any, data: bytes) -> None:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
 
-def _write_error(path: Path, exc: OSError) -> OSError:
+def write_error(path: Path, exc: OSError) -> OSError:
     """The same kind of OSError, with a one-line message naming the file and the fix."""
     reason = exc.strerror or exc.__class__.__name__
     return type(exc)(exc.errno, f"cannot write {path} ({reason}); free disk space or make the run directory "
@@ -126,7 +157,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        raise _write_error(path, exc) from None
+        raise write_error(path, exc) from None
     finally:
         try:
             tmp.unlink()
@@ -170,34 +201,6 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunError(f"{path}: corrupt JSON ({exc.__class__.__name__})") from None
-
-
-# ----------------------------------------------------------------------------------------------- processes
-
-def _proc_start_time(pid: int) -> int | None:
-    """Kernel start time of process `pid` (clock ticks since boot), or None if it is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    fields = stat[stat.rfind(")") + 2:].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def process_alive(pid: int | None, start_time: int | None = None) -> bool:
-    """True when `pid` is a live (non-zombie) process started at `start_time` (guards against pid reuse)."""
-    if not pid:
-        return False
-    if Path("/proc").is_dir():
-        started = _proc_start_time(int(pid))
-        return started is not None and (start_time is None or started == start_time)
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def package_versions() -> dict[str, str]:
@@ -268,7 +271,7 @@ def delete_run(runs_dir: str | os.PathLike, name: str) -> None:
     path = safe_child(runs_dir, name)
     if not (path / MANIFEST_FILE).is_file():
         raise RunError(f"{path}: not a pkd run directory; refusing to delete it")
-    if Run(path).state() == "running":
+    if Run(path).state() == State.RUNNING:
         raise RunError(f"run {name!r} is still running; stop it before deleting it")
     shutil.rmtree(path)
 
@@ -317,7 +320,7 @@ class Run:
         }
         atomic_write_bytes(path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False).encode())
         atomic_write_json(path / MANIFEST_FILE, manifest)
-        run.write_status(state="created")
+        run.write_status(state=State.CREATED)
         return run
 
     # -------------------------------------------------------------------------- manifest / config
@@ -348,20 +351,30 @@ class Run:
                 raise RunError("status is not a mapping")
         except (OSError, RunError):
             status = {}
-        if not raw and status.get("state") == "running":
+        if not raw and status.get("state") == State.RUNNING:
             if not process_alive(status.get("pid"), status.get("pid_start")):
-                status["state"] = "died"
+                status["state"] = State.DIED
         return status
 
-    def state(self) -> str:
-        return self.status().get("state", "unknown")
+    def state(self) -> State:
+        return State.of(self.status().get("state"))
+
+    def is_active(self) -> bool:
+        """A live process is (about to be) training this run."""
+        status = self.status()
+        return State.of(status.get("state")) in ACTIVE_STATES and process_alive(status.get("pid"),
+                                                                               status.get("pid_start"))
 
     def mark_started(self, message: str = "") -> None:
         """Record this process as the run's writer; first tidy what a killed writer may have left behind."""
         self.repair()
         pid = os.getpid()
-        self.write_status(state="running", pid=pid, pid_start=_proc_start_time(pid), started=time.time(),
+        self.write_status(state=State.RUNNING, pid=pid, pid_start=proc_start_time(pid), started=time.time(),
                           message=message)
+
+    def mark_ended(self, state: State, message: str, **fields: Any) -> None:
+        """Record how this run's writer process ended (done, stopped or failed)."""
+        self.write_status(state=state, message=message, **fields)
 
     def repair(self) -> None:
         """After a crash: end a half-written last metrics line (so the next record is not glued onto it) and
@@ -375,7 +388,7 @@ class Run:
                         fh.write(b"\n")
                         logger.warning("%s: the last line was half-written by a killed process; it is skipped", path)
         except OSError as exc:
-            raise _write_error(path, exc) from None
+            raise write_error(path, exc) from None
         for folder in (self.path, self.path / STUDENTS_DIR):
             for tmp in folder.glob(".*.tmp") if folder.is_dir() else []:
                 parts = tmp.name.split(".")
@@ -395,7 +408,7 @@ class Run:
                 fh.write(line)
                 fh.flush()
         except OSError as exc:
-            raise _write_error(path, exc) from None
+            raise write_error(path, exc) from None
 
     def metrics(self) -> list[dict]:
         """All complete metric records; a half-written or garbage line is skipped (and logged), never fatal."""
@@ -483,8 +496,39 @@ class Run:
     def load_teacher(self) -> dict:
         return _check_weights_file(self.path / TEACHER_FILE, load_tensors(self.path / TEACHER_FILE))
 
+    def log_path(self) -> Path:
+        """train.log: the training process's log."""
+        return self.path / LOG_FILE
+
+    def console_path(self) -> Path:
+        """console.log: stdout/stderr of a training process launched by the app."""
+        return self.path / CONSOLE_FILE
+
+    def teacher_path(self) -> Path:
+        return self.path / TEACHER_FILE
+
     def has_teacher(self) -> bool:
         return (self.path / TEACHER_FILE).is_file()
+
+    def results_stamp(self) -> tuple:
+        """(name, mtime, size) of the files training rewrites or appends to: changes whenever any of them does."""
+        out = []
+        for name in LIVE_FILES:
+            try:
+                stat_ = os.stat(self.path / name)
+                out.append((name, stat_.st_mtime_ns, stat_.st_size))
+            except OSError:
+                out.append((name, None, None))
+        return tuple(out)
+
+    def weights_stamp(self) -> tuple:
+        """(name, mtime) of the saved weights: changes whenever a student or the teacher is (re)saved."""
+        return tuple((f.name, os.stat(f).st_mtime_ns) for f in self.weights_files())
+
+    def weights_files(self) -> list[Path]:
+        """The saved students 1..k and the teacher (if saved): what a cached model must be rebuilt after."""
+        files = [self.student_path(k) for k in range(1, self.students_saved() + 1)]
+        return files + ([self.path / TEACHER_FILE] if self.has_teacher() else [])
 
     # -------------------------------------------------------------------------- resume checkpoint
     def save_checkpoint(self, state: dict) -> None:
@@ -523,24 +567,24 @@ class Run:
         except (OSError, RunError):
             pass
         last = rows[-1] if rows else {}
-        schedule = _field(config, "students", "schedule")
+        schedule = get_field(config, "students", "schedule")
         return {
             "name": self.name,
             "path": str(self.path),
-            "state": str(status.get("state", "unknown")),
+            "state": str(status.get("state", State.UNKNOWN)),
             "stage": str(status.get("stage", "")),
-            "dataset": str(_field(config, "data", "dataset") or "?"),
-            "mode": str(_field(config, "distill", "mode") or "?"),
+            "dataset": str(get_field(config, "data", "dataset") or "?"),
+            "mode": str(get_field(config, "distill", "mode") or "?"),
             "k_planned": len(schedule) if isinstance(schedule, list) else 0,
             "k_done": len(rows),
-            "teacher_acc": _number_or_none(_field(summary, "teacher", "test_acc")),
+            "teacher_acc": _number_or_none(get_field(summary, "teacher", "test_acc")),
             "final_acc": _number_or_none(last.get("prefix_acc")),
             "final_share": _number_or_none(last.get("share_of_teacher")),
             "created": _number_or_none(manifest.get("created")),
         }
 
 
-def _field(mapping: Any, *keys: str) -> Any:
+def get_field(mapping: Any, *keys: str) -> Any:
     """mapping[k1][k2]... or None when any level is missing or not a mapping (hand-edited or hostile files)."""
     for key in keys:
         if not isinstance(mapping, dict):

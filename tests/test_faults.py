@@ -27,10 +27,8 @@ import torch
 from pkd import launch, ssm
 from pkd.runs import (CHECKPOINT_FILE, METRICS_FILE, Run, RunError, list_runs, load_tensors, new_run_dir,
                       save_tensors)
+from tests.pkd_process import ROOT, TIMEOUT, TINY, child_env, pkd, start
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = str(ROOT / "configs" / "tiny.yaml")
-TIMEOUT = 600
 
 # The kill chain: each resumed process of the same run is killed at the next point. A (fresh) is started by the
 # fixture; "poll" means an external SIGKILL once the status says student 2 is in its second epoch.
@@ -43,22 +41,6 @@ KILL_CHAIN = [
     ("F", "kill:prefix.csv:1", "after student 1 is saved, while prefix.csv is written"),
     ("G", "poll", "student 2 in the middle of epoch 2 (external SIGKILL)"),
 ]
-
-
-def child_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("PKD_FAULT", "PKD_SCAN_BACKEND")}
-    return {**env, "PYTHONPATH": str(ROOT), **extra}
-
-
-def pkd(*args: str, env: dict | None = None, prefix: list[str] | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m pkd ARGS` to completion in a real subprocess from the repo root."""
-    return subprocess.run([*(prefix or []), sys.executable, "-m", "pkd", *args], cwd=ROOT, env=env or child_env(),
-                          capture_output=True, text=True, timeout=TIMEOUT)
-
-
-def start(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pkd", *args], cwd=ROOT, env=env or child_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def log_tail(run: Run) -> str:

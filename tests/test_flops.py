@@ -4,16 +4,20 @@ agreement with thop (MIT 0.1.1.post2209072238) within 1%, and the report/table c
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-import pkd.models.student as student_module
+import pkd.models.mamba as mamba_module
 from pkd.flops import CONVENTION, FlopReport, count_flops, flops_table, register_flop_rule
 from pkd.models import build_student, build_teacher
-from pkd.models.student import Mamba, RMSNorm
+from pkd.models.mamba import Mamba, RMSNorm
 
 MNIST = (1, 28, 28)
 
@@ -105,7 +109,7 @@ def _flop_counter_total(model: nn.Module, shape: tuple[int, ...], monkeypatch) -
     # Our report keeps the whole scan, 9*L*ED*N per mamba#110, outside the contraction part, so for an apples
     # to apples comparison the scan is replaced by a contraction-free stand-in of the same shape. FLOP counts do
     # not depend on values, so everything else runs exactly as in the model.
-    monkeypatch.setattr(student_module, "selective_scan", _no_contraction_scan)
+    monkeypatch.setattr(mamba_module, "selective_scan", _no_contraction_scan)
     model.eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.zeros(1, *shape))
@@ -276,3 +280,30 @@ def test_student_sizes_span_the_teacher_budget():
     small = count_flops(build_student("mamba", d_model=8), MNIST).flops
     large = count_flops(build_student("mamba", d_model=64, n_layers=3, tokens="patch", patch=4), MNIST).flops
     assert small / teacher < 0.01 and 0.4 < large / teacher < 0.6
+
+
+# ------------------------------------------------------------------------------------------------ layering
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_flops_imports_nothing_from_models():
+    proc = _python("import pkd.flops, sys; assert 'pkd.models' not in sys.modules, sorted(sys.modules)")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_any_models_import_registers_every_pkd_rule():
+    # Importing one model module imports the package, which registers the rules kept beside pkd's own modules.
+    proc = _python("from pkd.models.mamba import Mamba\n"
+                   "from pkd.flops import FLOP_RULES\n"
+                   "from pkd.models.mamba import RMSNorm, ResidualBlock\n"
+                   "from pkd.models.teacher import BasicBlock\n"
+                   "from pkd.models.tokenizers import Pool, Tokenizer\n"
+                   "missing = {Mamba, RMSNorm, ResidualBlock, BasicBlock, Pool, Tokenizer} - set(FLOP_RULES)\n"
+                   "assert not missing, missing")
+    assert proc.returncode == 0, proc.stderr

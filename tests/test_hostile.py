@@ -28,10 +28,12 @@ import torch.nn as nn
 import yaml
 from PIL import Image
 
-from pkd import cli, distill, launch
+from pkd import cli, launch
 from pkd import data as pkd_data
 from pkd.config import load_config
+from pkd.models import build_model
 from pkd.runs import Run, RunError, delete_run, list_runs
+from pkd.train.specs import student_specs, teacher_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -300,7 +302,7 @@ CASES = [
          lambda c: train_untouched(c, with_teacher_ckpt(c, c.run.student_path(1))), 2,
          r"does not fit the teacher architecture"),
     Case("teacher.checkpoint with wrong shapes", "checkpoint",
-         lambda c: train_untouched(c, with_teacher_ckpt(c, saved(c.tmp / "narrow.pt", {"state_dict": distill.build_model(
+         lambda c: train_untouched(c, with_teacher_ckpt(c, saved(c.tmp / "narrow.pt", {"state_dict": build_model(
              {"kind": "teacher", "arch": "mnist_cnn", "params": {"width": 16}}).state_dict()}))), 2,
          r"does not fit the teacher architecture .*size"),
     Case("teacher.checkpoint that is an image", "checkpoint",
@@ -392,10 +394,10 @@ def template(tmp_path_factory) -> Path:
     cfg = load_config(TINY)
     spec = pkd_data.get_dataset_spec(cfg.data.dataset)
     run = Run.create_at(tmp_path_factory.mktemp("template") / "tiny", cfg.to_dict())
-    t_spec = distill.teacher_spec(cfg, spec)
-    run.save_teacher(distill.build_model(t_spec).state_dict(), t_spec)
-    for k, s_spec in enumerate(distill.student_specs(cfg, spec), start=1):
-        run.save_student(k, distill.build_model(s_spec).state_dict(), s_spec)
+    t_spec = teacher_spec(cfg)
+    run.save_teacher(build_model(t_spec).state_dict(), t_spec)
+    for k, s_spec in enumerate(student_specs(cfg, spec), start=1):
+        run.save_student(k, build_model(s_spec).state_dict(), s_spec)
     run.write_status(state="done")
     return run.path
 

@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from pkd.runs import (Run, RunError, delete_run, list_runs, load_tensors, process_alive, resolve_run,
+from pkd.procs import process_alive
+from pkd.runs import (Run, RunError, delete_run, list_runs, load_tensors, resolve_run,
                       safe_child, save_tensors)
 
 CONFIG = {"name": "t", "seed": 3, "data": {"dataset": "mnist"}, "distill": {"mode": "residual"},
@@ -151,3 +152,18 @@ def test_list_and_resolve(tmp_path):
     with pytest.raises(RunError):
         resolve_run("junk", tmp_path)
     json.loads((a.path / "status.json").read_text())
+
+
+def test_states_are_one_enum_and_unknown_values_read_as_unknown(tmp_path):
+    """status.json's state is read as a State; hand-edited or hostile values are UNKNOWN, never an error."""
+    import json
+
+    from pkd.runs import State
+
+    run = Run.create_at(tmp_path / "r", {"name": "r"})
+    assert run.state() is State.CREATED and json.loads((run.path / "status.json").read_text())["state"] == "created"
+    for value, expected in (("done", State.DONE), ("bogus", State.UNKNOWN), (12, State.UNKNOWN)):
+        run.write_status(state=value)
+        assert run.state() is expected
+    run.write_status(state=State.RUNNING, pid=2**22 + 12345)  # no such process
+    assert run.state() is State.DIED and not run.is_active() and f"{run.state()}" == "died"

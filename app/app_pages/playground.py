@@ -48,7 +48,7 @@ if run.students_saved() == 0:
 try:
     dataset = run.config()["data"]["dataset"]
     spec = pkd_data.get_dataset_spec(dataset)
-    key = common.weights_key(run)
+    key = run.weights_stamp()
     ensemble = common.cached_ensemble(str(run.path), key)
     teacher = common.cached_teacher(str(run.path), key) if run.has_teacher() else None
     summary = run.summary()
@@ -57,7 +57,7 @@ except (RunError, ValueError, OSError, KeyError) as exc:
     st.stop()
 teacher_flops = summary.get("teacher", {}).get("flops")
 K = ensemble.k
-can_draw = tuple(spec.image_shape) == (1, 28, 28)
+can_draw = tuple(spec.sample_shape) == (1, 28, 28)
 
 st.markdown("Draw a digit with the mouse (white on black) or take a random digit from the test set. "
             "The students answer one after another; with more students the answer gets better and costs more.")
@@ -95,7 +95,7 @@ started = time.perf_counter()
 if ss.pg_source == "test":
     split = common.cached_test_split(dataset)
     idx = int(ss.get("pg_test_idx", 0)) % len(split)
-    image, truth = split.images[idx], spec.class_names[int(split.labels[idx])]
+    image, truth = split.inputs[idx], spec.class_names[int(split.labels[idx])]
 elif result is not None and url is not None and url != ss.get("pg_ignore"):
     try:
         image = inference.prepare_canvas(result.image_data)

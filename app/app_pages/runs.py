@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from app import charts, common
-from pkd.runs import Run, RunError, delete_run
+from pkd.runs import Run, RunError, State, delete_run
 
 ss = st.session_state
 
@@ -65,7 +65,7 @@ deletable = common.location(run) == "runs folder"
 cols[1].button("Delete ...", key="runs_delete", on_click=ask_delete, args=(chosen,), disabled=not deletable,
                help=None if deletable else "Shipped runs in pretrained/ cannot be deleted from the app.")
 if ss.get("runs_confirm") == chosen:
-    if run.state() == "running":
+    if run.state() == State.RUNNING:
         st.warning(f"**{run.name}** is still running: stop it on the Train page before deleting it.")
         st.button("OK", key="runs_delete_cancel", on_click=cancel_delete)
     else:

@@ -10,7 +10,7 @@ import streamlit as st
 from app import charts, common, train_form
 from pkd import launch
 from pkd.config import ConfigError, load_config
-from pkd.runs import Run, RunError, list_runs
+from pkd.runs import ACTIVE_STATES, RESUMABLE_STATES, Run, RunError, State, list_runs
 
 ss = st.session_state
 FORM_KEYS = {name: f"train_{name}" for name in ("dataset", "k", "schedule", "base", "custom", "mode",
@@ -160,19 +160,16 @@ def pick_default(runs: list[Run]) -> str:
     if ss.get(WATCH_KEY) in paths:
         return ss[WATCH_KEY]
     for run in runs:
-        if run.state() == "running":
+        if run.state() == State.RUNNING:
             return str(run.path)
     return paths[0]
 
 
 def any_running() -> bool:
-    return any(run.state() in ("running", "created") for run in list_runs(common.runs_dir()))
+    return any(run.state() in ACTIVE_STATES for run in list_runs(common.runs_dir()))
 
 
 RUNNING = any_running()
-
-
-CHART_FILES = ("metrics.jsonl", "prefix.csv", "summary.json")
 
 
 # State and progress poll every second while something trains (every 3 s otherwise, so a run started elsewhere
@@ -194,10 +191,10 @@ def live_status() -> None:
                  help="Every run in the runs folder; a reload picks the newest running one.")
     run = Run(Path(ss.train_pick))
     if not ss.get("train_full_run") and ss.get("train_charts_for") != (str(run.path),
-                                                                       common.files_key(run, *CHART_FILES)):
+                                                                       run.results_stamp()):
         st.rerun()  # a fragment rerun saw a new epoch or student (or another run picked): redraw the charts
     status = run.status()
-    state = status.get("state", "unknown")
+    state = State.of(status.get("state"))
     try:
         config = run.config()
         metrics = run.metrics()
@@ -210,32 +207,33 @@ def live_status() -> None:
     where = "teacher" if stage == "teacher" else (f"student {status.get('student')}" if stage == "student" else "-")
     age = time.time() - float(status.get("updated") or time.time())
     cols = st.columns([1, 1, 1, 2])
-    cols[0].metric("state", state)
-    cols[1].metric("stage", where if state in ("running", "stopped", "died", "failed") else "-")
+    cols[0].metric("state", str(state))
+    cols[1].metric("stage", where if state in (State.RUNNING, *RESUMABLE_STATES) else "-")
     cols[2].metric("students done", f"{len(rows)}/{k_planned}")
     with cols[3]:
         st.caption(f"{status.get('message', '')}  \nlast update {age:.0f} s ago · pid {status.get('pid', '-')} · "
                    f"scan {status.get('scan_backend', '?')}  \n`{run.path}`")
         buttons = st.columns(2)
-        live = state in ("running", "created")
+        live = state in ACTIVE_STATES
         if buttons[0].button("Stop", key="train_stop", disabled=not live,
                              help="Stops after saving a checkpoint; resume it later."):
             st.toast("Stop requested" if launch.stop_run(run) else "The process is not running")
         if buttons[1].button("Resume", key="train_resume", type="primary",
-                             disabled=state not in ("stopped", "died", "failed")):
+                             disabled=state not in RESUMABLE_STATES):
             try:
                 launch.resume_run(run, build_kernel=bool(ss.get("train_build_kernel", True)))
                 st.toast(f"Resumed {run.name}")
             except (RunError, ValueError, OSError) as exc:
                 st.error(str(exc))
-    if state == "died":
+    if state == State.DIED:
         st.error("The training process is gone without finishing (killed, or the machine restarted). "
                  "Press **Resume** to continue from its last checkpoint.")
-    elif state == "failed":
+    elif state == State.FAILED:
         st.error(f"Training failed: {status.get('message', '')}")
     for item in charts.stage_progress(status, metrics, k_planned):
         st.progress(item["fraction"], text=item["text"])
-    if state in ("failed", "died") or (state not in ("running", "done") and launch.console_tail(run)):
+    ended_badly = state in (State.FAILED, State.DIED)
+    if ended_badly or (state not in (State.RUNNING, State.DONE) and launch.console_tail(run)):
         with st.expander("console output"):
             st.code(launch.console_tail(run)[-3000:] or "(empty)")
 
@@ -246,7 +244,7 @@ def live_charts() -> None:
     if not path or not Path(path).is_dir():
         return
     run = Run(Path(path))
-    key = common.files_key(run, *CHART_FILES)
+    key = run.results_stamp()
     ss.train_charts_for = (str(run.path), key)
     try:
         curves, accuracy = common.cached_live_figures(str(run.path), key)

@@ -1,6 +1,8 @@
-"""Model registries: teachers and students built by name from plain config dicts.
+"""Model registries: teachers and students built by name from plain config dicts, or from a saved spec.
 
-Example: ``build_student("mamba", d_model=16, tokens="patch", patch=4)``, ``build_teacher("mnist_cnn")``.
+Example: ``build_student("mamba", d_model=16, tokens="patch", patch=4)``, ``build_teacher("mnist_cnn")``,
+``build_model({"kind": "teacher", "arch": "mnist_cnn", "params": {}})``. Importing this package also registers
+the FLOP rules of pkd's own modules (they sit beside the modules), so pkd.flops.count_flops works on any model.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from typing import Callable, TypeVar
 
 import torch.nn as nn
 
-__all__ = ["TEACHERS", "STUDENTS", "register_teacher", "register_student", "build_teacher", "build_student"]
+__all__ = ["TEACHERS", "STUDENTS", "register_teacher", "register_student", "build_teacher", "build_student",
+           "build_model"]
 
 ModelT = TypeVar("ModelT", bound=type[nn.Module])
 
@@ -67,5 +70,16 @@ def build_student(name: str, **kwargs: object) -> nn.Module:
     return _build(STUDENTS, "student", name, kwargs)
 
 
-# Importing the model modules fills the registries (they import the decorators defined above).
+def build_model(model_spec: dict) -> nn.Module:
+    """A student or teacher from its saved spec {"kind", "arch", "params"} (kind defaults to student)."""
+    params = dict(model_spec.get("params", {}))
+    if "image_shape" in params:
+        params["image_shape"] = tuple(params["image_shape"])
+    if model_spec.get("kind") == "teacher":
+        return build_teacher(model_spec["arch"], **params)
+    return build_student(model_spec["arch"], **params)
+
+
+# Importing the model modules fills the registries (they import the decorators defined above) and
+# pkd.flops.FLOP_RULES (student imports mamba and tokenizers; each module registers the rules of its own layers).
 from pkd.models import student, teacher  # noqa: E402,F401

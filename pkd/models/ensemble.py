@@ -36,6 +36,50 @@ def combine(logits_sum: torch.Tensor, probs_sum: torch.Tensor, k: int, mode: str
     return torch.log(probs_sum.clamp_min(1e-12) / k)
 
 
+class PrefixSums:
+    """Running sums over students 1..k of their logits (residual: E_k = s_k * E_(k-1) + z_k) and of their
+    probabilities (independent): the one place that turns students' outputs into a prefix's answer.
+
+    Training, evaluation and anytime prediction all feed it; `rows` updates only some samples (early exit).
+    """
+
+    def __init__(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown ensemble mode {mode!r}; choose one of: {', '.join(MODES)}")
+        self.mode = mode
+        self.k = 0
+        self.logits: torch.Tensor | None = None  # (N, C)
+        self.probs: torch.Tensor | None = None  # (N, C)
+
+    def add(self, logits: torch.Tensor, prev_scale: float = 1.0, rows: torch.Tensor | None = None) -> None:
+        """One more student's logits (N, C), or (A, C) for the samples `rows` (A,) still being evaluated."""
+        probs = torch.softmax(logits, dim=-1)
+        if self.logits is None:
+            self.logits, self.probs = logits.clone(), probs.clone()
+        elif rows is None:
+            self.logits = accumulate(self.logits, logits, prev_scale)
+            self.probs = self.probs + probs
+        else:
+            self.logits[rows] = accumulate(self.logits[rows], logits, prev_scale)
+            self.probs[rows] += probs
+        self.k += 1
+
+    def log_probs(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-probabilities (N, C) of the prefix so far (or of `rows` only)."""
+        if self.logits is None:
+            raise ValueError("no student has been added yet")
+        logits, probs = (self.logits, self.probs) if rows is None else (self.logits[rows], self.probs[rows])
+        return combine(logits, probs, self.k, self.mode)
+
+    def log_probs_with(self, logits: torch.Tensor, prev_scale: float = 1.0) -> torch.Tensor:
+        """Log-probabilities (N, C) the prefix would have with one more student's logits, leaving the sums as
+        they are (a student being trained is judged with the ensemble before it)."""
+        if self.logits is None:
+            return combine(logits, torch.softmax(logits, dim=-1), 1, self.mode)
+        return combine(accumulate(self.logits, logits, prev_scale), self.probs + torch.softmax(logits, dim=-1),
+                       self.k + 1, self.mode)
+
+
 @dataclass
 class Prediction:
     """Result of Ensemble.predict for a batch: classes, probabilities, prefix used and FLOPs spent per sample."""
@@ -94,14 +138,10 @@ class Ensemble(nn.Module):
     def all_prefixes(self, x: torch.Tensor, k: int | None = None) -> list[torch.Tensor]:
         """Log-probabilities of every prefix 1..k in one pass: list of k tensors (B, classes)."""
         k = self._check_k(k)
-        out = []
-        logits_sum = probs_sum = None
+        sums, out = PrefixSums(self.mode), []
         for j in range(k):
-            logits = self.students[j](x)  # (B, classes)
-            probs = torch.softmax(logits, dim=-1)
-            logits_sum = accumulate(logits_sum, logits, self.prev_scales[j])
-            probs_sum = probs if probs_sum is None else probs_sum + probs
-            out.append(combine(logits_sum, probs_sum, j + 1, self.mode))
+            sums.add(self.students[j](x), self.prev_scales[j])  # (B, classes)
+            out.append(sums.log_probs())
         return out
 
     def prefix_for_budget(self, flop_budget: float) -> int:
@@ -137,21 +177,16 @@ class Ensemble(nn.Module):
             raise ValueError(f"confidence={confidence} must lie in (0, 1]")
         batch = x.shape[0]
         cumulative = self.cumulative_flops()
-        logits_sum = probs_sum = None
+        sums = PrefixSums(self.mode)
         final = None
         k_used = torch.zeros(batch, dtype=torch.long)
         active = torch.arange(batch)
         for j in range(limit):
             logits = self.students[j](x[active])  # (A, classes)
-            probs = torch.softmax(logits, dim=-1)
-            if logits_sum is None:
-                logits_sum, probs_sum = logits.clone(), probs.clone()
+            sums.add(logits, self.prev_scales[j], rows=active)
+            if final is None:
                 final = torch.zeros(batch, logits.shape[-1], dtype=logits.dtype)
-            else:
-                logits_sum[active] = accumulate(logits_sum[active], logits, self.prev_scales[j])
-                probs_sum[active] += probs
-            log_probs = combine(logits_sum[active], probs_sum[active], j + 1, self.mode)
-            final[active] = log_probs.exp().to(final.dtype)
+            final[active] = sums.log_probs(active).exp().to(final.dtype)
             k_used[active] = j + 1
             if confidence is not None:
                 done = final[active].max(dim=-1).values >= confidence

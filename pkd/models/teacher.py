@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from pkd.flops import register_flop_rule, residual_add
 from pkd.models import register_teacher
-from pkd.models.student import _check_int
+from pkd.models.checks import check_int
 
 __all__ = ["MnistCNN", "BasicBlock", "ResNetCifar"]
 
@@ -42,11 +43,11 @@ class MnistCNN(nn.Module):
         dropout2: float = 0.5,
     ) -> None:
         super().__init__()
-        _check_int("in_channels", in_channels)
-        _check_int("num_classes", num_classes, 2)
-        _check_int("image_size", image_size, 6)
-        _check_int("width", width)
-        _check_int("hidden", hidden)
+        check_int("in_channels", in_channels)
+        check_int("num_classes", num_classes, 2)
+        check_int("image_size", image_size, 6)
+        check_int("width", width)
+        check_int("hidden", hidden)
         for field, p in (("dropout1", dropout1), ("dropout2", dropout2)):
             if not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
                 raise ValueError(f"{field} must be a probability in [0, 1), got {p!r}")
@@ -93,6 +94,9 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))  # (B, planes, H', W')
 
 
+register_flop_rule(BasicBlock)(residual_add)  # its own add; convs, BNs, ReLU and shortcut are counted by their rules
+
+
 @register_teacher("resnet_cifar")
 class ResNetCifar(nn.Module):
     """ResNet-(6n+2) for 32x32 images (He et al. 2016, §4.2): 3 stages of n basic blocks, widths w, 2w, 4w.
@@ -114,10 +118,10 @@ class ResNetCifar(nn.Module):
         image_size: int = 32,
     ) -> None:
         super().__init__()
-        _check_int("in_channels", in_channels)
-        _check_int("num_classes", num_classes, 2)
-        _check_int("width", width)
-        _check_int("image_size", image_size, 4)
+        check_int("in_channels", in_channels)
+        check_int("num_classes", num_classes, 2)
+        check_int("width", width)
+        check_int("image_size", image_size, 4)
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {depth!r}")
         self.image_shape = (in_channels, image_size, image_size)

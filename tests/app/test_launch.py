@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pkd import launch
-from pkd.runs import CONSOLE_FILE, Run, RunError, _proc_start_time, new_run_dir
+from pkd.procs import proc_start_time
+from pkd.runs import CONSOLE_FILE, Run, RunError, new_run_dir
 from tests.app.trained import TINY_CONFIG
 
 FAST = ["data.train_limit=256", "data.val_limit=128", "data.test_limit=128", "students.optim.epochs=1"]
@@ -60,7 +61,7 @@ def test_unique_dirs_never_collide(tmp_path):
 def test_stop_run_never_signals_a_recycled_pid(tmp_path):
     run = Run.create_at(tmp_path / "fake", {"name": "fake"})
     me = os.getpid()
-    run.write_status(state="running", pid=me, pid_start=_proc_start_time(me) + 1)  # same pid, other process
+    run.write_status(state="running", pid=me, pid_start=proc_start_time(me) + 1)  # same pid, other process
     assert run.state() == "died"
     assert launch.stop_run(run) is False  # and we are still alive
     run.write_status(state="running", pid=2 ** 22 + 12345, pid_start=1)
@@ -70,7 +71,7 @@ def test_stop_run_never_signals_a_recycled_pid(tmp_path):
 def test_resume_refuses_live_and_finished_runs(tmp_path):
     run = Run.create_at(tmp_path / "fake", {"name": "fake"})
     me = os.getpid()
-    run.write_status(state="running", pid=me, pid_start=_proc_start_time(me))
+    run.write_status(state="running", pid=me, pid_start=proc_start_time(me))
     with pytest.raises(RunError, match="still running"):
         launch.resume_run(run)
     run.write_status(state="done")

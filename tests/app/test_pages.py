@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 from pkd import launch
-from pkd.data import get_dataset_spec, prepare_drawing
-from pkd.distill import load_ensemble
+from pkd.data import get_dataset_spec
+from pkd.artifacts import load_ensemble
+from pkd.preprocess import prepare_drawing
 from pkd.runs import Run, list_runs
 from tests.app.trained import ROOT, copy_run
 

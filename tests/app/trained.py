@@ -3,27 +3,15 @@ else the tiny config trained once into a temporary folder (so the suite is green
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.pkd_process import train_tiny
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "pretrained" / "mnist"
 TINY_CONFIG = ROOT / "configs" / "tiny.yaml"
 _CACHE: dict[str, Path] = {}
-
-
-def train_tiny(run_dir: Path, timeout: float = 900) -> Path:
-    """Train configs/tiny.yaml into exactly run_dir with the CLI (no kernel build); returns run_dir."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "pkd", "train", "--config", str(TINY_CONFIG), "--run-dir",
-                           str(run_dir), "--no-progress", "--no-kernel-build"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"training the tiny config failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return run_dir
 
 
 def pretrained_root(tmp_path_factory) -> Path:

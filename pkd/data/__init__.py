@@ -1,0 +1,37 @@
+"""Datasets as in-memory tensors: types, registry, batching; importing it registers MNIST and CIFAR-10.
+
+Shape letters: B batch, N examples, T frames, C channels, H/W height/width; a sample is (C, H, W) or (T, C, H, W).
+"""
+
+from pkd.data import mnist, cifar10  # noqa: F401, I001 - importing them registers the datasets, MNIST first
+from pkd.data.batches import Batch, iterate_batches
+from pkd.data.cifar10 import CIFAR10
+from pkd.data.mnist import MNIST
+from pkd.data.registry import (
+    DATA_DIR_ENV,
+    DATASETS,
+    SPLITS,
+    clear_cache,
+    get_dataset_spec,
+    load_split,
+    register_dataset,
+    resolve_data_root,
+)
+from pkd.data.spec import DatasetSpec, Split
+
+__all__ = [
+    "CIFAR10",
+    "DATASETS",
+    "DATA_DIR_ENV",
+    "MNIST",
+    "SPLITS",
+    "Batch",
+    "DatasetSpec",
+    "Split",
+    "clear_cache",
+    "get_dataset_spec",
+    "iterate_batches",
+    "load_split",
+    "register_dataset",
+    "resolve_data_root",
+]

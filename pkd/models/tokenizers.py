@@ -1,0 +1,58 @@
+"""Images to token sequences and back: Tokenizer (B, C, H, W) -> (B, L, F), Pool (B, L, D) -> (B, D), their FLOP rules.
+
+A sequence model sees an image as L tokens: its rows or its P x P patches; a classifier head sees one pooled token.
+
+Letters: B batch, C image channels, H/W image height/width, P patch size, L sequence length, F token features,
+D model width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from pkd.flops import Cost, no_flops, register_flop_rule
+
+__all__ = ["Tokenizer", "Pool"]
+
+
+class Tokenizer(nn.Module):
+    """Image (B, C, H, W) -> token sequence (B, L, F): rows (L=H, F=W*C) or P x P patches (L=HW/P^2, F=P*P*C)."""
+
+    def __init__(self, tokens: str, patch: int) -> None:
+        super().__init__()
+        self.tokens = tokens
+        self.patch = patch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: (B, C, H, W). Returns: (B, L, F)."""
+        b, c, h, w = x.shape
+        if self.tokens == "rows":
+            if c == 1:
+                return x.reshape(b, h, w)  # (B, H, W): a view
+            return x.permute(0, 2, 3, 1).reshape(b, h, w * c)  # (B, H, W*C)
+        p = self.patch
+        x = x.reshape(b, c, h // p, p, w // p, p)  # (B, C, H/P, P, W/P, P)
+        return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)  # (B, L, P*P*C)
+
+
+register_flop_rule(Tokenizer)(no_flops)  # a reshape / permute
+
+
+class Pool(nn.Module):
+    """Sequence pooling (B, L, D) -> (B, D): mean over tokens or the last token."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: (B, L, D). Returns: (B, D)."""
+        return x.mean(dim=1) if self.mode == "mean" else x[:, -1]
+
+
+@register_flop_rule(Pool)
+def _pool(m: Pool, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """Sequence pooling of (B, L, D): mean = (L-1)*D adds + D divides = L*D; last token = 0."""
+    n = inputs[0].numel() if m.mode == "mean" else 0
+    return [Cost(n, 0, f"{n} (mean over L)" if n else "0 (last token)")]

@@ -1,0 +1,124 @@
+"""Fit one model (the teacher, or one student): epochs of seeded, shuffled batches, resumable at every epoch.
+
+Read `fit` top to bottom; `train_epoch` is one pass over the data. Every epoch ends with an evaluation, an
+atomic resume checkpoint and a metrics record, so a killed run loses at most one epoch, and a resumed epoch
+replays exactly the randomness it had (seeds are a function of the run's seed, the stage and the epoch).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from pkd.config import OptimConfig
+from pkd.data import DatasetSpec, Split, iterate_batches
+from pkd.train.recorder import FitState, Recorder
+
+logger = logging.getLogger(__name__)
+
+STATUS_EVERY_S = 1.0  # live status.json updates during an epoch
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict]  # (out (B, C), idx (B,), x) -> parts
+
+
+def stage_seed(seed: int, stage: str, k: int = 0, epoch: int = 0) -> int:
+    """A fixed seed per (stage, student, epoch): resuming at an epoch boundary replays the same randomness."""
+    code = {"teacher": 1, "student": 2, "init": 3}[stage]
+    return (seed * 1_000_003 + code * 10_007 + k * 101 + epoch) % (2**62)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What is being fit: the teacher (k = 0) or student k, with its optimiser settings and the run's seed."""
+
+    name: str  # "teacher" | "student"
+    k: int
+    optim: OptimConfig
+    seed: int
+
+    def info(self, epoch: int, progress: float) -> dict:
+        """The status fields of this stage at (1-based) `epoch`, `progress` in [0, 1] of the whole stage."""
+        return {"stage": self.name, "student": self.k, "epoch": epoch, "epochs": self.optim.epochs,
+                "progress": progress}
+
+
+def make_optimizer(model: nn.Module, optim: OptimConfig, steps_per_epoch: int):
+    """AdamW with a one-cycle learning rate over all the stage's steps."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=optim.lr, total_steps=max(1, optim.epochs * steps_per_epoch), pct_start=0.15)
+    return optimizer, scheduler
+
+
+def fit(
+    model: nn.Module,
+    stage: Stage,
+    train: Split,
+    data_spec: DatasetSpec,
+    loss_fn: LossFn,
+    evaluate: Callable[[], dict],
+    recorder: Recorder,
+    device: torch.device,
+    resume: FitState | None = None,
+) -> None:
+    """Train `model` for the stage's epochs; loss_fn(out, idx, x) gets the batch's sample indices (for cached
+    targets) and its (possibly augmented) inputs (for targets computed on the fly)."""
+    steps_per_epoch = math.ceil(len(train.labels) / stage.optim.batch_size)
+    optimizer, scheduler = make_optimizer(model, stage.optim, steps_per_epoch)
+    start_epoch = 0
+    if resume is not None and resume.model is not None:
+        model.load_state_dict(resume.model)
+        optimizer.load_state_dict(resume.optimizer)
+        scheduler.load_state_dict(resume.scheduler)
+        start_epoch = resume.epoch
+        logger.info("resuming %s %d at epoch %d", stage.name, stage.k, start_epoch + 1)
+    for epoch in range(start_epoch, stage.optim.epochs):
+        t0 = time.time()
+        parts = train_epoch(model, stage, epoch, train, data_spec, loss_fn, optimizer, scheduler, recorder, device)
+        results = evaluate()
+        record = {**stage.info(epoch + 1, (epoch + 1) / stage.optim.epochs), "seconds": time.time() - t0,
+                  "lr": scheduler.get_last_lr()[0], **{f"train_{name}": v for name, v in parts.items()}, **results}
+        del record["progress"]
+        recorder.epoch_done({"stage": stage.name, "k": stage.k, "epoch": epoch + 1, "model": model.state_dict(),
+                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                             "rng": torch.get_rng_state(), "seed": stage.seed, "record": record}, record)
+        logger.info("%s %d epoch %d/%d: %s", stage.name, stage.k, epoch + 1, stage.optim.epochs,
+                    ", ".join(f"{key} {value:.4f}" for key, value in record.items() if isinstance(value, float)))
+        recorder.progress(stage.info(epoch + 1, (epoch + 1) / stage.optim.epochs), done_epoch=True, **results)
+
+
+def train_epoch(model, stage: Stage, epoch: int, train: Split, data_spec: DatasetSpec, loss_fn: LossFn,
+                optimizer, scheduler, recorder: Recorder, device: torch.device) -> dict[str, float]:
+    """One seeded pass over `train` (epoch is 0-based); returns the sample-weighted mean of each loss part."""
+    torch.manual_seed(stage_seed(stage.seed, stage.name, stage.k, epoch))  # dropout etc.
+    generator = torch.Generator().manual_seed(stage_seed(stage.seed, stage.name, stage.k, epoch))
+    steps_per_epoch = math.ceil(len(train.labels) / stage.optim.batch_size)
+    model.train()
+    count, sums, last_status = 0, {}, 0.0
+    batches = iterate_batches(train, stage.optim.batch_size, data_spec, shuffle=True, generator=generator,
+                              augment=stage.optim.augment)
+    for step, batch in enumerate(batches):
+        x, y = batch.x.to(device), batch.y.to(device)
+        out = loss_fn(model(x), batch.idx, x)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{stage.name} {stage.k}: loss became {loss.item()} at epoch {epoch + 1} "
+                                     f"step {step}; lower the learning rate (optim.lr)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        n = len(y)
+        count += n
+        for name, value in out.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
+        if time.time() - last_status > STATUS_EVERY_S:
+            last_status = time.time()
+            info = stage.info(epoch + 1, (epoch + (step + 1) / steps_per_epoch) / stage.optim.epochs)
+            recorder.progress({**info, "loss": sums["loss"] / count})
+    return {name: value / max(count, 1) for name, value in sums.items()}

@@ -1,0 +1,228 @@
+"""Progressive distillation (B-DISTIL style): a teacher, then students k = 1..K trained one after another.
+
+Read `train_run` top to bottom: data, the teacher stage (train or load it, cache its logits once), the student
+stages, the anytime curve. Each student is fit with the ones before it frozen; in `residual` mode it learns what
+the ensemble before it still lacks, F_k = s_k * F_(k-1) + z_k. Safe to call again after a kill: saved models are
+loaded, the interrupted stage resumes from its last epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pkd.artifacts import load_ensemble, load_teacher_weights
+from pkd.config import DistillConfig, OptimConfig, RunConfig, config_from_dict
+from pkd.data import DatasetSpec, Split
+from pkd.devices import resolve_device
+from pkd.evaluate import (REPORTED_SPLITS, accuracy, anytime_curve, load_run_data, predict_logits, prefix_row,
+                          run_summary, split_accuracies, teacher_row)
+from pkd.models import build_model
+from pkd.models.ensemble import PrefixSums, accumulate
+from pkd.runs import Run
+from pkd.train.losses import boost_weights, kd_loss
+from pkd.train.loop import Stage, fit, stage_seed
+from pkd.train.recorder import ProgressFn, Recorder
+from pkd.train.specs import student_specs, teacher_spec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunContext:
+    """What every stage of one training run shares."""
+
+    cfg: RunConfig
+    run: Run
+    recorder: Recorder
+    data_spec: DatasetSpec
+    splits: dict[str, Split]
+    device: torch.device
+
+
+def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None = None) -> dict:
+    """Train (or resume) everything a run's config asks for; returns the summary. Safe to call again after a kill."""
+    cfg = config_from_dict(run.config())
+    device = resolve_device(device_name if device_name != "config" else cfg.device)
+    torch.manual_seed(stage_seed(cfg.seed, "init"))
+    data_spec, splits = load_run_data(cfg)
+    ctx = RunContext(cfg, run, Recorder(run, progress), data_spec, splits, device)
+    ctx.recorder.status(stage="teacher", student=0, progress=0.0, device=str(device))
+    teacher, teacher_logits, teacher_figures = teacher_stage(ctx)
+    rows, k_planned = student_stages(ctx, teacher, teacher_logits["train"], teacher_figures)
+    del teacher
+    summary = run_summary(cfg, teacher_figures, rows, k_planned)
+    summary["anytime"] = anytime_curve(load_ensemble(run), data_spec, splits["test"])  # from the saved weights
+    ctx.recorder.summary(summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------- the teacher
+
+def teacher_stage(ctx: RunContext) -> tuple[nn.Module, dict[str, torch.Tensor], dict]:
+    """Load, copy or train the teacher; returns it (eval mode), its logits per split (N, C) and its figures."""
+    cfg, run = ctx.cfg, ctx.run
+    model_spec = teacher_spec(cfg)
+    torch.manual_seed(stage_seed(cfg.seed, "init", 0))
+    teacher = build_model(model_spec).to(ctx.device)
+    if run.has_teacher():
+        teacher.load_state_dict(run.load_teacher()["state_dict"])
+    elif cfg.teacher.checkpoint:
+        ctx.recorder.save_teacher(load_teacher_weights(cfg.teacher.checkpoint, teacher), model_spec)
+        ctx.recorder.log("teacher_loaded", source=cfg.teacher.checkpoint)
+    else:
+        train_teacher(ctx, teacher, model_spec)
+    logits = {name: predict_logits(teacher, ctx.data_spec, split.inputs, ctx.device)
+              for name, split in ctx.splits.items()}  # (N, C) each: the cached targets of every student
+    figures = teacher_row(cfg.teacher.arch, teacher.cpu(), ctx.data_spec, logits, ctx.splits)
+    teacher.to(ctx.device)
+    ctx.recorder.log_once("teacher_done", {}, **figures)
+    return teacher.eval(), logits, figures
+
+
+def train_teacher(ctx: RunContext, teacher: nn.Module, model_spec: dict) -> None:
+    """Fit the teacher on the labels (cross-entropy) and save it."""
+    train, val = ctx.splits["train"], ctx.splits["val"]
+
+    def loss(logits, idx, x):  # noqa: ARG001
+        return {"loss": F.cross_entropy(logits, train.labels[idx].to(logits.device))}
+
+    def evaluate():
+        return {"val_acc": accuracy(predict_logits(teacher, ctx.data_spec, val.inputs, ctx.device), val.labels)}
+
+    stage = Stage("teacher", 0, ctx.cfg.teacher.optim, ctx.cfg.seed)
+    fit(teacher, stage, train, ctx.data_spec, loss, evaluate, ctx.recorder, ctx.device,
+        ctx.recorder.resume_state("teacher", 0))
+    ctx.recorder.save_teacher({k: v.cpu() for k, v in teacher.state_dict().items()}, model_spec)
+    ctx.recorder.stage_done()
+
+
+# ----------------------------------------------------------------------------------------------- the students
+
+class WithPrevScale(nn.Module):
+    """Student k and the scalar s_k of its residual ensemble E_k = s_k * E_(k-1) + z_k, trained together (one
+    optimiser, one resume checkpoint) and saved apart: the student's weights and its prev_scale."""
+
+    def __init__(self, student: nn.Module) -> None:
+        super().__init__()
+        self.student = student
+        self.prev_scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+
+@dataclass
+class StudentObjective:
+    """The KD loss of student k on the ensemble it completes, F_k = s_k * F_(k-1) + z_k (residual) or z_k alone.
+
+    Without augmentation the targets are cached: the teacher's logits and F_(k-1) on the clean training set. With
+    augmented batches (`fresh`) the teacher and the frozen students are run on the batch itself.
+    """
+
+    distill: DistillConfig
+    labels: torch.Tensor  # (N,) of the training split
+    teacher: nn.Module
+    teacher_logits: torch.Tensor  # (N, C) cached
+    prev_logits: torch.Tensor | None  # (N, C) cached F_(k-1); None unless residual with k > 1
+    frozen: list[tuple[nn.Module, float]]  # students 1..k-1 and their s_j; empty unless residual
+    prev_scale: torch.Tensor  # s_k: a trained parameter, or 1
+    weights: torch.Tensor | None  # (N,) boosting weights
+    fresh: bool = False
+
+    def __call__(self, logits: torch.Tensor, idx: torch.Tensor, x: torch.Tensor) -> dict:
+        dev = logits.device
+        if self.fresh:  # augmented inputs: the cached logits of the clean images do not apply
+            with torch.no_grad():
+                target, before = self.teacher(x), None
+                for student, scale in self.frozen:
+                    before = accumulate(before, student(x), scale)
+        else:
+            target = self.teacher_logits[idx].to(dev)
+            before = self.prev_logits[idx].to(dev) if self.prev_logits is not None else None
+        logits = accumulate(before, logits, self.prev_scale)  # (B, C)
+        w = self.weights[idx].to(dev) if self.weights is not None else None
+        return kd_loss(logits, target, self.labels[idx].to(dev), self.distill.alpha, self.distill.temperature, w)
+
+
+@dataclass
+class StudentsSoFar:
+    """The frozen students 1..k-1 and the running sums of their outputs on every split."""
+
+    sums: dict[str, PrefixSums]
+    frozen: list[tuple[nn.Module, float]] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+
+
+def student_stages(ctx: RunContext, teacher: nn.Module, teacher_train_logits: torch.Tensor, teacher_figures: dict
+                   ) -> tuple[list[dict], int]:
+    """Train (or load) students 1..K in order; after each, write its prefix row. Returns the rows and K."""
+    cfg, run, recorder = ctx.cfg, ctx.run, ctx.recorder
+    specs = student_specs(cfg, ctx.data_spec)
+    so_far = StudentsSoFar({name: PrefixSums(cfg.distill.mode) for name in ctx.splits})
+    for k, model_spec in enumerate(specs, start=1):
+        torch.manual_seed(stage_seed(cfg.seed, "init", k))
+        student = build_model(model_spec).to(ctx.device)
+        if k <= run.students_saved():
+            saved = run.load_student(k)
+            student.load_state_dict(saved["state_dict"])
+            scale = saved["prev_scale"]
+        else:
+            scale = train_student(ctx, k, student, model_spec, teacher, teacher_train_logits, so_far)
+        row = add_student(ctx, so_far, k, student, model_spec, scale, teacher_figures["flops"])
+        recorder.prefix_table(so_far.rows)
+        recorder.log_once("student_done", {"k": k}, spec=model_spec, **{key: v for key, v in row.items() if key != "k"})
+        recorder.summary(run_summary(cfg, teacher_figures, so_far.rows, len(specs)))
+    return so_far.rows, len(specs)
+
+
+def add_student(ctx: RunContext, so_far: StudentsSoFar, k: int, student: nn.Module, model_spec: dict,
+                scale: float, teacher_flops: int) -> dict:
+    """Freeze student k into the ensemble: its logits join the sums; its prefix row is measured and kept."""
+    accuracies = {}
+    for name, split in ctx.splits.items():
+        logits = predict_logits(student, ctx.data_spec, split.inputs, ctx.device)  # (N, C)
+        so_far.sums[name].add(logits, scale)
+        if name in REPORTED_SPLITS:
+            accuracies.update(split_accuracies(name, so_far.sums[name], logits, split.labels))
+    row = prefix_row(k, model_spec["arch"], student.cpu(), ctx.data_spec, so_far.rows, teacher_flops, scale,
+                     accuracies)
+    student.to(ctx.device)
+    so_far.rows.append(row)
+    so_far.frozen.append((student.eval(), scale))
+    return row
+
+
+def train_student(ctx: RunContext, k: int, student: nn.Module, model_spec: dict, teacher: nn.Module,
+                  teacher_train_logits: torch.Tensor, so_far: StudentsSoFar) -> float:
+    """Fit student k with students 1..k-1 frozen and save it; returns its learned prev_scale s_k (1 if none)."""
+    cfg, train, val = ctx.cfg, ctx.splits["train"], ctx.splits["val"]
+    ctx.recorder.status(stage="student", student=k, epoch=0, progress=0.0)
+    optim = OptimConfig(**model_spec["optim"])
+    residual = cfg.distill.mode == "residual" and k > 1  # student 1 has no ensemble before it
+    learned = residual and cfg.distill.learn_prev_scale
+    trained = WithPrevScale(student).to(ctx.device) if learned else student
+    prev_scale = trained.prev_scale if learned else torch.ones(())
+    weights = None
+    if cfg.distill.reweight == "boost" and k > 1:
+        weights = boost_weights(so_far.sums["train"].log_probs(), train.labels, cfg.distill.reweight_beta)
+    objective = StudentObjective(cfg.distill, train.labels, teacher, teacher_train_logits,
+                                 so_far.sums["train"].logits if residual else None,
+                                 so_far.frozen if residual else [], prev_scale, weights, fresh=optim.augment)
+
+    def evaluate():
+        logits = predict_logits(student, ctx.data_spec, val.inputs, ctx.device)
+        scale = float(prev_scale.detach())
+        return {"val_acc": accuracy(so_far.sums["val"].log_probs_with(logits, scale), val.labels),
+                "solo_val_acc": accuracy(logits, val.labels), **({"prev_scale": scale} if learned else {})}
+
+    fit(trained, Stage("student", k, optim, cfg.seed), train, ctx.data_spec, objective, evaluate, ctx.recorder,
+        ctx.device, ctx.recorder.resume_state("student", k))
+    scale = float(prev_scale.detach())
+    ctx.recorder.save_student(k, {name: v.cpu() for name, v in student.state_dict().items()}, model_spec, scale)
+    ctx.recorder.stage_done()
+    return scale

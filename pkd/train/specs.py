@@ -1,0 +1,59 @@
+"""What a config asks training to build: the teacher's and the students' model specs, in training order, and a
+pre-flight check that builds each one on the meta device so a bad size stops the run before anything is created.
+
+A model spec is the dict saved beside a model's weights: {"kind"?, "arch", "params", "optim"?}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from pkd.artifacts import load_teacher_weights
+from pkd.config import RunConfig, student_optim
+from pkd.data import DatasetSpec, get_dataset_spec
+from pkd.flops import model_cost
+from pkd.models import build_model
+
+MAX_MODEL_PARAMS = 50_000_000  # teacher or student; the largest shipped model has about 1.2 M
+
+
+def teacher_spec(cfg: RunConfig) -> dict:
+    return {"kind": "teacher", "arch": cfg.teacher.arch, "params": dict(cfg.teacher.params)}
+
+
+def student_spec(cfg: RunConfig, data_spec: DatasetSpec, i: int) -> dict:
+    """Spec {arch, params, optim} of schedule entry i: common params, the entry's own, the dataset's shape."""
+    entry = {key: value for key, value in cfg.students.schedule[i].items() if key != "optim"}
+    params = {**cfg.students.common, **entry, "image_shape": list(data_spec.sample_shape),
+              "num_classes": data_spec.num_classes}
+    return {"arch": cfg.students.arch, "params": params, "optim": dataclasses.asdict(student_optim(cfg, i))}
+
+
+def student_specs(cfg: RunConfig, data_spec: DatasetSpec) -> list[dict]:
+    """Specs of the K students, ordered as the config asks (by FLOPs if growing/shrinking)."""
+    specs = [student_spec(cfg, data_spec, i) for i in range(cfg.students.k)]
+    if cfg.students.order != "as_listed":
+        costs = [model_cost(build_model(s), data_spec.sample_shape)[0] for s in specs]
+        order = sorted(range(len(specs)), key=lambda i: costs[i], reverse=cfg.students.order == "shrinking")
+        specs = [specs[i] for i in order]
+    return specs
+
+
+def check_models(cfg: RunConfig) -> None:
+    """Build every model of the config once (no data, no training) so bad sizes stop the run before it starts."""
+    data_spec = get_dataset_spec(cfg.data.dataset)
+    models = [("teacher", teacher_spec(cfg))]
+    models += [(f"students.schedule[{i}]", student_spec(cfg, data_spec, i)) for i in range(cfg.students.k)]
+    for where, model_spec in models:
+        try:
+            with torch.device("meta"):  # sizes only: nothing is allocated, so a huge model cannot exhaust memory
+                n_params = sum(p.numel() for p in build_model(model_spec).parameters())
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if n_params > MAX_MODEL_PARAMS:
+            raise ValueError(f"{where}: {n_params:,} parameters exceed the maximum {MAX_MODEL_PARAMS:,}; "
+                             "make the model smaller")
+    if cfg.teacher.checkpoint:  # a bad or hostile teacher file stops the run before anything is created
+        load_teacher_weights(cfg.teacher.checkpoint, build_model(teacher_spec(cfg)))

@@ -1,0 +1,55 @@
+"""Tests for pkd.models.teacher: the MNIST CNN and the CIFAR ResNet (layouts, parameter counts, checks)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pkd.models import build_teacher
+from tests.models.seeding import randn, seeded
+
+
+@pytest.mark.parametrize("name, kwargs, field", [
+    ("resnet_cifar", {"depth": 21}, "depth"),
+    ("resnet_cifar", {"width": 0}, "width"),
+    ("mnist_cnn", {"image_size": 5}, "image_size"),
+    ("mnist_cnn", {"dropout1": 1.0}, "dropout1"),
+    ("mnist_cnn", {"hidden": 0}, "hidden"),
+])
+def test_impossible_teacher_sizes_raise_one_line(name, kwargs, field):
+    with pytest.raises(ValueError, match=field) as info:
+        build_teacher(name, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_mnist_cnn_is_the_pytorch_example_net():
+    m = build_teacher("mnist_cnn")
+    shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    assert shapes == {"conv1.weight": (32, 1, 3, 3), "conv1.bias": (32,), "conv2.weight": (64, 32, 3, 3),
+                      "conv2.bias": (64,), "fc1.weight": (128, 9216), "fc1.bias": (128,),
+                      "fc2.weight": (10, 128), "fc2.bias": (10,)}
+    # 320 + 18,496 + 1,179,776 + 1,290 parameters, the well-known 1,199,882 of pytorch/examples mnist.
+    assert sum(p.numel() for p in m.parameters()) == 1_199_882
+    assert m(randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_mnist_cnn_dropout_only_in_training():
+    m = seeded(0, build_teacher, "mnist_cnn")
+    x = randn(2, 1, 28, 28)
+    m.eval()
+    with torch.no_grad():
+        assert torch.equal(m(x), m(x))
+        m.train()
+        assert not torch.equal(m(x), m(x))
+
+
+def test_resnet_cifar_depth_and_params():
+    m = build_teacher("resnet_cifar")  # ResNet-20, widths 16/32/64
+    convs = [mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d) and mod.kernel_size == (3, 3)]
+    assert len(convs) + 1 == 20  # 19 3x3 convs + the fc layer
+    # ResNet-20 with option-A shortcuts has 269,722 parameters; our option-B projections add
+    # conv 16*32 + 32*64 = 2,560 and BN 2*(32 + 64) = 192.
+    assert sum(p.numel() for p in m.parameters()) == 269_722 + 2_560 + 192
+    assert m(randn(2, 3, 32, 32)).shape == (2, 10)
+    small = build_teacher("resnet_cifar", depth=8, width=4, in_channels=1, image_size=28, num_classes=3)
+    assert small(randn(2, 1, 28, 28)).shape == (2, 3)

@@ -1,0 +1,34 @@
+"""`pkd eval` and the CLI's read-only commands on a trained tiny run."""
+
+import pytest
+
+from tests.pkd_process import pkd, pkd_ok
+
+
+def test_eval_reproduces_table(tiny_run):
+    before = tiny_run.prefix_table()
+    out = pkd_ok("eval", str(tiny_run.path)).stdout
+    after = tiny_run.prefix_table()
+    for a, b in zip(before, after):
+        assert a["prefix_acc"] == pytest.approx(b["prefix_acc"], abs=1e-9)
+        assert a["solo_acc"] == pytest.approx(b["solo_acc"], abs=1e-9)
+        assert a["cumulative_flops"] == b["cumulative_flops"]
+    assert "prefix acc" in out
+
+
+def test_runs_and_predict_cli(tiny_run, tmp_path):
+    out = pkd_ok("runs", str(tiny_run.path.parent)).stdout
+    assert tiny_run.name in out and "done" in out
+    from PIL import Image
+
+    from pkd.data import load_split
+    digit = load_split("mnist", "test").inputs[0, 0]  # a 7
+    Image.fromarray((digit.numpy() * 255).astype("uint8")).resize((140, 140)).save(tmp_path / "digit.png")
+    out = pkd_ok("predict", str(tiny_run.path), str(tmp_path / "digit.png"), "--k", "2").stdout
+    assert "prediction:" in out and "FLOPs" in out
+    Image.new("L", (50, 50)).save(tmp_path / "blank.png")
+    proc = pkd("predict", str(tiny_run.path), str(tmp_path / "blank.png"))
+    assert proc.returncode == 2 and "blank" in proc.stdout
+    (tmp_path / "notimage.png").write_text("hello")
+    proc = pkd("predict", str(tiny_run.path), str(tmp_path / "notimage.png"))
+    assert proc.returncode == 2 and "error:" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

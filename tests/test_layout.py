@@ -1,0 +1,60 @@
+"""The layout's rules, checked on the source: one-way imports, and run-file names and run states spelled only in
+pkd/runs.py (the run directory's one writer and reader)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_FILES = {"status.json", "manifest.json", "metrics.jsonl", "prefix.csv", "summary.json", "teacher.pt",
+             "checkpoint.pt", "train.log", "console.log"}  # (students/ is also a config section name)
+RUN_STATES = {"running", "done", "failed", "stopped", "died"}
+# package -> packages it must never import (training -> models -> ops; the app reads artifacts only)
+FORBIDDEN = {
+    "app": ("pkd.train",),
+    "pkd/models": ("pkd.train", "pkd.evaluate", "pkd.artifacts", "pkd.runs", "pkd.data"),
+    "pkd/data": ("pkd.train", "pkd.models", "pkd.evaluate", "pkd.artifacts", "pkd.runs"),
+    "pkd/ssm.py": ("pkd.models", "pkd.train"),
+    "pkd/flops.py": ("pkd.models", "pkd.train"),
+    "pkd/artifacts.py": ("pkd.train",),
+    "pkd/evaluate.py": ("pkd.train",),
+    "pkd/runs.py": ("pkd.train", "pkd.models", "pkd.data"),
+}
+
+
+def sources(where: str) -> list[Path]:
+    path = ROOT / where
+    return [path] if path.is_file() else sorted(path.rglob("*.py"))
+
+
+def imported(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+@pytest.mark.parametrize("where", sorted(FORBIDDEN))
+def test_imports_go_one_way(where):
+    for path in sources(where):
+        bad = [name for name in imported(path) for banned in FORBIDDEN[where]
+               if name == banned or name.startswith(banned + ".")]
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_only_runs_py_spells_run_files_and_states():
+    offenders = []
+    for path in sources("pkd") + sources("app"):
+        if path == ROOT / "pkd" / "runs.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in RUN_FILES | RUN_STATES:
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
+    assert not offenders, offenders

@@ -1,0 +1,110 @@
+"""Progressive training end to end: real `python -m pkd train` runs of configs/tiny.yaml (conftest's tiny_run)."""
+
+import math
+import signal
+import time
+
+import pytest
+import torch
+
+from pkd.runs import Run, State
+from tests.pkd_process import TINY, pkd, pkd_ok, start
+
+
+def test_tiny_run_end_to_end(tiny_run):
+    run = tiny_run
+    assert run.state() == State.DONE
+    rows = run.prefix_table()
+    assert [r["k"] for r in rows] == [1, 2]
+    assert rows[1]["cumulative_flops"] == rows[0]["student_flops"] + rows[1]["student_flops"]
+    summary = run.summary()
+    t_flops = summary["teacher"]["flops"]
+    assert math.isclose(rows[1]["share_of_teacher"], rows[1]["cumulative_flops"] / t_flops, rel_tol=1e-9)
+    assert summary["teacher"]["test_acc"] > 0.5  # one epoch on 1k digits is already far above chance
+    assert rows[-1]["prefix_acc"] > 0.2
+    assert len(summary["anytime"]) > 3
+    events = [r["event"] for r in run.metrics()]
+    assert events.count("student_done") == 2 and "teacher_done" in events
+    for name in ("manifest.json", "config.yaml", "teacher.pt", "train.log", "students/student_01.pt",
+                 "students/student_02.pt"):
+        assert (run.path / name).is_file(), name
+    assert not (run.path / "checkpoint.pt").exists()
+    manifest = run.manifest()
+    assert manifest["seed"] == 0 and "torch" in manifest["versions"]
+    # tiny.yaml learns s_k (distill.learn_prev_scale): student 1 has nothing before it, student 2 learned a scale
+    scales = [run.load_student(k)["prev_scale"] for k in (1, 2)]
+    assert scales[0] == 1.0 and scales[1] != 1.0 and 0.0 < scales[1] < 2.0
+    assert [r["prev_scale"] for r in rows] == pytest.approx(scales)
+
+
+def test_augmented_students_learn_on_the_scaled_frozen_ensemble(tmp_path):
+    """students.optim.augment: targets and the frozen students' scaled sum are computed per shifted batch; the run
+    finishes, student 2 learns its scale, and `pkd eval` reproduces what training reported."""
+    path = tmp_path / "augmented"
+    pkd_ok("train", "--config", TINY, "--run-dir", str(path), "--no-progress", "students.optim.augment=true",
+        "students.optim.epochs=1", "data.train_limit=256")
+    run = Run(path)
+    assert run.state() == State.DONE and run.load_student(2)["prev_scale"] != 1.0
+    before = run.prefix_table()
+    pkd_ok("eval", str(path))
+    for old, new in zip(before, run.prefix_table(), strict=True):
+        assert new["prefix_acc"] == pytest.approx(old["prefix_acc"], abs=1e-6)
+
+
+def test_plain_residual_sums_logits(tmp_path):
+    """distill.learn_prev_scale=false is B-DISTIL's plain sum: every saved scale is exactly 1."""
+    path = tmp_path / "plain"
+    pkd_ok("train", "--config", TINY, "--run-dir", str(path), "--no-progress", "distill.learn_prev_scale=false",
+        "students.optim.epochs=1", "data.train_limit=256")
+    run = Run(path)
+    assert [run.load_student(k)["prev_scale"] for k in (1, 2)] == [1.0, 1.0]
+    assert [r["prev_scale"] for r in run.prefix_table()] == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (["students.common={tokens: patch, patch: 5}"], "patch"),
+    (["students.schedule=[{d_model: 0}]"], "d_model"),
+    (["teacher.checkpoint=/nonexistent/teacher.pt"], "teacher.checkpoint"),
+    (["students.schedule=[{widht: 3}]"], "widht"),
+    (["distill.alpha=2"], "distill.alpha"),
+])
+def test_bad_configs_stop_before_training(tmp_path, overrides, field):
+    proc = pkd("train", "--config", TINY, "--run-dir", str(tmp_path / "r"), *overrides)
+    assert proc.returncode == 2, proc.stderr
+    assert field in proc.stderr and proc.stderr.startswith("error:")
+    assert not (tmp_path / "r").exists()  # nothing was created
+
+
+def test_cuda_without_gpu_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = pkd("train", "--config", TINY, "--run-dir", str(tmp_path / "r"), "--device", "cuda")
+    assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr and not (tmp_path / "r").exists()
+
+
+def test_resume_after_kill_matches_uninterrupted(tiny_run, tmp_path):
+    """SIGKILL in the middle of student 2, resume: the final accuracies equal the uninterrupted run's."""
+    path = tmp_path / "killed"
+    proc = start("train", "--config", TINY, "--run-dir", str(path), "--no-progress")
+    run = Run(path)
+    deadline = time.time() + 300
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        status = run.status(raw=True) if (path / "status.json").exists() else {}
+        if status.get("stage") == "student" and status.get("student") == 2 and status.get("epoch", 0) >= 1:
+            proc.send_signal(signal.SIGKILL)
+            killed_at = dict(status)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert killed_at is not None, "the run finished before it could be killed; make tiny.yaml slower"
+    assert run.state() == State.DIED  # a killed run never reads as running
+    assert run.students_saved() == 1
+    pkd_ok("train", "--resume", str(path), "--no-progress")
+    assert run.state() == State.DONE
+    expected = tiny_run.prefix_table()
+    got = run.prefix_table()
+    assert [r["prefix_acc"] for r in got] == [r["prefix_acc"] for r in expected]
+    assert [r["solo_acc"] for r in got] == [r["solo_acc"] for r in expected]
+    epochs = [r for r in run.metrics() if r["event"] == "epoch" and r["stage"] == "student" and r["student"] == 2]
+    assert len(epochs) == 2  # epoch 1 from before the kill, epoch 2 after resume: nothing repeated or lost
