@@ -73,7 +73,7 @@ def table_csv(frame: pd.DataFrame) -> bytes:
 
 
 def runs_frame(infos: list[dict], locations: dict[str, str] | None = None) -> pd.DataFrame:
-    """The Runs page table from Run.info() dicts (newest first as given)."""
+    """The Runs page table from Run.info() dicts (newest first as given); `problem` says why a run is broken."""
     locations = locations or {}
     records = []
     for info in infos:
@@ -89,9 +89,10 @@ def runs_frame(infos: list[dict], locations: dict[str, str] | None = None) -> pd
             "% of teacher FLOPs": _pct(info.get("final_share")),
             "started": dt.datetime.fromtimestamp(created).strftime("%Y-%m-%d %H:%M") if created else "",
             "where": locations.get(info.get("path", ""), ""),
+            "problem": info.get("problem") or "",
         })
     columns = ["run", "state", "dataset", "mode", "students", "teacher accuracy", "final accuracy",
-               "% of teacher FLOPs", "started", "where"]
+               "% of teacher FLOPs", "started", "where", "problem"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pkd.runs import Run, RunError, State, default_runs_dir, list_runs
+from pkd.runs import LIVE_METRICS_BYTES, Run, State, default_runs_dir, list_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS_DIR = ROOT / "configs"
@@ -42,40 +42,53 @@ def location(run: Run) -> str:
         return "runs folder"
 
 
-def default_run(runs: list[Run]) -> Run | None:
-    """The shipped pretrained MNIST run if present, else the newest finished run, else the newest run."""
-    for run in runs:
+def run_infos() -> list[tuple[Run, dict]]:
+    """Every run with its Run.info(), which never raises: a bad run carries its one-line `problem` instead."""
+    return [(run, run.info()) for run in all_runs()]
+
+
+def default_run(runs: list[Run], infos: dict[str, dict] | None = None) -> Run | None:
+    """The shipped pretrained MNIST run if present, else the newest finished run, else the newest run (sound
+    runs first: one with a `problem` is opened only when there is nothing else)."""
+    infos = infos or {str(run.path): run.info() for run in runs}
+    sound = [run for run in runs if not infos[str(run.path)]["problem"]]
+    for run in sound:
         if Path(run.path).resolve() == pretrained_dir() / SHIPPED_NAME:
             return run
-    for run in runs:
-        if run.state() == State.DONE:
+    for run in sound:
+        if infos[str(run.path)]["state"] == State.DONE:
             return run
-    return runs[0] if runs else None
+    return (sound or runs)[0] if runs else None
 
 
-def label(run: Run) -> str:
-    info = run.info()
+def label(run: Run, info: dict | None = None) -> str:
+    """A run as pickers show it: name, state and students, or why a broken run cannot be shown."""
+    info = info or run.info()
     where = " · pretrained" if location(run) == "pretrained" else ""
+    if info["problem"]:
+        return f"{info['name']} (broken: {info['problem'][:100]}){where}"
     return f"{info['name']} ({info['state']}, {info['k_done']}/{info['k_planned']} students){where}"
 
 
 def sidebar() -> Run | None:
     """The shared run picker in the sidebar; returns the chosen run (None when there are no runs)."""
     runs = all_runs()
-    paths = [str(run.path) for run in runs]
-    labels = {str(run.path): label(run) for run in runs}
+    infos = {str(run.path): run.info() for run in runs}
+    labels = {str(run.path): label(run, infos[str(run.path)]) for run in runs}
     with st.sidebar:
         st.markdown("### Run")
         if not runs:
             st.info("No runs yet. Start one on the **Train** page.")
             return None
-        if st.session_state.get(RUN_KEY) not in paths:
-            st.session_state[RUN_KEY] = str(default_run(runs).path)
-        st.selectbox("Run shown on Results and Playground", paths, key=RUN_KEY,
+        if st.session_state.get(RUN_KEY) not in infos:
+            st.session_state[RUN_KEY] = str(default_run(runs, infos).path)
+        st.selectbox("Run shown on Results and Playground", list(infos), key=RUN_KEY,
                      format_func=lambda p: labels.get(p, p))
         run = Run(Path(st.session_state[RUN_KEY]))
-        info = run.info()
+        info = infos[str(run.path)]
         st.caption(f"{info['dataset']} · {info['mode']} ensemble · state **{info['state']}**  \n`{run.path}`")
+        if info["problem"]:
+            st.caption(f":warning: {info['problem']}")
         st.caption(f"New runs go to `{runs_dir()}`")
     return run
 
@@ -98,7 +111,7 @@ def cached_live_figures(path: str, key: tuple):  # noqa: ARG001 - key is part of
     from app import charts
 
     run = Run(Path(path))
-    metrics, rows, summary = run.metrics(), run.prefix_table(), run.summary()
+    metrics, rows, summary = run.metrics(tail_bytes=LIVE_METRICS_BYTES), run.prefix_table(), run.summary()
     curves = charts.training_curves_figure(metrics) if any(r.get("event") == "epoch" for r in metrics) else None
     teacher = summary.get("teacher") or next((r for r in metrics if r.get("event") == "teacher_done"), {})
     accuracy = charts.accuracy_flops_figure([{"label": run.name, "rows": rows, "teacher": teacher,
@@ -129,15 +142,14 @@ def cached_test_split(dataset: str):
 
 
 def run_or_stop() -> Run:
-    """The selected run, or an explanatory message and st.stop()."""
+    """The selected run, or an explanatory message (no run, or why the chosen one is broken) and st.stop()."""
     run = selected_run()
     if run is None:
         st.info("There is no run to show yet. Start one on the **Train** page, or put the shipped run in "
                 f"`{pretrained_dir() / SHIPPED_NAME}`.")
         st.stop()
-    try:
-        run.manifest()
-    except (OSError, RunError) as exc:
-        st.error(f"Cannot read run {run.path}: {exc}")
+    info = run.info()
+    if info["problem"]:
+        st.error(f"Cannot show run {info['name']}: {info['problem']}")
         st.stop()
     return run

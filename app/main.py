@@ -25,6 +25,7 @@ PAGES = {
     "playground": st.Page("app_pages/playground.py", title="Playground", icon=":material/draw:"),
     "train": st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
     "runs": st.Page("app_pages/runs.py", title="Runs", icon=":material/folder_open:"),
+    "sweeps": st.Page("app_pages/sweeps.py", title="Sweeps", icon=":material/scatter_plot:"),
 }
 
 page = st.navigation(list(PAGES.values()))

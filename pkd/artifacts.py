@@ -18,9 +18,14 @@ from pkd.models.ensemble import Ensemble
 from pkd.runs import Run, RunError, get_field, load_tensors
 
 
-def load_ensemble(run: Run, k: int | None = None, device: torch.device | str = "cpu") -> Ensemble:
-    """The first k (default all saved) students of a run as an Ensemble with their FLOPs, in eval mode."""
-    cfg = run.config()
+def load_ensemble(run: Run, k: int | None = None, device: torch.device | str = "cpu", config: dict | None = None
+                  ) -> Ensemble:
+    """The first k (default all saved) students of a run as an Ensemble with their FLOPs, in eval mode.
+
+    `config`: the run's config as the caller already holds it (training passes the one it trains with, so an
+    edit of manifest.json during the run cannot change what it evaluates); default: read from the manifest.
+    """
+    cfg = run.config() if config is None else config
     mode = get_field(cfg, "distill", "mode") or "residual"
     n = run.students_saved()
     if n == 0:
@@ -53,6 +58,17 @@ def saved_model(cfg: dict, saved: dict, role: str, path: Path) -> nn.Module:
     except RuntimeError as exc:
         raise RunError(f"{path}: weights do not fit the saved spec ({load_error(exc)})") from None
     return model.eval()
+
+
+def load_saved_weights(model: nn.Module, cfg: dict, saved: dict, role: str, path: Path) -> None:
+    """Load a saved model's weights into `model` (built from the config) after checking its spec: a file that the
+    config does not describe, or weights that do not fit, are a one-line RunError naming the file."""
+    check_saved_spec(cfg, saved["spec"], role, path)
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except RuntimeError as exc:
+        raise RunError(f"{path}: weights do not fit the run's config ({load_error(exc)}); was {role} or "
+                       "manifest.json changed after it was saved?") from None
 
 
 def _allowed_params(cfg: dict, role: str) -> list[dict]:
@@ -93,7 +109,7 @@ def load_error(exc: Exception) -> str:
 
 def load_teacher_weights(path: str, model: nn.Module) -> dict:
     """State dict of a teacher file given by the user: a run's teacher.pt or a bare state_dict (weights only)."""
-    obj = load_tensors(path)
+    obj = load_tensors(Path(path).resolve())
     state = obj.get("state_dict", obj)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise RunError(f"teacher.checkpoint {path}: not a state_dict of tensors; give a run's teacher.pt")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from pkd.devices import DEVICES
+from pkd.devices import DEVICES, PRECISIONS
 
 MAX_CONFIG_BYTES = 1_000_000  # a config is a few hundred bytes; refuse anything huge before parsing it
 MAX_STUDENTS = 32
@@ -27,6 +29,34 @@ MAX_STUDENT_SIZES = {"d_model": MAX_D_MODEL, "d_state": 256, "n_layers": 32, "ex
 
 class ConfigError(ValueError):
     """A config value is missing, unknown, mistyped or out of range (message names the field)."""
+
+
+# YAML 1.1 (PyYAML) reads 1e6 and 5e-3 (no dot) as strings; a numeric field accepts them as the numbers they spell.
+_NUMBER_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+MAX_CONFIG_DEPTH = 20  # nesting of mappings/lists; a config needs 4
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """yaml.safe_load, refusing aliases (*name: a kilobyte of them can expand to billions of nodes) first."""
+    try:
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise ConfigError(f"{where}: YAML aliases (*name) are not allowed in a config; write the values out")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise ConfigError(f"{where} is not valid YAML: {first}") from None
+
+
+def check_finite(value: Any, where: str, depth: int = 0) -> None:
+    """Refuse .inf / .nan anywhere in a config (and absurd nesting), naming the field, before anything runs."""
+    if depth > MAX_CONFIG_DEPTH:
+        raise ConfigError(f"{where or 'config'}: nested more than {MAX_CONFIG_DEPTH} levels deep")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: {value} is not a finite number")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        check_finite(item, f"{where}.{key}" if isinstance(value, dict) and where else
+                     (str(key) if isinstance(value, dict) else f"{where}[{key}]"), depth + 1)
 
 
 @dataclass(frozen=True)
@@ -97,6 +127,7 @@ class RunConfig:
     name: str = "run"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on the CPU) | fp32 | bf16 | fp16 (CUDA autocast)
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     students: StudentsConfig = field(default_factory=StudentsConfig)
@@ -108,6 +139,7 @@ class RunConfig:
 
 _CHOICES = {
     "device": DEVICES,
+    "precision": PRECISIONS,
     "students.order": ("as_listed", "growing", "shrinking"),
     "distill.mode": ("residual", "independent"),
     "distill.reweight": ("none", "boost"),
@@ -122,9 +154,15 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         if value is None:
             return None
         return _check_type(value, args[0], where)
+    if hint in (float, int) and isinstance(value, str) and _NUMBER_TEXT.match(value.strip()):
+        value = float(value)  # 1e6 as YAML 1.1 reads it
+        if hint is int and value.is_integer():
+            value = int(value)
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {value} is not a finite number")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -223,10 +261,10 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"{stage}.optim.weight_decay: {optim.weight_decay} must be >= 0")
     if cfg.teacher.optim.epochs == 0 and not cfg.teacher.checkpoint:
         raise ConfigError("teacher.optim.epochs: 0 epochs needs teacher.checkpoint (a saved teacher to load)")
-    if cfg.teacher.checkpoint and not Path(cfg.teacher.checkpoint).is_file():
+    if cfg.teacher.checkpoint and not Path(cfg.teacher.checkpoint).resolve().is_file():
         raise ConfigError(f"teacher.checkpoint: file {cfg.teacher.checkpoint!r} does not exist; "
                           "train a teacher first or fix the path")
-    if cfg.data.root is not None and not Path(cfg.data.root).is_dir():
+    if cfg.data.root is not None and not Path(cfg.data.root).resolve().is_dir():
         raise ConfigError(f"data.root: directory {cfg.data.root!r} does not exist; create it or remove the key")
     for name in ("train_limit", "val_limit", "test_limit"):
         value = getattr(cfg.data, name)
@@ -264,10 +302,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. distill.alpha=0.5")
         key, raw = item.split("=", 1)
         key = key.strip().lstrip("-")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {key}: cannot parse value {raw!r} ({exc.__class__.__name__})") from None
+        value = safe_yaml(raw, f"override {key}: value {raw!r}")
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
@@ -280,17 +315,17 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 def read_yaml(path: str | os.PathLike) -> dict:
     """Read a YAML mapping safely; one-line errors for missing, huge, unparsable or non-mapping files."""
-    path = Path(path)
+    path = Path(path).resolve()
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found; see configs/ for examples")
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file {str(path)!r} is {size} bytes; a config must be under {MAX_CONFIG_BYTES}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {first}") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: it is not UTF-8 text") from None
+    data = safe_yaml(text, f"config file {str(path)!r}")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -301,10 +336,10 @@ def read_yaml(path: str | os.PathLike) -> dict:
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Load a YAML config (or the defaults), apply overrides, check it; raises ConfigError naming the field."""
     data = read_yaml(path) if path is not None else {}
-    data = apply_overrides(data, overrides or [])
-    return validate(from_dict(RunConfig, _deep_merge(RunConfig().to_dict(), data)))
+    return config_from_dict(apply_overrides(data, overrides or []))
 
 
 def config_from_dict(data: dict) -> RunConfig:
-    """Rebuild and check a config saved in a run directory."""
+    """Build and check a config from a plain mapping (a YAML file's, or one saved in a run directory)."""
+    check_finite(data, "")
     return validate(from_dict(RunConfig, _deep_merge(RunConfig().to_dict(), data)))

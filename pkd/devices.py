@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def check_device_choice(requested: str) -> str:
@@ -34,3 +35,19 @@ def resolve_device(requested: str) -> "torch.device":
             return torch.device("cuda")
         logger.info("device auto: no CUDA GPU visible, training on the CPU")
     return torch.device("cpu")
+
+
+def autocast_dtype(precision: str, device: "torch.device") -> "torch.dtype | None":
+    """The autocast dtype of training on `device` (None: plain fp32). auto = bf16 on CUDA, fp32 on the CPU;
+    bf16 / fp16 need CUDA (the fused CPU scan is fp32)."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if precision == "fp32":
+        return None
+    if device.type != "cuda":
+        raise ValueError(f"precision {precision} needs a CUDA GPU; training runs on {device}: use precision fp32")
+    return torch.bfloat16 if precision == "bf16" else torch.float16

@@ -93,6 +93,7 @@ def start_run(
     name: str | None = None,
     build_kernel: bool = True,
     wait_s: float = START_WAIT_S,
+    processes: int = 1,
 ) -> Run:
     """Launch `python -m pkd train` for a new run in a fresh directory and return that run.
 
@@ -104,6 +105,7 @@ def start_run(
         name: folder name prefix (default: the config file's stem).
         build_kernel: let training build the fused CPU scan kernel (about a minute once, then cached).
         wait_s: wait this long for the child to create its run (0: return at once).
+        processes: training processes (more than 1: data-parallel under torchrun, `train --nproc`).
 
     Returns:
         The Run; its directory holds console.log and, once the child has started, the run files.
@@ -129,6 +131,8 @@ def start_run(
     args = ["train", "--config", str(config_path), "--run-dir", str(path), "--device", device, "--no-progress"]
     if not build_kernel:
         args.append("--no-kernel-build")
+    if int(processes) != 1:
+        args += ["--nproc", str(int(processes))]
     proc = _spawn([*args, *overrides], path)
     run = Run(path)
     if wait_s > 0:
@@ -155,7 +159,7 @@ def stop_run(run: Run) -> bool:
     return False
 
 
-def resume_run(run: Run, device: str | None = None, build_kernel: bool = True) -> Run:
+def resume_run(run: Run, device: str | None = None, build_kernel: bool = True, processes: int = 1) -> Run:
     """Continue a stopped, failed or died run in a new detached process (same directory, console.log appended).
 
     Raises:
@@ -166,7 +170,7 @@ def resume_run(run: Run, device: str | None = None, build_kernel: bool = True) -
     if run.is_active():
         raise RunError(f"run {run.name} is still running; stop it before resuming")
     proc = child_process(run)
-    if proc is not None and proc.poll() is None:
+    if (proc is not None and proc.poll() is None) or run.writer_alive():
         raise RunError(f"run {run.name} is still running; stop it before resuming")
     if run.state() == State.DONE:
         raise RunError(f"run {run.name} is already done; nothing to resume")
@@ -175,5 +179,7 @@ def resume_run(run: Run, device: str | None = None, build_kernel: bool = True) -
         args += ["--device", device]
     if not build_kernel:
         args.append("--no-kernel-build")
+    if int(processes) != 1:
+        args += ["--nproc", str(int(processes))]
     _spawn(args, Path(run.path))
     return run

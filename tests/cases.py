@@ -9,6 +9,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.hostile_runs import BREAKERS, ODD_NAMES  # noqa: E402
+
 # (fault, the test that survives it, what "survived" means there)
 FAULTS = [
     *[(f"SIGKILL {where}", "test_kill_chain_resumes_to_the_uninterrupted_result",
@@ -37,8 +41,12 @@ FAULTS = [
      "retrains from the last saved student to the same result"),
     ("corrupt saved student at resume", "test_corrupt_saved_student_is_a_clear_error",
      "one-line error naming the file; state failed"),
-    ("13 kinds of corrupt status/manifest/metrics/prefix/summary files", "test_listing_survives_every_corrupt_file",
-     "`pkd runs` lists every run"),
+    (f"{len(BREAKERS)} kinds of damaged or hostile status/manifest/metrics/prefix/summary/student files, "
+     f"{len(ODD_NAMES)} odd run names (tests/hostile_runs.py)", "test_listing_survives_every_corrupt_file",
+     "`pkd runs` lists every run, each damaged one as broken with its one-line reason; exit 0"),
+    (f"predict and eval on each of the {len(BREAKERS)} damaged runs",
+     "test_predict_and_eval_on_every_corrupt_run_answer_in_one_line",
+     "an answer, or one line naming the damaged file; no traceback; eval repairs a damaged prefix.csv"),
     ("read-only students/ while saving a student", "test_read_only_students_dir_stops_cleanly_and_loses_nothing",
      "one-line error; student 1 and checkpoint intact; resume saves without retraining"),
     ("read-only run folder at resume", "test_read_only_run_dir_refuses_to_start",
@@ -52,9 +60,41 @@ FAULTS = [
 ]
 
 
+# Faults and inputs of tests in other files: (what, "file::test", what "survived" means there).
+MORE_FAULTS = [
+    ("two `train --resume` of one run at the same instant", "tests/test_writers.py::"
+     "test_two_resumes_at_the_same_instant_train_the_run_once", "one trains, the other stops; no duplicate record"),
+    ("resume while another process holds the run's writer lock", "tests/test_writers.py::"
+     "test_a_run_held_by_another_process_is_not_resumed", "one-line error; not a byte written; lock gone with it"),
+    ("SIGKILL between a run's creation and its start", "tests/test_writers.py::"
+     "test_a_run_killed_between_creation_and_start_reads_as_died_and_resumes", "reads as died; resume finishes it"),
+    ("resume of a finished run", "tests/test_writers.py::test_resuming_a_finished_run_is_refused_and_leaves_it_done",
+     "refused in one line; the run stays done, no file changed"),
+    ("config.yaml edited after creation", "tests/test_writers.py::test_an_edited_config_yaml_is_not_silently_ignored",
+     "resume refuses in one line"),
+    ("manifest.json edited under saved students", "tests/test_writers.py::"
+     "test_a_manifest_edited_under_saved_students_is_a_clear_error", "resume and eval: one line naming the file"),
+    ("SIGKILL of rank 1 of a 2-process torchrun run", "tests/train/test_distributed.py::"
+     "test_a_killed_rank_stops_the_run_and_resume_finishes_it", "the run stops; resume ends with the same figures"),
+]
+MORE_INPUTS = [
+    ("path", "--run-dir through a missing folder onto an existing one", "tests/test_writers.py::"
+     "test_run_dir_through_a_missing_folder_onto_an_existing_one_is_refused", 1),
+    ("path", "run directory with metrics.jsonl / train.log / students/ / a student file linking out of it",
+     "tests/test_writers.py::test_resume_refuses_a_run_directory_with_links_out_of_it", 4),
+    ("config", "YAML alias bomb under 1 KB", "tests/test_writers.py::test_yaml_alias_bombs_are_refused_at_once", 1),
+    ("config", ".nan / .inf / -.inf in five kinds of field", "tests/test_writers.py::"
+     "test_non_finite_numbers_are_refused_before_anything_is_created", 5),
+    ("name", "run names outside the rule (leading '-', non-ASCII, 129 chars, '/', '..', tab, empty)",
+     "tests/test_writers.py::test_run_names_outside_the_rule_are_refused_with_the_rule", 8),
+    ("cli", "--nproc 0; a world larger than the data", "tests/train/test_distributed.py::test_hostile_process_counts",
+     2),
+    ("path", "a rank given another run directory than rank 0", "tests/train/test_distributed.py::"
+     "test_a_rank_given_another_run_dir_is_refused", 1),
+]
+
+
 def hostile_cases() -> list:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from test_hostile import CASES
 
     return CASES
@@ -65,14 +105,21 @@ def counts() -> dict[str, int]:
     by_kind: dict[str, int] = {}
     for case in cases:
         by_kind[case.kind] = by_kind.get(case.kind, 0) + 1
-    return {"faults": len(FAULTS), "hard_kills": sum(f[0].startswith("SIGKILL") for f in FAULTS),
-            "bad_inputs": len(cases), **{f"bad_inputs_{k}": v for k, v in sorted(by_kind.items())},
-            "data_lost": 0}
+    for kind, _, _, n in MORE_INPUTS:
+        by_kind[kind] = by_kind.get(kind, 0) + n
+    faults = FAULTS + MORE_FAULTS
+    return {"faults": len(faults), "hard_kills": sum(f[0].startswith("SIGKILL") for f in faults),
+            "bad_inputs": len(cases) + sum(n for *_, n in MORE_INPUTS),
+            **{f"bad_inputs_{k}": v for k, v in sorted(by_kind.items())}, "data_lost": 0}
 
 
 if __name__ == "__main__":
     for fault, test, survived in FAULTS:
         print(f"fault  | {fault} | {survived} | tests/test_faults.py::{test}")
+    for fault, test, survived in MORE_FAULTS:
+        print(f"fault  | {fault} | {survived} | {test}")
     for case in hostile_cases():
         print(f"input  | {case.kind} | {case.name} | exit {case.rc}, says /{case.expect}/")
+    for kind, name, test, n in MORE_INPUTS:
+        print(f"input  | {kind} | {name} ({n} cases) | {test}")
     print(counts())

@@ -39,3 +39,23 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("runs") / "tiny"
     pkd_ok("train", "--config", TINY, "--run-dir", str(path), "--no-progress")
     return Run(path)
+
+
+def _repo_changes() -> set[str]:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--ignored"], cwd=root,
+                         capture_output=True, text=True)
+    return set(out.stdout.splitlines()) if out.returncode == 0 else set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_left_as_it_was():
+    """No test writes into the repository (the shipped runs, configs, a stray runs/ folder): every run a test makes
+    lives in its temporary directory. Caches (__pycache__, .pytest_cache) are ignored."""
+    before = _repo_changes()
+    yield
+    added = {line for line in _repo_changes() - before
+             if "__pycache__" not in line and ".pytest_cache" not in line}
+    assert not added, f"tests changed the repository: {sorted(added)[:10]}"

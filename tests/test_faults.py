@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,13 +21,17 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from pkd import launch, ssm
-from pkd.runs import (CHECKPOINT_FILE, METRICS_FILE, Run, RunError, list_runs, load_tensors, new_run_dir,
+from pkd.runs import (CHECKPOINT_FILE, METRICS_FILE, Run, RunError, list_runs, load_tensors, new_run_dir, printable,
                       save_tensors)
+from tests.hostile_runs import BREAKERS, make_runs, untrained_run
 from tests.pkd_process import ROOT, TIMEOUT, TINY, child_env, pkd, start
+
+BREAKER = {b.name: b for b in BREAKERS}
 
 
 # The kill chain: each resumed process of the same run is killed at the next point. A (fresh) is started by the
@@ -341,34 +345,66 @@ def test_corrupt_saved_student_is_a_clear_error(world, tmp_path):
 
 
 def test_listing_survives_every_corrupt_file(tmp_path):
-    """`pkd runs` lists every run whatever is broken in the others; nothing raises, nothing hangs."""
+    """`pkd runs` lists every run whatever is broken in the others: each damaged one as broken with its one-line
+    reason, odd names escaped on one line; it exits 0, nothing raises, nothing hangs. Bad metrics lines are
+    skipped, student files beyond K ignored. The damage: tests/hostile_runs.py's BREAKERS."""
     good = Run.create(tmp_path, "good", {"name": "good"})
     good.write_status(state="done")
-    breakers = {
-        "status-empty": lambda r: (r.path / "status.json").write_bytes(b""),
-        "status-garbage": lambda r: (r.path / "status.json").write_bytes(b"\xff\xfe{{{"),
-        "status-list": lambda r: (r.path / "status.json").write_text('["running"]'),
-        "status-odd-state": lambda r: (r.path / "status.json").write_text('{"state": ["x"], "pid": "1"}'),
-        "status-fifo": lambda r: ((r.path / "status.json").unlink(), os.mkfifo(r.path / "status.json")),
-        "manifest-empty": lambda r: (r.path / "manifest.json").write_bytes(b""),
-        "manifest-list": lambda r: (r.path / "manifest.json").write_text("[1, 2]"),
-        "manifest-bad-config": lambda r: (r.path / "manifest.json").write_text(
-            '{"config": {"data": 5, "students": {"schedule": 3}}, "created": "yesterday"}'),
-        "metrics-half-line": lambda r: (r.path / METRICS_FILE).write_text('{"event": "epoch"}\n{"event": "ep'),
-        "metrics-binary": lambda r: (r.path / METRICS_FILE).write_bytes(os.urandom(300)),
-        "prefix-truncated": lambda r: (r.path / "prefix.csv").write_text("k,arch,params\n1,mam"),
-        "summary-list": lambda r: (r.path / "summary.json").write_text("[]"),
-        "summary-garbage": lambda r: (r.path / "summary.json").write_text('{"teacher": 7'),
-    }
-    for name, breaker in breakers.items():
-        breaker(Run.create(tmp_path, name, {"name": name}))
-    proc = subprocess.run([sys.executable, "-m", "pkd", "runs", str(tmp_path)], cwd=ROOT, env=child_env(),
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    for name in [*breakers, "good"]:
-        assert f"{name}-" in proc.stdout, name
-    assert len(list_runs(tmp_path)) == len(breakers) + 1
-    assert [r for r in list_runs(tmp_path) if r.name.startswith("metrics-half")][0].metrics() == [{"event": "epoch"}]
+    runs = make_runs(tmp_path)
+    proc = pkd("runs", str(tmp_path), timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1 + len(runs) + 1, proc.stdout  # a header and one line per run: no name broke a line
+    assert len(list_runs(tmp_path)) == len(runs) + 1
+    assert any(line.startswith("done ") and line.endswith(f"/{good.name}") for line in lines)
+    for name, run in runs.items():
+        shown = f"{tmp_path}/{printable(name, 400)}"
+        (line,) = [x for x in lines if x.endswith(shown) or f"{shown}  problem: " in x]
+        info = run.info()
+        assert "\n" not in info["problem"] and len(info["problem"]) < 400, info["problem"]
+        breaker = BREAKER.get(name)
+        if breaker is None or breaker.problem is None:  # an odd name, a skipped metrics line, extra students
+            assert line.startswith("done ") and "problem" not in line and info["problem"] == "", line
+        else:
+            assert line.startswith("broken ") and info["state"] == "broken", line
+            assert re.search(breaker.problem, line.split("  problem: ", 1)[1]), (breaker.problem, line)
+        if name.startswith("metrics-"):
+            epochs = {"metrics-half-line": [1], "metrics-fifo": []}.get(name, [1, 2])
+            assert [r["epoch"] for r in run.metrics()] == epochs, name  # only the well-formed records
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory) -> dict[str, Run]:
+    """One copy of a trained-looking tiny run (untrained weights) per breaker, each with its damage."""
+    folder = tmp_path_factory.mktemp("damaged")
+    template = untrained_run(folder / "template")
+    (folder / "runs").mkdir()
+    return make_runs(folder / "runs", template.path, odd_names=[])
+
+
+@pytest.mark.parametrize("breaker", BREAKERS, ids=[b.name for b in BREAKERS])
+def test_predict_and_eval_on_every_corrupt_run_answer_in_one_line(damaged, breaker, tmp_path):
+    """predict and eval on a damaged run answer, or stop with one line naming the damaged file; never a
+    traceback. predict reads the manifest and the students, eval also the summary (and rewrites prefix.csv)."""
+    from PIL import Image
+
+    from tests.test_hostile import cli_run
+
+    run = damaged[breaker.name]
+    image = tmp_path / "one.png"
+    Image.fromarray(np.pad(np.full((100, 20), 255, np.uint8), ((20, 20), (60, 60)))).save(image)
+    for command, reads in (("predict", ("manifest",)), ("eval", ("manifest", "summary"))):
+        rc, text = cli_run(command, str(run.path), *([str(image)] if command == "predict" else []))
+        assert "Traceback" not in text, text
+        if breaker.file in reads:
+            last = text.strip().splitlines()[-1]
+            assert rc == 2 and last.startswith("error: ") and text.count("error: ") == 1, text[-2000:]
+            assert re.search(breaker.problem.lstrip("^"), last), (breaker.problem, last)
+        else:
+            assert rc == 0, text[-2000:]
+            assert "prediction: " in text if command == "predict" else "prefix acc" in text
+    if breaker.file == "prefix":
+        assert run.info()["problem"] == ""  # eval rewrote the damaged prefix.csv
 
 
 # ----------------------------------------------------------------------------------------------- read-only disk
@@ -490,5 +526,8 @@ def test_case_counts():
 
     names = {name for name in globals() if name.startswith("test_")}
     assert {test for _, test, _ in cases.FAULTS} <= names
+    for _, where, *_ in [*cases.MORE_FAULTS, *[(None, test) for _, _, test, _ in cases.MORE_INPUTS]]:
+        file, test = where.split("::")
+        assert f"def {test}(" in (ROOT / file).read_text(), where
     counts = cases.counts()
-    assert counts["hard_kills"] == len(KILL_CHAIN) and counts["bad_inputs"] >= 25 and counts["data_lost"] == 0
+    assert counts["hard_kills"] == len(KILL_CHAIN) + 2 and counts["bad_inputs"] >= 25 and counts["data_lost"] == 0

@@ -29,14 +29,14 @@ import yaml
 from PIL import Image
 
 from pkd import cli, launch
-from pkd import data as pkd_data
-from pkd.config import load_config
 from pkd.models import build_model
 from pkd.runs import Run, RunError, delete_run, list_runs
-from pkd.train.specs import student_specs, teacher_spec
+from tests.hostile_runs import BREAKERS, untrained_run
+from tests.hostile_runs import manifest as manifest_change
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
+BREAKER = {b.name: b for b in BREAKERS}
 
 
 class Ctx:
@@ -236,10 +236,52 @@ def dot_png(ctx: Ctx) -> Path:
     return ctx.image(img, "dot.png")
 
 
+def broken(ctx: Ctx, breaker: str) -> Run:
+    """A copy of the trained-looking run damaged by one breaker of tests/hostile_runs.py."""
+    run = ctx.copy_run(breaker)
+    BREAKER[breaker].damage(run)
+    return run
+
+
+def list_beside_good(ctx: Ctx, breaker: str) -> tuple[int, str]:
+    """`pkd runs` on the runs folder: the good run and one damaged by `breaker`."""
+    broken(ctx, breaker)
+    rc, text = cli_run("runs", str(ctx.runs))
+    assert re.search(r"^done .*/runs/run$", text, re.MULTILINE), text  # the good run is listed, as sound
+    return rc, text
+
+
+def c_odd_name(ctx: Ctx) -> tuple[int, str]:
+    shutil.copytree(ctx.template, ctx.runs / "odd\nname\x1b[2J")
+    rc, text = cli_run("runs", str(ctx.runs))
+    assert len(text.splitlines()) == 3, text  # header, two runs: the name did not break the table
+    return rc, text
+
+
+def c_no_data_section(ctx: Ctx) -> tuple[int, str]:
+    run = ctx.copy_run("nodata")
+    manifest_change(lambda m: m["config"].pop("data"))(run)
+    return predict(ctx, digit_png(ctx), run=run)
+
+
+def c_delete_broken(ctx: Ctx) -> tuple[int, str]:
+    run = broken(ctx, "manifest-deep")
+    rc, text = api(lambda: delete_run(ctx.runs, run.name))
+    assert not run.path.exists()
+    return rc, text
+
+
+def c_eval_repairs_prefix(ctx: Ctx) -> tuple[int, str]:
+    run = broken(ctx, "prefix-text-cell")
+    rc, text = cli_run("eval", str(run.path))
+    assert run.info()["problem"] == "" and len(run.prefix_table()) == 2  # eval rewrote prefix.csv
+    return rc, text
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
-    kind: str  # config | checkpoint | data | path | image | cli
+    kind: str  # config | checkpoint | data | path | image | cli | run (a damaged file inside a run directory)
     run: Callable[[Ctx], tuple[int, str]]
     rc: int  # expected exit status: 2 refused with a message; 0 handled (e.g. a corrupt checkpoint is ignored)
     expect: str  # regex the answer must contain
@@ -368,6 +410,35 @@ CASES = [
          r"not a pkd run directory|not found"),
     Case("resume a run name with a NUL byte", "path",
          lambda c: api(lambda: __import__("pkd.runs").runs.resolve_run("a\x00b", c.runs)), 2, r"is not allowed"),
+    # -- damaged or hostile files inside a run (tests/hostile_runs.py): one-line errors, or skipped, never fatal
+    Case("predict: manifest nested 100000 levels deep", "run", lambda c: predict(c, digit_png(c), run=broken(
+        c, "manifest-deep")), 2, r"^error: .*/manifest-deep/manifest\.json: JSON nested too deeply"),
+    Case("predict: manifest without its config", "run", lambda c: predict(c, digit_png(c), run=broken(
+        c, "manifest-no-config")), 2, r"^error: .*manifest\.json: not a pkd manifest"),
+    Case("predict: manifest config section that is a list", "run", lambda c: predict(c, digit_png(c), run=broken(
+        c, "manifest-section-list")), 2, r"^error: .*manifest\.json: config\.students is \[1\], not a mapping"),
+    Case("predict: manifest without the data section", "run", c_no_data_section, 2,
+         r"^error: .*manifest\.json: the config has no data\.dataset$"),
+    Case("predict: garbage student files beyond K", "run", lambda c: predict(c, digit_png(c), run=broken(
+        c, "students-beyond-k")), 0, r"^prediction: .* using 2 of 2 students"),
+    Case("eval: manifest created 1e20 seconds after 1970", "run", lambda c: cli_run("eval", str(broken(
+        c, "manifest-created-far").path)), 2, r"^error: .*manifest\.json: created 1e\+20 is outside"),
+    Case("eval: summary teacher that is a text", "run", lambda c: cli_run("eval", str(broken(
+        c, "summary-teacher-text").path)), 2, r"^error: .*summary\.json: teacher is 'x', not a mapping$"),
+    Case("eval: summary anytime point with a text accuracy", "run", lambda c: cli_run("eval", str(broken(
+        c, "summary-anytime-text").path)), 2, r"^error: .*summary\.json: anytime\[0\]\.acc 'hi' is not a"),
+    Case("eval: prefix.csv with text in a number cell", "run", c_eval_repairs_prefix, 0, r"prefix acc"),
+    Case("runs: status.json pid that is a list", "run", lambda c: list_beside_good(c, "status-pid-list"), 0,
+         r"^broken .*/status-pid-list  problem: status\.json: pid \[1\] is not a whole number$"),
+    Case("runs: summary.json nested 100000 levels deep", "run", lambda c: list_beside_good(c, "summary-deep"), 0,
+         r"^broken .*/summary-deep  problem: summary\.json: JSON nested too deeply"),
+    Case("runs: prefix.csv just over its size cap", "run", lambda c: list_beside_good(c, "prefix-over-the-cap"), 0,
+         r"problem: prefix\.csv: file is over 256,000 bytes"),
+    Case("runs: prefix.csv cell that is nan", "run", lambda c: list_beside_good(c, "prefix-nan-cell"), 0,
+         r"problem: prefix\.csv row 1: prefix_acc nan is not a finite number$"),
+    Case("runs: run named with a newline and an ANSI escape", "run", c_odd_name, 0,
+         r"^done .*/runs/odd\\nname\\x1b\[2J$"),
+    Case("delete a run whose manifest is nested 100000 deep", "run", c_delete_broken, 0, r"^None$"),
     # -- images for predict
     Case("image: blank canvas", "image", lambda c: predict(c, c.image(np.zeros((280, 280), np.uint8))), 2,
          r"blank\): nothing to classify"),
@@ -391,15 +462,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
     """A run directory shaped like a finished tiny run (untrained weights: enough for every refusal)."""
-    cfg = load_config(TINY)
-    spec = pkd_data.get_dataset_spec(cfg.data.dataset)
-    run = Run.create_at(tmp_path_factory.mktemp("template") / "tiny", cfg.to_dict())
-    t_spec = teacher_spec(cfg)
-    run.save_teacher(build_model(t_spec).state_dict(), t_spec)
-    for k, s_spec in enumerate(student_specs(cfg, spec), start=1):
-        run.save_student(k, build_model(s_spec).state_dict(), s_spec)
-    run.write_status(state="done")
-    return run.path
+    return untrained_run(tmp_path_factory.mktemp("template") / "tiny").path
 
 
 def test_case_table_is_large_and_distinct():

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = {"status.json", "manifest.json", "metrics.jsonl", "prefix.csv", "summary.json", "teacher.pt",
              "checkpoint.pt", "train.log", "console.log"}  # (students/ is also a config section name)
-RUN_STATES = {"running", "done", "failed", "stopped", "died"}
+RUN_STATES = {"running", "done", "failed", "stopped", "died", "broken"}
 # package -> packages it must never import (training -> models -> ops; the app reads artifacts only)
 FORBIDDEN = {
     "app": ("pkd.train",),
@@ -20,6 +20,7 @@ FORBIDDEN = {
     "pkd/ssm.py": ("pkd.models", "pkd.train"),
     "pkd/flops.py": ("pkd.models", "pkd.train"),
     "pkd/artifacts.py": ("pkd.train",),
+    "pkd/export.py": ("pkd.train", "pkd.evaluate"),  # deploys saved students; never trains or evaluates
     "pkd/evaluate.py": ("pkd.train",),
     "pkd/runs.py": ("pkd.train", "pkd.models", "pkd.data"),
 }

@@ -65,7 +65,7 @@ def test_corrupt_files_are_tolerated(tmp_path):
     (run.path / "status.json").write_bytes(b"")
     assert run.status() == {} and run.state() == "unknown"
     (run.path / "status.json").write_bytes(b"\x00garbage")
-    assert run.info()["state"] == "unknown"
+    assert run.info()["state"] == "broken" and run.info()["problem"] == "status.json: corrupt JSON (JSONDecodeError)"
     (run.path / "summary.json").write_text("{not json")
     with pytest.raises(RunError, match="summary.json"):
         run.summary()
@@ -167,3 +167,59 @@ def test_states_are_one_enum_and_unknown_values_read_as_unknown(tmp_path):
         assert run.state() is expected
     run.write_status(state=State.RUNNING, pid=2**22 + 12345)  # no such process
     assert run.state() is State.DIED and not run.is_active() and f"{run.state()}" == "died"
+
+
+def test_students_beyond_k_are_ignored(tmp_path):
+    """A run of K students lists, stamps and loads students 1..K only, whatever else lies in students/."""
+    run = Run.create(tmp_path, "t", CONFIG)  # K = 1
+    for k in (1, 2, 3):
+        run.save_student(k, {"w": torch.ones(1)}, {"arch": "mamba", "params": {}})
+    run.student_path(4).write_bytes(b"garbage")
+    assert run.students_planned() == 1 and run.students_saved() == 1
+    assert run.weights_files() == [run.student_path(1)]
+
+
+def test_every_prefix_column_has_a_rule():
+    """prefix.csv's columns are each checked by type and range when read back."""
+    from pkd.runs import PREFIX_COLUMNS, PREFIX_RULES
+
+    assert set(PREFIX_RULES) == set(PREFIX_COLUMNS)
+
+
+def test_live_metrics_read_only_the_newest_bytes_of_a_huge_file(tmp_path):
+    """A 1 GB metrics.jsonl (sparse: a hole of NUL bytes, nothing written) costs a live reader its tail only, and
+    a full read skips the hole as over-long lines without holding them."""
+    import time
+
+    from pkd.runs import LIVE_METRICS_BYTES, MAX_METRICS_LINE
+
+    run = Run.create(tmp_path, "t", CONFIG)
+    path = run.path / "metrics.jsonl"
+    run.log_metrics("epoch", epoch=1)
+    with open(path, "r+b") as fh:
+        fh.truncate(2**30)  # a hole of zeros: no disk space used where the file system is sparse
+    if os.stat(path).st_blocks * 512 > 2**26:
+        pytest.skip("this file system is not sparse")
+    with open(path, "ab") as fh:
+        fh.write(b"\n")
+    run.log_metrics("epoch", epoch=2)
+    run.log_metrics("epoch", epoch=3)
+    start = time.perf_counter()
+    assert [r["epoch"] for r in run.metrics(tail_bytes=LIVE_METRICS_BYTES)] == [2, 3]
+    assert time.perf_counter() - start < 1.0
+    small = tmp_path / "small.jsonl"  # the same shape, small enough to read whole: the hole is skipped
+    small.write_bytes(b'{"event": "epoch", "epoch": 1}\n' + b"\0" * (3 * MAX_METRICS_LINE) + b'\n{"event": "x"}\n')
+    os.replace(small, path)
+    assert [r["event"] for r in run.metrics()] == ["epoch", "x"]
+
+
+def test_a_sweep_trial_is_deleted_by_its_path_inside_the_runs_folder(tmp_path):
+    """`sweep/trial` one folder down is deleted; a same-named run beside the sweep is untouched; deeper is refused."""
+    trial = Run.create_at(tmp_path / "sweep-x" / "trial-000", {"name": "t"})
+    twin = Run.create_at(tmp_path / "trial-000", {"name": "t"})
+    for run in (trial, twin):
+        run.write_status(state="done")
+    delete_run(tmp_path, "sweep-x/trial-000")
+    assert not trial.path.exists() and twin.path.is_dir()
+    with pytest.raises(RunError, match="does not lie inside"):
+        delete_run(tmp_path, "a/b/c")

@@ -46,7 +46,7 @@ if run.students_saved() == 0:
             "this one on the **Train** page.")
     st.stop()
 try:
-    dataset = run.config()["data"]["dataset"]
+    dataset = run.setting("data", "dataset")
     spec = pkd_data.get_dataset_spec(dataset)
     key = run.weights_stamp()
     ensemble = common.cached_ensemble(str(run.path), key)

@@ -1,6 +1,9 @@
-"""Results: accuracy vs cumulative FLOPs of every ensemble prefix, the per-student table, runs overlaid."""
+"""Results: accuracy vs cumulative FLOPs of every ensemble prefix, the per-student table, runs overlaid, and a
+download of one prefix exported to ONNX (built by pkd.export in a temporary folder)."""
 
 from __future__ import annotations
+
+import json
 
 import streamlit as st
 
@@ -27,7 +30,7 @@ except RunError as exc:
     st.stop()
 teacher = summary.get("teacher", {})
 
-others = [r for r in common.all_runs() if str(r.path) != str(run.path) and r.info()["k_done"] > 0]
+others = [r for r, i in common.run_infos() if str(r.path) != str(run.path) and i["k_done"] > 0 and not i["problem"]]
 other_labels = {str(r.path): common.label(r) for r in others}
 if "results_compare" in st.session_state:  # drop runs that were deleted or became the selected run
     st.session_state.results_compare = [p for p in st.session_state.results_compare if p in other_labels]
@@ -86,4 +89,36 @@ if rows:
     if compare:
         st.subheader("Runs compared")
         infos = [r.info() for r in [run, *[Run(Path(p)) for p in compare]]]
-        st.dataframe(charts.runs_frame(infos).drop(columns=["where"]), hide_index=True, width="stretch")
+        st.dataframe(charts.runs_frame(infos).drop(columns=["where", "problem"]), hide_index=True, width="stretch")
+
+if rows and run.students_saved() > 0:
+    st.subheader("Export this prefix")
+    st.caption("One ONNX file that computes students 1..k from raw pixels in [0, 1] (the normalisation is built in) "
+               "and returns the ensemble's log-probabilities and probabilities. It is checked in onnxruntime "
+               "against PyTorch when it is built; its model card gives the FLOPs, the test accuracy and the file's "
+               "sha256. The same as `python -m pkd export RUN --k K`.")
+    saved = run.students_saved()
+    pick = st.columns([1, 2])
+    export_k = pick[0].selectbox("students 1..k", list(range(1, saved + 1)), index=saved - 1, key="results_export_k")
+    training = run.is_active()
+    if pick[1].button("Build the ONNX file", key="results_export_build", disabled=training,
+                      help="About half a minute; built in a temporary folder, never inside the run directory."
+                      + (" Wait until the run has finished training." if training else "")):
+        from pkd.export import export_bytes
+
+        with st.spinner(f"Exporting students 1..{export_k} and checking the file in onnxruntime ..."):
+            try:
+                data, card, card_md = export_bytes(run, export_k, "onnx")
+                st.session_state["results_export"] = {"run": str(run.path), "k": export_k, "data": data,
+                                                      "card": card, "md": card_md}
+            except (ValueError, RuntimeError, OSError) as exc:
+                st.error(f"Cannot export students 1..{export_k} of {run.name}: {exc}")
+    built = st.session_state.get("results_export")
+    if built and built["run"] == str(run.path) and built["k"] == export_k:
+        name = f"{run.name}-prefix_k{export_k}"
+        st.download_button(f"Download {name}.onnx ({len(built['data']):,} bytes)", built["data"],
+                           file_name=f"{name}.onnx", mime="application/octet-stream", key="results_export_download")
+        st.download_button("Download its model card (JSON)", json.dumps(built["card"], indent=1),
+                           file_name=f"{name}.card.json", mime="application/json", key="results_export_card")
+        with st.expander("Model card", expanded=False):
+            st.markdown(built["md"])

@@ -29,10 +29,13 @@ def do_delete(path: str) -> None:
     ss.pop("runs_confirm", None)
     name = Path(path).name
     try:
-        delete_run(common.runs_dir(), name)
+        relative = Path(path).resolve().relative_to(common.runs_dir()).as_posix()  # a sweep's trial: sweep/trial
+        delete_run(common.runs_dir(), relative)
         ss.runs_message = ("success", f"Deleted run {name}.")
         if ss.get(common.RUN_KEY) == path:
             ss.pop(common.RUN_KEY, None)
+    except ValueError:
+        ss.runs_message = ("error", f"Not deleted: {path} does not lie inside the runs folder {common.runs_dir()}")
     except (RunError, OSError) as exc:
         ss.runs_message = ("error", f"Not deleted: {exc}")
 
@@ -47,14 +50,15 @@ if not runs:
             "start one on the **Train** page.")
     st.stop()
 
-infos = [run.info() for run in runs]
+infos = {str(run.path): run.info() for run in runs}
 locations = {str(run.path): common.location(run) for run in runs}
-st.dataframe(charts.runs_frame(infos, locations), hide_index=True, width="stretch", key="runs_table")
+st.dataframe(charts.runs_frame(list(infos.values()), locations), hide_index=True, width="stretch", key="runs_table")
 st.caption("**students** = finished / planned.  **final accuracy** = all finished students together, on the test "
-           "set.  A run whose process ended without finishing shows as **died**; resume it on the Train page.")
+           "set.  A run whose process ended without finishing shows as **died**; resume it on the Train page.  "
+           "A run with a damaged file shows as **broken**, with the reason in **problem**; it can still be deleted.")
 
-paths = [str(run.path) for run in runs]
-labels = {str(run.path): common.label(run) for run in runs}
+paths = list(infos)
+labels = {str(run.path): common.label(run, infos[str(run.path)]) for run in runs}
 if ss.get("runs_pick") not in paths:
     ss.runs_pick = ss.get(common.RUN_KEY) if ss.get(common.RUN_KEY) in paths else paths[0]
 chosen = st.selectbox("Run", paths, key="runs_pick", format_func=lambda p: labels.get(p, p))
@@ -75,6 +79,8 @@ if ss.get("runs_confirm") == chosen:
                           type="primary")
         confirm[1].button("Cancel", key="runs_delete_cancel", on_click=cancel_delete)
 
+if infos[chosen]["problem"]:
+    st.error(f"**{infos[chosen]['name']}** is broken: {infos[chosen]['problem']}")
 with st.expander("Details of this run"):
     try:
         manifest = run.manifest()

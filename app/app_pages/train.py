@@ -10,7 +10,8 @@ import streamlit as st
 from app import charts, common, train_form
 from pkd import launch
 from pkd.config import ConfigError, load_config
-from pkd.runs import ACTIVE_STATES, RESUMABLE_STATES, Run, RunError, State, list_runs
+from pkd.devices import DEVICES
+from pkd.runs import ACTIVE_STATES, LIVE_METRICS_BYTES, RESUMABLE_STATES, Run, RunError, State, list_runs
 
 ss = st.session_state
 FORM_KEYS = {name: f"train_{name}" for name in ("dataset", "k", "schedule", "base", "custom", "mode",
@@ -60,11 +61,12 @@ def device_info() -> str:
     return " · ".join(parts)
 
 
-def start(config_path: Path, overrides: list[str], device: str, build_kernel: bool) -> None:
+def start(config_path: Path, overrides: list[str], device: str, build_kernel: bool, processes: int = 1) -> None:
     try:
         load_config(config_path, overrides)  # fail here, with the field named, before launching anything
         with st.spinner("Starting the training process ..."):
-            run = launch.start_run(config_path, overrides, common.runs_dir(), device, build_kernel=build_kernel)
+            run = launch.start_run(config_path, overrides, common.runs_dir(), device, build_kernel=build_kernel,
+                                   processes=processes)
     except (ConfigError, RunError, ValueError, OSError) as exc:
         st.error(f"Could not start training: {exc}")
         return
@@ -127,7 +129,7 @@ def form_section() -> None:
         cols[1].slider("α (weight of the true labels)", 0.0, 1.0, step=0.05, key=FORM_KEYS["alpha"],
                        help="loss = α·CE(labels) + (1-α)·T²·KL(teacher ‖ students)")
         cols[2].slider("Temperature T", 1.0, 10.0, step=0.5, key=FORM_KEYS["temperature"])
-        cols[3].selectbox("Device", ["auto", "cpu", "cuda"], key=FORM_KEYS["device"])
+        cols[3].selectbox("Device", DEVICES, key=FORM_KEYS["device"])
         cols = st.columns(4)
         cols[0].number_input("Teacher epochs", 0, 200, key=FORM_KEYS["teacher_epochs"])
         cols[1].number_input("Epochs per student", 1, 200, key=FORM_KEYS["student_epochs"])
@@ -137,6 +139,10 @@ def form_section() -> None:
                          help="Residual mode only: student k also learns one number s_k and the ensemble becomes "
                               "s_k·(students 1..k-1) + student k, so a strong student is not stuck correcting a "
                               "weak one's logits. Off = B-DISTIL's plain sum.")
+        cols = st.columns(4)
+        cols[0].number_input("Training processes", 1, 16, value=1, key="train_processes",
+                             help="More than 1 trains data-parallel under torchrun: each process takes a share of "
+                                  "every batch (one GPU each on a multi-GPU machine, CPU cores otherwise).")
         submitted = st.form_submit_button("Start training", type="primary", key="train_start")
 
     if submitted:
@@ -147,7 +153,8 @@ def form_section() -> None:
             st.error(str(exc))
         else:
             st.caption("Overrides: " + (" ".join(f"`{o}`" for o in overrides) or "none"))
-            start(configs[ss.train_config], overrides, values["device"], bool(ss.train_build_kernel))
+            start(configs[ss.train_config], overrides, values["device"], bool(ss.train_build_kernel),
+                  int(ss.train_processes))
 
 
 form_section()
@@ -197,11 +204,14 @@ def live_status() -> None:
     state = State.of(status.get("state"))
     try:
         config = run.config()
-        metrics = run.metrics()
+        metrics = run.metrics(tail_bytes=LIVE_METRICS_BYTES)  # polled every second: a bounded read
         rows = run.prefix_table()
     except (RunError, OSError, KeyError) as exc:
         st.warning(f"{run.name}: {exc}")
         return
+    problem = run.info()["problem"]  # e.g. a damaged summary.json or status.json: the panel still shows the rest
+    if problem:
+        st.warning(f"{run.name} is broken: {problem}")
     k_planned = len(config.get("students", {}).get("schedule", []) or [])
     stage = status.get("stage", "")
     where = "teacher" if stage == "teacher" else (f"student {status.get('student')}" if stage == "student" else "-")
@@ -212,7 +222,8 @@ def live_status() -> None:
     cols[2].metric("students done", f"{len(rows)}/{k_planned}")
     with cols[3]:
         st.caption(f"{status.get('message', '')}  \nlast update {age:.0f} s ago · pid {status.get('pid', '-')} · "
-                   f"scan {status.get('scan_backend', '?')}  \n`{run.path}`")
+                   f"scan {status.get('scan_backend', '?')} · {run.world_size()} process(es)  \n"
+                   f"`{run.path}`")
         buttons = st.columns(2)
         live = state in ACTIVE_STATES
         if buttons[0].button("Stop", key="train_stop", disabled=not live,
@@ -221,7 +232,8 @@ def live_status() -> None:
         if buttons[1].button("Resume", key="train_resume", type="primary",
                              disabled=state not in RESUMABLE_STATES):
             try:
-                launch.resume_run(run, build_kernel=bool(ss.get("train_build_kernel", True)))
+                launch.resume_run(run, build_kernel=bool(ss.get("train_build_kernel", True)),
+                                  processes=run.world_size())
                 st.toast(f"Resumed {run.name}")
             except (RunError, ValueError, OSError) as exc:
                 st.error(str(exc))

@@ -8,7 +8,13 @@
 // polynomial. The skip D and the gate silu(z) are fused; delta_bias and softplus are applied by the caller (torch,
 // exact autograd). The backward pass recomputes the forward states and decays of one task into thread-local
 // (L+1, N) buffers and runs the reverse-time adjoint recurrence; the (B, L, N) gradients of B and C are summed
-// per thread over the tasks of one batch row and flushed once. Nothing of size (B, ED, L, N) is allocated.
+// per thread over the tasks of one batch row (of one group of it) and flushed once. Nothing of size (B, ED, L, N)
+// is allocated.
+//
+// Layouts of B and C (each on its own): input-dependent (B, L, N) (Mamba-1), grouped (B, G, L, N) (G groups of ED/G
+// channels share a row; a block of W lanes must lie in one group, so ED/G is a multiple of W) or fixed (ED, N), held
+// as N lane vectors like A. Each (fixed B?, fixed C?) pair is its own template instance, so the Mamba-1 instance
+// runs exactly the operations it ran before the other layouts existed. Real A only (complex A runs in torch).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -117,12 +123,31 @@ struct Inputs {
   const float* u;      // (B, ED, L)
   const float* dt;     // (B, ED, L), bias and softplus already applied
   const float* A;      // (ED, N)
-  const float* Bt;     // (B, L, N)
-  const float* Ct;     // (B, L, N)
+  const float* Bt;     // (B, L, N), (B, G, L, N), or fixed (ED, N)
+  const float* Ct;     // (B, L, N), (B, G, L, N), or fixed (ED, N)
   const float* D;      // (ED,) or null
   const float* z;      // (B, ED, L) or null
   int64_t batch, dim, len, nst;
+  int64_t gB, gC;      // groups of B and C: 0 when fixed (ED, N), 1 for (B, L, N)
+  int64_t hB, hC;      // channels per group (ED / groups; ED when fixed)
 };
+
+// Start of the (L, N) rows that channel d0 of batch row b reads (a fixed operand: the (ED, N) matrix itself).
+inline const float* group_rows(const float* M, int64_t groups, int64_t per_group, int64_t b, int64_t d0, int64_t L,
+                               int64_t N) {
+  if (groups == 0) return M;
+  return M + (b * groups + d0 / per_group) * L * N;
+}
+
+// Value of B or C at state n: a scalar of the step's row (broadcast over lanes) or the lane vector of a fixed one.
+template <bool Fixed, typename vf>
+static inline auto operand(const float* row, const vf* lanes, int64_t n) {
+  if constexpr (Fixed) {
+    return lanes[n];
+  } else {
+    return row[n];
+  }
+}
 
 // Gathers rows src[(b, d0 + w, :)] of a (B, ED, L) tensor into lane vectors dst[t] (zero in padding lanes).
 template <int W>
@@ -152,6 +177,15 @@ inline void scatter_rows(const typename Lane<W>::f* src, int64_t b, int64_t d0, 
   }
 }
 
+// Lane vectors out[n][w] = M[(d0 + w, n)] of an (ED, N) matrix (zero in padding lanes).
+template <int W>
+inline void load_lanes(const float* M, int64_t d0, int64_t dim, int64_t N, typename Lane<W>::f* out) {
+  const int64_t nd = std::min<int64_t>(W, dim - d0);
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t w = 0; w < W; ++w) out[n][w] = w < nd ? M[(d0 + w) * N + n] : 0.0f;
+  }
+}
+
 template <int W>
 inline void load_params(const Inputs& p, int64_t d0, typename Lane<W>::f* Aw, typename Lane<W>::f& Dw) {
   const int64_t nd = std::min<int64_t>(W, p.dim - d0);
@@ -166,8 +200,10 @@ constexpr int64_t kChunk = 16;  // checkpoint spacing: the backward recomputes k
 // Recurrence of one block over steps [t0, t1) from state x (N vectors, updated in place): y_t (before skip and
 // gate) into ys[t]; with ckpt, the state before every step t % kChunk == 0 into ckpt[(t / kChunk) N + n]; with
 // xs/as, every state x_t into xs[(t - t0 + 1) N + n] and every decay exp(dt_t A) into as[(t - t0) N + n].
-template <int W>
-inline void scan_block(const float* Bb, const float* Cb, int64_t t0, int64_t t1, int64_t N,
+// Bb/Cb: the block's (L, N) rows, or Bw/Cw: N lane vectors when FB/FC (fixed B/C).
+template <int W, bool FB, bool FC>
+inline void scan_block(const float* Bb, const float* Cb, const typename Lane<W>::f* Bw,
+                       const typename Lane<W>::f* Cw, int64_t t0, int64_t t1, int64_t N,
                        const typename Lane<W>::f* uu, const typename Lane<W>::f* dt, const typename Lane<W>::f* Aw,
                        typename Lane<W>::f* x, typename Lane<W>::f* ys, typename Lane<W>::f* ckpt,
                        typename Lane<W>::f* xs, typename Lane<W>::f* as) {
@@ -177,15 +213,17 @@ inline void scan_block(const float* Bb, const float* Cb, int64_t t0, int64_t t1,
     const vf dtv = dt[t];
     const vf duv = dtv * uu[t];
     vf y = vf{};
-    const float* Bs = Bb + t * N;
-    const float* Cs = Cb + t * N;
+    const float* Bs = nullptr;
+    const float* Cs = nullptr;
+    if constexpr (!FB) Bs = Bb + t * N;
+    if constexpr (!FC) Cs = Cb + t * N;
     if (ckpt && t % kChunk == 0) std::copy(x, x + N, ckpt + (t / kChunk) * N);
     if (xs) {
       vf* xo = xs + (t - t0 + 1) * N;
       vf* ao = as + (t - t0) * N;
       for (int64_t n = 0; n < N; ++n) {
         const vf a = vexp<vf, vi>(dtv * Aw[n]);
-        const vf xv = a * x[n] + duv * Bs[n];
+        const vf xv = a * x[n] + duv * operand<FB>(Bs, Bw, n);
         x[n] = xv;
         xo[n] = xv;
         ao[n] = a;
@@ -193,9 +231,9 @@ inline void scan_block(const float* Bb, const float* Cb, int64_t t0, int64_t t1,
     } else {
       for (int64_t n = 0; n < N; ++n) {
         const vf a = vexp<vf, vi>(dtv * Aw[n]);
-        const vf xv = a * x[n] + duv * Bs[n];
+        const vf xv = a * x[n] + duv * operand<FB>(Bs, Bw, n);
         x[n] = xv;
-        y += xv * Cs[n];
+        y += xv * operand<FC>(Cs, Cw, n);
       }
       ys[t] = y;
     }
@@ -220,6 +258,18 @@ Inputs make_inputs(const Tensor& u, const Tensor& dt, const Tensor& A, const Ten
   p.dim = u.size(1);
   p.len = u.size(2);
   p.nst = A.size(1);
+  p.gB = Bt.dim() == 2 ? 0 : (Bt.dim() == 4 ? Bt.size(1) : 1);
+  p.gC = Ct.dim() == 2 ? 0 : (Ct.dim() == 4 ? Ct.size(1) : 1);
+  TORCH_CHECK(u.dim() == 3 && dt.sizes() == u.sizes() && A.dim() == 2 && A.size(0) == p.dim,
+              "pkd scan kernel: u, dt must be (B, ED, L) and A (ED, N)");
+  for (const Tensor* M : {&Bt, &Ct}) {
+    const bool fixed = M->dim() == 2 && M->size(0) == p.dim && M->size(1) == p.nst;
+    const bool rows = (M->dim() == 3 || M->dim() == 4) && M->size(0) == p.batch && M->size(-2) == p.len &&
+                      M->size(-1) == p.nst && (M->dim() == 3 || (M->size(1) > 0 && p.dim % M->size(1) == 0));
+    TORCH_CHECK(fixed || rows, "pkd scan kernel: B and C must be (B, L, N), (B, G, L, N) or (ED, N)");
+  }
+  p.hB = p.gB == 0 ? p.dim : p.dim / p.gB;
+  p.hC = p.gC == 0 ? p.dim : p.dim / p.gC;
   return p;
 }
 
@@ -232,29 +282,34 @@ inline int64_t grain_tasks(int64_t L, int64_t N, int64_t W) {
 }
 inline int64_t num_chunks(int64_t L) { return (L + kChunk - 1) / kChunk; }
 
-template <int W>
+template <int W, bool FB, bool FC>
 void forward_impl(const Inputs& p, float* out, float* last, float* ckpt, float* ypre) {
   using vf = typename Lane<W>::f;
   using vi = typename Lane<W>::i;
   const int64_t L = p.len, N = p.nst, ED = p.dim;
   const int64_t nblk = (ED + W - 1) / W;
   at::parallel_for(0, p.batch * nblk, grain_tasks(L, N, W), [&](int64_t begin, int64_t end) {
-    std::vector<vf> buf(4 * L + 2 * N);
+    std::vector<vf> buf(4 * L + 4 * N);
     vf* uu = buf.data();
     vf* dt = uu + L;
     vf* zz = dt + L;
     vf* ys = zz + L;
     vf* Aw = ys + L;
     vf* x = Aw + N;
+    vf* Bw = x + N;  // fixed B / C as lane vectors
+    vf* Cw = Bw + N;
     vf Dw;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / nblk, d0 = (task % nblk) * W;
       gather_rows<W>(p.u, b, d0, ED, L, uu);
       gather_rows<W>(p.dt, b, d0, ED, L, dt);
       load_params<W>(p, d0, Aw, Dw);
+      if constexpr (FB) load_lanes<W>(p.Bt, d0, ED, N, Bw);
+      if constexpr (FC) load_lanes<W>(p.Ct, d0, ED, N, Cw);
       std::fill(x, x + N, vf{});
       vf* ck = ckpt ? reinterpret_cast<vf*>(ckpt) + task * num_chunks(L) * N : nullptr;
-      scan_block<W>(p.Bt + b * L * N, p.Ct + b * L * N, 0, L, N, uu, dt, Aw, x, ys, ck, nullptr, nullptr);
+      scan_block<W, FB, FC>(group_rows(p.Bt, p.gB, p.hB, b, d0, L, N), group_rows(p.Ct, p.gC, p.hC, b, d0, L, N),
+                            Bw, Cw, 0, L, N, uu, dt, Aw, x, ys, ck, nullptr, nullptr);
       if (p.z) {
         if (ypre) scatter_rows<W>(ys, b, d0, ED, L, ypre);
         gather_rows<W>(p.z, b, d0, ED, L, zz);
@@ -278,8 +333,9 @@ void forward_impl(const Inputs& p, float* out, float* last, float* ckpt, float* 
 
 // Backward. A thread owns a contiguous range of (b, block) tasks; the blocks of one batch row are processed
 // together, chunk by chunk in reverse time: recompute the chunk's states from the forward checkpoint into small
-// buffers, run the adjoint recurrence, then flush the chunk's B/C gradient sums (summed over the row's blocks).
-template <int W>
+// buffers, run the adjoint recurrence, then flush the chunk's B/C gradient sums (summed over the blocks of one
+// group of the row). A fixed B/C instead sums its (ED, N) gradient per block, like A, into gB/gC per batch row.
+template <int W, bool FB, bool FC>
 void backward_impl(const Inputs& p, const float* gout, const float* glast, const float* ckpt, const float* ypre,
                    float* gu, float* gdt, float* gA_part, float* gBt, float* gCt, float* gD_part, float* gz) {
   using vf = typename Lane<W>::f;
@@ -294,7 +350,7 @@ void backward_impl(const Inputs& p, const float* gout, const float* glast, const
     vf* accC = accB + kChunk * N + pad;       // (kChunk, N)
     vf* xs = accC + kChunk * N + pad;         // (kChunk + 1, N) states of the chunk (row 0 unused)
     vf* as = xs + (kChunk + 1) * N + pad;     // (kChunk, N) decays of the chunk
-    std::vector<vf> rows;                     // per block of the row: uu, dt, go, gub, gz (L each), Aw, h, gA (N)
+    std::vector<vf> rows;  // per block of the row: uu, dt, go, gub, gz (L each), Aw, h, gA, Bw, Cw, gBw, gCw (N)
     std::vector<vf> Dws(nblk), gDs(nblk);
     std::vector<vf> xwork(N);  // running state while recomputing a chunk
     vf* xw = xwork.data();
@@ -302,10 +358,8 @@ void backward_impl(const Inputs& p, const float* gout, const float* glast, const
       const int64_t b = task / nblk, k0 = task % nblk;
       const int64_t k1 = std::min<int64_t>(nblk, k0 + (end - task));
       const int64_t nk = k1 - k0;
-      const int64_t per = 5 * L + 3 * N;
+      const int64_t per = 5 * L + 7 * N;
       rows.assign(nk * per, vf{});
-      const float* Bb = p.Bt + b * L * N;
-      const float* Cb = p.Ct + b * L * N;
       for (int64_t k = k0; k < k1; ++k) {
         vf* r = rows.data() + (k - k0) * per;
         vf *uu = r, *dt = r + L, *go = r + 2 * L, *zz = r + 4 * L, *Aw = r + 5 * L, *h = Aw + N;
@@ -314,6 +368,8 @@ void backward_impl(const Inputs& p, const float* gout, const float* glast, const
         gather_rows<W>(p.dt, b, d0, ED, L, dt);
         gather_rows<W>(gout, b, d0, ED, L, go);
         load_params<W>(p, d0, Aw, Dws[k]);
+        if constexpr (FB) load_lanes<W>(p.Bt, d0, ED, N, Aw + 3 * N);
+        if constexpr (FC) load_lanes<W>(p.Ct, d0, ED, N, Aw + 4 * N);
         if (p.z) {  // go becomes dLoss/dy_t (before the gate); zz becomes dLoss/dz_t
           vf* yp = r + 3 * L;  // borrow the gub slot for y before the gate
           gather_rows<W>(ypre, b, d0, ED, L, yp);
@@ -340,28 +396,43 @@ void backward_impl(const Inputs& p, const float* gout, const float* glast, const
         for (int64_t k = k0; k < k1; ++k) {
           vf* r = rows.data() + (k - k0) * per;
           vf *uu = r, *dt = r + L, *go = r + 2 * L, *gub = r + 3 * L, *Aw = r + 5 * L, *h = Aw + N, *gA = h + N;
+          vf *Bw = gA + N, *Cw = Bw + N, *gBw = Cw + N, *gCw = gBw + N;
+          const int64_t d0 = k * W;
+          const float* Bb = group_rows(p.Bt, p.gB, p.hB, b, d0, L, N);
+          const float* Cb = group_rows(p.Ct, p.gC, p.hC, b, d0, L, N);
           const vf* ck = reinterpret_cast<const vf*>(ckpt) + ((b * nblk + k) * nchunk + c) * N;
           std::copy(ck, ck + N, xw);
-          scan_block<W>(Bb, Cb, t0, t1, N, uu, dt, Aw, xw, nullptr, nullptr, xs, as);
+          scan_block<W, FB, FC>(Bb, Cb, Bw, Cw, t0, t1, N, uu, dt, Aw, xw, nullptr, nullptr, xs, as);
           const vf Dw = Dws[k];
           for (int64_t t = t1 - 1; t >= t0; --t) {
             const vf dtv = dt[t];
             const vf duv = dtv * uu[t];
             const vf gy = go[t];
             vf gdu = vf{}, gdtv = vf{};
-            const float* Bs = Bb + t * N;
-            const float* Cs = Cb + t * N;
+            const float* Bs = nullptr;
+            const float* Cs = nullptr;
+            if constexpr (!FB) Bs = Bb + t * N;
+            if constexpr (!FC) Cs = Cb + t * N;
             const vf* xt = xs + (t - t0 + 1) * N;
             const vf* at = as + (t - t0) * N;
             vf* aB = accB + (t - t0) * N;
             vf* aC = accC + (t - t0) * N;
             for (int64_t n = 0; n < N; ++n) {
-              const vf hv = h[n] + gy * Cs[n];
+              const vf hv = h[n] + gy * operand<FC>(Cs, Cw, n);
               const vf xv = xt[n];
-              aC[n] += gy * xv;
-              aB[n] += hv * duv;
-              gdu += hv * Bs[n];
-              const vf q = hv * (xv - duv * Bs[n]);  // dLoss/d(a_t) * a_t, as a_t x_{t-1} = x_t - du_t B_t
+              if constexpr (FC) {
+                gCw[n] += gy * xv;
+              } else {
+                aC[n] += gy * xv;
+              }
+              if constexpr (FB) {
+                gBw[n] += hv * duv;
+              } else {
+                aB[n] += hv * duv;
+              }
+              gdu += hv * operand<FB>(Bs, Bw, n);
+              // dLoss/d(a_t) * a_t, as a_t x_{t-1} = x_t - du_t B_t
+              const vf q = hv * (xv - duv * operand<FB>(Bs, Bw, n));
               gdtv += q * Aw[n];
               gA[n] += q * dtv;
               h[n] = hv * at[n];
@@ -369,22 +440,35 @@ void backward_impl(const Inputs& p, const float* gout, const float* glast, const
             gub[t] = gy * Dw + gdu * dtv;
             dt[t] = gdu * uu[t] + gdtv;  // dt[t] is not read again: it now holds dLoss/d(dt_t)
           }
+          // Flush the chunk's row sums once the next block reads another group's row (or the range ends).
+          const bool last_block = k + 1 == k1;
+          const bool flushB = !FB && (last_block || (d0 + W) / p.hB != d0 / p.hB);
+          const bool flushC = !FC && (last_block || (d0 + W) / p.hC != d0 / p.hC);
+          if (flushB || flushC) {
+            std::lock_guard<std::mutex> lock(flush_mutex);
+            if (flushB) add_lane_sums<W>(accB, (t1 - t0) * N, gBt + ((b * p.gB + d0 / p.hB) * L + t0) * N);
+            if (flushC) add_lane_sums<W>(accC, (t1 - t0) * N, gCt + ((b * p.gC + d0 / p.hC) * L + t0) * N);
+          }
+          if (flushB && !last_block) std::fill(accB, accB + kChunk * N, vf{});
+          if (flushC && !last_block) std::fill(accC, accC + kChunk * N, vf{});
         }
-        std::lock_guard<std::mutex> lock(flush_mutex);
-        float* gb = gBt + (b * L + t0) * N;
-        float* gc = gCt + (b * L + t0) * N;
-        add_lane_sums<W>(accB, (t1 - t0) * N, gb);
-        add_lane_sums<W>(accC, (t1 - t0) * N, gc);
       }
       for (int64_t k = k0; k < k1; ++k) {
         const vf* r = rows.data() + (k - k0) * per;
         const vf *dt = r + L, *gub = r + 3 * L, *zz = r + 4 * L, *gA = r + 5 * L + 2 * N;
+        const vf *gBw = gA + 3 * N, *gCw = gA + 4 * N;
         const int64_t d0 = k * W, nd = std::min<int64_t>(W, ED - d0);
         scatter_rows<W>(gub, b, d0, ED, L, gu);
         scatter_rows<W>(dt, b, d0, ED, L, gdt);
         if (gz) scatter_rows<W>(zz, b, d0, ED, L, gz);
         for (int64_t w = 0; w < nd; ++w) {
           for (int64_t n = 0; n < N; ++n) gA_part[(b * ED + d0 + w) * N + n] = gA[n][w];
+          if constexpr (FB) {
+            for (int64_t n = 0; n < N; ++n) gBt[(b * ED + d0 + w) * N + n] = gBw[n][w];
+          }
+          if constexpr (FC) {
+            for (int64_t n = 0; n < N; ++n) gCt[(b * ED + d0 + w) * N + n] = gCw[n][w];
+          }
           if (gD_part) gD_part[b * ED + d0 + w] = gDs[k][w];
         }
       }
@@ -393,7 +477,38 @@ void backward_impl(const Inputs& p, const float* gout, const float* glast, const
   });
 }
 
-int pick_lanes(int64_t dim) { return dim % 16 == 0 ? 16 : 8; }
+// 16 lanes when ED and every group's channel count are multiples of 16, else 8 (a group must fill whole blocks).
+int pick_lanes(const Inputs& p) {
+  auto fits = [&](int64_t groups, int64_t per_group, int64_t w) { return groups <= 1 || per_group % w == 0; };
+  const int W = p.dim % 16 == 0 && fits(p.gB, p.hB, 16) && fits(p.gC, p.hC, 16) ? 16 : 8;
+  TORCH_CHECK(fits(p.gB, p.hB, W) && fits(p.gC, p.hC, W),
+              "pkd scan kernel: grouped B/C need a multiple of 8 channels per group (use the torch backend)");
+  return W;
+}
+
+// Calls f(lanes, fixed B?, fixed C?) with the three as compile-time constants.
+template <typename F>
+void dispatch(const Inputs& p, F&& f) {
+  auto with_c = [&](auto lanes, auto fb) {
+    if (p.gC == 0) {
+      f(lanes, fb, std::true_type{});
+    } else {
+      f(lanes, fb, std::false_type{});
+    }
+  };
+  auto with_b = [&](auto lanes) {
+    if (p.gB == 0) {
+      with_c(lanes, std::true_type{});
+    } else {
+      with_c(lanes, std::false_type{});
+    }
+  };
+  if (pick_lanes(p) == 16) {
+    with_b(std::integral_constant<int, 16>{});
+  } else {
+    with_b(std::integral_constant<int, 8>{});
+  }
+}
 
 // Returns [out (B, ED, L), last state (B, ED, N) or empty, checkpoints (B, ED/W, ceil(L/16), N, W) or empty,
 // y before the gate (B, ED, L) or empty]. dt = softplus(delta + bias) or delta. With save (autograd), the
@@ -402,7 +517,7 @@ std::vector<Tensor> fwd(const Tensor& u, const Tensor& dt, const Tensor& A, cons
                         const OptTensor& D, const OptTensor& z, bool want_last, bool save) {
   const Inputs p = make_inputs(u, dt, A, Bt, Ct, D, z);
   auto opt = u.options();
-  const int W = pick_lanes(p.dim);
+  const int W = pick_lanes(p);
   Tensor out = torch::empty({p.batch, p.dim, p.len}, opt);
   Tensor last = want_last ? torch::empty({p.batch, p.dim, p.nst}, opt) : torch::empty({0}, opt);
   Tensor ckpt = save ? torch::empty({p.batch, (p.dim + W - 1) / W, num_chunks(p.len), p.nst, W}, opt)
@@ -411,21 +526,20 @@ std::vector<Tensor> fwd(const Tensor& u, const Tensor& dt, const Tensor& A, cons
   float* lp = want_last ? last.data_ptr<float>() : nullptr;
   float* cp = save ? ckpt.data_ptr<float>() : nullptr;
   float* yp = (save && z.has_value()) ? ypre.data_ptr<float>() : nullptr;
-  if (W == 16) {
-    forward_impl<16>(p, out.data_ptr<float>(), lp, cp, yp);
-  } else {
-    forward_impl<8>(p, out.data_ptr<float>(), lp, cp, yp);
-  }
+  float* op = out.data_ptr<float>();
+  dispatch(p, [&](auto lanes, auto fb, auto fc) {
+    forward_impl<decltype(lanes)::value, decltype(fb)::value, decltype(fc)::value>(p, op, lp, cp, yp);
+  });
   return {out, last, ckpt, ypre};
 }
 
-// Returns [gu, gdt (B, ED, L), gA per batch row (B, ED, N), gBt, gCt (B, L, N), gD per batch row (B, ED) or
-// empty, gz (B, ED, L) or empty].
+// Returns [gu, gdt (B, ED, L), gA per batch row (B, ED, N), gBt, gCt (B, L, N) / (B, G, L, N), or per batch row
+// (B, ED, N) when fixed, gD per batch row (B, ED) or empty, gz (B, ED, L) or empty].
 std::vector<Tensor> bwd(const Tensor& gout, const OptTensor& glast, const Tensor& ckpt, const Tensor& ypre,
                         const Tensor& u, const Tensor& dt, const Tensor& A, const Tensor& Bt, const Tensor& Ct,
                         const OptTensor& D, const OptTensor& z) {
   const Inputs p = make_inputs(u, dt, A, Bt, Ct, D, z);
-  const int W = pick_lanes(p.dim);
+  const int W = pick_lanes(p);
   TORCH_CHECK(gout.is_contiguous() && gout.scalar_type() == at::kFloat, "pkd scan kernel: bad output grad");
   TORCH_CHECK(ckpt.is_contiguous() && ckpt.numel() == p.batch * ((p.dim + W - 1) / W) * num_chunks(p.len) * p.nst * W,
               "pkd scan kernel: bad checkpoints");
@@ -434,8 +548,8 @@ std::vector<Tensor> bwd(const Tensor& gout, const OptTensor& glast, const Tensor
   Tensor gu = torch::empty_like(u);
   Tensor gdt = torch::empty_like(u);
   Tensor gA = torch::empty({p.batch, p.dim, p.nst}, opt);
-  Tensor gBt = torch::zeros({p.batch, p.len, p.nst}, opt);
-  Tensor gCt = torch::zeros({p.batch, p.len, p.nst}, opt);
+  Tensor gBt = p.gB == 0 ? torch::empty({p.batch, p.dim, p.nst}, opt) : torch::zeros_like(Bt);
+  Tensor gCt = p.gC == 0 ? torch::empty({p.batch, p.dim, p.nst}, opt) : torch::zeros_like(Ct);
   Tensor gD = D.has_value() ? torch::empty({p.batch, p.dim}, opt) : torch::empty({0}, opt);
   Tensor gz = z.has_value() ? torch::empty_like(u) : torch::empty({0}, opt);
   const float* gl = nullptr;
@@ -446,15 +560,11 @@ std::vector<Tensor> bwd(const Tensor& gout, const OptTensor& glast, const Tensor
   float* gDp = D.has_value() ? gD.data_ptr<float>() : nullptr;
   float* gzp = z.has_value() ? gz.data_ptr<float>() : nullptr;
   const float* yp = z.has_value() ? ypre.data_ptr<float>() : nullptr;
-  if (W == 16) {
-    backward_impl<16>(p, gout.data_ptr<float>(), gl, ckpt.data_ptr<float>(), yp, gu.data_ptr<float>(),
-                      gdt.data_ptr<float>(), gA.data_ptr<float>(), gBt.data_ptr<float>(), gCt.data_ptr<float>(), gDp,
-                      gzp);
-  } else {
-    backward_impl<8>(p, gout.data_ptr<float>(), gl, ckpt.data_ptr<float>(), yp, gu.data_ptr<float>(),
-                     gdt.data_ptr<float>(), gA.data_ptr<float>(), gBt.data_ptr<float>(), gCt.data_ptr<float>(), gDp,
-                     gzp);
-  }
+  dispatch(p, [&](auto lanes, auto fb, auto fc) {
+    backward_impl<decltype(lanes)::value, decltype(fb)::value, decltype(fc)::value>(
+        p, gout.data_ptr<float>(), gl, ckpt.data_ptr<float>(), yp, gu.data_ptr<float>(), gdt.data_ptr<float>(),
+        gA.data_ptr<float>(), gBt.data_ptr<float>(), gCt.data_ptr<float>(), gDp, gzp);
+  });
   return {gu, gdt, gA, gBt, gCt, gD, gz};
 }
 

@@ -8,6 +8,7 @@ loaded, the interrupted stage resumes from its last epoch.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 
@@ -15,18 +16,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pkd.artifacts import load_ensemble, load_teacher_weights
+from pkd.artifacts import load_ensemble, load_saved_weights, load_teacher_weights
 from pkd.config import DistillConfig, OptimConfig, RunConfig, config_from_dict
 from pkd.data import DatasetSpec, Split
-from pkd.devices import resolve_device
-from pkd.evaluate import (REPORTED_SPLITS, accuracy, anytime_curve, load_run_data, predict_logits, prefix_row,
-                          run_summary, split_accuracies, teacher_row)
+from pkd.devices import autocast_dtype, resolve_device
+from pkd.distributed import SINGLE, World
+from pkd.evaluate import (REPORTED_SPLITS, accuracy, anytime_curve, anytime_figures, load_run_data, predict_logits,
+                          prefix_row, run_summary, split_accuracies, teacher_row)
 from pkd.models import build_model
 from pkd.models.ensemble import PrefixSums, accumulate
 from pkd.runs import Run
 from pkd.train.losses import boost_weights, kd_loss
-from pkd.train.loop import Stage, fit, stage_seed
-from pkd.train.recorder import ProgressFn, Recorder
+from pkd.train.loop import Placement, Stage, fit, stage_seed
+from pkd.train.recorder import NullRecorder, ProgressFn, Recorder
 from pkd.train.specs import student_specs, teacher_spec
 
 logger = logging.getLogger(__name__)
@@ -41,24 +43,53 @@ class RunContext:
     recorder: Recorder
     data_spec: DatasetSpec
     splits: dict[str, Split]
-    device: torch.device
+    place: Placement
+
+    @property
+    def device(self) -> torch.device:
+        return self.place.device
+
+    def logits(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """(N, C) logits of `model` on raw inputs, computed in shards across ranks, whole on every rank."""
+        return predict_logits(model, self.data_spec, inputs, self.device, self.place.world)
 
 
-def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None = None) -> dict:
-    """Train (or resume) everything a run's config asks for; returns the summary. Safe to call again after a kill."""
+def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None = None, world: World = SINGLE
+              ) -> dict:
+    """Train (or resume) everything a run's config asks for; returns the summary. Safe to call again after a kill.
+
+    Under torchrun every rank calls this; rank 0 alone writes (the others get a NullRecorder).
+    """
     cfg = config_from_dict(run.config())
     device = resolve_device(device_name if device_name != "config" else cfg.device)
+    if device.type == "cuda" and world.distributed:
+        device = torch.device("cuda", world.local_rank)
+    place = Placement(device, world, autocast_dtype(cfg.precision, device))
     torch.manual_seed(stage_seed(cfg.seed, "init"))
     data_spec, splits = load_run_data(cfg)
-    ctx = RunContext(cfg, run, Recorder(run, progress), data_spec, splits, device)
-    ctx.recorder.status(stage="teacher", student=0, progress=0.0, device=str(device))
+    check_world_fits(cfg, splits, world)
+    recorder = Recorder(run, progress) if world.is_writer else NullRecorder(run)
+    ctx = RunContext(cfg, run, recorder, data_spec, splits, place)
+    ctx.recorder.status(stage="teacher", student=0, progress=0.0, device=str(device), world_size=world.size,
+                        precision=str(place.autocast or torch.float32).replace("torch.", ""))
     teacher, teacher_logits, teacher_figures = teacher_stage(ctx)
     rows, k_planned = student_stages(ctx, teacher, teacher_logits["train"], teacher_figures)
     del teacher
     summary = run_summary(cfg, teacher_figures, rows, k_planned)
-    summary["anytime"] = anytime_curve(load_ensemble(run), data_spec, splits["test"])  # from the saved weights
-    ctx.recorder.summary(summary)
+    if world.is_writer:  # the anytime curve from the saved weights, judged by the config trained with
+        summary["anytime"] = anytime_curve(load_ensemble(run, config=cfg.to_dict()), data_spec, splits["test"])
+        summary.update(anytime_figures(load_ensemble(run, config=cfg.to_dict()), data_spec, splits, summary))
+        ctx.recorder.summary(summary)
     return summary
+
+
+def check_world_fits(cfg: RunConfig, splits: dict[str, Split], world: World) -> None:
+    """Every rank needs samples of every global batch: refuse a world larger than a batch or the data."""
+    sizes = {"teacher.optim.batch_size": cfg.teacher.optim.batch_size,
+             "students.optim.batch_size": cfg.students.optim.batch_size, "the training split": len(splits["train"])}
+    for where, n in sizes.items():
+        if n < world.size:
+            raise ValueError(f"{where} is {n}, smaller than the world size {world.size}: use fewer processes")
 
 
 # ----------------------------------------------------------------------------------------------- the teacher
@@ -70,14 +101,13 @@ def teacher_stage(ctx: RunContext) -> tuple[nn.Module, dict[str, torch.Tensor], 
     torch.manual_seed(stage_seed(cfg.seed, "init", 0))
     teacher = build_model(model_spec).to(ctx.device)
     if run.has_teacher():
-        teacher.load_state_dict(run.load_teacher()["state_dict"])
+        load_saved_weights(teacher, cfg.to_dict(), run.load_teacher(), "teacher", run.teacher_path())
     elif cfg.teacher.checkpoint:
         ctx.recorder.save_teacher(load_teacher_weights(cfg.teacher.checkpoint, teacher), model_spec)
         ctx.recorder.log("teacher_loaded", source=cfg.teacher.checkpoint)
     else:
         train_teacher(ctx, teacher, model_spec)
-    logits = {name: predict_logits(teacher, ctx.data_spec, split.inputs, ctx.device)
-              for name, split in ctx.splits.items()}  # (N, C) each: the cached targets of every student
+    logits = {name: ctx.logits(teacher, split.inputs) for name, split in ctx.splits.items()}  # (N, C) each
     figures = teacher_row(cfg.teacher.arch, teacher.cpu(), ctx.data_spec, logits, ctx.splits)
     teacher.to(ctx.device)
     ctx.recorder.log_once("teacher_done", {}, **figures)
@@ -92,16 +122,24 @@ def train_teacher(ctx: RunContext, teacher: nn.Module, model_spec: dict) -> None
         return {"loss": F.cross_entropy(logits, train.labels[idx].to(logits.device))}
 
     def evaluate():
-        return {"val_acc": accuracy(predict_logits(teacher, ctx.data_spec, val.inputs, ctx.device), val.labels)}
+        return {"val_acc": accuracy(ctx.logits(teacher, val.inputs), val.labels)}
 
     stage = Stage("teacher", 0, ctx.cfg.teacher.optim, ctx.cfg.seed)
-    fit(teacher, stage, train, ctx.data_spec, loss, evaluate, ctx.recorder, ctx.device,
+    fit(teacher, stage, train, ctx.data_spec, loss, evaluate, ctx.recorder, ctx.place,
         ctx.recorder.resume_state("teacher", 0))
     ctx.recorder.save_teacher({k: v.cpu() for k, v in teacher.state_dict().items()}, model_spec)
     ctx.recorder.stage_done()
 
 
 # ----------------------------------------------------------------------------------------------- the students
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's names and values (ranks that trained together log the same digest)."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        h.update(name.encode() + state_dict[name].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
 
 class WithPrevScale(nn.Module):
     """Student k and the scalar s_k of its residual ensemble E_k = s_k * E_(k-1) + z_k, trained together (one
@@ -169,7 +207,7 @@ def student_stages(ctx: RunContext, teacher: nn.Module, teacher_train_logits: to
         student = build_model(model_spec).to(ctx.device)
         if k <= run.students_saved():
             saved = run.load_student(k)
-            student.load_state_dict(saved["state_dict"])
+            load_saved_weights(student, cfg.to_dict(), saved, "students", run.student_path(k))
             scale = saved["prev_scale"]
         else:
             scale = train_student(ctx, k, student, model_spec, teacher, teacher_train_logits, so_far)
@@ -185,7 +223,7 @@ def add_student(ctx: RunContext, so_far: StudentsSoFar, k: int, student: nn.Modu
     """Freeze student k into the ensemble: its logits join the sums; its prefix row is measured and kept."""
     accuracies = {}
     for name, split in ctx.splits.items():
-        logits = predict_logits(student, ctx.data_spec, split.inputs, ctx.device)  # (N, C)
+        logits = ctx.logits(student, split.inputs)  # (N, C)
         so_far.sums[name].add(logits, scale)
         if name in REPORTED_SPLITS:
             accuracies.update(split_accuracies(name, so_far.sums[name], logits, split.labels))
@@ -215,14 +253,17 @@ def train_student(ctx: RunContext, k: int, student: nn.Module, model_spec: dict,
                                  so_far.frozen if residual else [], prev_scale, weights, fresh=optim.augment)
 
     def evaluate():
-        logits = predict_logits(student, ctx.data_spec, val.inputs, ctx.device)
+        logits = ctx.logits(student, val.inputs)
         scale = float(prev_scale.detach())
         return {"val_acc": accuracy(so_far.sums["val"].log_probs_with(logits, scale), val.labels),
                 "solo_val_acc": accuracy(logits, val.labels), **({"prev_scale": scale} if learned else {})}
 
     fit(trained, Stage("student", k, optim, cfg.seed), train, ctx.data_spec, objective, evaluate, ctx.recorder,
-        ctx.device, ctx.recorder.resume_state("student", k))
+        ctx.place, ctx.recorder.resume_state("student", k))
     scale = float(prev_scale.detach())
-    ctx.recorder.save_student(k, {name: v.cpu() for name, v in student.state_dict().items()}, model_spec, scale)
+    weights = {name: v.cpu() for name, v in student.state_dict().items()}
+    logger.info("student %d weights sha256 %s (rank %d of %d)", k, weights_digest(weights), ctx.place.world.rank,
+                ctx.place.world.size)
+    ctx.recorder.save_student(k, weights, model_spec, scale)
     ctx.recorder.stage_done()
     return scale

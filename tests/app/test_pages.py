@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from pkd.artifacts import load_ensemble
 from pkd.preprocess import prepare_drawing
 from pkd.runs import Run, list_runs
 from tests.app.trained import ROOT, copy_run
+from tests.hostile_runs import BREAKERS, make_runs
 
 streamlit_testing = pytest.importorskip("streamlit.testing.v1")
 AppTest = streamlit_testing.AppTest
@@ -259,3 +261,66 @@ def test_runs_page_cannot_delete_shipped_run_and_opens_it_in_results(app_env, sh
     assert not at.exception, at.exception
     assert at.title[0].value == "Results"
     assert at.session_state["run"] == shipped
+
+
+# ------------------------------------------------------------------------------------------------ hostile runs
+
+@pytest.fixture
+def hostile(app_env, shipped_root) -> dict[str, Run]:
+    """A good copy of the shipped run beside one damaged run per breaker of tests/hostile_runs.py (and odd names)."""
+    copy_run(shipped_run(shipped_root).path, app_env, "good-copy")
+    return make_runs(app_env)
+
+
+@pytest.mark.parametrize("page", ["results", "playground", "train", "runs"])
+def test_every_page_works_with_hostile_runs_beside_good_ones(hostile, page):
+    at = open_app(page)  # no exception on the page or in the sidebar
+    options = [str(o) for o in at.selectbox(key="run").options]
+    assert any(o.startswith("good-copy (done, ") for o in options) and any(o.startswith("mnist (done, ") for o in options)
+    for breaker in BREAKERS:
+        (label,) = [o for o in options if o.startswith(breaker.name + " (")]
+        assert label.startswith(f"{breaker.name} (broken: ") == (breaker.problem is not None), label
+
+
+def test_runs_page_lists_every_run_and_each_broken_one_with_its_reason(hostile, shipped_root):
+    at = open_app("runs")
+    frame = at.dataframe[0].value.set_index("run")
+    assert frame.loc["good-copy", "state"] == "done" and frame.loc["mnist", "state"] == "done"
+    assert len(frame) == len(hostile) + 1 + len(list_runs(shipped_root))
+    for breaker in BREAKERS:
+        row = frame.loc[breaker.name]
+        if breaker.problem is None:
+            assert row["state"] != "broken" and row["problem"] == "", breaker.name
+        else:
+            assert row["state"] == "broken" and re.search(breaker.problem, row["problem"]), (breaker.name, row["problem"])
+    assert "odd\\nnewline" in frame.index  # escaped, on one line
+
+
+@pytest.mark.parametrize("page", ["results", "playground"])
+@pytest.mark.parametrize("breaker", ["manifest-deep", "prefix-text-cell", "summary-teacher-text", "status-pid-list"])
+def test_a_broken_run_chosen_in_the_sidebar_shows_its_reason(hostile, page, breaker):
+    at = open_app()
+    at.selectbox(key="run").set_value(str(hostile[breaker].path)).run()
+    at.switch_page(f"app_pages/{page}.py").run()
+    assert not at.exception, at.exception
+    problem = hostile[breaker].info()["problem"]
+    assert f"Cannot show run {breaker}: {problem}" in texts(at, "error")
+    assert not at.get("plotly_chart") and not at.table
+
+
+def test_a_broken_run_can_be_deleted_from_the_runs_page(hostile):
+    victim = hostile["manifest-deep"].path
+    at = open_app("runs")
+    at.selectbox(key="runs_pick").set_value(str(victim)).run()
+    assert "is broken: manifest.json: JSON nested too deeply" in texts(at, "error")
+    at.button(key="runs_delete").click().run()
+    at.button(key="runs_delete_confirm").click().run()
+    assert not at.exception, at.exception
+    assert not victim.exists() and "Deleted run manifest-deep" in texts(at, "success")
+
+
+def test_train_page_watching_a_broken_run_says_why(hostile):
+    at = open_app("train")
+    at.selectbox(key="train_pick").set_value(str(hostile["summary-teacher-text"].path)).run()
+    assert not at.exception, at.exception
+    assert "summary-teacher-text is broken: summary.json: teacher is 'x', not a mapping" in texts(at, "warning")

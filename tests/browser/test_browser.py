@@ -5,6 +5,7 @@ Screenshots of every page go to test-output/screenshots/ (look at them: they are
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -118,3 +119,77 @@ def test_train_tiny_live_progress_reload_reattaches_then_curve(page, server, run
     assert curve.count() >= 2
     page.get_by_text("student 2: done").wait_for()
     page.screenshot(path=screenshots / "train-done.png")
+
+
+HOSTILE = ["manifest-deep", "status-pid-list", "prefix-text-cell", "summary-teacher-text", "metrics-megabyte-line"]
+
+
+@pytest.fixture
+def hostile_server(chromium, shipped_root, tmp_path):  # noqa: ARG001 - no server without a browser
+    """An app server of its own whose runs folder holds a good run beside damaged ones and odd names."""
+    from tests.app.trained import copy_run
+    from tests.browser.conftest import ROOT, free_port, start_server
+    from tests.hostile_runs import BREAKERS, make_runs
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    copy_run(shipped_root / "mnist", runs, "good-copy")
+    make_runs(runs, breakers=[b for b in BREAKERS if b.name in HOSTILE], odd_names=["odd\nnewline", "odd\x1b[31m"])
+    env = dict(os.environ, PKD_RUNS_DIR=str(runs), PKD_PRETRAINED_DIR=str(shipped_root), PYTHONPATH=str(ROOT))
+    port = free_port()
+    proc = start_server(port, env, tmp_path / "streamlit.log")
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_hostile_runs_beside_good_ones_are_listed_with_their_reasons(page, hostile_server):
+    """Every page renders with damaged runs in the runs folder; the Runs page offers the good runs and each broken
+    one with its one-line reason."""
+    for path in ("", "playground", "train", "runs"):
+        goto(page, hostile_server, path)
+        page.wait_for_timeout(500)
+        assert page.get_by_test_id("stException").count() == 0, path
+    page.get_by_test_id("stDataFrame").wait_for()
+    page.get_by_role("combobox", name="Run", exact=True).click()
+    options = page.get_by_role("option").all_inner_texts()
+    assert any(o.startswith("good-copy (done, ") for o in options), options
+    assert any(o.startswith("odd\\nnewline (") for o in options), options
+    assert any(o.startswith("manifest-deep (broken: manifest.json: JSON nested too deeply") for o in options)
+    assert any(o.startswith("prefix-text-cell (broken: prefix.csv row 2: cumulative_flops 'abc' is not") for o in
+               options), options
+    assert any(o.startswith("metrics-megabyte-line (done, ") for o in options), options
+    page.keyboard.press("Escape")
+
+
+def test_sweeps_page_shows_the_front_and_a_clicked_point_opens_its_run(page, server, shipped_root, screenshots):
+    """The shipped sweep's points with the front on top; clicking a front point picks it; Open in Results."""
+    from pkd import sweep as pkd_sweep
+
+    shipped = shipped_root / "sweep-quick"
+    if not (shipped / "sweep.json").is_file():
+        pytest.skip(f"no shipped sweep in {shipped}")
+    points = pkd_sweep.sweep_points(pkd_sweep.Sweep(shipped))
+    front = pkd_sweep.front(points, "val")
+    goto(page, server, "sweeps")
+    assert page.locator("h1").first.inner_text() == "Sweeps"
+    chart = page.get_by_test_id("stPlotlyChart").first
+    chart.locator(".main-svg").first.wait_for()
+    traces = chart.locator(".scatterlayer .trace")
+    assert traces.count() == len({p["run"] for p in points}) + 1  # one per run, the front on top
+    assert traces.last.locator(".point").count() == len(front)
+    page.screenshot(path=screenshots / "sweeps.png")
+
+    target = front[-1]  # the most accurate point of the front
+    traces.last.locator(".point").last.click(force=True)
+    picker = page.get_by_role("combobox", name="Point")
+    deadline = time.time() + 20
+    while not picker.input_value().startswith(f"{target['name']} k={target['k']} "):
+        assert time.time() < deadline, f"the click did not pick {target['name']} k={target['k']}: " \
+                                       f"{picker.input_value()}"
+        time.sleep(0.3)
+    page.get_by_role("button", name="Open in Results").click()
+    page.locator("h1", has_text="Results").wait_for()
+    run_picker = page.get_by_role("combobox", name="Run shown on Results and Playground")
+    assert run_picker.input_value().startswith(f"{target['name']} (")
+    page.screenshot(path=screenshots / "sweeps-open-results.png")

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from pkd.config import OptimConfig, load_config
 from pkd.data import Split, get_dataset_spec
 from pkd.runs import Run
-from pkd.train.loop import Stage, fit
+from pkd.train.loop import Placement, Stage, fit
 from pkd.train.recorder import NullRecorder, Recorder
 from tests.pkd_process import TINY
 
@@ -23,7 +23,7 @@ def _fit_once(run: Run, recorder: Recorder) -> nn.Module:
         return {"loss": F.cross_entropy(logits, train.labels[idx])}
 
     stage = Stage("teacher", 0, OptimConfig(epochs=2, batch_size=16, lr=0.01), seed=0)
-    fit(model, stage, train, spec, loss, lambda: {"val_acc": 0.5}, recorder, torch.device("cpu"),
+    fit(model, stage, train, spec, loss, lambda: {"val_acc": 0.5}, recorder, Placement(torch.device("cpu")),
         recorder.resume_state("teacher", 0))
     return model
 

@@ -1,0 +1,101 @@
+"""Pure helpers for the Sweeps page: a sweep's (run, k) points (as pkd.sweep reads them) -> plotly figures and
+pandas tables. Nothing here imports Streamlit or touches files, so every function is unit-tested on plain dicts."""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from app.charts import COLORS, human_flops, percent
+
+SPLITS = {"val": "validation", "test": "test"}
+FRONT_COLOR = "#111111"
+
+
+def point_key(point: dict) -> str:
+    """The key a point is picked by (its run directory and k)."""
+    return f"{point['run']}|{point['k']}"
+
+
+def hover_text(point: dict) -> str:
+    """What hovering a point shows: run, k, FLOPs, both accuracies and how the run's config differs from the base."""
+    diff = point.get("diff") or ["(the base config)"]
+    lines = [f"<b>{html.escape(point['name'])}</b>, students 1..{point['k']}",
+             f"{human_flops(point['flops'])} FLOPs ({percent(point.get('share'), 2)} of the teacher)",
+             f"val {percent(point.get('val_acc'), 2)} · test {percent(point.get('test_acc'), 2)}"]
+    return "<br>".join(lines + [html.escape(line) for line in diff[:8]] + (["..."] if len(diff) > 8 else []))
+
+
+def sweep_figure(points: list[dict], front: list[dict], split: str = "val", log_x: bool = True) -> go.Figure:
+    """Accuracy on `split` vs cumulative FLOPs of every (run, k) point, each run's prefixes joined by a faint line;
+    the Pareto front on top in black. Every marker carries [run, k] as customdata (what a click selects)."""
+    fig = go.Figure()
+    runs: dict[str, list[dict]] = {}
+    for point in points:
+        if point.get(f"{split}_acc") is not None:
+            runs.setdefault(point["run"], []).append(point)
+    for i, (run, items) in enumerate(runs.items()):
+        items = sorted(items, key=lambda p: p["k"])
+        fig.add_trace(go.Scatter(
+            x=[p["flops"] for p in items], y=[100 * p[f"{split}_acc"] for p in items], mode="lines+markers",
+            name=items[0]["name"], line={"color": COLORS[i % len(COLORS)], "width": 1}, opacity=0.55,
+            marker={"size": 8}, customdata=[[p["run"], p["k"]] for p in items],
+            hovertext=[hover_text(p) for p in items], hoverinfo="text"))
+    if front:
+        fig.add_trace(go.Scatter(
+            x=[p["flops"] for p in front], y=[100 * p[f"{split}_acc"] for p in front], mode="lines+markers",
+            name="Pareto front", line={"color": FRONT_COLOR, "width": 2, "shape": "hv"},
+            marker={"size": 13, "symbol": "diamond-open", "line": {"width": 2}},
+            customdata=[[p["run"], p["k"]] for p in front], hovertext=[hover_text(p) for p in front],
+            hoverinfo="text"))
+    fig.update_layout(xaxis_title="cumulative FLOPs per sample (students 1..k)",
+                      yaxis_title=f"{SPLITS[split]} accuracy (%)", height=520, clickmode="event+select",
+                      legend={"orientation": "h", "y": -0.2}, margin={"t": 30})
+    fig.update_xaxes(type="log" if log_x else "linear")
+    return fig
+
+
+def front_frame(front: list[dict]) -> pd.DataFrame:
+    """The front as a table, cheapest first."""
+    return pd.DataFrame.from_records([{
+        "run": p["name"], "k": p["k"], "cumulative FLOPs": p["flops"],
+        "% of teacher FLOPs": None if p.get("share") is None else round(100 * p["share"], 2),
+        "val accuracy": _pct(p.get("val_acc")), "test accuracy": _pct(p.get("test_acc")),
+        "differs from the base": "; ".join(p.get("diff") or [])} for p in front],
+        columns=["run", "k", "cumulative FLOPs", "% of teacher FLOPs", "val accuracy", "test accuracy",
+                 "differs from the base"])
+
+
+def trials_frame(trials: list[dict], objective_names: tuple[str, ...]) -> pd.DataFrame:
+    """The study's trials: number, state, run, the objective values, the test accuracy, the error if it failed."""
+    records = []
+    for t in trials:
+        row = {"trial": t["trial"], "state": t["state"], "run": t["run"]}
+        for name, value in zip(objective_names, t["values"] or [None] * len(objective_names)):
+            row[name] = round(100 * value, 2) if value is not None and "FLOPs" not in name else value  # % or FLOPs
+        row["test accuracy"] = _pct(t.get("test_acc"))
+        row["error"] = t.get("error", "")
+        records.append(row)
+    return pd.DataFrame.from_records(records, columns=["trial", "state", "run", *objective_names, "test accuracy",
+                                                       "error"])
+
+
+def importance_figure(importances: dict[str, dict[str, float]]) -> go.Figure:
+    """Optuna's parameter importances, one group of horizontal bars per objective."""
+    fig = go.Figure()
+    params = sorted({p for values in importances.values() for p in values},
+                    key=lambda p: -max(v.get(p, 0.0) for v in importances.values()))
+    for i, (objective, values) in enumerate(importances.items()):
+        fig.add_trace(go.Bar(y=params, x=[values.get(p, 0.0) for p in params], name=objective, orientation="h",
+                             marker_color=COLORS[i % len(COLORS)]))
+    fig.update_layout(barmode="group", height=120 + 40 * max(len(params), 1), xaxis_title="importance (PED-ANOVA)",
+                      yaxis={"autorange": "reversed"}, margin={"t": 30}, legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def _pct(value: Any) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(100.0 * float(value), 2)
