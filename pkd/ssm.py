@@ -398,9 +398,9 @@ def _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last
 def _export_step(x, dt_t, dtu_t, A, B_t, C_t):
     """One step from x (..., B, ED, N) (None before the first), dt_t and dt_t*u_t (..., B, ED, 1), A (ED, N),
     B_t (..., B, 1, N), C_t (..., B, N, 1): returns the new x and y_t (..., B, ED, 1)."""
-    dBu = dtu_t * B_t  # (B, ED, N)
-    x = dBu if x is None else torch.exp(dt_t * A) * x + dBu  # (B, ED, N)
-    return x, torch.matmul(x, C_t)  # (B, ED, 1)
+    dBu = dtu_t * B_t  # (..., B, ED, N)
+    x = dBu if x is None else torch.exp(dt_t * A) * x + dBu  # (..., B, ED, N)
+    return x, torch.matmul(x, C_t)  # (..., B, ED, 1)
 
 
 def _export_recurrence(dt, dtu, A, B, C):
