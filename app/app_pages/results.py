@@ -102,7 +102,7 @@ if rows and run.students_saved() > 0:
     export_k = pick[0].selectbox("students 1..k", list(range(1, saved + 1)), index=saved - 1, key="results_export_k")
     training = run.is_active()
     if pick[1].button("Build the ONNX file", key="results_export_build", disabled=training,
-                      help="About half a minute; built in a temporary folder, never inside the run directory."
+                      help="Up to a minute; built in a temporary folder, never inside the run directory."
                       + (" Wait until the run has finished training." if training else "")):
         from pkd.export import export_bytes
 
