@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -30,3 +31,18 @@ def process_alive(pid: int | None, start_time: int | None = None) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def lock_busy(path: Path) -> bool:
+    """Some process holds the flock on `path` right now (probed with a shared, non-blocking lock; never waits)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)

@@ -47,7 +47,7 @@ import torch
 import yaml
 
 from pkd.config import MAX_STUDENTS
-from pkd.procs import proc_start_time, process_alive
+from pkd.procs import lock_busy, proc_start_time, process_alive
 
 logger = logging.getLogger(__name__)
 
@@ -726,17 +726,7 @@ class Run:
 
     def writer_alive(self) -> bool:
         """A process holds this run's writer lock (it is training the run right now)."""
-        try:
-            fd = os.open(self.path / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return False
-        except OSError:
-            return True
-        finally:
-            os.close(fd)
+        return lock_busy(self.path / LOCK_FILE)
 
     def check_contained(self) -> None:
         """Refuse a run directory whose own files or students/ are symbolic links (they may lead anywhere)."""

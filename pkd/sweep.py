@@ -49,7 +49,7 @@ from pkd.config import (MAX_STUDENTS, ConfigError, DistillConfig, OptimConfig, R
                         read_yaml)
 from pkd.evaluate import auc_of_rows
 from pkd.pareto import Point
-from pkd.procs import proc_start_time, process_alive
+from pkd.procs import lock_busy, proc_start_time, process_alive
 from pkd.runs import (CONFIG_FILE, MANIFEST_FILE, STUDENTS_DIR, SWEEP_FILE, Run, RunError, State, atomic_write_bytes,
                       atomic_write_json, check_teacher_file, get_field, list_runs, new_run_dir, printable, read_json)
 
@@ -356,21 +356,6 @@ def _held(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _lock_busy(path: Path) -> bool:
-    """Some process holds the flock on `path` right now."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-
-
 def trial_name(number: int) -> str:
     return f"trial-{number:03d}"
 
@@ -448,7 +433,7 @@ class Sweep:
         """A worker holds a trial (or the base run): the sweep is running somewhere on this filesystem."""
         folder = self.path / LOCKS_DIR
         names = sorted(folder.glob("*.lock")) if folder.is_dir() else []
-        return any(_lock_busy(p) for p in names if p.stem not in ("ask", "create"))
+        return any(lock_busy(p) for p in names if p.stem not in ("ask", "create"))
 
 
 def _teacher_plan(path: Path, cfg: RunConfig) -> dict:
@@ -1063,7 +1048,7 @@ def stop_sweep(sweep: Sweep) -> int:
             host, pid, start = lock.read_text(encoding="utf-8").split()
         except (OSError, ValueError, UnicodeDecodeError):
             continue
-        if host == socket.gethostname() and pid.isdigit() and int(pid) not in signalled and _lock_busy(lock) \
+        if host == socket.gethostname() and pid.isdigit() and int(pid) not in signalled and lock_busy(lock) \
                 and process_alive(int(pid), int(start) if start.isdigit() else None):
             os.kill(int(pid), signal.SIGTERM)
             signalled.add(int(pid))
