@@ -10,7 +10,9 @@ FlopCounterMode counts) from the rest (bias adds, norms, activations, pooling, t
 This module is the counter and the rules for torch's own layers; it imports nothing from pkd.models. The rules
 for pkd's own modules sit beside them and register when pkd.models is imported (always, once a model exists):
 Mamba (analytic, with the scan of state-spaces/mamba#110), RMSNorm and the residual block in pkd.models.mamba,
-Tokenizer and Pool in pkd.models.tokenizers, the ResNet block in pkd.models.teacher.
+Tokenizer and Pool in pkd.models.tokenizers, the ResNet block in pkd.models.teacher; the video teacher's frame
+adapter, temporal mean and cosine head, and open_clip's own modules, in pkd.models.clip_teacher (registered when
+open_clip is first loaded there).
 
 Letters: B batch, k kernel size.
 """
@@ -181,6 +183,57 @@ def _avgpool(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Cost]:
 def _adaptive_avgpool(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Cost]:
     """Global/adaptive average pool (non-overlapping windows): in - out adds + out divides = in_numel."""
     return [Cost(inputs[0].numel(), 0, f"{inputs[0].numel()} (adds + divides)")]
+
+
+@register_flop_rule(nn.LayerNorm)
+def _layernorm(m: nn.LayerNorm, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """LayerNorm per row of D: mean (D-1 adds, 1 divide), subtract D, square D, variance (D-1 adds, 1 divide),
+    +eps 1, rsqrt 1, scale D = 5D + 2; the elementwise affine adds *weight D and +bias D (7D + 2)."""
+    d = math.prod(m.normalized_shape)
+    rows = out.numel() // d
+    per_row = 5 * d + 2 + (d if m.weight is not None else 0) + (d if m.bias is not None else 0)
+    return [Cost(rows * per_row, 0, f"{rows}*{per_row} (per row of {d})")]
+
+
+@register_flop_rule(nn.GELU)
+def _gelu(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """GELU x*0.5*(1 + erf(x/sqrt 2)): divide, erf, add, two multiplies = 5 FLOPs per element (tanh form too)."""
+    return [Cost(5 * out.numel(), 0, f"5*{out.numel()}")]
+
+
+@register_flop_rule(nn.Embedding)
+def _embedding(m: nn.Module, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """Embedding lookup: a gather, 0 FLOPs."""
+    return [Cost(0, 0, "0 (table lookup)")]
+
+
+@register_flop_rule(nn.MultiheadAttention, opaque=True)
+def _multihead_attention(m: nn.MultiheadAttention, inputs: tuple, out: tuple) -> list[Cost]:
+    """Multi-head attention softmax(q k^T / sqrt(d_h) + mask) v, q/k/v/out projections included.
+
+    For N sequences, Lq queries, Lk keys, model width D (h heads of d_h = D/h):
+    projections 2*N*(Lq*D + Lk*kdim + Lk*vdim)*D and 2*N*Lq*D*D (+ biases), q scaling N*Lq*D, scores
+    2*N*Lq*Lk*D, softmax 5 per score (max, subtract, exp, sum, divide: 5*N*h*Lq*Lk), weighted sum 2*N*Lq*Lk*D.
+    Contractions equal FlopCounterMode with the math attention kernel (mm/addmm/bmm). A float attn_mask passed
+    as a keyword is invisible to forward hooks: its N*h*Lq*Lk adds are counted by the caller's rule.
+    Source: Vaswani et al. 2017 (arXiv 1706.03762); torch.nn.functional.multi_head_attention_forward.
+    """
+    if m.bias_k is not None or m.add_zero_attn:
+        raise ValueError("no FLOP rule for MultiheadAttention with add_bias_kv/add_zero_attn; register one")
+    q, k = inputs[0], inputs[1] if len(inputs) > 1 else inputs[0]
+    seq = 1 if m.batch_first else 0
+    n = 1 if q.dim() == 2 else q.shape[1 - seq]
+    lq, lk = q.shape[seq if q.dim() == 3 else 0], k.shape[seq if k.dim() == 3 else 0]
+    d, h = m.embed_dim, m.num_heads
+    proj = 2 * n * (lq * d + lk * m.kdim + lk * m.vdim) * d
+    proj_bias = n * (lq + 2 * lk) * d if m.in_proj_bias is not None else 0
+    scores, mix = 2 * n * lq * lk * d, 2 * n * lq * lk * d
+    out_proj = 2 * n * lq * d * d
+    out_bias = n * lq * d if m.out_proj.bias is not None else 0
+    other = proj_bias + n * lq * d + 5 * n * h * lq * lk + out_bias
+    return [Cost(proj + scores + mix + out_proj + other, proj + scores + mix + out_proj,
+                 f"proj {proj} + scores {scores} + softmax {5 * n * h * lq * lk} + mix {mix} + out {out_proj} "
+                 f"(+ {other - 5 * n * h * lq * lk} bias/scale)")]
 
 
 @register_flop_rule(nn.Dropout, nn.Flatten, nn.Identity)
