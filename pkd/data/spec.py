@@ -21,6 +21,8 @@ class DatasetSpec:
     ``max_shift`` px per axis with zero fill (identical to a random crop after ``max_shift`` px of zero padding),
     then a horizontal flip with probability 1/2 if ``hflip``, then a rotation by up to ``max_rotate_deg``
     degrees (bilinear, zero fill) if it is positive. A clip is drawn for once: all its frames move alike.
+    ``motion_labels``: the labels name a motion (moving left, ...), which a flip or a rotation would change without
+    changing the label, so such a spec refuses ``hflip`` and ``max_rotate_deg``.
     """
 
     name: str
@@ -32,6 +34,7 @@ class DatasetSpec:
     max_shift: int = 0
     hflip: bool = False
     max_rotate_deg: float = 0.0
+    motion_labels: bool = False
 
     def __post_init__(self) -> None:
         if len(self.sample_shape) not in (3, 4) or min(self.sample_shape) < 1:
@@ -46,6 +49,9 @@ class DatasetSpec:
             raise ValueError(f"dataset '{self.name}': mean and std need {channels} values, std > 0")
         if self.max_shift < 0 or self.max_rotate_deg < 0:
             raise ValueError(f"dataset '{self.name}': max_shift and max_rotate_deg must be >= 0")
+        if self.motion_labels and (self.hflip or self.max_rotate_deg > 0):
+            raise ValueError(f"dataset '{self.name}': its labels name motions, which hflip (left <-> right) and "
+                             "rotation would change without changing the label; use shifts only")
 
     @property
     def kind(self) -> str:
