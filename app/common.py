@@ -7,7 +7,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from pkd.runs import LIVE_METRICS_BYTES, Run, State, default_runs_dir, list_runs
+from app import url_state
+from pkd.runs import LIVE_METRICS_BYTES, Run, State, default_runs_dir, list_runs, printable
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS_DIR = ROOT / "configs"
@@ -15,6 +16,8 @@ PRETRAINED_ENV = "PKD_PRETRAINED_DIR"  # where shipped runs live (default: the r
 SHIPPED_NAME = "mnist"  # the run the app opens on: <pretrained>/mnist
 RUN_KEY = "run"  # session-state key of the sidebar run picker (a run directory path)
 GOTO_KEY = "goto"  # a callback sets this to a page name; main.py switches to it
+LESSON_KEY = "lesson"  # session-state key of the sidebar's lesson-mode toggle
+URL_READ_KEY = "url_read"  # set once the session has taken its state from the URL
 APP_TORCH_THREADS = int(os.environ.get("PKD_APP_THREADS", "1"))  # torch threads of the app process
 
 
@@ -61,13 +64,69 @@ def default_run(runs: list[Run], infos: dict[str, dict] | None = None) -> Run | 
     return (sound or runs)[0] if runs else None
 
 
+def sweep_of(run: Run) -> str | None:
+    """The name of the sweep a run is a trial of (its parent folder is a sweep), else None."""
+    from pkd.sweep import Sweep
+
+    return printable(run.path.parent.name, 80) if Sweep(run.path.parent).exists() else None
+
+
+def display_name(run: Run, info: dict | None = None) -> str:
+    """A run's name as pickers, tables and legends show it: 'sweep-quick / trial-002' for a sweep's trial."""
+    name = (info or {}).get("name") or printable(run.name, 160)
+    sweep = sweep_of(run)
+    return f"{sweep} / {name}" if sweep else name
+
+
 def label(run: Run, info: dict | None = None) -> str:
     """A run as pickers show it: name, state and students, or why a broken run cannot be shown."""
     info = info or run.info()
     where = " · pretrained" if location(run) == "pretrained" else ""
+    name = display_name(run, info)
     if info["problem"]:
-        return f"{info['name']} (broken: {info['problem'][:100]}){where}"
-    return f"{info['name']} ({info['state']}, {info['k_done']}/{info['k_planned']} students){where}"
+        return f"{name} (broken: {info['problem'][:100]}){where}"
+    return f"{name} ({info['state']}, {info['k_done']}/{info['k_planned']} students){where}"
+
+
+def lesson_mode() -> bool:
+    """True when the sidebar's lesson mode is on: pages then hide their advanced controls."""
+    return bool(st.session_state.get(LESSON_KEY, False))
+
+
+def url_ids() -> dict[str, str]:
+    """Short ids of every run and sweep for the URL ('mnist', 'sweep-quick/trial-002') -> their paths."""
+    from pkd.sweep import find_sweeps
+
+    paths = [str(run.path) for run in all_runs()]
+    groups = []
+    for label_, root in (("pretrained", pretrained_dir()), ("runs", runs_dir())):
+        paths_here = paths + [str(sweep.path) for sweep in find_sweeps([root])]
+        items = []
+        for path in paths_here:
+            try:
+                items.append((Path(path).resolve().relative_to(root).as_posix(), path))
+            except ValueError:
+                continue
+        groups.append((label_, items))
+    return url_state.run_ids(groups)
+
+
+def read_url(page: str) -> None:
+    """On a session's first run, take the run, lesson mode and the page's state from the URL (a shared link or a
+    reload); malformed or unknown values are ignored, so the page shows its defaults."""
+    if st.session_state.get(URL_READ_KEY):
+        return
+    st.session_state[URL_READ_KEY] = True
+    fields = url_state.GLOBAL_FIELDS + url_state.PAGE_FIELDS.get(page, [])
+    st.session_state.update(url_state.read(st.query_params.to_dict(), fields, url_ids()))
+
+
+def write_url(page: str) -> None:
+    """Put the run, lesson mode and the page's state in the URL, so the address bar is a link to this view."""
+    fields = url_state.GLOBAL_FIELDS + url_state.PAGE_FIELDS.get(page, [])
+    wanted = url_state.write(st.session_state, fields, url_ids())
+    if st.query_params.to_dict() != wanted:
+        st.query_params.from_dict(wanted)
 
 
 def sidebar() -> Run | None:
@@ -76,6 +135,8 @@ def sidebar() -> Run | None:
     infos = {str(run.path): run.info() for run in runs}
     labels = {str(run.path): label(run, infos[str(run.path)]) for run in runs}
     with st.sidebar:
+        st.toggle("Lesson mode", key=LESSON_KEY, help="For a class: hides the advanced controls (overlays, α and "
+                  "temperature, devices, export, sweeps) and keeps the story. Kept in the page's link.")
         st.markdown("### Run")
         if not runs:
             st.info("No runs yet. Start one on the **Train** page.")
@@ -86,10 +147,12 @@ def sidebar() -> Run | None:
                      format_func=lambda p: labels.get(p, p))
         run = Run(Path(st.session_state[RUN_KEY]))
         info = infos[str(run.path)]
-        st.caption(f"{info['dataset']} · {info['mode']} ensemble · state **{info['state']}**  \n`{run.path}`")
+        st.caption(f"{info['dataset']} · {info['mode']} ensemble · state **{info['state']}**"
+                   + ("" if lesson_mode() else f"  \n`{run.path}`"))
         if info["problem"]:
             st.caption(f":warning: {info['problem']}")
-        st.caption(f"New runs go to `{runs_dir()}`")
+        if not lesson_mode():
+            st.caption(f"New runs go to `{runs_dir()}`")
     return run
 
 
@@ -153,3 +216,17 @@ def run_or_stop() -> Run:
         st.error(f"Cannot show run {info['name']}: {info['problem']}")
         st.stop()
     return run
+
+
+def show_table(frame, key: str) -> None:
+    """st.dataframe with a % sign on the percentage columns and a tooltip on each column that has one."""
+    from app import charts
+
+    config = {}
+    for column in frame.columns:
+        help_text = charts.COLUMN_HELP.get(column)
+        if column in charts.PERCENT_COLUMNS:
+            config[column] = st.column_config.NumberColumn(column, format="%.2f%%", help=help_text)
+        elif help_text:
+            config[column] = st.column_config.Column(column, help=help_text)
+    st.dataframe(frame, hide_index=True, width="stretch", key=key, column_config=config)

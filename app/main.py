@@ -20,17 +20,24 @@ torch.set_num_threads(common.APP_TORCH_THREADS)
 
 st.set_page_config(page_title="pkd explorer", page_icon=":material/scatter_plot:", layout="wide")
 
-PAGES = {
+PAGES = {  # the names are the URL-state keys of app/url_state.PAGE_FIELDS
     "results": st.Page("app_pages/results.py", title="Results", icon=":material/show_chart:", default=True),
     "playground": st.Page("app_pages/playground.py", title="Playground", icon=":material/draw:"),
+    "how": st.Page("app_pages/how_it_works.py", title="How it works", icon=":material/school:",
+                   url_path="how-it-works"),
     "train": st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
     "runs": st.Page("app_pages/runs.py", title="Runs", icon=":material/folder_open:"),
     "sweeps": st.Page("app_pages/sweeps.py", title="Sweeps", icon=":material/scatter_plot:"),
 }
 
 page = st.navigation(list(PAGES.values()))
+name = next((n for n, p in PAGES.items() if p.url_path == page.url_path), "results")
 goto = st.session_state.pop(common.GOTO_KEY, None)
 if goto in PAGES:
     st.switch_page(PAGES[goto])
+common.read_url(name)  # a shared link or a reload: the URL's state first
 common.sidebar()
-page.run()
+try:
+    page.run()
+finally:  # also after st.stop(): the address bar always links to what is shown
+    common.write_url(name)

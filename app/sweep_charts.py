@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from app.charts import COLORS, human_flops, percent
+from app.charts import COLORS, flops_ticks, human_flops, percent, students_text
 
 SPLITS = {"val": "validation", "test": "test"}
 FRONT_COLOR = "#111111"
@@ -24,7 +24,7 @@ def point_key(point: dict) -> str:
 def hover_text(point: dict) -> str:
     """What hovering a point shows: run, k, FLOPs, both accuracies and how the run's config differs from the base."""
     diff = point.get("diff") or ["(the base config)"]
-    lines = [f"<b>{html.escape(point['name'])}</b>, students 1..{point['k']}",
+    lines = [f"<b>{html.escape(point['name'])}</b>, {students_text(point['k'])}",
              f"{human_flops(point['flops'])} FLOPs ({percent(point.get('share'), 2)} of the teacher)",
              f"val {percent(point.get('val_acc'), 2)} · test {percent(point.get('test_acc'), 2)}"]
     return "<br>".join(lines + [html.escape(line) for line in diff[:8]] + (["..."] if len(diff) > 8 else []))
@@ -52,21 +52,28 @@ def sweep_figure(points: list[dict], front: list[dict], split: str = "val", log_
             marker={"size": 13, "symbol": "diamond-open", "line": {"width": 2}},
             customdata=[[p["run"], p["k"]] for p in front], hovertext=[hover_text(p) for p in front],
             hoverinfo="text"))
-    fig.update_layout(xaxis_title="cumulative FLOPs per sample (students 1..k)",
+    fig.update_layout(xaxis_title="FLOPs per image of the students used" + (" (log scale)" if log_x else ""),
                       yaxis_title=f"{SPLITS[split]} accuracy (%)", height=520, clickmode="event+select",
-                      legend={"orientation": "h", "y": -0.2}, margin={"t": 30})
+                      legend={"orientation": "h", "y": -0.2}, margin={"t": 30}, font={"size": 14})
+    xs = [p["flops"] for p in points if p.get("flops")]
+    if xs:
+        low, high = (min(xs) / 1.5, max(xs) * 1.5) if log_x else (0.0, max(xs) * 1.08)
+        values, texts = flops_ticks(low, high, log_x)
+        fig.update_xaxes(range=[math.log10(low), math.log10(high)] if log_x else [low, high], tickvals=values,
+                         ticktext=texts)
     fig.update_xaxes(type="log" if log_x else "linear")
+    fig.update_yaxes(ticksuffix="%")
     return fig
 
 
 def front_frame(front: list[dict]) -> pd.DataFrame:
     """The front as a table, cheapest first."""
     return pd.DataFrame.from_records([{
-        "run": p["name"], "k": p["k"], "cumulative FLOPs": p["flops"],
-        "% of teacher FLOPs": None if p.get("share") is None else round(100 * p["share"], 2),
+        "run": p["name"], "students used": p["k"], "FLOPs per image": p["flops"],
+        "% of the teacher's FLOPs": None if p.get("share") is None else round(100 * p["share"], 2),
         "val accuracy": _pct(p.get("val_acc")), "test accuracy": _pct(p.get("test_acc")),
         "differs from the base": "; ".join(p.get("diff") or [])} for p in front],
-        columns=["run", "k", "cumulative FLOPs", "% of teacher FLOPs", "val accuracy", "test accuracy",
+        columns=["run", "students used", "FLOPs per image", "% of the teacher's FLOPs", "val accuracy", "test accuracy",
                  "differs from the base"])
 
 

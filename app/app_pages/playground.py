@@ -1,21 +1,36 @@
-"""Playground: draw a digit (or take a random test digit) and watch the ensemble answer with 1..K students."""
+"""Playground: draw a digit (or take a test digit) and watch the ensemble answer with 1..K students, one student
+added at a time (the step-through), or stopping by itself (anytime mode)."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import streamlit as st
 
-from app import charts, common, inference
+from app import charts, common, glossary, inference, url_state
 from pkd import data as pkd_data
-from pkd.runs import RunError
+from pkd.runs import Run, RunError
 
 CANVAS_KEY = "canvas"
 CANVAS_SIZE = 280
+SHARE = "% of the teacher's"  # the step table's column
 ss = st.session_state
 ss.setdefault("pg_source", "canvas")  # "canvas" or "test"
 ss.setdefault("pg_clear", 0)  # bumped by Clear: a new initial drawing empties the canvas
+
+
+@dataclass
+class Models:
+    """What the page needs of the run: its dataset, students, teacher and the teacher's FLOPs."""
+
+    spec: Any
+    ensemble: Any
+    teacher: Any
+    teacher_flops: int | None
+    residual: bool
 
 
 def canvas_data_url() -> str | None:
@@ -39,32 +54,34 @@ def on_random(n: int) -> None:
     ss.pg_seen = canvas_data_url()  # a stroke drawn after this switches back to the canvas
 
 
-run = common.run_or_stop()
-st.title("Playground")
-if run.students_saved() == 0:
-    st.info(f"**{run.name}** has no trained students yet. Pick a finished run in the sidebar, or wait for "
-            "this one on the **Train** page.")
-    st.stop()
-try:
-    dataset = run.setting("data", "dataset")
-    spec = pkd_data.get_dataset_spec(dataset)
-    key = run.weights_stamp()
-    ensemble = common.cached_ensemble(str(run.path), key)
-    teacher = common.cached_teacher(str(run.path), key) if run.has_teacher() else None
-    summary = run.summary()
-except (RunError, ValueError, OSError, KeyError) as exc:
-    st.error(f"Cannot load the models of {run.name}: {exc}")
-    st.stop()
-teacher_flops = summary.get("teacher", {}).get("flops")
-K = ensemble.k
-can_draw = tuple(spec.sample_shape) == (1, 28, 28)
+def on_next(k_total: int) -> None:
+    """Step-through: one student more (the slider follows)."""
+    ss.pg_k = min(int(ss.get("pg_k") or 1) + 1, k_total)
 
-st.markdown("Draw a digit with the mouse (white on black) or take a random digit from the test set. "
-            "The students answer one after another; with more students the answer gets better and costs more.")
-left, middle, right = st.columns([1.25, 0.8, 1.6])
-with left:
+
+def on_reset() -> None:
+    ss.pg_k = 1
+
+
+def load_models(run: Run) -> Models:
+    """The run's students and teacher (cached), or an error and st.stop()."""
+    try:
+        spec = pkd_data.get_dataset_spec(run.setting("data", "dataset"))
+        key = run.weights_stamp()
+        ensemble = common.cached_ensemble(str(run.path), key)
+        teacher = common.cached_teacher(str(run.path), key) if run.has_teacher() else None
+        summary = run.summary()
+    except (RunError, ValueError, OSError, KeyError) as exc:
+        st.error(f"Cannot load the models of {common.display_name(run)}: {exc}")
+        st.stop()
+    return Models(spec, ensemble, teacher, summary.get("teacher", {}).get("flops"), ensemble.mode == "residual")
+
+
+def draw_panel(spec: Any) -> tuple[Any, int]:
+    """The canvas and its buttons; returns the canvas result and the test set's size (0 when unavailable)."""
     st.markdown("**Draw here**")
-    if can_draw:
+    result = None
+    if tuple(spec.sample_shape) == (1, 28, 28):
         from streamlit_drawable_canvas import st_canvas
 
         result = st_canvas(stroke_width=20, stroke_color="#FFFFFF", background_color="#000000",
@@ -72,101 +89,170 @@ with left:
                            initial_drawing={"objects": [], "pkd_clear": ss.pg_clear},
                            return_image_data=True, key=CANVAS_KEY)
     else:
-        result = None
-        st.info(f"Drawing is for 28x28 digit datasets; this run uses {dataset}. Take a random test image.")
+        st.info(f"Drawing is for 28x28 digit datasets; this run uses {spec.name}. Take a random test image.")
     buttons = st.columns(2)
-    buttons[0].button("Clear", key="pg_clear_btn", on_click=on_clear, disabled=not can_draw, width="stretch")
+    buttons[0].button("Clear", key="pg_clear_btn", on_click=on_clear, disabled=result is None, width="stretch")
     try:
-        n_test = len(common.cached_test_split(dataset))
+        n_test = len(common.cached_test_split(spec.name))
     except (OSError, ValueError, RuntimeError) as exc:
         n_test = 0
         st.caption(f"Test set unavailable: {exc}")
     buttons[1].button("Random test digit", key="pg_random", on_click=on_random, args=(max(n_test, 1),),
                       disabled=n_test == 0, width="stretch")
+    return result, n_test
 
-url = canvas_data_url()
-if ss.pg_source == "test" and url is not None and url != ss.get("pg_seen"):
-    ss.pg_source = "canvas"  # the user drew after picking a test digit
-if ss.pg_source == "test" and n_test == 0:
-    ss.pg_source = "canvas"
 
-image, truth, problem = None, None, None
-started = time.perf_counter()
-if ss.pg_source == "test":
-    split = common.cached_test_split(dataset)
-    idx = int(ss.get("pg_test_idx", 0)) % len(split)
-    image, truth = split.inputs[idx], spec.class_names[int(split.labels[idx])]
-elif result is not None and url is not None and url != ss.get("pg_ignore"):
-    try:
-        image = inference.prepare_canvas(result.image_data)
-    except ValueError as exc:
-        problem = str(exc)
+def pick_image(spec: Any, result: Any, n_test: int) -> tuple[Any, str | None, str | None]:
+    """The image to classify: the chosen test digit (its index checked: a bad link falls back to the canvas) or
+    the drawing. Returns (image or None, true label or None, why the drawing was refused or None)."""
+    url = canvas_data_url()
+    if ss.pg_source == "test" and url is not None and url != ss.get("pg_seen"):
+        ss.pg_source = "canvas"  # the user drew after picking a test digit
+    index = ss.get("pg_test_idx")
+    if ss.pg_source == "test" and not (isinstance(index, int) and 0 <= index < n_test):
+        ss.pg_source = "canvas"
+        ss.pop("pg_test_idx", None)
+    if ss.pg_source == "test":
+        split = common.cached_test_split(spec.name)
+        return split.inputs[index], spec.class_names[int(split.labels[index])], None
+    if result is not None and url is not None and url != ss.get("pg_ignore"):
+        try:
+            return inference.prepare_canvas(result.image_data), None, None
+        except ValueError as exc:
+            return None, None, str(exc)
+    return None, None, None
 
-with middle:
+
+def show_image(image: Any, truth: str | None) -> None:
     st.markdown("**What the models see**")
-    if image is not None:
-        pixels = image.permute(1, 2, 0).numpy() if image.shape[0] == 3 else image[0].numpy()
-        big = np.kron(pixels, np.ones((6, 6) + ((1,) if pixels.ndim == 3 else ()), dtype=pixels.dtype))
-        st.image(np.clip(big, 0.0, 1.0), width=168, clamp=True)
-        where = f"test digit #{ss.get('pg_test_idx', 0)}, true label **{truth}**" if truth is not None else \
-            "your drawing, cropped, scaled to 20 px and centred like MNIST"
-        st.caption(f"{image.shape[-1]}x{image.shape[-2]} pixels: {where}")
-    else:
-        st.caption("(nothing yet)")
-
-with right:
-    if problem:
-        st.warning(problem)
     if image is None:
-        if not problem:
-            st.info("The canvas is blank: draw a digit (or press *Random test digit*) and the students will guess "
-                    "it.")
-        st.stop()
-    report = inference.predict_digit(ensemble, spec, image, teacher, teacher_flops)
-    elapsed_ms = 1000 * (time.perf_counter() - started)
-    if not isinstance(ss.get("pg_k"), int) or not 1 <= ss.pg_k <= K:
-        ss.pg_k = K  # first visit, or another run with fewer students was picked
-    k = st.slider("Students used (k)", 1, K, key="pg_k") if K > 1 else 1
+        st.caption("(nothing yet)")
+        return
+    pixels = image.permute(1, 2, 0).numpy() if image.shape[0] == 3 else image[0].numpy()
+    big = np.kron(pixels, np.ones((6, 6) + ((1,) if pixels.ndim == 3 else ()), dtype=pixels.dtype))
+    st.image(np.clip(big, 0.0, 1.0), width=168, clamp=True)
+    where = f"test digit #{ss.get('pg_test_idx', 0)}, true label **{truth}**" if truth is not None else \
+        "your drawing, cropped, scaled to 20 px and centred like MNIST"
+    st.caption(f"{image.shape[-1]}x{image.shape[-2]} pixels: {where}")
+
+
+def answer_panel(report: inference.DigitReport, models: Models, truth: str | None) -> int:
+    """How many students to use, what they say together (the main answer), the last one's own vote (secondary,
+    labelled) and the teacher's answer; returns the number of students used."""
+    names, k_total = list(models.spec.class_names), models.ensemble.k
+    if not isinstance(ss.get("pg_k"), int) or not 1 <= ss.pg_k <= k_total:
+        ss.pg_k = k_total  # first visit, a bad link, or another run with fewer students was picked
+    k = st.slider("Students used", 1, k_total, key="pg_k", help=glossary.HELP["students"]) if k_total > 1 else 1
     probs = report.prefix_probs[k - 1]
     cls = int(np.argmax(probs))
-    st.markdown(f"### Students 1..{k} say **{spec.class_names[cls]}** ({100 * probs[cls]:.0f}% sure)")
+    who = "Student 1 says" if k == 1 else f"Students 1–{k} together say"
+    st.markdown(f"### {who} **{names[cls]}** ({100 * probs[cls]:.0f}% sure)")
     share = report.share_of_teacher[k - 1]
     st.caption(f"cost: {report.cumulative_flops[k - 1]:,} FLOPs per image"
                + (f" = {100 * share:.2f}% of the teacher's" if share is not None else "")
                + (f".  True label: {truth}." if truth is not None else ""))
-    st.plotly_chart(charts.probabilities_figure(probs, list(spec.class_names), cls), key="pg_probs",
-                    width="stretch", config={"displayModeBar": False})
+    st.plotly_chart(charts.probabilities_figure(probs, names, cls), key="pg_probs", width="stretch",
+                    config={"displayModeBar": False})
+    if k > 1:
+        solo = report.student_probs[k - 1]
+        own = int(np.argmax(solo))
+        st.caption(f"Student {k}'s own vote, if it answered alone: {names[own]} ({100 * solo[own]:.0f}%)."
+                   + (f" It does not answer alone: in this residual ensemble student {k} *corrects the running "
+                      f"sum* of students 1–{k - 1}, so only the sum's answer above counts." if models.residual
+                      else " Independent mode: the ensemble averages the students' probabilities."))
     if report.teacher_probs is not None:
         t_cls = int(np.argmax(report.teacher_probs))
-        st.markdown(f"**Teacher** says **{spec.class_names[t_cls]}** ({100 * report.teacher_probs[t_cls]:.0f}% sure) "
-                    f"for {charts.human_flops(teacher_flops)} FLOPs.")
+        st.markdown(f"**Teacher** says **{names[t_cls]}** ({100 * report.teacher_probs[t_cls]:.0f}% sure) for "
+                    f"{charts.human_flops(models.teacher_flops)} FLOPs.")
+    return k
 
-st.subheader("Every prefix k at once")
-st.caption(f"Each student votes on its own; the ensemble combines students 1..k. All of this (preprocessing, "
-           f"{K} prefixes, {K} votes and the teacher) took {elapsed_ms:.0f} ms.")
-st.table(charts.prefix_predictions_frame(report.as_dict(), list(spec.class_names)))
 
-st.subheader("Anytime mode: let the digit decide when to stop")
-if K == 1:
-    st.caption("This run has a single student, so there is nothing to stop early.")
-    st.stop()
-mode = st.radio("Stop rule", ["confidence threshold", "FLOP budget"], key="pg_anytime", horizontal=True)
-cumulative = ensemble.cumulative_flops()
-if mode == "FLOP budget":
-    if ss.get("pg_budget") not in cumulative:
-        ss.pg_budget = cumulative[-1]
-    budget = st.select_slider("FLOP budget per image", options=cumulative, key="pg_budget",
-                              format_func=charts.human_flops)
-    stop = inference.anytime_digit(ensemble, spec, image, flop_budget=budget)
-else:
-    threshold = st.slider("stop at the first k that is at least this sure", 0.5, 0.999, 0.9, 0.001,
-                          key="pg_conf", format="%.3f")
-    stop = inference.anytime_digit(ensemble, spec, image, confidence=threshold)
-used = stop["k_used"]
-note = ""
-if mode != "FLOP budget" and used == K and stop["prob"] < threshold:
-    note = f" (never {threshold:.3f} sure, so every student was asked)"
-st.progress(used / K, text=f"stopped after {used} of {K} students{note}")
-st.markdown(f"Answer **{spec.class_names[stop['class']]}** ({100 * stop['prob']:.0f}% sure) for "
-            f"{stop['flops']:,} FLOPs"
-            + (f" = {100 * stop['flops'] / teacher_flops:.2f}% of the teacher's." if teacher_flops else "."))
+def step_through(report: inference.DigitReport, models: Models, k: int) -> None:
+    """Add the students one at a time: how the answer, its sureness and the cost change with each one."""
+    k_total = models.ensemble.k
+    st.subheader("Step through: add one student at a time")
+    cols = st.columns([1, 1, 3])
+    cols[0].button("Add the next student", key="pg_step_next", on_click=on_next, args=(k_total,),
+                   disabled=k >= k_total, type="primary", width="stretch")
+    cols[1].button("Reset to student 1", key="pg_step_reset", on_click=on_reset, disabled=k == 1, width="stretch")
+    frame = charts.step_frame(report.as_dict(), k, list(models.spec.class_names))
+    last = frame.iloc[-1]
+    cols[2].markdown(f"**{last['step'].capitalize()} of {k_total}:** {last['what changed']}; answer "
+                     f"**{last['answer so far']}**, {last['sure']} sure, for {last['FLOPs so far']} FLOPs "
+                     f"({last[SHARE]} of the teacher's)."
+                     + (" All students are in." if k == k_total else ""))
+    st.table(frame.set_index("step"))
+
+
+def anytime_section(image: Any, models: Models) -> None:
+    """Anytime mode: the digit stops at the first number of students that is sure enough, or within a budget."""
+    st.subheader("Anytime mode: let the digit decide when to stop")
+    k_total, spec = models.ensemble.k, models.spec
+    if k_total == 1:
+        st.caption("This run has a single student, so there is nothing to stop early.")
+        return
+    ss.setdefault("pg_anytime", "confidence")
+    mode = st.radio("Stop rule", url_state.STOP_RULES, key="pg_anytime", horizontal=True,
+                    format_func={"confidence": "when sure enough", "budget": "at a FLOP budget"}.get,
+                    help=glossary.HELP["early exit"])
+    cumulative = models.ensemble.cumulative_flops()
+    threshold = None
+    if mode == "budget":
+        if ss.get("pg_budget") not in cumulative:
+            ss.pg_budget = cumulative[-1]
+        budget = st.select_slider("FLOP budget per image", options=cumulative, key="pg_budget",
+                                  format_func=lambda f: f"{charts.human_flops(f)} FLOPs", help=glossary.HELP["flops"])
+        stop = inference.anytime_digit(models.ensemble, spec, image, flop_budget=budget)
+    else:
+        ss.setdefault("pg_conf", 0.9)
+        threshold = st.slider("stop at the first number of students that is at least this sure", 0.5, 0.999,
+                              step=0.001, key="pg_conf", format="%.3f", help=glossary.HELP["confidence"])
+        stop = inference.anytime_digit(models.ensemble, spec, image, confidence=threshold)
+    used = stop["k_used"]
+    note = f" (never {threshold:.3f} sure, so every student was asked)" if threshold is not None and \
+        used == k_total and stop["prob"] < threshold else ""
+    st.progress(used / k_total, text=f"stopped after {used} of {k_total} students{note}")
+    teacher_flops = models.teacher_flops
+    st.markdown(f"Answer **{spec.class_names[stop['class']]}** ({100 * stop['prob']:.0f}% sure) for "
+                f"{stop['flops']:,} FLOPs"
+                + (f" = {100 * stop['flops'] / teacher_flops:.2f}% of the teacher's." if teacher_flops else "."))
+
+
+def main() -> None:
+    run = common.run_or_stop()
+    st.title("Playground")
+    if run.students_saved() == 0:
+        st.info(f"**{common.display_name(run)}** has no trained students yet. Pick a finished run in the sidebar, "
+                "or wait for this one on the **Train** page.")
+        st.stop()
+    models = load_models(run)
+    st.markdown("Draw a digit with the mouse (white on black) or take a random digit from the test set. "
+                "The students answer one after another; with more students the answer gets better and costs more.")
+    left, middle, right = st.columns([1.25, 0.8, 1.6])
+    with left:
+        result, n_test = draw_panel(models.spec)
+    started = time.perf_counter()
+    image, truth, problem = pick_image(models.spec, result, n_test)
+    with middle:
+        show_image(image, truth)
+    with right:
+        if problem:
+            st.warning(problem)
+        if image is None:
+            if not problem:
+                st.info("The canvas is blank: draw a digit (or press *Random test digit*) and the students will "
+                        "guess it.")
+            return
+        report = inference.predict_digit(models.ensemble, models.spec, image, models.teacher, models.teacher_flops)
+        elapsed_ms = 1000 * (time.perf_counter() - started)
+        k = answer_panel(report, models, truth)
+    step_through(report, models, k)
+    st.subheader("Every number of students at once")
+    st.caption(f"Together = the answer of the first students combined; the last student's own vote is what it "
+               f"would say alone. All of this (preprocessing, {models.ensemble.k} ensembles, their votes and the "
+               f"teacher) took {elapsed_ms:.0f} ms.")
+    st.table(charts.prefix_predictions_frame(report.as_dict(), list(models.spec.class_names)))
+    anytime_section(image, models)
+
+
+main()

@@ -1,124 +1,196 @@
-"""Results: accuracy vs cumulative FLOPs of every ensemble prefix, the per-student table, runs overlaid, and a
-download of one prefix exported to ONNX (built by pkd.export in a temporary folder)."""
+"""Results: accuracy vs cumulative FLOPs of every ensemble prefix (the teacher at its own cost), the early-exit
+curves explained, the per-student table, runs overlaid, and one prefix exported to ONNX (built by pkd.export in a
+temporary folder)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import streamlit as st
 
-from pathlib import Path
-
-from app import charts, common
+from app import charts, common, glossary
 from pkd.runs import Run, RunError
 
-run = common.run_or_stop()
-info = run.info()
-st.title("Results")
-st.markdown(
-    "Each point is an **ensemble of the first k students**: its test accuracy (up) against the computing "
-    "it costs per image, in FLOPs of students 1..k together (right). The dashed line is the big **teacher** "
-    "network the students learned from. Points close to that line but far to its left mean the small "
-    "students reach nearly the teacher's accuracy for a fraction of its work, and you can stop after any k."
-)
+ss = st.session_state
+INTRO = (
+    "Each dot is an **ensemble of the first students**: student 1 alone, then students 1–2 together, and so on. "
+    "Up: its accuracy on 10,000 test digits (the number beside the dot). Right: the work it costs per image, in "
+    "FLOPs (the top axis gives the same as a % of the teacher's work). The **star** is the big **teacher** "
+    "network the students learned from, at its own cost; the dashed line is its accuracy. Dots close to the "
+    "dashed line but far to the left of the star reach nearly the teacher's accuracy for a fraction of its work, "
+    "and you can stop after any number of students.")
 
-try:
-    rows = run.prefix_table()
-    summary = run.summary()
-except RunError as exc:
-    st.error(f"Cannot read the results of {run.name}: {exc}")
-    st.stop()
-teacher = summary.get("teacher", {})
 
-others = [r for r, i in common.run_infos() if str(r.path) != str(run.path) and i["k_done"] > 0 and not i["problem"]]
-other_labels = {str(r.path): common.label(r) for r in others}
-if "results_compare" in st.session_state:  # drop runs that were deleted or became the selected run
-    st.session_state.results_compare = [p for p in st.session_state.results_compare if p in other_labels]
-controls = st.columns([3, 1, 1])
-compare = controls[0].multiselect("Overlay other runs (e.g. residual vs independent, another α)",
-                                  list(other_labels), key="results_compare",
-                                  format_func=lambda p: other_labels.get(p, p))
-xscale = controls[1].radio("FLOPs axis", ["log", "linear"], key="results_xscale", horizontal=True)
-show_anytime = controls[2].toggle("early-exit curve", value=True, key="results_anytime",
-                                  help="Anytime inference: each image stops at the first k whose ensemble is "
-                                       "confident enough; the curve shows accuracy vs FLOPs spent on average.")
+def load(run: Run) -> tuple[list[dict], dict]:
+    """The run's prefix rows and summary, or an error and st.stop()."""
+    try:
+        return run.prefix_table(), run.summary()
+    except RunError as exc:
+        st.error(f"Cannot read the results of {common.display_name(run)}: {exc}")
+        st.stop()
 
-if not rows:
-    state = info["state"]
-    st.info(f"**{run.name}** has no finished students yet (state: {state}). "
-            "Watch it train on the **Train** page; this page fills in as students finish.")
-else:
+
+def controls(run: Run) -> tuple[list[str], bool, bool]:
+    """Overlay picker (not in lesson mode), FLOPs axis scale and the early-exit toggle."""
+    ss.setdefault("results_xscale", "log")
+    ss.setdefault("results_anytime", True)
+    cols = st.columns([3, 1, 1])
+    compare: list[str] = []
+    if not common.lesson_mode():
+        others = [r for r, i in common.run_infos()
+                  if str(r.path) != str(run.path) and i["k_done"] > 0 and not i["problem"]]
+        labels = {str(r.path): common.label(r) for r in others}
+        if "results_compare" in ss:  # drop runs that were deleted or became the selected run
+            ss.results_compare = [p for p in ss.results_compare if p in labels]
+        compare = cols[0].multiselect("Overlay other runs (e.g. residual vs independent, another α)", list(labels),
+                                      key="results_compare", format_func=lambda p: labels.get(p, p))
+    scale = cols[1].radio("FLOPs axis", ["log", "linear"], key="results_xscale", horizontal=True,
+                          help="log: every step to the right is ×10 the work, so small and large costs both show.")
+    anytime = cols[2].toggle("early-exit curve", key="results_anytime", help=glossary.HELP["early exit"])
+    return compare, scale == "log", anytime
+
+
+def headline(rows: list[dict], teacher: dict) -> None:
+    """Four numbers: the teacher's accuracy, all students' accuracy, their FLOPs and their share of the teacher's."""
     last = rows[-1]
     metrics = st.columns(4)
     if teacher.get("test_acc") is not None:
-        metrics[0].metric("teacher accuracy", charts.percent(teacher["test_acc"], 2),
-                          help=f"{teacher.get('arch')}: {teacher.get('flops', 0):,} FLOPs per image")
-    metrics[1].metric(f"all {last['k']} students", charts.percent(last["prefix_acc"], 2),
-                      delta=(f"{100 * (last['prefix_acc'] - teacher['test_acc']):+.2f} points vs teacher"
+        metrics[0].metric("teacher's accuracy", charts.percent(teacher["test_acc"], 2),
+                          help=f"{teacher.get('arch')}: {charts.human_flops(teacher.get('flops'))} FLOPs per image")
+    metrics[1].metric(f"all {last['k']} students together", charts.percent(last["prefix_acc"], 2),
+                      delta=(f"{100 * (last['prefix_acc'] - teacher['test_acc']):+.2f} points vs the teacher"
                              if teacher.get("test_acc") is not None else None), delta_color="off")
-    metrics[2].metric("their FLOPs", charts.human_flops(last["cumulative_flops"]),
-                      help="FLOPs per image (2 per multiply-add) of students 1..K together")
+    metrics[2].metric("their FLOPs per image", charts.human_flops(last["cumulative_flops"]),
+                      help=glossary.HELP["flops"])
     metrics[3].metric("share of the teacher's FLOPs", charts.percent(last.get("share_of_teacher"), 2))
 
-series = []
-for path in [str(run.path), *compare]:
-    r = run if path == str(run.path) else Run(Path(path))
-    try:
-        r_rows, r_summary = r.prefix_table(), r.summary()
-    except RunError as exc:
-        st.warning(f"Skipped {r.name}: {exc}")
-        continue
-    if r_rows:
-        series.append({"label": r.name, "rows": r_rows, "teacher": r_summary.get("teacher", {}),
-                       "anytime": r_summary.get("anytime", []), "mode": r_summary.get("mode")})
-if series:
-    fig = charts.accuracy_flops_figure(series, log_x=xscale == "log", show_anytime=show_anytime)
-    st.plotly_chart(fig, key="results_chart", width="stretch")
 
-if rows:
-    st.subheader(f"Per student: {run.name}")
-    st.caption("**solo accuracy**: student k on its own (in a residual ensemble, students after the first learn a "
-               "correction to the sum before them, so alone they can score low).  **prefix accuracy**: students "
-               "1..k together.  FLOPs are per image; % of teacher FLOPs counts students 1..k.  **scale of students "
-               "before**: the number s_k that student k learned to multiply the sum of students 1..k-1 by "
-               "(1 = plain sum).")
+def series_of(run: Run, rows: list[dict], summary: dict, compare: list[str]) -> list[dict]:
+    """The chart's data: the chosen run and each overlaid one (a run that cannot be read is skipped, said so)."""
+    out = []
+    for path in [str(run.path), *compare]:
+        other = run if path == str(run.path) else Run(Path(path))
+        try:
+            o_rows, o_summary = (rows, summary) if other is run else (other.prefix_table(), other.summary())
+        except RunError as exc:
+            st.warning(f"Skipped {common.display_name(other)}: {exc}")
+            continue
+        if o_rows:
+            out.append({"label": common.display_name(other), "rows": o_rows, "teacher": o_summary.get("teacher", {}),
+                        "anytime": o_summary.get("anytime", []), "mode": o_summary.get("mode"),
+                        "val_fitted": None if common.lesson_mode() else o_summary.get("anytime_val_fitted")})
+    return out
+
+
+def explain_early_exit(summary: dict) -> None:
+    """One or two plain sentences per early-exit curve drawn (the fitted one only where summary.json has it)."""
+    if summary.get("anytime"):
+        st.markdown(
+            "**Dotted line: early exit.** Each image asks the students one at a time and stops as soon as the "
+            "students so far are sure enough of their answer (say 99% sure). Most digits are easy and stop after "
+            "student 1; only the hard ones pay for every student. So on average it costs much less than always "
+            "using them all, which is why the dotted line lies above and to the left of the solid one.")
+    fitted = charts.val_fitted_points(summary.get("anytime_val_fitted"))
+    if fitted and not common.lesson_mode():
+        auc = summary.get("anytime_auc") if isinstance(summary.get("anytime_auc"), dict) else {}
+        auc_text = "" if not all(isinstance(auc.get(s), (int, float)) for s in ("val", "test")) else (
+            f" Anytime AUC (the accuracy averaged over budgets from 1% to 100% of the teacher's FLOPs): "
+            f"validation {charts.percent(auc['val'], 2)}, test {charts.percent(auc['test'], 2)}.")
+        st.markdown(
+            "**Dash-dot line: early exit fitted on validation** (MSDNet's protocol). For each FLOP budget the "
+            "stopping threshold is chosen on the validation images, so that their average cost fits the budget, "
+            "and then measured on the test images: a fair estimate, since the test set chose nothing." + auc_text)
+
+
+def table(run: Run, rows: list[dict]) -> None:
+    """The per-student table with its explanation and (outside lesson mode) its CSV."""
+    st.subheader(f"Per student: {common.display_name(run)}")
+    st.caption("**this student alone**: the student on its own (in a residual ensemble, students after the first "
+               "learn a correction to the sum before them, so alone they can score low).  **students 1 to this "
+               "one together**: the ensemble's accuracy.  FLOPs are per image.  **scale s_k**: the number student "
+               "k learned to multiply the sum of the students before it by (1 = plain sum).  Hover a column's name "
+               "for more.")
     frame = charts.prefix_frame(rows)
-    st.dataframe(frame, hide_index=True, width="stretch", key="results_table")
-    st.download_button("Download this table (CSV)", charts.table_csv(frame), file_name=f"{run.name}-prefixes.csv",
-                       mime="text/csv", key="results_download")
+    common.show_table(frame, key="results_table")
+    if not common.lesson_mode():
+        st.download_button("Download this table (CSV)", charts.table_csv(frame),
+                           file_name=f"{run.name}-prefixes.csv", mime="text/csv", key="results_download")
+
+
+def compare_table(run: Run, compare: list[str]) -> None:
     if compare:
         st.subheader("Runs compared")
-        infos = [r.info() for r in [run, *[Run(Path(p)) for p in compare]]]
-        st.dataframe(charts.runs_frame(infos).drop(columns=["where", "problem"]), hide_index=True, width="stretch")
+        runs = [run, *[Run(Path(p)) for p in compare]]
+        frame = charts.runs_frame([r.info() for r in runs], names={str(r.path): common.display_name(r) for r in runs})
+        common.show_table(frame.drop(columns=["where", "problem"]), key="results_compare_table")
 
-if rows and run.students_saved() > 0:
+
+def main() -> None:
+    run = common.run_or_stop()
+    st.title("Results")
+    st.markdown(INTRO)
+    rows, summary = load(run)
+    compare, log_x, show_anytime = controls(run)
+    if not rows:
+        st.info(f"**{common.display_name(run)}** has no finished students yet (state: {run.info()['state']}). "
+                "Watch it train on the **Train** page; this page fills in as students finish.")
+        return
+    headline(rows, summary.get("teacher", {}))
+    series = series_of(run, rows, summary, compare)
+    if series:
+        st.plotly_chart(charts.accuracy_flops_figure(series, log_x=log_x, show_anytime=show_anytime),
+                        key="results_chart", width="stretch")
+    if show_anytime:
+        explain_early_exit(summary)
+    table(run, rows)
+    if not common.lesson_mode():
+        compare_table(run, compare)
+        export_section(run, rows)
+
+
+def export_section(run: Run, rows: list[dict]) -> None:
+    """Pick students 1..k, build their ONNX file (pkd.export, in a temporary folder) and offer it with its card."""
+    saved = run.students_saved()
+    if not rows or saved == 0:
+        return
     st.subheader("Export this prefix")
     st.caption("One ONNX file that computes students 1..k from raw pixels in [0, 1] (the normalisation is built in) "
                "and returns the ensemble's log-probabilities and probabilities. It is checked in onnxruntime "
                "against PyTorch when it is built; its model card gives the FLOPs, the test accuracy and the file's "
                "sha256. The same as `python -m pkd export RUN --k K`.")
-    saved = run.students_saved()
     pick = st.columns([1, 2])
-    export_k = pick[0].selectbox("students 1..k", list(range(1, saved + 1)), index=saved - 1, key="results_export_k")
+    export_k = pick[0].selectbox("students 1 to", list(range(1, saved + 1)), index=saved - 1,
+                                 key="results_export_k")
     training = run.is_active()
     if pick[1].button("Build the ONNX file", key="results_export_build", disabled=training,
                       help="Up to a minute; built in a temporary folder, never inside the run directory."
                       + (" Wait until the run has finished training." if training else "")):
-        from pkd.export import export_bytes
-
-        with st.spinner(f"Exporting students 1..{export_k} and checking the file in onnxruntime ..."):
-            try:
-                data, card, card_md = export_bytes(run, export_k, "onnx")
-                st.session_state["results_export"] = {"run": str(run.path), "k": export_k, "data": data,
-                                                      "card": card, "md": card_md}
-            except (ValueError, RuntimeError, OSError) as exc:
-                st.error(f"Cannot export students 1..{export_k} of {run.name}: {exc}")
-    built = st.session_state.get("results_export")
+        build_export(run, export_k)
+    built = ss.get("results_export")
     if built and built["run"] == str(run.path) and built["k"] == export_k:
-        name = f"{run.name}-prefix_k{export_k}"
-        st.download_button(f"Download {name}.onnx ({len(built['data']):,} bytes)", built["data"],
-                           file_name=f"{name}.onnx", mime="application/octet-stream", key="results_export_download")
-        st.download_button("Download its model card (JSON)", json.dumps(built["card"], indent=1),
-                           file_name=f"{name}.card.json", mime="application/json", key="results_export_card")
-        with st.expander("Model card", expanded=False):
-            st.markdown(built["md"])
+        offer_export(run, built)
+
+
+def build_export(run: Run, k: int) -> None:
+    from pkd.export import export_bytes
+
+    with st.spinner(f"Exporting students 1 to {k} and checking the file in onnxruntime ..."):
+        try:
+            data, card, card_md = export_bytes(run, k, "onnx")
+            ss["results_export"] = {"run": str(run.path), "k": k, "data": data, "card": card, "md": card_md}
+        except (ValueError, RuntimeError, OSError) as exc:
+            st.error(f"Cannot export students 1 to {k} of {run.name}: {exc}")
+
+
+def offer_export(run: Run, built: dict) -> None:
+    name = f"{run.name}-prefix_k{built['k']}"
+    st.download_button(f"Download {name}.onnx ({len(built['data']):,} bytes)", built["data"],
+                       file_name=f"{name}.onnx", mime="application/octet-stream", key="results_export_download")
+    st.download_button("Download its model card (JSON)", json.dumps(built["card"], indent=1),
+                       file_name=f"{name}.card.json", mime="application/json", key="results_export_card")
+    with st.expander("Model card", expanded=False):
+        st.markdown(built["md"])
+
+
+main()

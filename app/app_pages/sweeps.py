@@ -99,8 +99,9 @@ message = ss.pop("sweeps_message", None)
 if message:
     getattr(st, message[0])(message[1])
 sweeps = pkd_sweep.find_sweeps(folders())
-with st.expander("Start a new sweep", expanded=not sweeps):
-    start_form()
+if not common.lesson_mode():
+    with st.expander("Start a new sweep", expanded=not sweeps):
+        start_form()
 if not sweeps:
     st.info(f"No sweeps yet in `{common.pretrained_dir()}` or `{common.runs_dir()}`: start one above, or with "
             "`python -m pkd sweep --config BASE --space SPACE --trials N`.")
@@ -147,7 +148,7 @@ else:
     st.plotly_chart(sweep_charts.sweep_figure(points, front, split, log_x=xscale == "log"), key=CHART,
                     on_select=chart_selected, selection_mode="points", width="stretch")
     st.subheader(f"The front: {len(front)} of {len(points)} points")
-    st.dataframe(sweep_charts.front_frame(front), hide_index=True, width="stretch", key="sweeps_front")
+    common.show_table(sweep_charts.front_frame(front), key="sweeps_front")
     by_key = {sweep_charts.point_key(p): p for p in sorted(points, key=lambda p: (p["flops"], p["name"], p["k"]))}
     if ss.get(POINT) not in by_key:
         ss[POINT] = sweep_charts.point_key(front[0]) if front else next(iter(by_key))
@@ -163,13 +164,21 @@ else:
                    args=(picked["run"], "playground"))
     st.caption("How this run differs from the sweep's base: " + ("; ".join(picked["diff"]) or "it is the base"))
 
-cols = st.columns([1, 1, 3])
-cols[0].number_input("More trials", 1, 500, value=2, key="sweeps_more")
-cols[1].button("Continue this sweep", key="sweeps_continue", on_click=start, args=("more",),
-               disabled=active or chosen.path.resolve().is_relative_to(common.pretrained_dir()),
-               help="Adds trials (the running ones resume first)." if not active else "It is running.")
-cols[2].button("Stop", key="sweeps_stop", on_click=stop, args=(str(chosen.path),), disabled=not active,
-               help="Its running trials save a checkpoint; Continue resumes them.")
+
+
+def continue_or_stop() -> None:
+    """More trials of the chosen sweep, or stop it (not in lesson mode)."""
+    cols = st.columns([1, 1, 3])
+    cols[0].number_input("More trials", 1, 500, value=2, key="sweeps_more")
+    cols[1].button("Continue this sweep", key="sweeps_continue", on_click=start, args=("more",),
+                   disabled=active or chosen.path.resolve().is_relative_to(common.pretrained_dir()),
+                   help="Adds trials (the running ones resume first)." if not active else "It is running.")
+    cols[2].button("Stop", key="sweeps_stop", on_click=stop, args=(str(chosen.path),), disabled=not active,
+                   help="Its running trials save a checkpoint; Continue resumes them.")
+
+
+if not common.lesson_mode():
+    continue_or_stop()
 
 with st.expander(f"Trials ({len(trials)})"):
     names = pkd_sweep.OBJECTIVE_NAMES[meta["objective"]]

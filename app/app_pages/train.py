@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import charts, common, train_form
+from app import charts, common, glossary, train_form
 from pkd import launch
 from pkd.config import ConfigError, load_config
 from pkd.devices import DEVICES
@@ -80,7 +80,8 @@ st.title("Train")
 st.markdown("Train a teacher and then K small students, one after another; each student learns to fix what "
             "the students before it still get wrong. Training runs as its own process: you can close the tab, "
             "reload, or restart the app, and come back to it here.")
-st.caption(device_info())
+if not common.lesson_mode():
+    st.caption(device_info())
 
 
 def default_config(configs: dict[str, Path]) -> str:
@@ -113,48 +114,59 @@ def form_section() -> None:
     defaults = ss.train_defaults
 
     with st.form("train_form"):
-        from pkd import data as pkd_data
-
-        cols = st.columns(4)
-        cols[0].selectbox("Dataset", sorted(pkd_data.DATASETS), key=FORM_KEYS["dataset"])
-        cols[1].number_input("Number of students K", 1, 32, key=FORM_KEYS["k"])
-        cols[2].selectbox("Size schedule", train_form.SCHEDULES, key=FORM_KEYS["schedule"],
-                          help="How the width (d_model) of student k grows: doubling = d, 2d, 4d, ...")
-        cols[3].number_input("First student's width d_model", 1, 1024, key=FORM_KEYS["base"])
-        st.text_input("Custom widths (used when the schedule is 'custom'): one per student", key=FORM_KEYS["custom"])
-        cols = st.columns(4)
-        cols[0].radio("Ensemble mode", ["residual", "independent"], key=FORM_KEYS["mode"],
-                      help="residual: student k learns on top of students 1..k-1 (their logits add up). "
-                           "independent: each student learns alone; their probabilities are averaged.")
-        cols[1].slider("α (weight of the true labels)", 0.0, 1.0, step=0.05, key=FORM_KEYS["alpha"],
-                       help="loss = α·CE(labels) + (1-α)·T²·KL(teacher ‖ students)")
-        cols[2].slider("Temperature T", 1.0, 10.0, step=0.5, key=FORM_KEYS["temperature"])
-        cols[3].selectbox("Device", DEVICES, key=FORM_KEYS["device"])
-        cols = st.columns(4)
-        cols[0].number_input("Teacher epochs", 0, 200, key=FORM_KEYS["teacher_epochs"])
-        cols[1].number_input("Epochs per student", 1, 200, key=FORM_KEYS["student_epochs"])
-        cols[2].checkbox("Build the fast CPU scan kernel", value=True, key="train_build_kernel",
-                         help="Compiles a C++ kernel once (about a minute), then every CPU run is much faster.")
-        cols[3].checkbox("Learn a scale for the students before", key=FORM_KEYS["learn_prev_scale"],
-                         help="Residual mode only: student k also learns one number s_k and the ensemble becomes "
-                              "s_k·(students 1..k-1) + student k, so a strong student is not stuck correcting a "
-                              "weak one's logits. Off = B-DISTIL's plain sum.")
-        cols = st.columns(4)
-        cols[0].number_input("Training processes", 1, 16, value=1, key="train_processes",
-                             help="More than 1 trains data-parallel under torchrun: each process takes a share of "
-                                  "every batch (one GPU each on a multi-GPU machine, CPU cores otherwise).")
+        form_fields()
         submitted = st.form_submit_button("Start training", type="primary", key="train_start")
-
     if submitted:
-        values = {name: ss[key] for name, key in FORM_KEYS.items()}
+        # in lesson mode the advanced widgets are not drawn: their values are the config's
+        values = {name: ss.get(key, defaults[name]) for name, key in FORM_KEYS.items()}
         try:
             overrides = train_form.build_overrides(values, defaults)
         except ValueError as exc:
             st.error(str(exc))
         else:
             st.caption("Overrides: " + (" ".join(f"`{o}`" for o in overrides) or "none"))
-            start(configs[ss.train_config], overrides, values["device"], bool(ss.train_build_kernel),
-                  int(ss.train_processes))
+            start(configs[ss.train_config], overrides, values["device"], bool(ss.get("train_build_kernel", True)),
+                  int(ss.get("train_processes", 1)))
+
+
+def form_fields() -> None:
+    """The form's widgets: short labels, the explanation in each help= tooltip; lesson mode keeps the first row
+    and the epochs."""
+    from pkd import data as pkd_data
+
+    lesson = common.lesson_mode()
+    cols = st.columns(4)
+    cols[0].selectbox("Dataset", sorted(pkd_data.DATASETS), key=FORM_KEYS["dataset"],
+                      help="The pictures to learn: mnist = handwritten digits 0-9.")
+    cols[1].number_input("Students (K)", 1, 32, key=FORM_KEYS["k"],
+                         help="How many students to train, one after another.")
+    cols[2].selectbox("Size schedule", train_form.SCHEDULES, key=FORM_KEYS["schedule"],
+                      help="How the width (d_model) grows from one student to the next: doubling = d, 2d, 4d, ...  "
+                           + glossary.HELP["width"])
+    cols[3].number_input("First width (d_model)", 1, 1024, key=FORM_KEYS["base"],
+                         help="Student 1's width. " + glossary.HELP["width"])
+    if not lesson:
+        st.text_input("Custom widths", key=FORM_KEYS["custom"],
+                      help="Used when the schedule is 'custom': one width per student, e.g. 16, 32, 64.")
+    cols = st.columns(4)
+    cols[0].number_input("Teacher epochs", 0, 200, key=FORM_KEYS["teacher_epochs"],
+                         help=glossary.HELP["epochs"] + " 0 = load the teacher named in the config.")
+    cols[1].number_input("Epochs per student", 1, 200, key=FORM_KEYS["student_epochs"], help=glossary.HELP["epochs"])
+    cols[2].radio("Ensemble mode", ["residual", "independent"], key=FORM_KEYS["mode"], help=glossary.HELP["mode"])
+    if lesson:
+        return
+    cols[3].checkbox("Learn scales s_k", key=FORM_KEYS["learn_prev_scale"], help=glossary.HELP["scale"])
+    cols = st.columns(4)
+    cols[0].slider("α (alpha)", 0.0, 1.0, step=0.05, key=FORM_KEYS["alpha"], help=glossary.HELP["alpha"])
+    cols[1].slider("Temperature T", 1.0, 10.0, step=0.5, key=FORM_KEYS["temperature"],
+                   help=glossary.HELP["temperature"])
+    cols[2].selectbox("Device", DEVICES, key=FORM_KEYS["device"], help=glossary.HELP["device"])
+    cols[3].number_input("Processes", 1, 16, key="train_processes",
+                         help="More than 1 trains data-parallel under torchrun: each process takes a share of "
+                              "every batch (one GPU each on a multi-GPU machine, CPU cores otherwise).")
+    ss.setdefault("train_build_kernel", True)
+    st.checkbox("Fast CPU kernel", key="train_build_kernel",
+                help=glossary.HELP["kernel"] + " Compiled before training starts, then every CPU run is faster.")
 
 
 form_section()
@@ -186,7 +198,9 @@ RUNNING = any_running()
 def live_status() -> None:
     runs = list_runs(common.runs_dir())  # listed inside the fragment: new and finished runs show up live
     if not runs:
-        st.info("No runs in the runs folder yet: fill in the form and press **Start training**.")
+        st.info(f"None of your own runs yet: the runs folder `{common.runs_dir()}` is empty. (The shipped runs "
+                "are listed in the sidebar and on the **Runs** page.) Fill in the form and press **Start "
+                "training**.")
         return
     paths = [str(r.path) for r in runs]
     if ss.get("train_pick") not in paths or ss.pop("train_pick_reset", False):
@@ -194,7 +208,7 @@ def live_status() -> None:
     if ss.get(WATCH_KEY) in paths and ss.get("train_pick_for") != ss[WATCH_KEY]:
         ss.train_pick = ss[WATCH_KEY]  # a newly started run takes over the panel once
         ss.train_pick_for = ss[WATCH_KEY]
-    st.selectbox("Watching", paths, key="train_pick", format_func=lambda p: Path(p).name,
+    st.selectbox("Watching", paths, key="train_pick", format_func=lambda p: common.display_name(Run(Path(p))),
                  help="Every run in the runs folder; a reload picks the newest running one.")
     run = Run(Path(ss.train_pick))
     if not ss.get("train_full_run") and ss.get("train_charts_for") != (str(run.path),

@@ -28,29 +28,67 @@ ANYTIME = [{"confidence": 0.5, "acc": 0.82, "mean_flops": 1500.0}, {"confidence"
 def test_prefix_frame_has_display_columns_in_percent():
     frame = charts.prefix_frame(ROWS)
     assert list(frame.columns) == list(charts.TABLE_COLUMNS)
-    assert list(frame["prefix accuracy"]) == [80.0, 90.0]
-    assert list(frame["% of teacher FLOPs"]) == [1.0, 4.0]
-    assert frame["scale of students before"].iloc[1] == 0.25 and pd.isna(frame["scale of students before"].iloc[0])
+    assert list(frame["students 1 to this one together"]) == [80.0, 90.0]
+    assert list(frame["% of the teacher's FLOPs"]) == [1.0, 4.0]
+    assert frame["scale s_k"].iloc[1] == 0.25 and pd.isna(frame["scale s_k"].iloc[0])
     back = pd.read_csv(io.BytesIO(charts.table_csv(frame)))
-    assert list(back["cumulative FLOPs"]) == [1000, 4000]
+    assert list(back["FLOPs of students 1 to this one"]) == [1000, 4000]
+    assert {"% of the teacher's FLOPs", "this student alone", "students 1 to this one together"} <= \
+        charts.PERCENT_COLUMNS  # shown with a % sign
+    assert all(column in charts.COLUMN_HELP for column in frame.columns)  # every column has a tooltip
 
 
-def test_accuracy_flops_figure_one_point_per_prefix_teacher_line_and_overlay():
+def test_accuracy_flops_figure_one_labelled_point_per_prefix_teacher_point_and_overlay():
     fig = charts.accuracy_flops_figure([{"label": "a", "rows": ROWS, "teacher": TEACHER, "anytime": ANYTIME}])
-    solo, anytime, ensemble = fig.data  # the ensemble is drawn last, on top
-    assert ensemble.name.startswith("ensemble")
+    solo, anytime, ensemble, teacher, top_axis = fig.data  # the ensemble on top of the curves, then the teacher
+    assert ensemble.name == "the first students together"
     assert list(ensemble.x) == [1000, 4000] and list(ensemble.y) == pytest.approx([80.0, 90.0])
-    assert [c[1] for c in ensemble.customdata] == pytest.approx([1.0, 4.0])  # share of teacher on hover
+    assert list(ensemble.text) == ["80.00%", "90.00%"]  # each dot labelled with its accuracy
+    assert [c[2] for c in ensemble.customdata] == pytest.approx([1.0, 4.0])  # share of teacher on hover
+    assert ensemble.customdata[1][0] == "students 1–2"
     assert list(solo.x) == [1000, 3000]  # each student alone costs its own FLOPs
     assert list(anytime.x) == [1500.0, 3000.0]
+    assert teacher.name == "teacher" and list(teacher.x) == [100_000] and list(teacher.y) == [pytest.approx(99.0)]
+    assert "100 thousand FLOPs" in teacher.text[0]
     lines = [s for s in fig.layout.shapes if s.type == "line"]
     assert len(lines) == 1 and lines[0].y0 == pytest.approx(99.0)
-    assert fig.layout.xaxis.type == "linear"
+    assert fig.layout.xaxis.type == "linear" and fig.layout.xaxis.range[1] >= 100_000  # the teacher is on the chart
+    assert top_axis.xaxis == "x2" and fig.layout.xaxis2.matches == "x" and fig.layout.xaxis2.side == "top"
+    assert "100%" in fig.layout.xaxis2.ticktext
     two = charts.accuracy_flops_figure(
         [{"label": "a", "rows": ROWS, "teacher": TEACHER}, {"label": "b", "rows": ROWS[:1], "teacher": {}}],
         log_x=True, show_solo=False, show_anytime=False)
-    assert [t.name for t in two.data] == ["a: ensemble of first k", "b: ensemble of first k"]
+    assert [t.name for t in two.data if t.name] == ["a: the first students together", "a: teacher",
+                                                     "b: the first students together"]
+    assert "text" in two.data[0].mode and "text" not in two.data[2].mode  # overlays: hover, no labels
     assert two.layout.xaxis.type == "log"
+
+
+def test_flops_axis_ticks_have_units_and_the_top_axis_is_percent_of_teacher():
+    values, texts = charts.flops_ticks(150_000, 30_000_000, log_x=True)
+    assert texts[:2] == ["200 thousand", "500 thousand"] and "20 million" in texts
+    assert all("k" not in t.split() for t in texts)  # 'k' counts students, never thousands
+    values, texts = charts.flops_ticks(0, 26_000_000, log_x=False)
+    assert texts[:3] == ["0", "5 million", "10 million"]
+    shares, labels = charts.share_ticks([5.0, 7.5], True, 24_000_000)  # 100 thousand .. 31.6 million
+    assert labels == ["0.5%", "1%", "2%", "5%", "10%", "20%", "50%", "100%"]
+    assert shares[-1] == pytest.approx(24_000_000)
+    shares, labels = charts.share_ticks([0, 26_000_000], False, 24_000_000)
+    assert labels[0] == "0%" and "100%" in labels
+
+
+def test_val_fitted_curve_is_drawn_when_present_and_old_or_bad_summaries_are_fine():
+    fitted = [{"budget": 1000, "confidence": 0.9, "acc": 0.85, "mean_flops": 1200, "val_acc": 0.8,
+               "val_mean_flops": 1000}, {"budget": 4000, "confidence": None, "acc": 0.9, "mean_flops": 4000},
+              {"acc": "x", "mean_flops": 1}, {"acc": 2.0, "mean_flops": 5}, "junk"]
+    assert len(charts.val_fitted_points(fitted)) == 2
+    assert charts.val_fitted_points(None) == [] and charts.val_fitted_points({"a": 1}) == []
+    fig = charts.accuracy_flops_figure([{"label": "a", "rows": ROWS, "teacher": TEACHER, "anytime": ANYTIME,
+                                         "val_fitted": fitted}])
+    (curve,) = [t for t in fig.data if t.name == "early exit fitted on validation"]
+    assert list(curve.x) == [1200, 4000] and list(curve.y) == pytest.approx([85.0, 90.0])
+    old = charts.accuracy_flops_figure([{"label": "a", "rows": ROWS, "teacher": TEACHER, "anytime": ANYTIME}])
+    assert not [t for t in old.data if t.name == "early exit fitted on validation"]
 
 
 def test_accuracy_axis_zooms_and_residual_solo_points_start_hidden():
@@ -94,8 +132,12 @@ def test_runs_frame_and_number_formats():
             "k_planned": 3, "teacher_acc": 0.99, "final_acc": 0.9, "final_share": 0.04, "created": 0}
     frame = charts.runs_frame([info], {"/x/r": "runs folder"})
     assert frame.loc[0, "students"] == "2/3" and frame.loc[0, "final accuracy"] == 90.0
-    assert frame.loc[0, "where"] == "runs folder"
-    assert charts.human_flops(24_129_802) == "24.1 M" and charts.human_flops(950) == "950"
+    assert frame.loc[0, "where"] == "runs folder" and frame.loc[0, "run"] == "r"
+    assert {"teacher's accuracy", "final accuracy", "% of the teacher's FLOPs"} <= charts.PERCENT_COLUMNS
+    named = charts.runs_frame([info], names={"/x/r": "sweep-a / trial-001"})
+    assert named.loc[0, "run"] == "sweep-a / trial-001"
+    assert charts.human_flops(24_129_802) == "24.1 million" and charts.human_flops(950) == "950"
+    assert charts.human_flops(188_122) == "188 thousand"  # words: never '188 k' beside student counts
     assert charts.percent(0.0028, 2) == "0.28%" and charts.percent(None) == "-"
 
 
@@ -103,9 +145,24 @@ def test_prefix_predictions_table():
     report = {"prefix_probs": [[0.2, 0.8], [0.9, 0.1]], "student_probs": [[0.2, 0.8], [0.7, 0.3]],
               "cumulative_flops": [10, 30], "share_of_teacher": [0.1, 0.3]}
     frame = charts.prefix_predictions_frame(report, ["zero", "one"])
-    assert list(frame["ensemble 1..k says"]) == ["one", "zero"]
-    assert list(frame["student k votes"]) == ["one", "zero"]
-    assert list(frame["% of teacher"]) == ["10.00%", "30.00%"]
+    assert list(frame["students used"]) == ["student 1", "students 1–2"]
+    assert list(frame["together they say"]) == ["one", "zero"]
+    assert list(frame["last student's own vote (alone)"]) == ["one", "zero"]
+    assert list(frame["% of the teacher's"]) == ["10.00%", "30.00%"]
+
+
+def test_step_frame_says_what_each_added_student_changed():
+    report = {"prefix_probs": [[0.4, 0.6], [0.7, 0.3], [0.9, 0.1], [0.9, 0.1]],
+              "student_probs": [[0.4, 0.6]] * 4, "cumulative_flops": [10, 30, 70, 150],
+              "share_of_teacher": [0.01, 0.03, 0.07, 0.15]}
+    frame = charts.step_frame(report, 3, ["zero", "one"])
+    assert list(frame["step"]) == ["add student 1", "add student 2", "add student 3"]  # only the students added
+    assert list(frame["answer so far"]) == ["one", "zero", "zero"]
+    assert list(frame["what changed"]) == ["first answer", "changed its mind: one → zero",
+                                           "same answer, more sure (+20.0 points)"]
+    assert list(frame["added FLOPs"]) == ["10", "20", "40"] and list(frame["FLOPs so far"]) == ["10", "30", "70"]
+    assert len(charts.step_frame(report, 4, ["zero", "one"])) == 4
+    assert charts.change_text((0, 0.9), (0, 0.9), ["a"]) == "same answer, as sure"
 
 
 # ------------------------------------------------------------------------------------------------ form

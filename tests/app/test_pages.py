@@ -41,6 +41,11 @@ def texts(at, kind: str) -> str:
     return "\n".join(str(e.value) for e in getattr(at, kind))
 
 
+def table_with(at, column: str):
+    """The st.table holding `column` (the Playground has the step-through table and the all-at-once table)."""
+    return next(t.value for t in at.table if column in t.value.columns)
+
+
 def canvas_value(pixels: np.ndarray) -> dict:
     """What the canvas component sends: its drawing as a PNG data URL (RGBA, 280x280)."""
     buf = io.BytesIO()
@@ -71,14 +76,21 @@ def test_results_opens_on_shipped_run_with_chart_table_and_csv(app_env, shipped_
     assert charts, "no chart on the Results page"
     spec = json.loads(charts[0].proto.spec)
     rows = shipped_run(shipped_root).prefix_table()
-    ensemble_trace = next(t for t in spec["data"] if t["name"].startswith("ensemble"))
+    ensemble_trace = next(t for t in spec["data"] if t.get("name") == "the first students together")
     assert len(ensemble_trace["x"]) == len(rows)
     assert ensemble_trace["x"][-1] == rows[-1]["cumulative_flops"]
-    assert any("teacher" in str(a.get("text", "")) for a in spec["layout"].get("annotations", []))
+    assert ensemble_trace["text"] == [f"{100 * r['prefix_acc']:.2f}%" for r in rows]  # a number beside each dot
+    teacher = shipped_run(shipped_root).summary()["teacher"]
+    star = next(t for t in spec["data"] if t.get("name") == "teacher")  # the teacher at its real cost
+    assert star["x"] == [teacher["flops"]] and star["y"] == [pytest.approx(100 * teacher["test_acc"])]
+    assert any("teacher's accuracy" in str(a.get("text", "")) for a in spec["layout"].get("annotations", []))
+    assert all(" thousand" in t or " million" in t for t in spec["layout"]["xaxis"]["ticktext"])  # units
+    assert all(t.endswith("%") for t in spec["layout"]["xaxis2"]["ticktext"])  # % of the teacher's FLOPs
     frame = at.dataframe[0].value
-    assert list(frame["k"]) == [r["k"] for r in rows]
+    assert list(frame["student"]) == [r["k"] for r in rows]
     assert at.get("download_button"), "no CSV download button"
-    assert "ensemble of the first k students" in texts(at, "markdown")
+    assert "ensemble of the first students" in texts(at, "markdown")
+    assert "Dotted line: early exit" in texts(at, "markdown")
 
 
 def test_results_log_axis_and_overlay(app_env, shipped_root):
@@ -119,15 +131,16 @@ def test_playground_drawn_digit_predicts_every_prefix_like_the_library(app_env, 
     at.session_state["canvas"] = canvas_value(drawn_one())
     at.run()
     assert not at.exception, at.exception
-    table = at.table[0].value
+    table = table_with(at, "together they say")
     ensemble = load_ensemble(run)
     spec = get_dataset_spec(run.config()["data"]["dataset"])
     x = prepare_drawing(drawn_one())
     with torch.no_grad():
         expected = [spec.class_names[int(lp.argmax())] for lp in ensemble.all_prefixes(spec.normalize(x[None]))]
-    assert list(table["k"]) == list(range(1, ensemble.k + 1))
-    assert list(table["ensemble 1..k says"]) == expected
-    assert f"Students 1..{ensemble.k} say **{expected[-1]}**" in texts(at, "markdown")
+    assert len(table) == ensemble.k
+    assert list(table["together they say"]) == expected
+    who = "Student 1 says" if ensemble.k == 1 else f"Students 1–{ensemble.k} together say"
+    assert f"{who} **{expected[-1]}**" in texts(at, "markdown")
     assert "Teacher" in texts(at, "markdown")
     assert "blank" not in texts(at, "info")
 
@@ -140,8 +153,8 @@ def test_playground_slider_anytime_and_clear(app_env, shipped_root):
     at.run()
     if k_total > 1:
         at.slider(key="pg_k").set_value(1).run()
-        assert "Students 1..1 say" in texts(at, "markdown")
-    at.radio(key="pg_anytime").set_value("FLOP budget").run()
+        assert "Student 1 says" in texts(at, "markdown")
+    at.radio(key="pg_anytime").set_value("budget").run()
     first = load_ensemble(run).cumulative_flops()[0]
     at.select_slider(key="pg_budget").set_value(first).run()
     assert not at.exception, at.exception
@@ -272,7 +285,7 @@ def hostile(app_env, shipped_root) -> dict[str, Run]:
     return make_runs(app_env)
 
 
-@pytest.mark.parametrize("page", ["results", "playground", "train", "runs"])
+@pytest.mark.parametrize("page", ["results", "playground", "train", "runs", "how_it_works"])
 def test_every_page_works_with_hostile_runs_beside_good_ones(hostile, page):
     at = open_app(page)  # no exception on the page or in the sidebar
     options = [str(o) for o in at.selectbox(key="run").options]

@@ -1,0 +1,76 @@
+"""How it works: the residual ensemble as a picture (students adding their logits, the learned scale s_k), the loss
+in one line, what a FLOP is here, and a glossary of every word the app uses. Works without a run (a generic
+picture) and offline (an inline SVG)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import charts, common, diagram, glossary
+from pkd.runs import RunError
+
+
+def run_figures() -> tuple[str, list[dict], dict, str]:
+    """The chosen run's name, prefix rows, teacher and mode ('', [], {}, 'residual' when there is none to read)."""
+    run = common.selected_run()
+    if run is None or run.info()["problem"]:
+        return "", [], {}, "residual"
+    try:
+        summary = run.summary()
+        return common.display_name(run), run.prefix_table(), summary.get("teacher", {}), summary.get("mode") or \
+            "residual"
+    except RunError:
+        return "", [], {}, "residual"
+
+
+def picture(name: str, rows: list[dict], mode: str) -> None:
+    """The ensemble diagram of this run (or of three generic students) and what it shows, in words."""
+    students = [{"flops": charts.human_flops(r.get("student_flops")), "scale": r.get("prev_scale")} for r in rows] \
+        or [{"flops": "a few", "scale": None} for _ in range(3)]
+    st.markdown(diagram.ensemble_svg(students, residual=mode != "independent"), unsafe_allow_html=True)
+    st.caption(f"The {len(students)} students of {name}, with their FLOPs and learned scales." if name else
+               "Three students, as an example.")
+    st.markdown(
+        "Each **student** reads the image and gives 10 scores, one per digit: its **logits** z. The ensemble keeps "
+        "a running sum E of scores, from left to right: student k multiplies the sum so far by its learned "
+        "**scale** s_k, then adds its own scores: **E_k = s_k·E_(k−1) + z_k**. The digit with the highest score in "
+        "E_k is the answer of students 1 to k. So a later student does not answer alone: it *corrects* the sum. "
+        "Stopping after k students costs only their FLOPs; asking one more costs more and is usually more accurate.")
+
+
+def loss_and_flops(teacher: dict, rows: list[dict]) -> None:
+    """The training loss in one line and what a FLOP counts, with this run's numbers where there are some."""
+    st.markdown("**Training, in one line.** Students are trained one after another; when student k learns, the "
+                "students before it are frozen and it makes this number (the **loss**) small:")
+    st.latex(r"L = \alpha\,\mathrm{CE}(y,\,E_k) + (1-\alpha)\,T^2\,"
+             r"\mathrm{KL}\big(\mathrm{softmax}(t/T)\,\|\,\mathrm{softmax}(E_k/T)\big)")
+    st.markdown("In words: the sum E_k must get the **true label** y right (CE, the usual classification error, "
+                "weighted by **α**) and give probabilities close to the **teacher's** t (KL, how different two sets "
+                "of probabilities are, weighted by 1 − α), both softened by the **temperature** T.")
+    flops = "**What a FLOP is here.** One multiplication or one addition of two numbers (a multiply-add counts "\
+            "as 2), counted for answering one image (not for training)."
+    if rows and teacher.get("flops"):
+        ratio = teacher["flops"] / max(rows[0]["student_flops"], 1)
+        flops += (f" Student 1 needs {charts.human_flops(rows[0]['student_flops'])} FLOPs per image, the teacher "
+                  f"{charts.human_flops(teacher['flops'])}: {ratio:.0f} times as many.")
+    st.markdown(flops)
+
+
+def glossary_section() -> None:
+    with st.expander("Glossary: every word the app uses", expanded=False):
+        for term, text in glossary.TERMS.items():
+            st.markdown(f"**{term}**: {text}")
+
+
+def main() -> None:
+    st.title("How it works")
+    st.markdown("A big **teacher** network is accurate but costs a lot of work per image. Small **students** learn "
+                "from it, one after another, and answer **together**: the more students you ask, the more work and "
+                "the better the answer, so you can stop whenever the answer is good enough (*anytime inference*).")
+    name, rows, teacher, mode = run_figures()
+    picture(name, rows, mode)
+    loss_and_flops(teacher, rows)
+    glossary_section()
+
+
+main()
