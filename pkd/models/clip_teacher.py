@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -443,11 +445,12 @@ _VIFI_DERIVED = ("prompt_learner.token_prefix", "prompt_learner.token_suffix",
 _WRAPPERS = ("module.", "model.", "clip.", "_orig_mod.")
 
 
-class _IgnoredObject(dict):
-    """Stand-in for the yacs config object ViFi-CLIP pickles into its checkpoints: never constructed from code."""
+class _IgnoredObject:
+    """Stand-in for the yacs CfgNode (a dict subclass) that ViFi-CLIP pickles into its checkpoints: it is read
+    as a plain OrderedDict of primitives (no yacs needed, none of its code run) and then ignored."""
 
-    def __setstate__(self, state: object) -> None:
-        pass
+    def __new__(cls, *args: object) -> OrderedDict:
+        return OrderedDict()
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -456,13 +459,18 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         head = f.read(9)
     try:
         if len(head) == 9 and head[8:9] == b"{":  # safetensors: 8-byte header length, then JSON
+            from safetensors import SafetensorError
             from safetensors.torch import load_file
 
-            return load_file(str(path), device="cpu")
+            try:
+                return load_file(str(path), device="cpu")
+            except SafetensorError as e:
+                raise ValueError(f"safetensors: {e}") from None
         with torch.serialization.safe_globals([(_IgnoredObject, "yacs.config.CfgNode")]):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        what = str(e).split("GLOBAL ")[-1].split(" was not")[0] if "GLOBAL" in str(e) else "Python objects"
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"a Python object ({found.group(1)})" if found else "Python objects"
         raise ValueError(f"{path}: refused, it holds {what} beyond tensors (it could run code when loaded); "
                          f"re-save only its weights, e.g. safetensors.torch.save_file(model.state_dict(), "
                          f"'clip.safetensors')") from None
