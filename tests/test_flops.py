@@ -307,3 +307,99 @@ def test_any_models_import_registers_every_pkd_rule():
                    "missing = {Mamba, RMSNorm, ResidualBlock, BasicBlock, Pool, Tokenizer} - set(FLOP_RULES)\n"
                    "assert not missing, missing")
     assert proc.returncode == 0, proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------ video teacher
+
+
+def _flop_counter_math_attention(fn) -> int:
+    """FlopCounterMode total of fn() with attention computed by visible matmuls: torch's CPU attention kernels
+    (the MultiheadAttention fast path, SDPA's flash kernel for CPU) are not in FlopCounterMode's table, so the
+    reference runs the math SDPA path, whose bmm/mm it counts."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
+            fn()
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("batch_first, bias, lk, kdim", [(True, True, 7, None), (False, False, 7, None),
+                                                         (True, True, 3, 12)])
+def test_multihead_attention_rule(batch_first, bias, lk, kdim):
+    m = nn.MultiheadAttention(16, 4, bias=bias, batch_first=batch_first, kdim=kdim, vdim=kdim).eval()
+    n, lq, d = 2, 7, 16
+    q = torch.randn(n, lq, d) if batch_first else torch.randn(lq, n, d)
+    kv = torch.randn(n, lk, kdim or d) if batch_first else torch.randn(lk, n, kdim or d)
+
+    class Call(nn.Module):  # count_flops feeds one tensor; the module under test gets (q, kv, kv)
+        def __init__(self):
+            super().__init__()
+            self.attn = m
+
+        def forward(self, x):
+            return self.attn(q, kv, kv, need_weights=False)[0]
+
+    register_flop_rule(Call)(lambda *_: [])
+    r = count_flops(Call(), (1,))
+    assert r.contraction_flops == _flop_counter_math_attention(lambda: m(q, kv, kv, need_weights=False))
+    kd = kdim or d
+    contraction = 2 * n * (lq * d + 2 * lk * kd) * d + 2 * 2 * n * lq * lk * d + 2 * n * lq * d * d
+    other = (n * (lq + 2 * lk) * d + n * lq * d if bias else 0) + n * lq * d + 5 * n * 4 * lq * lk
+    assert (r.contraction_flops, r.flops) == (contraction, contraction + other)
+
+
+def test_layernorm_gelu_embedding_rules():
+    class Ids(nn.Module):  # count_flops feeds float zeros; an embedding reads integer ids
+        def forward(self, x):
+            return x.long()
+
+    register_flop_rule(Ids)(lambda m, inputs, out: [])
+    model = nn.Sequential(nn.Embedding(50, 8), nn.LayerNorm(8), nn.GELU(), nn.LayerNorm(8, bias=False),
+                          nn.LayerNorm(8, elementwise_affine=False))
+    rows = {row.name: row for row in count_flops(nn.Sequential(Ids(), *model), (5,)).rows}  # 5 ids -> (5, 8)
+    rows = {str(int(name) - 1): row for name, row in rows.items()}
+    assert rows["0"].flops == 0
+    assert rows["1"].flops == 5 * (7 * 8 + 2) and rows["3"].flops == 5 * (6 * 8 + 2) and rows["4"].flops == 5 * 42
+    assert rows["2"].flops == 5 * 40
+    assert all(row.contraction_flops == 0 for row in rows.values())
+
+
+@pytest.fixture(scope="module")
+def video_teacher():
+    from pkd.models.clip_teacher import ViFiCLIP
+
+    torch.manual_seed(0)
+    return ViFiCLIP([f"{d} moving {m}" for d in range(3) for m in ("left", "right")], image_size=16).eval()
+
+
+@pytest.mark.parametrize("frames, side", [(1, 16), (3, 16), (2, 20)])
+def test_video_teacher_contraction_equals_flop_counter_mode(video_teacher, frames, side):
+    shape = (frames, 1, side, side)  # 20x20 frames are resized to the CLIP's 16x16
+    r = count_flops(video_teacher, shape)
+    assert r.contraction_flops == _flop_counter_math_attention(lambda: video_teacher(torch.zeros(1, *shape)))
+    names = [row.name for row in r.rows]
+    assert names[0] == "adapter" and names[-2:] == ["pool", "head"]
+    assert not any(name.startswith(("clip.transformer", "clip.token_embedding")) for name in names)  # cached text
+
+
+def test_video_teacher_flops_scale_with_frames_and_text_is_separate(video_teacher):
+    from pkd.models.clip_teacher import video_teacher_flops
+
+    one, eight = video_teacher_flops(video_teacher, (1, 1, 16, 16)), video_teacher_flops(video_teacher, (8, 1, 16, 16))
+    assert eight.per_frame == one.per_frame
+    k, e = 6, 64
+    head = 3 * e + 2 * e * k + k + 1
+    assert one.clip.flops == one.per_frame + 2 * e + head
+    assert eight.clip.flops == 8 * one.per_frame + 2 * 8 * e + head
+    # The ViT per 16x16 frame: 4 patches + class token = 5 tokens of width 64; patch conv over 3 channels.
+    tokens, w = 5, 64
+    block = 2 * tokens * w * 3 * w + 2 * 2 * tokens * tokens * w + 2 * tokens * w * w + 2 * 2 * tokens * w * 4 * w
+    assert one.clip.contraction_flops == 2 * 4 * w * 3 * 8 * 8 + 2 * block + 2 * w * e + 2 * e * k
+    text = one.text
+    assert text.contraction_flops == _flop_counter_math_attention(video_teacher.text_embeddings)
+    assert text.params == sum(p.numel() for p in video_teacher._text_params()) and text.flops > one.clip.flops

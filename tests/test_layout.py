@@ -59,3 +59,20 @@ def test_only_runs_py_spells_run_files_and_states():
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in RUN_FILES | RUN_STATES:
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
     assert not offenders, offenders
+
+
+def test_only_the_video_teacher_imports_open_clip():
+    # open_clip costs ~3 s to import (timm, huggingface_hub): image runs, the CLI and the app must never pay it, so
+    # pkd/models/clip_teacher.py alone imports it, and only inside functions (checked on import in its tests).
+    allowed = ROOT / "pkd" / "models" / "clip_teacher.py"
+    offenders = [str(path.relative_to(ROOT)) for path in sources("pkd") + sources("app")
+                 if path != allowed and any(name.split(".")[0] == "open_clip" for name in imported(path))]
+    assert not offenders, offenders
+    top_level = [node for node in ast.parse(allowed.read_text()).body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert not [n for n in top_level for name in imported_names(n) if name.split(".")[0] == "open_clip"]
+
+
+def imported_names(node: ast.stmt) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    return [node.module or ""]
