@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pkd.models.mamba import Mamba, ResidualBlock
+from pkd.models.mamba import InferenceParams, Mamba, ResidualBlock
 from tests.models.seeding import randn, seeded
 
 
@@ -148,3 +148,128 @@ def test_residual_block_keys_match_mambapy():
     x = randn(2, 5, 16)
     with torch.no_grad():
         assert torch.allclose(ours(x), ref(x), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ recurrent inference
+# mamba_simple's inference API: forward(x, inference_params) prefills and keeps each layer's states under its
+# layer_idx; with seqlen_offset > 0 forward is one step. Every position must equal the full forward.
+
+STEP_SIZES = [  # d_state, d_conv, expand
+    (16, 4, 2), (4, 2, 1), (8, 3, 3), (1, 1, 2),
+]
+
+
+def _stepped(m: Mamba | ResidualBlock, x: torch.Tensor, prefill: int) -> tuple[torch.Tensor, InferenceParams]:
+    """Run x (B, L, D) as mamba-ssm's generation loop does: prefill `prefill` tokens, then one token per call."""
+    params = InferenceParams(max_seqlen=x.shape[1], max_batch_size=x.shape[0])
+    outs = [m(x[:, :prefill], inference_params=params)] if prefill else []
+    params.seqlen_offset = prefill
+    for t in range(prefill, x.shape[1]):  # without a prefill the first token is a parallel pass of length 1
+        outs.append(m(x[:, t:t + 1], inference_params=params))
+        params.seqlen_offset += 1
+    return torch.cat(outs, dim=1), params
+
+
+@pytest.mark.parametrize("d_state, d_conv, expand", STEP_SIZES)
+@pytest.mark.parametrize("prefill", [0, 1, 3, 7])
+def test_step_equals_full_forward_at_every_position(d_state, d_conv, expand, prefill):
+    m = seeded(0, Mamba, 12, d_state=d_state, d_conv=d_conv, expand=expand, layer_idx=0)
+    x = randn(3, 11, 12)
+    with torch.no_grad():
+        full = m(x)  # (B, L, D)
+        stepped, params = _stepped(m, x, prefill)
+    diff = (stepped - full).abs().max().item()
+    print(f"max |step - forward| = {diff:.2e}")
+    assert stepped.shape == full.shape and diff < 1e-5
+    conv_state, ssm_state = params.key_value_memory_dict[0]
+    assert conv_state.shape == (3, 12 * expand, d_conv) and ssm_state.shape == (3, 12 * expand, d_state)
+
+
+@pytest.mark.parametrize("d_state, d_conv, expand", STEP_SIZES)
+@pytest.mark.parametrize("length", [1, 2, 6])
+def test_prefill_states_equal_stepped_states(d_state, d_conv, expand, length):
+    """The states a parallel pass over a prefix leaves equal those of stepping through it from zeros, and the
+    conv state holds the prefix's last d_conv conv inputs (zeros before the start)."""
+    m = seeded(1, Mamba, 8, d_state=d_state, d_conv=d_conv, expand=expand, layer_idx=3)
+    x = randn(2, length, 8, seed=1)
+    params = InferenceParams(max_seqlen=length, max_batch_size=2)
+    conv, ssm = m.allocate_inference_cache(2, length)
+    with torch.no_grad():
+        m(x, inference_params=params)
+        for t in range(length):
+            m.step(x[:, t:t + 1], conv, ssm)
+        u = (x @ m.in_proj.weight.T)[..., : m.d_inner].transpose(1, 2)  # (B, ED, L) conv inputs
+    conv_p, ssm_p = params.key_value_memory_dict[3]
+    assert torch.allclose(conv_p, conv, atol=1e-6) and torch.allclose(ssm_p, ssm, atol=1e-5)
+    assert torch.allclose(conv_p, F.pad(u, (d_conv - length, 0))[..., -d_conv:], atol=1e-6)
+
+
+def test_layer_idx_keeps_each_layers_states_apart():
+    blocks = [seeded(i, ResidualBlock, 8, d_state=4, layer_idx=i) for i in range(3)]
+    x = randn(2, 9, 8)
+
+    def run(h: torch.Tensor, params: InferenceParams | None = None) -> torch.Tensor:
+        for block in blocks:
+            h = block(h, inference_params=params)
+        return h
+
+    with torch.no_grad():
+        full = run(x)
+        params = InferenceParams(max_seqlen=9, max_batch_size=2)
+        outs = [run(x[:, :4], params)]
+        params.seqlen_offset = 4
+        for t in range(4, 9):
+            outs.append(run(x[:, t:t + 1], params))
+            params.seqlen_offset += 1
+    assert sorted(params.key_value_memory_dict) == [0, 1, 2]
+    assert torch.allclose(torch.cat(outs, 1), full, atol=1e-5)
+    # ResidualBlock.step on its own states gives the same last output
+    states = [b.allocate_inference_cache(2, 9) for b in blocks]
+    with torch.no_grad():
+        for t in range(9):
+            h = x[:, t:t + 1]
+            for block, (conv, ssm) in zip(blocks, states):
+                h, _, _ = block.step(h, conv, ssm)
+    assert torch.allclose(h, full[:, -1:], atol=1e-5)
+
+
+@needs_mambapy
+def test_step_states_match_mambapy_step():
+    """mamba.py's MambaBlock.step keeps (h, last d_conv - 1 conv inputs): the same recurrence, other layout."""
+    ref = seeded(2, mambapy_mamba.MambaBlock, mambapy_mamba.MambaConfig(d_model=16, n_layers=1, d_state=8))
+    ours = Mamba(16, d_state=8)
+    ours.load_state_dict(ref.state_dict())
+    x = randn(2, 7, 16)
+    conv, ssm = ours.allocate_inference_cache(2, 7)
+    cache = (None, torch.zeros(2, 32, 3))
+    with torch.no_grad():
+        for t in range(7):
+            y, _, _ = ours.step(x[:, t:t + 1], conv, ssm)
+            y_ref, cache = ref.step(x[:, t], cache)
+            assert torch.allclose(y[:, 0], y_ref, atol=1e-5)
+    assert torch.allclose(ssm, cache[0], atol=1e-5) and torch.allclose(conv[..., 1:], cache[1], atol=1e-6)
+
+
+def test_inference_api_arguments_and_errors():
+    m = Mamba(8, d_state=4, use_fast_path=False, layer_idx=2)
+    assert m.layer_idx == 2 and m.use_fast_path is False
+    assert list(m.state_dict()) == list(Mamba(8, d_state=4).state_dict())  # nothing new is saved
+    x = randn(2, 5, 8)
+    with torch.no_grad():
+        assert torch.equal(seeded(0, Mamba, 8, use_fast_path=False)(x), seeded(0, Mamba, 8)(x))  # one path
+    conv, ssm = m.allocate_inference_cache(3, 10)
+    assert conv.shape == (3, 16, 4) and ssm.shape == (3, 16, 4) and conv.dtype == ssm.dtype == torch.float32
+    assert m.allocate_inference_cache(1, 1, dtype=torch.float64)[1].dtype == torch.float64
+    with pytest.raises(ValueError, match=r"Mamba.step takes one token \(B, 1, D\), got \(2, 5, 8\)"):
+        m.step(x, conv, ssm)
+    with pytest.raises(ValueError, match=r"no layer_idx.*Mamba\(\.\.\., layer_idx=i\)"):
+        Mamba(8)(x, inference_params=InferenceParams(5, 2))
+    with pytest.raises(ValueError, match="layer_idx must be None or an integer >= 0"):
+        Mamba(8, layer_idx=-1)
+    params = InferenceParams(5, 2)
+    m(x, inference_params=params)
+    with pytest.raises(ValueError, match="holds states for batch 2 at layer 2, got a batch of 3"):
+        m(randn(3, 5, 8), inference_params=params)
+    params.seqlen_offset = 5
+    params.reset(max_seqlen=7, max_batch_size=2)
+    assert params.seqlen_offset == 0 and params.max_seqlen == 7

@@ -69,3 +69,78 @@ def test_last_pool_depends_only_on_last_token_causally():
     x2[..., 0, :] += 1.0  # change the first row: the last token still sees it through the scan
     with torch.no_grad():
         assert not torch.allclose(m(x), m(x2))
+
+
+# ------------------------------------------------------------------------------------- clips and streaming
+
+def test_clip_student_reads_frames_in_order():
+    m = seeded(0, build_student, "mamba", image_shape=[3, 1, 8, 8], tokens="patch", patch=4, d_model=8, d_state=4)
+    assert m.frame_len == 4 and m.seq_len == 12
+    clip = randn(2, 3, 1, 8, 8)
+    tokens = m.tokenize(clip)  # (B, T * 4, 16)
+    assert tokens.shape == (2, 12, 16)
+    for f in range(3):
+        assert torch.equal(tokens[:, 4 * f:4 * f + 4], m.tokenizer(clip[:, f]))
+    with torch.no_grad():
+        assert torch.equal(m(clip), m.forward_tokens(tokens))
+        assert not torch.allclose(m(clip), m(clip.flip(1)))  # order matters to a student
+    with pytest.raises(ValueError, match=r"expected input \(B, 3, 1, 8, 8\), got \(2, 1, 8, 8\)"):
+        m(randn(2, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"image_shape must be \[C, H, W\] \(an image\) or \[T, C, H, W\]"):
+        build_student("mamba", image_shape=[1, 1, 1, 8, 8])
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"pool": "mean"},
+    {"pool": "last", "n_layers": 2},
+    {"pool": "mean", "n_layers": 3, "d_state": 8, "d_conv": 2, "expand": 1},
+    {"pool": "mean", "image_shape": [4, 1, 8, 8], "tokens": "patch", "patch": 4, "d_conv": 3},
+])
+@pytest.mark.parametrize("chunks", ["frames", "tokens", "mixed"])
+def test_stream_equals_the_full_forward_of_every_prefix(kwargs, chunks):
+    """Fed in chunks (a frame's tokens, one token, or uneven pieces), the logits after every token equal the full
+    forward of the prefix read so far (a running mean for pool 'mean')."""
+    kwargs = {"image_shape": [1, 12, 8], "d_model": 8, "d_state": 4, **kwargs}
+    m = seeded(0, build_student, "mamba", **kwargs).eval()
+    x = randn(3, *m.image_shape)
+    tokens = m.tokenize(x)  # (B, L, F)
+    sizes = {"frames": [m.frame_len] * (m.seq_len // m.frame_len), "tokens": [1] * m.seq_len,
+             "mixed": [5, 1, 2, 1, m.seq_len - 9]}[chunks]
+    state = m.start_stream(3)
+    with torch.no_grad():
+        parts, start = [], 0
+        for n in sizes:
+            parts.append(m.stream(tokens[:, start:start + n], state))
+            start += n
+        streamed = torch.cat(parts, dim=1)  # (B, L, C)
+        prefixes = torch.stack([m.forward_tokens(tokens[:, :t + 1]) for t in range(m.seq_len)], dim=1)
+    diff = (streamed - prefixes).abs().max().item()
+    print(f"max |stream - forward(prefix)| = {diff:.2e}")
+    assert state.seen == m.seq_len and diff < 1e-5
+    with torch.no_grad():
+        assert torch.allclose(streamed[:, -1], m(x), atol=1e-5)
+
+
+def test_stream_checks_its_input():
+    m = build_student("mamba", d_model=8, d_state=4)
+    state = m.start_stream(2)
+    with pytest.raises(ValueError, match=r"stream takes tokens \(B=2, n >= 1, F\), got \(3, 1, 28\)"):
+        m.stream(torch.zeros(3, 1, 28), state)
+    assert sorted(m.state_dict()) == sorted(build_student("mamba", d_model=8, d_state=4).state_dict())
+
+
+def test_clip_student_flops_equal_flop_counter_mode(monkeypatch):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pkd.flops import count_flops
+    from pkd.models import mamba as mamba_module
+
+    m = build_student("mamba", image_shape=[8, 1, 48, 48], tokens="patch", patch=8, d_model=16, d_state=4).eval()
+    report = count_flops(m, (8, 1, 48, 48))
+    one_frame = count_flops(build_student("mamba", image_shape=[1, 48, 48], tokens="patch", patch=8, d_model=16,
+                                          d_state=4), (1, 48, 48))
+    assert 7 * one_frame.flops < report.flops < 9 * one_frame.flops  # about linear in the frames
+    monkeypatch.setattr(mamba_module, "selective_scan", lambda u, *a, z=None, **k: u * z)  # no contraction inside
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        m(torch.zeros(1, 8, 1, 48, 48))
+    assert report.contraction_flops == counter.get_total_flops()
