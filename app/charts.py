@@ -17,21 +17,23 @@ from plotly.subplots import make_subplots
 from pkd.runs import State
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
-TABLE_COLUMNS = ("student", "model", "parameters", "its FLOPs", "FLOPs of students 1 to this one",
-                 "% of the teacher's FLOPs", "this student alone", "students 1 to this one together", "scale s_k")
+TABLE_COLUMNS = ("student", "model", "parameters", "its FLOPs", "FLOPs so far", "% of the teacher's FLOPs",
+                 "alone", "together", "scale s_k")
 # columns of the app's tables that hold percentages (0..100): shown with a % sign (st.column_config)
-PERCENT_COLUMNS = frozenset({"% of the teacher's FLOPs", "this student alone", "students 1 to this one together",
+PERCENT_COLUMNS = frozenset({"% of the teacher's FLOPs", "alone", "together",
                              "teacher's accuracy", "final accuracy", "val accuracy", "test accuracy",
                              "solo val accuracy"})
+COUNT_COLUMNS = frozenset({"parameters", "its FLOPs", "FLOPs so far", "FLOPs per image"})  # shown as 1,234,567
 COLUMN_HELP = {  # column -> its tooltip
     "student": "Student k: the k-th student trained (1 = the cheapest, trained first).",
     "model": "The kind of network: mamba = a Mamba model that reads the image one row at a time.",
     "parameters": "How many numbers (weights) the student learned.",
     "its FLOPs": "Operations this student alone needs per image. " + "A FLOP is one multiplication or addition.",
-    "FLOPs of students 1 to this one": "Operations per image of students 1 to k together: the ensemble's cost.",
+    "FLOPs so far": "Operations per image of students 1 to k together: the ensemble's cost.",
     "% of the teacher's FLOPs": "The ensemble's cost as a share of the teacher's (100% = as much work).",
-    "this student alone": "Accuracy of student k answering alone, on the test set.",
-    "students 1 to this one together": "Accuracy of the ensemble of students 1 to k, on the test set.",
+    "alone": "Accuracy of student k answering alone, on the test set (in a residual ensemble later students "
+             "learn corrections, so alone they can score low).",
+    "together": "Accuracy of students 1 to k together (the ensemble), on the test set.",
     "scale s_k": "The number student k learned to multiply the sum of the students before it by (1 = plain sum).",
     "students": "Finished / planned students.",
     "final accuracy": "All finished students together, on the test set.",
@@ -72,12 +74,12 @@ def prefix_frame(rows: list[dict]) -> pd.DataFrame:
             "model": row.get("arch", ""),
             "parameters": row.get("params"),
             "its FLOPs": row.get("student_flops"),
-            "FLOPs of students 1 to this one": row.get("cumulative_flops"),
+            "FLOPs so far": row.get("cumulative_flops"),
             "% of the teacher's FLOPs": _pct(row.get("share_of_teacher")),
-            "this student alone": _pct(row.get("solo_acc")),
-            "students 1 to this one together": _pct(row.get("prefix_acc")),
+            "alone": _pct(row.get("solo_acc")),
+            "together": _pct(row.get("prefix_acc")),
             # s_k of E_k = s_k * E_(k-1) + z_k; 1 for plain sums, blank where there is nothing before
-            "scale s_k": row.get("prev_scale") if int(row["k"]) > 1 else None,
+            "scale s_k": f"{row['prev_scale']:.2f}" if int(row["k"]) > 1 and _number(row.get("prev_scale")) else "",
         })
     return pd.DataFrame.from_records(records, columns=list(TABLE_COLUMNS))
 
@@ -153,7 +155,7 @@ def accuracy_flops_figure(series: list[dict], log_x: bool = False, show_solo: bo
         if show_anytime:
             _add_anytime(fig, item, color, many)
             _add_val_fitted(fig, item, color, many)
-        _add_prefixes(fig, item, color, many, label_points=i == 0)
+        _add_prefixes(fig, item, color, many, label_points=i == 0, log_x=log_x)
         _add_teacher(fig, item, color, many)
     _layout(fig, series, log_x, show_anytime)
     return fig
@@ -217,16 +219,20 @@ def _add_val_fitted(fig: go.Figure, item: dict, color: str, many: bool) -> None:
     ))
 
 
-def _add_prefixes(fig: go.Figure, item: dict, color: str, many: bool, label_points: bool) -> None:
+def _add_prefixes(fig: go.Figure, item: dict, color: str, many: bool, label_points: bool, log_x: bool) -> None:
     """Students 1..k together for every k, each dot labelled with its accuracy (drawn after the curves: on top)."""
     rows = [r for r in item.get("rows") or [] if _number(r.get("prefix_acc"))]
     if not rows:
         return
+    teacher = item.get("teacher") or {}
+    extra = [(teacher["flops"], 100 * teacher["test_acc"])] if _number(teacher.get("flops")) and \
+        _number(teacher.get("test_acc")) and teacher["flops"] > 0 else []
     fig.add_trace(go.Scatter(
         x=[r["cumulative_flops"] for r in rows], y=[100 * r["prefix_acc"] for r in rows],
         mode="lines+markers+text" if label_points else "lines+markers",
         name=_name(item, many, "the first students together"), legendrank=1,
-        text=[f"{100 * r['prefix_acc']:.2f}%" for r in rows], textposition="bottom right",
+        text=[f"{100 * r['prefix_acc']:.2f}%" for r in rows],
+        textposition=label_positions([(r["cumulative_flops"], 100 * r["prefix_acc"]) for r in rows], extra, log_x),
         textfont={"size": 14, "color": color}, marker={"size": 11, "color": color}, line={"color": color, "width": 3},
         customdata=[[students_text(r["k"]), human_flops(r["cumulative_flops"]),
                      100 * (r.get("share_of_teacher") or 0)] for r in rows],
@@ -252,6 +258,24 @@ def _add_teacher(fig: go.Figure, item: dict, color: str, many: bool) -> None:
             hovertemplate=(f"teacher {teacher.get('arch', '')}: %{{y:.2f}}%<br>{human_flops(teacher['flops'])} "
                            "FLOPs per image<extra></extra>"),
         ))
+
+
+def label_positions(points: list[tuple[float, float]], others: list[tuple[float, float]], log_x: bool) -> list[str]:
+    """Where each dot's label goes: below right, or above left when the dot before is close by (its label would
+    overlap); "close" is within 8% of the x span (in log space on a log axis) and 12% of the y span."""
+    every = [(math.log10(x) if log_x else x, y) for x, y in points + others if _number(x) and x > 0]
+    if len(every) < 2:
+        return ["bottom right"] * len(points)
+    xs, ys = [p[0] for p in every], [p[1] for p in every]
+    x_span, y_span = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    out, before = [], None
+    for x, y in points:
+        here = (math.log10(x) if log_x and x > 0 else x, y)
+        close = before is not None and abs(here[0] - before[0]) < 0.08 * x_span and abs(here[1] - before[1]) < \
+            0.12 * y_span
+        out.append("top left" if close and out[-1] == "bottom right" else "bottom right")
+        before = here
+    return out
 
 
 def students_text(k: int) -> str:
@@ -448,9 +472,9 @@ def prefix_predictions_frame(report: dict, class_names: list[str]) -> pd.DataFra
         records.append({
             "students used": students_text(j + 1),
             "together they say": class_names[p_cls],
-            "sure": f"{100 * prefix[p_cls]:.1f}%",
+            "confidence": f"{100 * prefix[p_cls]:.1f}%",
             "last student's own vote (alone)": class_names[s_cls],
-            "its own sureness": f"{100 * solo[s_cls]:.1f}%",
+            "its own confidence": f"{100 * solo[s_cls]:.1f}%",
             "FLOPs so far": human_flops(report["cumulative_flops"][j]),
             "% of the teacher's": percent(report["share_of_teacher"][j], 2),
         })
@@ -477,7 +501,7 @@ def step_frame(report: dict, k: int, class_names: list[str]) -> pd.DataFrame:
         records.append({
             "step": f"add student {j + 1}",
             "answer so far": class_names[cls],
-            "sure": f"{100 * probs[cls]:.1f}%",
+            "confidence": f"{100 * probs[cls]:.1f}%",
             "what changed": change_text(before, (cls, probs[cls]), class_names),
             "added FLOPs": human_flops(report["cumulative_flops"][j] - (report["cumulative_flops"][j - 1] if j
                                                                           else 0)),

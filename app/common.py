@@ -17,7 +17,7 @@ SHIPPED_NAME = "mnist"  # the run the app opens on: <pretrained>/mnist
 RUN_KEY = "run"  # session-state key of the sidebar run picker (a run directory path)
 GOTO_KEY = "goto"  # a callback sets this to a page name; main.py switches to it
 LESSON_KEY = "lesson"  # session-state key of the sidebar's lesson-mode toggle
-URL_READ_KEY = "url_read"  # set once the session has taken its state from the URL
+URL_READ_KEY = "url_read"  # the pages whose state this session has taken from the URL
 APP_TORCH_THREADS = int(os.environ.get("PKD_APP_THREADS", "1"))  # torch threads of the app process
 
 
@@ -81,11 +81,12 @@ def display_name(run: Run, info: dict | None = None) -> str:
 def label(run: Run, info: dict | None = None) -> str:
     """A run as pickers show it: name, state and students, or why a broken run cannot be shown."""
     info = info or run.info()
-    where = " · pretrained" if location(run) == "pretrained" else ""
     name = display_name(run, info)
     if info["problem"]:
-        return f"{name} (broken: {info['problem'][:100]}){where}"
-    return f"{name} ({info['state']}, {info['k_done']}/{info['k_planned']} students){where}"
+        return f"{name} (broken: {info['problem'][:100]})"
+    if info["state"] == str(State.DONE) and info["k_done"] == info["k_planned"]:
+        return name  # short: the sidebar is narrow, and its caption says the rest
+    return f"{name} · {info['k_done']}/{info['k_planned']} students · {info['state']}"
 
 
 def lesson_mode() -> bool:
@@ -112,11 +113,12 @@ def url_ids() -> dict[str, str]:
 
 
 def read_url(page: str) -> None:
-    """On a session's first run, take the run, lesson mode and the page's state from the URL (a shared link or a
-    reload); malformed or unknown values are ignored, so the page shows its defaults."""
-    if st.session_state.get(URL_READ_KEY):
+    """On a session's first visit of a page, take the run, lesson mode and the page's state from the URL (a shared
+    link or a reload); malformed or unknown values are ignored, so the page shows its defaults."""
+    read = st.session_state.setdefault(URL_READ_KEY, [])
+    if page in read:
         return
-    st.session_state[URL_READ_KEY] = True
+    read.append(page)
     fields = url_state.GLOBAL_FIELDS + url_state.PAGE_FIELDS.get(page, [])
     st.session_state.update(url_state.read(st.query_params.to_dict(), fields, url_ids()))
 
@@ -147,7 +149,9 @@ def sidebar() -> Run | None:
                      format_func=lambda p: labels.get(p, p))
         run = Run(Path(st.session_state[RUN_KEY]))
         info = infos[str(run.path)]
-        st.caption(f"{info['dataset']} · {info['mode']} ensemble · state **{info['state']}**"
+        where = "shipped with pkd" if location(run) == "pretrained" else "in your runs folder"
+        st.caption(f"{info['dataset']} · {info['mode']} ensemble of {info['k_done']}/{info['k_planned']} students · "
+                   f"state **{info['state']}** · {where}"
                    + ("" if lesson_mode() else f"  \n`{run.path}`"))
         if info["problem"]:
             st.caption(f":warning: {info['problem']}")
@@ -227,6 +231,8 @@ def show_table(frame, key: str) -> None:
         help_text = charts.COLUMN_HELP.get(column)
         if column in charts.PERCENT_COLUMNS:
             config[column] = st.column_config.NumberColumn(column, format="%.2f%%", help=help_text)
+        elif column in charts.COUNT_COLUMNS:
+            config[column] = st.column_config.NumberColumn(column, format="localized", help=help_text)
         elif help_text:
             config[column] = st.column_config.Column(column, help=help_text)
     st.dataframe(frame, hide_index=True, width="stretch", key=key, column_config=config)

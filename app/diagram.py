@@ -28,7 +28,7 @@ def ensemble_svg(students: list[dict], residual: bool = True) -> str:
     k_total = max(len(students), 1)
     width, height = LEFT + COLUMN * k_total + 20, 318
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
-             f'style="max-width:{width}px" role="img" aria-label="residual ensemble of {k_total} students" '
+             f'style="max-width:{int(width * 1.5)}px" role="img" aria-label="residual ensemble of {k_total} students" '
              'font-family="sans-serif" font-size="14">',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
              f'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="{GREY}"/></marker></defs>',

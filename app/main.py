@@ -23,8 +23,7 @@ st.set_page_config(page_title="pkd explorer", page_icon=":material/scatter_plot:
 PAGES = {  # the names are the URL-state keys of app/url_state.PAGE_FIELDS
     "results": st.Page("app_pages/results.py", title="Results", icon=":material/show_chart:", default=True),
     "playground": st.Page("app_pages/playground.py", title="Playground", icon=":material/draw:"),
-    "how": st.Page("app_pages/how_it_works.py", title="How it works", icon=":material/school:",
-                   url_path="how-it-works"),
+    "how": st.Page("app_pages/how_it_works.py", title="How it works", icon=":material/school:"),
     "train": st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
     "runs": st.Page("app_pages/runs.py", title="Runs", icon=":material/folder_open:"),
     "sweeps": st.Page("app_pages/sweeps.py", title="Sweeps", icon=":material/scatter_plot:"),
@@ -37,7 +36,8 @@ if goto in PAGES:
     st.switch_page(PAGES[goto])
 common.read_url(name)  # a shared link or a reload: the URL's state first
 common.sidebar()
+common.write_url(name)  # the widgets' values are already in session state; a page that calls st.stop() ends here
 try:
     page.run()
-finally:  # also after st.stop(): the address bar always links to what is shown
+finally:  # what the page itself set (a default number of students, a clamped value)
     common.write_url(name)

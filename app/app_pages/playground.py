@@ -177,10 +177,9 @@ def step_through(report: inference.DigitReport, models: Models, k: int) -> None:
     cols[1].button("Reset to student 1", key="pg_step_reset", on_click=on_reset, disabled=k == 1, width="stretch")
     frame = charts.step_frame(report.as_dict(), k, list(models.spec.class_names))
     last = frame.iloc[-1]
-    cols[2].markdown(f"**{last['step'].capitalize()} of {k_total}:** {last['what changed']}; answer "
-                     f"**{last['answer so far']}**, {last['sure']} sure, for {last['FLOPs so far']} FLOPs "
-                     f"({last[SHARE]} of the teacher's)."
-                     + (" All students are in." if k == k_total else ""))
+    cols[2].markdown(f"**Student {k} of {k_total} added** ({last['what changed']}): the answer is "
+                     f"**{last['answer so far']}**, {last['confidence']} sure, for {last['FLOPs so far']} FLOPs so far "
+                     f"({last[SHARE]} of the teacher's)." + (" All students are in." if k == k_total else ""))
     st.table(frame.set_index("step"))
 
 
@@ -249,7 +248,9 @@ def main() -> None:
     step_through(report, models, k)
     st.subheader("Every number of students at once")
     st.caption(f"Together = the answer of the first students combined; the last student's own vote is what it "
-               f"would say alone. All of this (preprocessing, {models.ensemble.k} ensembles, their votes and the "
+               f"would say alone" + (" (in a residual ensemble it is a correction to the sum, so it can differ from "
+                                     "the answer without anything being wrong)" if models.residual else "")
+               + f". All of this (preprocessing, {models.ensemble.k} ensembles, their votes and the "
                f"teacher) took {elapsed_ms:.0f} ms.")
     st.table(charts.prefix_predictions_frame(report.as_dict(), list(models.spec.class_names)))
     anytime_section(image, models)

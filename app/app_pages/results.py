@@ -106,11 +106,10 @@ def explain_early_exit(summary: dict) -> None:
 def table(run: Run, rows: list[dict]) -> None:
     """The per-student table with its explanation and (outside lesson mode) its CSV."""
     st.subheader(f"Per student: {common.display_name(run)}")
-    st.caption("**this student alone**: the student on its own (in a residual ensemble, students after the first "
-               "learn a correction to the sum before them, so alone they can score low).  **students 1 to this "
-               "one together**: the ensemble's accuracy.  FLOPs are per image.  **scale s_k**: the number student "
-               "k learned to multiply the sum of the students before it by (1 = plain sum).  Hover a column's name "
-               "for more.")
+    st.caption("**alone**: the student on its own (in a residual ensemble, students after the first learn a "
+               "correction to the sum before them, so alone they can score low).  **together**: students 1 to this "
+               "one, the ensemble's accuracy.  FLOPs are per image.  **scale s_k**: the number student k learned to "
+               "multiply the sum of the students before it by (1 = plain sum).  Hover a column's name for more.")
     frame = charts.prefix_frame(rows)
     common.show_table(frame, key="results_table")
     if not common.lesson_mode():

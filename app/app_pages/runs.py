@@ -45,6 +45,8 @@ def table(runs: list[Run], infos: dict[str, dict]) -> None:
     locations = {str(run.path): common.location(run) for run in runs}
     names = {str(run.path): common.display_name(run, infos[str(run.path)]) for run in runs}
     frame = charts.runs_frame(list(infos.values()), locations, names)
+    if common.lesson_mode():  # the story: which run, how accurate, how cheap
+        frame = frame.drop(columns=["dataset", "started", "where", "problem"])
     common.show_table(frame, key="runs_table")
     st.caption("**students** = finished / planned.  **final accuracy** = all finished students together, on the "
                "test set; **% of the teacher's FLOPs** = their work per image as a share of the teacher's.  A "

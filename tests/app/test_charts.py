@@ -28,12 +28,12 @@ ANYTIME = [{"confidence": 0.5, "acc": 0.82, "mean_flops": 1500.0}, {"confidence"
 def test_prefix_frame_has_display_columns_in_percent():
     frame = charts.prefix_frame(ROWS)
     assert list(frame.columns) == list(charts.TABLE_COLUMNS)
-    assert list(frame["students 1 to this one together"]) == [80.0, 90.0]
+    assert list(frame["together"]) == [80.0, 90.0]
     assert list(frame["% of the teacher's FLOPs"]) == [1.0, 4.0]
-    assert frame["scale s_k"].iloc[1] == 0.25 and pd.isna(frame["scale s_k"].iloc[0])
+    assert list(frame["scale s_k"]) == ["", "0.25"]  # blank where there is nothing before
     back = pd.read_csv(io.BytesIO(charts.table_csv(frame)))
-    assert list(back["FLOPs of students 1 to this one"]) == [1000, 4000]
-    assert {"% of the teacher's FLOPs", "this student alone", "students 1 to this one together"} <= \
+    assert list(back["FLOPs so far"]) == [1000, 4000]
+    assert {"% of the teacher's FLOPs", "alone", "together"} <= \
         charts.PERCENT_COLUMNS  # shown with a % sign
     assert all(column in charts.COLUMN_HELP for column in frame.columns)  # every column has a tooltip
 
