@@ -403,3 +403,16 @@ def test_video_teacher_flops_scale_with_frames_and_text_is_separate(video_teache
     text = one.text
     assert text.contraction_flops == _flop_counter_math_attention(video_teacher.text_embeddings)
     assert text.params == sum(p.numel() for p in video_teacher._text_params()) and text.flops > one.clip.flops
+
+
+def test_video_teacher_with_prompts_equals_flop_counter_mode():
+    from pkd.models.clip_teacher import ViFiCLIP, video_teacher_flops
+
+    torch.manual_seed(0)
+    t = ViFiCLIP(["0 moving left", "0 moving right"], image_size=16, n_ctx=4, n_ctx_vision=2).eval()
+    r = count_flops(t, (2, 1, 16, 16))
+    assert r.contraction_flops == _flop_counter_math_attention(lambda: t(torch.zeros(1, 2, 1, 16, 16)))
+    attn = next(row for row in r.rows if row.name == "clip.visual.transformer.resblocks.0.attn")
+    assert f"scores {2 * 2 * 7 * 7 * 64} " in attn.formula  # 2 frames of 4 patches + class token + 2 prompts
+    text = video_teacher_flops(t, (2, 1, 16, 16)).text
+    assert text.contraction_flops == _flop_counter_math_attention(t.text_embeddings)

@@ -182,8 +182,10 @@ class ViFiCLIP(nn.Module):
         clip_model: open_clip config name (pkd's tiny one, or a stock one for real weights such as ViT-B-16).
         image_size: the CLIP's input side S (None: the config's); frames of another size are resized to it.
         template: the prompt of a class ("{}" is the name); ViFi-CLIP's training prompt by default.
-        n_ctx: learnable prompt context tokens (0: none; see add_prompt_context).
+        n_ctx: learnable text prompt context tokens (0: none; see add_prompt_context).
         ctx_init: their initialisation text when it has exactly n_ctx tokens.
+        n_ctx_vision: learnable vision prompt tokens appended to every frame's tokens (0: none; see
+            add_vision_context).
         in_channels: channels C of the frames (1: grey, repeated to the CLIP's 3).
         input_mean, input_std: the normalisation the frames arrive with (0 and 1: raw pixels in [0, 1]).
     """
@@ -196,6 +198,7 @@ class ViFiCLIP(nn.Module):
         template: str = "a photo of a {}.",
         n_ctx: int = 0,
         ctx_init: str = "a photo of a",
+        n_ctx_vision: int = 0,
         in_channels: int = 1,
         input_mean: float = 0.0,
         input_std: float = 1.0,
@@ -218,6 +221,10 @@ class ViFiCLIP(nn.Module):
         self.set_classes(class_names, refresh=False)
         if n_ctx:
             self.add_prompt_context(n_ctx, ctx_init, refresh=False)
+        self.vision_ctx = None
+        self.clip.visual.ln_pre.register_forward_pre_hook(self._append_vision_ctx)
+        if n_ctx_vision:
+            self.add_vision_context(n_ctx_vision)
         self.register_load_state_dict_post_hook(lambda module, keys: module.refresh_text_cache())
         self.refresh_text_cache()
 
@@ -329,6 +336,24 @@ class ViFiCLIP(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ video side
 
+    def add_vision_context(self, n_ctx: int) -> None:
+        """Learnable vision prompts (VPT-shallow, as ViFi-CLIP's `image_encoder.VPT`): n vectors of the ViT's width,
+        N(0, 0.02), appended to every frame's tokens after the positional embedding (before ln_pre). The frame's
+        feature stays the class token's, so the prompts act only through attention."""
+        check_int("n_ctx_vision", n_ctx)
+        if self.clip.visual.pool_type != "tok" or self.clip.visual.attn_pool is not None:
+            raise ValueError("vision prompts need a ViT that pools its class token (pool_type 'tok')")
+        width = self.clip.visual.positional_embedding.shape[1]
+        self.vision_ctx = nn.Parameter(
+            (torch.randn(n_ctx, width) * 0.02).to(self.clip.logit_scale.device))  # (n, W_vision)
+
+    def _append_vision_ctx(self, module: nn.Module, args: tuple) -> tuple | None:
+        """Forward pre-hook of the ViT's ln_pre: (N, P+1, W) tokens -> (N, P+1+n, W) with the vision prompts."""
+        if self.vision_ctx is None:
+            return None
+        x = args[0]
+        return (torch.cat([x, self.vision_ctx.to(x.dtype).expand(len(x), -1, -1)], dim=1), *args[1:])
+
     def frame_embeddings(self, frames: torch.Tensor) -> torch.Tensor:
         """Args: frames: (N, C, H, W) as the data gives them. Returns: (N, E) unnormalised image features."""
         return self.clip.visual(self.adapter(frames))  # (N, E)
@@ -439,7 +464,8 @@ def video_teacher_flops(teacher: ViFiCLIP, clip_shape: Sequence[int]) -> VideoTe
 
 # ViFi-CLIP wraps the CLIP: image_encoder = clip.visual, text_encoder = (transformer, positional_embedding,
 # ln_final, text_projection), prompt_learner = buffers derived from the class names (+ ctx when prompting).
-_VIFI_PREFIXES = (("image_encoder.", "visual."), ("text_encoder.", ""), ("prompt_learner.ctx", "prompt_ctx"))
+_VIFI_PREFIXES = (("image_encoder.VPT", "vision_ctx"), ("image_encoder.", "visual."), ("text_encoder.", ""),
+                  ("prompt_learner.ctx", "prompt_ctx"))
 _VIFI_DERIVED = ("prompt_learner.token_prefix", "prompt_learner.token_suffix",
                  "prompt_learner.complete_text_embeddings")
 _WRAPPERS = ("module.", "model.", "clip.", "_orig_mod.")
@@ -523,13 +549,15 @@ def load_clip_weights(teacher: ViFiCLIP, paths: str | Path | Sequence[str | Path
         from open_clip.model import resize_pos_embed
 
         resize_pos_embed(state, teacher.clip)  # real weights at another image size: interpolate the grid
-    ctx = state.pop("prompt_ctx", None)
+    ctx, vision_ctx = state.pop("prompt_ctx", None), state.pop("vision_ctx", None)
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(set(own) & set(state))
               if state[k].shape != own[k].shape]
     if missing or unexpected or shapes:
         hint = ("ViFi-CLIP files hold no token embedding: list the base CLIP weights first, then the ViFi-CLIP file"
                 if missing == ["token_embedding.weight"] else
+                "ViFi-CLIP's deep prompts (PROMPT_DEPTH above 1) are not supported, only shallow ones (depth 1)"
+                if any("VPT_shallow" in k for k in unexpected) else
                 "build the teacher with the open_clip config the weights were trained with (teacher params "
                 "clip_model, e.g. ViT-B-16)")
         raise ValueError(f"{', '.join(map(str, paths))} does not fit open_clip '{teacher.clip.__class__.__name__}' "
@@ -543,5 +571,12 @@ def load_clip_weights(teacher: ViFiCLIP, paths: str | Path | Sequence[str | Path
         teacher.add_prompt_context(ctx.shape[0], "", refresh=False)
         with torch.no_grad():
             teacher.prompt_ctx.copy_(ctx)
+    if vision_ctx is not None:
+        if vision_ctx.dim() != 2 or vision_ctx.shape[1] != teacher.clip.visual.positional_embedding.shape[1]:
+            raise ValueError(f"vision prompts of shape {tuple(vision_ctx.shape)} do not fit the ViT's width "
+                             f"{teacher.clip.visual.positional_embedding.shape[1]}")
+        teacher.add_vision_context(vision_ctx.shape[0])
+        with torch.no_grad():
+            teacher.vision_ctx.copy_(vision_ctx)
     teacher.refresh_text_cache()
     logger.info("loaded %d CLIP tensors from %s", len(state), ", ".join(map(str, paths)))

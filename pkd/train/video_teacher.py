@@ -4,8 +4,8 @@ directory: pkd.train.progressive wires them in):
 1. `pretrain_image_text`: CLIP's contrastive image-text pretraining on single frames with captions.
 2. `finetune_vifi`: ViFi-CLIP fine-tuning of both towers on clips (frame encode -> temporal mean -> cosine vs the
    class prompts), cross-entropy with label smoothing, AdamW, cosine schedule after a linear warm-up.
-3. `bridge_and_prompt`: ViFi-CLIP's low-data stage: both towers frozen, only n prompt context vectors learnt
-   (text side, CoOp-style, initialised from "a photo of a").
+3. `bridge_and_prompt`: ViFi-CLIP's low-data stage: both towers frozen, only prompt vectors learnt: text
+   context (CoOp-style, initialised from "a photo of a") and optionally vision prompt tokens (VPT-shallow).
 
 Each is one seeded loop: the same teacher, data and seed give the same weights (same machine). Each returns the
 mean training loss of every epoch and leaves the teacher in eval mode with its text cache refreshed.
@@ -152,12 +152,14 @@ def finetune_vifi(teacher: ViFiCLIP, clips: torch.Tensor, labels: torch.Tensor, 
 
 
 def bridge_and_prompt(teacher: ViFiCLIP, clips: torch.Tensor, labels: torch.Tensor, optim: OptimConfig,
-                      n_ctx: int = 4, ctx_init: str = "a photo of a", label_smoothing: float = 0.1,
-                      warmup: float = 0.1, seed: int = 0, on_epoch: EpochHook | None = None) -> list[float]:
-    """Stage 3: freeze both towers and learn only the n prompt context vectors (added if the teacher has none).
+                      n_ctx: int = 4, ctx_init: str = "a photo of a", n_ctx_vision: int = 0,
+                      label_smoothing: float = 0.1, warmup: float = 0.1, seed: int = 0,
+                      on_epoch: EpochHook | None = None) -> list[float]:
+    """Stage 3: freeze both towers and learn only prompt vectors: n_ctx text context vectors and, if
+    n_ctx_vision > 0, as many vision prompt tokens (each added if the teacher has not got them).
 
-    The frozen image tower's video embeddings are computed once; each step runs only the text tower over the K
-    prompts. Args: clips: (N, T, C, H, W); labels: (N,). Returns: epoch losses.
+    Without vision prompts the frozen image tower's video embeddings are computed once and each step runs only
+    the text tower over the K prompts. Args: clips: (N, T, C, H, W); labels: (N,). Returns: epoch losses.
     """
     _check("clips", clips, 5, len(labels), "label")
     device = teacher.prompt_tokens.device
@@ -165,17 +167,22 @@ def bridge_and_prompt(teacher: ViFiCLIP, clips: torch.Tensor, labels: torch.Tens
         torch.manual_seed(seed)
         if teacher.n_ctx != n_ctx:
             teacher.add_prompt_context(n_ctx, ctx_init)
+        if n_ctx_vision and (teacher.vision_ctx is None or len(teacher.vision_ctx) != n_ctx_vision):
+            teacher.add_vision_context(n_ctx_vision)
+    learnt = [teacher.prompt_ctx] + ([teacher.vision_ctx] if n_ctx_vision else [])
     for p in teacher.parameters():
-        p.requires_grad_(p is teacher.prompt_ctx)
+        p.requires_grad_(any(p is q for q in learnt))
     teacher.eval()
-    with torch.no_grad():
-        video = torch.cat([teacher._pooled(chunk.to(device)) for chunk in clips.split(optim.batch_size)])  # (N, E)
+    if not n_ctx_vision:
+        with torch.no_grad():
+            video = torch.cat([teacher._pooled(chunk.to(device)) for chunk in clips.split(optim.batch_size)])  # (N, E)
     scale = teacher.clip.logit_scale.detach()
 
     def step_loss(idx: torch.Tensor) -> torch.Tensor:
-        logits = teacher.head(video[idx], teacher.text_embeddings(), scale)  # (B, K)
+        pooled = teacher._pooled(clips[idx].to(device)) if n_ctx_vision else video[idx]  # (B, E)
+        logits = teacher.head(pooled, teacher.text_embeddings(), scale)  # (B, K)
         return F.cross_entropy(logits, labels[idx].to(device), label_smoothing=label_smoothing)
 
-    losses = _run(teacher, [teacher.prompt_ctx], len(labels), optim, warmup, seed, step_loss, on_epoch)
+    losses = _run(teacher, learnt, len(labels), optim, warmup, seed, step_loss, on_epoch)
     _finish(teacher)
     return losses

@@ -111,6 +111,22 @@ def test_prompt_context_from_its_init_text_keeps_the_logits():
     assert t.n_ctx == 3 and t.prompt_prefix == "X X X"
 
 
+def test_vision_prompts_join_every_frame_and_keep_reversal_invariance():
+    t = _teacher()
+    clips = _clips(n=8, t=4)
+    with torch.no_grad():
+        before = t(clips)
+        t.add_vision_context(3)
+        after, backward = t(clips), t(clips.flip(1))
+    seen = []
+    hook = t.clip.visual.transformer.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    with torch.no_grad():
+        t.frame_embeddings(clips[0])
+    hook.remove()
+    assert seen == [(4, 4 + 1 + 3, 64)]  # 2x2 patches + class token + 3 prompts
+    assert not torch.allclose(before, after) and torch.equal(after, backward)
+
+
 def test_registry_and_set_classes():
     t = build_teacher("vifi_clip", class_names=NAMES[:4], image_size=SIDE)
     assert isinstance(t, ViFiCLIP) and t.text_cache.shape == (4, 64)
@@ -173,10 +189,13 @@ def test_loads_open_clip_state_dicts_in_both_formats(tmp_path):
 
 
 def _vifi_state(source: ViFiCLIP) -> dict[str, torch.Tensor]:
-    """A ViFi-CLIP checkpoint's 'model': DDP prefix, image_encoder / text_encoder / prompt_learner, no token
-    embedding (as trainers/vificlip.py's module names give it)."""
+    """A prompted ViFi-CLIP checkpoint's 'model': DDP prefix, image_encoder (+ its shallow prompts VPT) /
+    text_encoder / prompt_learner (ctx + derived buffers), no token embedding (trainers/vificlip.py's names)."""
     out = {"module.logit_scale": source.clip.logit_scale.detach(),
-           "module.prompt_learner.complete_text_embeddings": torch.zeros(len(NAMES), 16, 64)}
+           "module.prompt_learner.ctx": source.prompt_ctx.detach(),
+           "module.prompt_learner.token_prefix": torch.zeros(len(NAMES), 1, 64),
+           "module.prompt_learner.token_suffix": torch.zeros(len(NAMES), 11, 64),
+           "module.image_encoder.VPT": source.vision_ctx.detach()}
     for key, value in source.clip.state_dict().items():
         if key.startswith("visual."):
             out["module.image_encoder." + key[len("visual."):]] = value
@@ -186,7 +205,7 @@ def _vifi_state(source: ViFiCLIP) -> dict[str, torch.Tensor]:
 
 
 def test_loads_a_vifi_clip_checkpoint_after_its_base_clip(tmp_path, monkeypatch):
-    source = _teacher(seed=0)
+    source = _teacher(seed=0, n_ctx=4, n_ctx_vision=2)
     yacs, config = types.ModuleType("yacs"), types.ModuleType("yacs.config")
     config.CfgNode = type("CfgNode", (dict,), {"__module__": "yacs.config"})
     monkeypatch.setitem(sys.modules, "yacs", yacs)
@@ -199,7 +218,13 @@ def test_loads_a_vifi_clip_checkpoint_after_its_base_clip(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match=r"missing 1 \['token_embedding.weight'\].*list the base CLIP weights first"):
         load_clip_weights(fresh, tmp_path / "vifi.pth")
     load_clip_weights(fresh, [tmp_path / "base.pt", tmp_path / "vifi.pth"])
-    assert torch.equal(_logits(fresh), _logits(source))
+    assert fresh.n_ctx == 4 and fresh.vision_ctx.shape == (2, 64)
+    torch.testing.assert_close(_logits(fresh), _logits(source), rtol=0, atol=1e-5)
+    state = _vifi_state(source)
+    state["module.image_encoder.transformer.resblocks.1.VPT_shallow"] = torch.zeros(2, 64)  # deep prompts
+    torch.save({"model": state}, tmp_path / "deep.pth")
+    with pytest.raises(ValueError, match="deep prompts .* are not supported"):
+        load_clip_weights(_teacher(), [tmp_path / "base.pt", tmp_path / "deep.pth"])
 
 
 def test_mismatched_weights_name_keys_and_shapes(tmp_path):

@@ -3,6 +3,8 @@ prompt stage changes only the context vectors."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -98,6 +100,20 @@ def test_prompt_learning_changes_only_the_context_vectors():
     init = t.clip.token_embedding(t.tokenize(["a photo of a"])[:, 1:5])[0]
     assert not torch.allclose(after["prompt_ctx"], init)
     assert all(p.requires_grad for p in t.parameters())  # unfrozen again for later stages
+
+
+def test_vision_and_text_prompts_are_all_that_change():
+    clips, labels = _clips()
+    t = _teacher()
+    before = _state(t)
+    losses = bridge_and_prompt(t, clips, labels, OptimConfig(epochs=4, batch_size=16, lr=5e-2), n_ctx=4,
+                               n_ctx_vision=2, seed=0)
+    assert len(losses) == 4 and all(map(math.isfinite, losses))
+    after = _state(t)
+    assert set(after) - set(before) == {"prompt_ctx", "vision_ctx"}
+    torch.manual_seed(0)  # the stage's seed: the vision prompts' N(0, 0.02) draw, which training then moved
+    assert not torch.allclose(after["vision_ctx"], torch.randn(2, 64) * 0.02)
+    assert [k for k in before if not torch.equal(before[k], after[k])] == ["text_cache"]
 
 
 @pytest.mark.parametrize("call, match", [
