@@ -217,7 +217,7 @@ class ViFiCLIP(nn.Module):
         self.pool = TemporalMean()
         self.head = CosineHead()
         self.template, self.n_ctx, self.prompt_ctx = template, 0, None
-        self.prompt_prefix = template.split("{}")[0].strip()
+        self.prompt_prefix = ""  # the text the context vectors replace (set by add_prompt_context)
         self.set_classes(class_names, refresh=False)
         if n_ctx:
             self.add_prompt_context(n_ctx, ctx_init, refresh=False)
@@ -253,7 +253,7 @@ class ViFiCLIP(nn.Module):
         tokens = self.tokenize(self._prompts(self.class_names))  # (K, L)
         device = self.clip.logit_scale.device
         self.register_buffer("prompt_tokens", tokens.to(device), persistent=False)
-        self.register_buffer("text_cache", torch.zeros(len(tokens), self.clip.text_projection.shape[-1],
+        self.register_buffer("text_cache", torch.zeros(len(tokens), self.clip.visual.output_dim,
                                                        device=device))  # (K, E)
         if refresh:
             self.refresh_text_cache()
@@ -346,6 +346,10 @@ class ViFiCLIP(nn.Module):
         width = self.clip.visual.positional_embedding.shape[1]
         self.vision_ctx = nn.Parameter(
             (torch.randn(n_ctx, width) * 0.02).to(self.clip.logit_scale.device))  # (n, W_vision)
+
+    def prompt_params(self) -> dict[str, int]:
+        """The constructor arguments that rebuild this teacher's prompt parameters (for its saved spec)."""
+        return {"n_ctx": self.n_ctx, "n_ctx_vision": 0 if self.vision_ctx is None else len(self.vision_ctx)}
 
     def _append_vision_ctx(self, module: nn.Module, args: tuple) -> tuple | None:
         """Forward pre-hook of the ViT's ln_pre: (N, P+1, W) tokens -> (N, P+1+n, W) with the vision prompts."""
@@ -483,6 +487,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of one file: safetensors, or a torch file read with weights_only=True (never arbitrary pickles)."""
     with open(path, "rb") as f:
         head = f.read(9)
+    if zipfile.is_zipfile(path) and any(n.endswith("constants.pkl") for n in zipfile.ZipFile(path).namelist()):
+        raise ValueError(f"{path}: a TorchScript archive (as OpenAI's CLIP downloads are), which pkd does not run; "
+                         f"load it in a trusted session and save its state_dict() with safetensors")
     try:
         if len(head) == 9 and head[8:9] == b"{":  # safetensors: 8-byte header length, then JSON
             from safetensors import SafetensorError

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import types
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -273,3 +274,8 @@ def test_truncated_and_missing_files_are_one_line(tmp_path):
         assert "\n" not in str(info.value)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_clip_weights(_teacher(), tmp_path / "nope.pt")
+    with zipfile.ZipFile(tmp_path / "scripted.pt", "w") as archive:  # what torch.jit.save writes: code + constants
+        archive.writestr("scripted/code/__torch__.py", "class Linear: ...")
+        archive.writestr("scripted/constants.pkl", b"")
+    with pytest.raises(ValueError, match="a TorchScript archive .* save its state_dict"):
+        load_clip_weights(_teacher(), tmp_path / "scripted.pt")
