@@ -266,11 +266,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     _setup_logging(verbose=args.verbose)
     run = resolve_run(args.run, args.runs_dir or default_runs_dir())
-    rows = evaluate_run(run, device=resolve_device(args.device))
-    summary = run.summary()
-    summary["prefixes"] = rows
+    summary = evaluate_run(run, device=resolve_device(args.device))
     _print_table(summary)
+    _print_budgets(summary)
     return 0
+
+
+def _print_budgets(summary: dict) -> None:
+    """`pkd eval`'s lines after the table: the early exit at the val-fitted budgets, the AUC, the drawn digits."""
+    teacher_flops = summary["teacher"]["flops"]
+    for point in summary.get("anytime_val_fitted", []):
+        rule = "every student" if point["confidence"] is None else f"exit at confidence {point['confidence']:.4f}"
+        print(f"early exit, budget {100 * point['budget'] / teacher_flops:5.2f}% of the teacher ({rule}, fitted on "
+              f"val): test acc {point['acc']:.4f} at {100 * point['mean_flops'] / teacher_flops:.2f}% on average")
+    auc = summary.get("anytime_auc", {})
+    if auc.get("test") is not None:
+        print(f"anytime AUC (1%..100% of the teacher's FLOPs, log scale): val {auc['val']:.4f}, test {auc['test']:.4f}")
+    drawn = summary.get("drawn")
+    if drawn:
+        print(f"drawn digits ({drawn['n']}, pkd.drawn seed {drawn['seed']}): teacher {drawn['teacher_acc']:.4f}, "
+              "prefixes " + " ".join(f"{k}:{acc:.4f}" for k, acc in enumerate(drawn["prefix_acc"], start=1)))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import torch.nn as nn
 from pkd.artifacts import load_ensemble, load_teacher
 from pkd.config import RunConfig, config_from_dict
 from pkd.data import DatasetSpec, Split, get_dataset_spec, load_split
+from pkd.drawn import drawn_digits
 from pkd.distributed import SINGLE, World, gather_rows, shard_range
 from pkd.flops import model_cost
 from pkd.models.ensemble import Ensemble, PrefixSums
@@ -22,6 +23,7 @@ from pkd.runs import Run
 EVAL_BATCH = 1000
 CONFIDENCE_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 REPORTED_SPLITS = ("val", "test")  # accuracies in prefix.csv; the train split is never reported
+DRAWN_PER_DIGIT, DRAWN_SEED = 100, 0  # the drawn-digit robustness set `pkd eval` measures MNIST runs on
 
 
 def load_run_data(cfg: RunConfig) -> tuple[DatasetSpec, dict[str, Split]]:
@@ -90,32 +92,48 @@ def run_summary(cfg: RunConfig, teacher: dict, rows: list[dict], k_planned: int)
             "flops_unit": "FLOPs per sample (2 per multiply-add)", "teacher": teacher, "prefixes": rows}
 
 
-@torch.no_grad()
 def anytime_curve(ensemble: Ensemble, data_spec: DatasetSpec, split: Split,
                   levels: tuple = CONFIDENCE_LEVELS) -> list[dict]:
-    """Accuracy and mean FLOPs per sample of confidence-based early exit at several thresholds."""
-    ensemble.eval()
+    """Accuracy and mean FLOPs per sample of confidence-based early exit (Ensemble.predict's rule: stop at the first
+    prefix whose top probability reaches the level) at several levels, from one pass of every prefix."""
+    top, right = prefix_confidences(ensemble, data_spec, split)  # (K, N) each
+    cumulative = [float(c) for c in ensemble.cumulative_flops()]
     out = []
     for level in levels:
-        correct = flops = 0.0
-        for i in range(0, len(split.labels), EVAL_BATCH):
-            x = data_spec.normalize(split.inputs[i:i + EVAL_BATCH])
-            pred = ensemble.predict(x, confidence=level)
-            correct += float((pred.classes == split.labels[i:i + EVAL_BATCH]).sum())
-            flops += float(pred.flops.sum())
-        n = max(len(split.labels), 1)
-        out.append({"confidence": level, "acc": correct / n, "mean_flops": flops / n})
+        acc, flops = exit_figures(top, right, cumulative, level)
+        out.append({"confidence": level, "acc": acc, "mean_flops": flops})
     return out
 
 
-@torch.no_grad()
-def evaluate_run(run: Run, device: torch.device | str = "cpu") -> list[dict]:
-    """Recompute every prefix's test/val accuracy from the saved weights and rewrite prefix.csv."""
+def evaluate_run(run: Run, device: torch.device | str = "cpu", drawn_per_digit: int = DRAWN_PER_DIGIT) -> dict:
+    """Recompute every figure of a run from its saved weights; rewrite prefix.csv and summary.json.
+
+    The summary is the one training writes (teacher row, prefixes, and once every planned student is trained the
+    early-exit curve, val-fitted budgets and AUC) plus, for MNIST runs, accuracies on the drawn-digit set.
+    """
     cfg = config_from_dict(run.config())
     device = torch.device(device)
     data_spec, splits = load_run_data(cfg)
     ensemble = load_ensemble(run, device=device)
-    teacher_flops = model_cost(load_teacher(run), data_spec.sample_shape)[0]
+    teacher = load_teacher(run, device=device)
+    logits = {name: predict_logits(teacher, data_spec, splits[name].inputs, device) for name in REPORTED_SPLITS}
+    teacher_figures = teacher_row(cfg.teacher.arch, teacher.cpu(), data_spec, logits, splits)
+    rows = prefix_rows(ensemble, cfg.students.arch, data_spec, splits, teacher_figures["flops"], device)
+    run.write_prefix_table(rows)
+    summary = run_summary(cfg, teacher_figures, rows, len(cfg.students.schedule))
+    if len(rows) == len(cfg.students.schedule):
+        ensemble.cpu()
+        summary["anytime"] = anytime_curve(ensemble, data_spec, splits["test"])
+        summary.update(anytime_figures(ensemble, data_spec, splits, summary))
+    if cfg.data.dataset == "mnist" and drawn_per_digit > 0:
+        summary["drawn"] = drawn_figures(teacher, ensemble.cpu(), data_spec, drawn_per_digit)
+    run.write_summary(summary)
+    return summary
+
+
+def prefix_rows(ensemble: Ensemble, arch: str, data_spec: DatasetSpec, splits: dict[str, Split],
+                teacher_flops: int, device: torch.device) -> list[dict]:
+    """prefix.csv's rows: each prefix's and student's accuracy on the reported splits, sizes and FLOPs."""
     sums = {name: PrefixSums(ensemble.mode) for name in REPORTED_SPLITS}
     rows: list[dict] = []
     for j, student in enumerate(ensemble.students):
@@ -124,11 +142,24 @@ def evaluate_run(run: Run, device: torch.device | str = "cpu") -> list[dict]:
             logits = predict_logits(student, data_spec, splits[name].inputs, device)  # (N, C)
             sums[name].add(logits, ensemble.prev_scales[j])
             accuracies.update(split_accuracies(name, sums[name], logits, splits[name].labels))
-        rows.append(prefix_row(j + 1, cfg.students.arch, student.cpu(), data_spec, rows, teacher_flops,
+        rows.append(prefix_row(j + 1, arch, student.cpu(), data_spec, rows, teacher_flops,
                                ensemble.prev_scales[j], accuracies))
         student.to(device)
-    run.write_prefix_table(rows)
     return rows
+
+
+def drawn_figures(teacher: nn.Module, ensemble: Ensemble, data_spec: DatasetSpec, per_digit: int,
+                  seed: int = DRAWN_SEED) -> dict:
+    """summary.json's "drawn": teacher and prefix 1..K accuracies on the drawn-digit robustness set (pkd.drawn)."""
+    images, labels = drawn_digits(per_digit, seed)  # (N, 1, 28, 28), (N,)
+    cpu = torch.device("cpu")
+    sums, prefix_acc = PrefixSums(ensemble.mode), []
+    for student, scale in zip(ensemble.students, ensemble.prev_scales):
+        sums.add(predict_logits(student, data_spec, images, cpu), scale)
+        prefix_acc.append(accuracy(sums.log_probs(), labels))
+    return {"per_digit": per_digit, "seed": seed, "n": len(labels),
+            "teacher_acc": accuracy(predict_logits(teacher.cpu(), data_spec, images, cpu), labels),
+            "prefix_acc": prefix_acc}
 
 
 # ----------------------------------------------------------------------------------------------- budgets

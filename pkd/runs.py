@@ -58,6 +58,7 @@ METRICS_FILE = "metrics.jsonl"
 PREFIX_FILE = "prefix.csv"
 SUMMARY_FILE = "summary.json"
 TEACHER_FILE = "teacher.pt"
+TEACHER_LOGITS_FILE = "teacher_logits.pt"  # the teacher's logits per split: runs distilling the same teacher reuse them
 TEACHER_REF_FILE = "teacher-ref.json"  # a run that shares another file's teacher records it here (no copy)
 SWEEP_FILE = "sweep.json"  # marks a sweep folder (pkd/sweep.py): its trials are runs one level down
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -77,6 +78,7 @@ MAX_JSON_BYTES = 20_000_000
 FAULT_ENV = "PKD_FAULT"  # test-only fault injection, read in _fault() alone; see there
 # Reader limits: every run file is checked against them, so one hostile file costs little and breaks one run only.
 MAX_JSON_DEPTH = 32  # run files nest 4 levels deep; a deeper document is hostile (and could exhaust recursion)
+MAX_LOGITS_BYTES = 1 << 30  # teacher_logits.pt: 70,000 x 10 float32 logits are 2.8 MB; a larger file is not read
 MAX_PREFIX_BYTES = 256_000  # prefix.csv holds at most MAX_STUDENTS rows of about 200 bytes
 MAX_METRICS_LINE = 256_000  # one metrics record is a few hundred bytes; a longer line is skipped unread
 LIVE_METRICS_BYTES = 2_000_000  # what a live panel reads of metrics.jsonl: its newest 2 MB (a whole normal run)
@@ -288,6 +290,8 @@ PREFIX_REQUIRED = ("k", "student_flops", "cumulative_flops", "prefix_acc")  # co
 PREFIX_FILLED = ("k", "prefix_acc")  # cells that may never be empty
 TEACHER_RULES = {"arch": _NAME, "flops": ("number", 0, MAX_COUNT), "params": _COUNT, "test_acc": _ACCURACY,
                  "val_acc": _ACCURACY}
+DRAWN_RULES = {"per_digit": ("int", 1, 10**6), "seed": ("int", -2**63, 2**64), "n": ("int", 1, 10**7),
+               "teacher_acc": _ACCURACY}
 ANYTIME_RULES = {"confidence": _ACCURACY, "acc": _ACCURACY, "mean_flops": ("number", 0, MAX_COUNT)}
 SUMMARY_RULES = {"name": _NAME, "dataset": _NAME, "mode": _NAME, "flops_unit": _NAME,
                  "k_planned": ("int", 0, MAX_STUDENTS)}
@@ -394,7 +398,21 @@ def _summary_problem(summary: dict) -> str | None:
                 return f"{key} is {_show(items)}, not a list of up to 1000 mappings"
             problem = next(filter(None, (_mapping_problem(item, rules, f"{key}[{i}].", required)
                                          for i, item in enumerate(items))), None)
+    if problem is None and "drawn" in summary:
+        problem = _drawn_problem(summary["drawn"])
     return problem
+
+
+def _drawn_problem(drawn: Any) -> str | None:
+    """What is wrong with summary.json's "drawn" (accuracies on the drawn-digit set); None when sound."""
+    if not isinstance(drawn, dict):
+        return f"drawn is {_show(drawn)}, not a mapping"
+    problem = _mapping_problem(drawn, DRAWN_RULES, "drawn.", tuple(DRAWN_RULES))
+    accs = drawn.get("prefix_acc")
+    if problem is None and (not isinstance(accs, list) or len(accs) > MAX_STUDENTS):
+        return f"drawn.prefix_acc is {_show(accs)}, not a list of up to {MAX_STUDENTS} accuracies"
+    return problem or next(filter(None, (_field_problem(f"drawn.prefix_acc[{i}]", v, _ACCURACY)
+                                         for i, v in enumerate(accs))), None)
 
 
 def _read_lines(fh: io.BufferedReader, limit: int) -> Iterator[bytes | None]:
@@ -731,7 +749,7 @@ class Run:
     def check_contained(self) -> None:
         """Refuse a run directory whose own files or students/ are symbolic links (they may lead anywhere)."""
         names = (STATUS_FILE, MANIFEST_FILE, CONFIG_FILE, METRICS_FILE, PREFIX_FILE, SUMMARY_FILE, TEACHER_FILE,
-                 TEACHER_REF_FILE,
+                 TEACHER_REF_FILE, TEACHER_LOGITS_FILE,
                  CHECKPOINT_FILE, LOG_FILE, CONSOLE_FILE, STUDENTS_DIR, LOCK_FILE)
         links = [self.path / name for name in names if (self.path / name).is_symlink()]
         students = self.path / STUDENTS_DIR
@@ -909,6 +927,13 @@ class Run:
     def save_teacher(self, state_dict: dict, spec: dict) -> None:
         save_tensors(self.path / TEACHER_FILE, {"state_dict": state_dict, "spec": spec})
 
+    def save_teacher_logits(self, key: dict, logits: dict[str, torch.Tensor]) -> None:
+        """teacher_logits.pt: the teacher's logits per split and the key they were made with (read_teacher_logits)."""
+        save_tensors(self.path / TEACHER_LOGITS_FILE, {"key": key, "logits": logits})
+
+    def teacher_logits_path(self) -> Path:
+        return self.path / TEACHER_LOGITS_FILE
+
     def load_teacher(self) -> dict:
         """teacher.pt, or the shared teacher file teacher-ref.json names (checked against its recorded sha256)."""
         ref = None if (self.path / TEACHER_FILE).exists() else self.teacher_reference()
@@ -1077,6 +1102,31 @@ def _check_weights_file(path: Path, obj: dict) -> dict:
 
 
 TEACHER_REF_RULES = {"path": ("text", 1, 4096), "absolute": ("text", 1, 4096), "sha256": ("text", 64, 64)}
+
+
+def teacher_logits_beside(teacher_file: str | os.PathLike) -> Path:
+    """Where the run that owns `teacher_file` (a teacher.pt) keeps its teacher-logits cache."""
+    return Path(teacher_file).resolve().parent / TEACHER_LOGITS_FILE
+
+
+def read_teacher_logits(path: Path, key: dict) -> dict[str, torch.Tensor] | None:
+    """The cached teacher logits {split: (N, C) float32} in `path` if made with exactly `key` (teacher weights
+    digest, device, precision, split fingerprints); None when missing, made otherwise, or damaged. Only a cache:
+    never trusted beyond its key, loaded with weights_only=True, each tensor checked."""
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_LOGITS_BYTES:
+            return None
+        obj = load_tensors(path)
+    except (OSError, RunError):
+        return None
+    logits = obj.get("logits")
+    if obj.get("key") != key or not isinstance(logits, dict) or set(logits) != set(key["splits"]):
+        return None
+    for name, t in logits.items():
+        if not (isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.dim() == 2
+                and t.shape[0] == key["splits"][name]["n"] and bool(torch.isfinite(t).all())):
+            return None
+    return logits
 
 
 def file_sha256(path: Path) -> str:

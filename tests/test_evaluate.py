@@ -14,6 +14,11 @@ def test_eval_reproduces_table(tiny_run):
         assert a["solo_acc"] == pytest.approx(b["solo_acc"], abs=1e-9)
         assert a["cumulative_flops"] == b["cumulative_flops"]
     assert "prefix acc" in out
+    summary = tiny_run.summary()  # rewritten by eval: the figures training writes, plus the drawn digits
+    assert len(summary["prefixes"]) == len(before) and summary["anytime"] and summary["anytime_val_fitted"]
+    drawn = summary["drawn"]
+    assert drawn["n"] == 1000 and len(drawn["prefix_acc"]) == len(before) and 0 <= drawn["teacher_acc"] <= 1
+    assert "drawn digits (1000" in out and "anytime AUC" in out
 
 
 def test_runs_and_predict_cli(tiny_run, tmp_path):
@@ -32,3 +37,21 @@ def test_runs_and_predict_cli(tiny_run, tmp_path):
     (tmp_path / "notimage.png").write_text("hello")
     proc = pkd("predict", str(tiny_run.path), str(tmp_path / "notimage.png"))
     assert proc.returncode == 2 and "error:" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_anytime_curve_is_what_early_exit_prediction_does(tiny_run):
+    """The curve is computed from one pass of every prefix; Ensemble.predict(confidence=...) stops each sample for
+    real. Both must give the same accuracy and FLOPs at every level."""
+    import torch
+
+    from pkd.artifacts import load_ensemble
+    from pkd.config import config_from_dict
+    from pkd.evaluate import anytime_curve, load_run_data
+
+    data_spec, splits = load_run_data(config_from_dict(tiny_run.config()))
+    ensemble, test = load_ensemble(tiny_run), splits["test"]
+    for point in anytime_curve(ensemble, data_spec, test):
+        with torch.no_grad():
+            pred = ensemble.predict(data_spec.normalize(test.inputs), confidence=point["confidence"])
+        assert point["acc"] == pytest.approx(float((pred.classes == test.labels).float().mean()), abs=1 / len(test))
+        assert point["mean_flops"] == pytest.approx(float(pred.flops.double().mean()), rel=1e-3)

@@ -25,7 +25,7 @@ from pkd.evaluate import (REPORTED_SPLITS, accuracy, anytime_curve, anytime_figu
                           prefix_row, run_summary, split_accuracies, teacher_row)
 from pkd.models import build_model
 from pkd.models.ensemble import PrefixSums, accumulate
-from pkd.runs import Run
+from pkd.runs import Run, read_teacher_logits, teacher_logits_beside
 from pkd.train.losses import boost_weights, kd_loss
 from pkd.train.loop import Placement, Stage, fit, stage_seed
 from pkd.train.recorder import NullRecorder, ProgressFn, Recorder
@@ -107,11 +107,42 @@ def teacher_stage(ctx: RunContext) -> tuple[nn.Module, dict[str, torch.Tensor], 
         ctx.recorder.log("teacher_loaded", source=cfg.teacher.checkpoint)
     else:
         train_teacher(ctx, teacher, model_spec)
-    logits = {name: ctx.logits(teacher, split.inputs) for name, split in ctx.splits.items()}  # (N, C) each
+    logits = teacher_logits(ctx, teacher)  # (N, C) per split
     figures = teacher_row(cfg.teacher.arch, teacher.cpu(), ctx.data_spec, logits, ctx.splits)
     teacher.to(ctx.device)
     ctx.recorder.log_once("teacher_done", {}, **figures)
     return teacher.eval(), logits, figures
+
+
+def teacher_logits(ctx: RunContext, teacher: nn.Module) -> dict[str, torch.Tensor]:
+    """The teacher's logits (N, C) on every split. Computing them is most of a short run's time on a CPU (a forward
+    pass over 70,000 images), so they are cached with a key (this teacher's weights, the splits, device type,
+    precision): read from this run's cache or the one beside `teacher.checkpoint` when the key matches, else
+    computed (identical figures either way on the same machine) and cached in this run."""
+    key = logits_key(ctx, teacher)
+    candidates = [ctx.run.teacher_logits_path()]
+    if ctx.cfg.teacher.checkpoint:
+        candidates.append(teacher_logits_beside(ctx.cfg.teacher.checkpoint))
+    for path in candidates:
+        cached = read_teacher_logits(path, key)
+        if cached is not None:
+            logger.info("teacher logits read from %s (made with this teacher, data, device and precision)", path)
+            return cached
+    logits = {name: ctx.logits(teacher, split.inputs) for name, split in ctx.splits.items()}  # (N, C) each
+    ctx.recorder.save_teacher_logits(key, logits)
+    return logits
+
+
+def logits_key(ctx: RunContext, teacher: nn.Module) -> dict:
+    """What cached teacher logits must have been made with: the teacher's weights, each split's exact inputs and
+    labels, the device type and the precision."""
+    splits = {}
+    for name, split in ctx.splits.items():
+        h = hashlib.sha256(split.inputs.contiguous().numpy())
+        h.update(split.labels.contiguous().numpy())
+        splits[name] = {"n": len(split.labels), "sha256": h.hexdigest()}
+    return {"teacher": weights_digest(teacher.state_dict(), full=True), "device": ctx.device.type,
+            "precision": str(ctx.place.autocast or torch.float32).replace("torch.", ""), "splits": splits}
 
 
 def train_teacher(ctx: RunContext, teacher: nn.Module, model_spec: dict) -> None:
@@ -133,12 +164,13 @@ def train_teacher(ctx: RunContext, teacher: nn.Module, model_spec: dict) -> None
 
 # ----------------------------------------------------------------------------------------------- the students
 
-def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
-    """sha256 of a state dict's names and values (ranks that trained together log the same digest)."""
+def weights_digest(state_dict: dict[str, torch.Tensor], full: bool = False) -> str:
+    """sha256 of a state dict's names and values (ranks that trained together log the same digest); 16 hex
+    digits unless `full`."""
     h = hashlib.sha256()
     for name in sorted(state_dict):
         h.update(name.encode() + state_dict[name].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return h.hexdigest() if full else h.hexdigest()[:16]
 
 
 class WithPrevScale(nn.Module):

@@ -84,6 +84,9 @@ class Recorder:
     def save_teacher(self, state_dict: dict, model_spec: dict) -> None:
         self.run.save_teacher(state_dict, model_spec)
 
+    def save_teacher_logits(self, key: dict, logits: dict) -> None:
+        self.run.save_teacher_logits(key, logits)
+
     def save_student(self, k: int, state_dict: dict, model_spec: dict, prev_scale: float) -> None:
         self.run.save_student(k, state_dict, model_spec, prev_scale)
 
@@ -116,6 +119,9 @@ class NullRecorder(Recorder):
         pass
 
     def save_teacher(self, state_dict: dict, model_spec: dict) -> None:
+        pass
+
+    def save_teacher_logits(self, key: dict, logits: dict) -> None:
         pass
 
     def save_student(self, k: int, state_dict: dict, model_spec: dict, prev_scale: float) -> None:
