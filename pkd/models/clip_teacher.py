@@ -78,16 +78,19 @@ def _create_clip(name: str, image_size: int | None) -> nn.Module:
     if name not in open_clip.list_models():
         raise ValueError(f"unknown open_clip config '{name}'; use '{TINY_CLIP}' or a stock name such as ViT-B-16 "
                          f"(open_clip.list_models() lists {len(open_clip.list_models())})")
+    cfg = open_clip.get_model_config(name)
+    vision, text = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    if isinstance(vision.get("layers"), (list, tuple)) or "timm_model_name" in vision or "hf_model_name" in text \
+            or "hf_tokenizer_name" in text or cfg.get("custom_text") or "multimodal_cfg" in cfg:
+        raise ValueError(f"open_clip config '{name}' is not a plain CLIP with a ViT image tower and open_clip's own "
+                         f"text tower and tokenizer (nothing to download), which the video teacher needs (e.g. "
+                         f"ViT-B-16)")
     quiet = _NoRandomInitWarning()
     logging.getLogger().addFilter(quiet)
     try:
         clip = open_clip.create_model(name, pretrained=None, force_image_size=image_size)
     finally:
         logging.getLogger().removeFilter(quiet)
-    if type(clip) is not open_clip.CLIP or clip.visual.__class__.__name__ != "VisionTransformer":
-        raise ValueError(f"open_clip config '{name}' builds {type(clip).__name__} with a "
-                         f"{type(clip.visual).__name__} image tower; the video teacher needs a CLIP with a ViT "
-                         f"image tower and open_clip's own text tower (e.g. ViT-B-16)")
     return clip
 
 
@@ -117,6 +120,8 @@ class FrameAdapter(nn.Module):
         if frames.dim() != 4 or frames.shape[1] != self.in_channels:
             raise ValueError(f"frames must be (N, {self.in_channels}, H, W), got {tuple(frames.shape)}; set the "
                              f"teacher's in_channels to the data's channels")
+        if not frames.is_floating_point():  # uint8 clips (input_std = 1/255) take a quarter of float32's memory
+            frames = frames.to(self.scale.dtype)
         if tuple(frames.shape[-2:]) != self.image_size:
             frames = F.interpolate(frames, size=self.image_size, mode="bilinear", align_corners=False)  # (N, C, S, S)
         frames = frames.expand(-1, 3, -1, -1)  # (N, 3, S, S), a view for grey frames

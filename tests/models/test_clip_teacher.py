@@ -77,6 +77,13 @@ def test_prompts_and_grey_frames(teacher):
     torch.testing.assert_close(out, (x.expand(-1, 3, -1, -1) - mean) / std)
 
 
+def test_uint8_frames_with_their_scale_equal_float_frames():
+    t = _teacher(input_std=1 / 255)
+    clips = (_clips() * 255).round().to(torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(t(clips), _teacher()(clips.float() / 255), rtol=1e-5, atol=1e-5)
+
+
 def test_text_cache_is_used_in_eval_and_refreshed_after_changes():
     t = _teacher()
     clips = _clips()
@@ -141,7 +148,7 @@ def test_registry_and_set_classes():
     ({"class_names": "ab"}, "at least 2 distinct"),
     ({"class_names": ["a " * 20, "b"]}, r"needs 27 tokens but the CLIP's context is 16"),
     ({"class_names": ["a", "b"], "clip_model": "ViT-Q-99"}, "unknown open_clip config 'ViT-Q-99'"),
-    ({"class_names": ["a", "b"], "clip_model": "RN50"}, "needs a CLIP with a ViT image tower"),
+    ({"class_names": ["a", "b"], "clip_model": "RN50"}, "not a plain CLIP with a ViT image tower"),
     ({"class_names": ["a", "b"], "template": "no slot"}, "template must be a string with one"),
     ({"class_names": ["a", "b"], "in_channels": 2}, "in_channels must be 1"),
     ({"class_names": ["a", "b"], "image_size": 4}, "image_size must be an integer >= 8"),
