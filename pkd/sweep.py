@@ -60,6 +60,7 @@ SPACE_FILE = "space.yaml"
 JOURNAL_FILE = "journal.log"
 SWEEP_LOG = "sweep.log"
 LOCKS_DIR = ".locks"
+STOP_FILE = "stop-request"  # a number: workers that started under a smaller one stop (reaches other machines)
 BASE_RUN = "base"
 STUDY_NAME = "pkd"
 # how the app and the CLI name Optuna's trial states (a trial in progress is "training")
@@ -542,12 +543,15 @@ class Job:
 
 
 class Stopper:
-    """SIGTERM / SIGINT to a worker: stop after the running trial has stopped cleanly (SIGTERM is passed on to the
-    training processes, which save a checkpoint); the trial stays running in the journal and is adopted later."""
+    """SIGTERM / SIGINT to a worker, or a stop request in the sweep folder (`request_stop`, seen by workers on every
+    machine sharing it): stop after the running trial has stopped cleanly (SIGTERM is passed on to the training
+    processes, which save a checkpoint); the trial stays running in the journal and is adopted later."""
 
-    def __init__(self) -> None:
+    def __init__(self, sweep_path: Path | None = None) -> None:
         self.stopped = False
         self.children: list[subprocess.Popen] = []
+        self.sweep_path = sweep_path
+        self.generation = stop_generation(sweep_path) if sweep_path is not None else 0
 
     def install(self) -> "Stopper":
         signal.signal(signal.SIGTERM, self._terminate)
@@ -563,12 +567,25 @@ class Stopper:
     def _interrupt(self, signum: int, frame: Any) -> None:  # noqa: ARG002
         self.stopped = True
 
+    def check_requests(self) -> bool:
+        """Stop (as on SIGTERM) if a stop was requested in the sweep folder since this worker started; True if
+        stopped."""
+        if not self.stopped and self.sweep_path is not None and stop_generation(self.sweep_path) > self.generation:
+            logger.info("a stop was requested in %s; stopping after the running trial saves a checkpoint",
+                        self.sweep_path / STOP_FILE)
+            self._terminate(signal.SIGTERM, None)
+        return self.stopped
+
     def wait(self, proc: subprocess.Popen) -> int:
         self.children.append(proc)
         try:
             if self.stopped:
                 proc.send_signal(signal.SIGTERM)
-            return proc.wait()
+            while True:
+                try:
+                    return proc.wait(timeout=POLL_S)
+                except subprocess.TimeoutExpired:
+                    self.check_requests()
         finally:
             self.children.remove(proc)
 
@@ -626,7 +643,7 @@ def _clear_unstarted(path: Path) -> None:
 def _wait_while_active(run: Run, stopper: Stopper) -> None:
     """A trial whose worker died may still be trained by its orphaned process: wait until it has ended."""
     announced = False
-    while run.is_active() and not stopper.stopped:
+    while run.is_active() and not stopper.check_requests():
         if not announced:
             logger.info("%s: still being trained by pid %s; waiting for it", run.name, run.status().get("pid"))
             announced = True
@@ -806,7 +823,7 @@ def run_trial(sweep: Sweep, study: Any, job: Job, options: TrialOptions, stopper
 def work(sweep: Sweep, n_trials: int, options: TrialOptions, stopper: Stopper) -> int:
     """One worker: trials one after another until the study has `n_trials` (0), or a stop request (3)."""
     study, space, base = sweep.study(), sweep.space(), sweep.base_config()
-    while not stopper.stopped:
+    while not stopper.check_requests():
         job = next_job(sweep, study, n_trials, space, base)
         if job is None:
             return 0
@@ -841,7 +858,7 @@ def run_sweep(sweep_dir: str | os.PathLike, n_trials: int, base_path: str | os.P
     if workers > 1 and options.threads is None and "OMP_NUM_THREADS" not in os.environ:
         options = dataclasses.replace(options, threads=max(1, (os.cpu_count() or 1) // workers))
     sweep = open_sweep(sweep_dir, base_path, space_path, overrides)
-    stopper = Stopper().install()
+    stopper = Stopper(sweep.path).install()
     if not ensure_teacher(sweep, options, stopper):
         return 3
     others = [_spawn_worker(sweep, n_trials, options) for _ in range(workers - 1)]
@@ -1037,10 +1054,28 @@ def start_sweep(n_trials: int, base_path: str | os.PathLike | None = None, space
     return sweep
 
 
+def stop_generation(sweep_path: Path) -> int:
+    """The number in the sweep's stop-request file (0 when there is none or it is unreadable)."""
+    try:
+        text = (Path(sweep_path) / STOP_FILE).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return 0
+    return int(text) if text.isdigit() and len(text) < 19 else 0
+
+
+def request_stop(sweep: Sweep) -> None:
+    """Ask every worker of the sweep, on any machine sharing its folder, to stop: they poll the stop-request file
+    about once a second and stop like on SIGTERM. Workers started afterwards are not affected."""
+    with _held(sweep.path / LOCKS_DIR / "stop.lock"):
+        atomic_write_bytes(sweep.path / STOP_FILE, f"{stop_generation(sweep.path) + 1}\n".encode())
+
+
 def stop_sweep(sweep: Sweep) -> int:
-    """Ask every worker of the sweep on this machine to stop (SIGTERM: its trial saves a checkpoint and stays
-    running in the journal, to be resumed); returns how many processes were signalled. A recycled pid is never
-    hit: the holder's recorded start time must match."""
+    """Ask every worker of the sweep to stop: a stop request in its folder (workers on other machines see it
+    within about a second) and SIGTERM to this machine's workers at once (the trial saves a checkpoint and stays
+    running in the journal, to be resumed); returns how many local processes were signalled. A recycled pid is
+    never hit: the holder's recorded start time must match."""
+    request_stop(sweep)
     signalled = set()
     folder = sweep.path / LOCKS_DIR
     for lock in sorted(folder.glob("*.lock")) if folder.is_dir() else []:

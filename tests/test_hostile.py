@@ -271,6 +271,17 @@ def c_delete_broken(ctx: Ctx) -> tuple[int, str]:
     return rc, text
 
 
+def c_eval_repairs_summary(breaker: str):
+    """`pkd eval` recomputes every figure from the saved weights: a damaged summary.json is rewritten sound."""
+    def case(ctx: Ctx) -> tuple[int, str]:
+        run = broken(ctx, breaker)
+        rc, text = cli_run("eval", str(run.path))
+        summary = run.summary()  # raises on a damaged file
+        assert run.info()["problem"] == "" and summary["teacher"]["arch"] and summary["anytime"]
+        return rc, text
+    return case
+
+
 def c_eval_repairs_prefix(ctx: Ctx) -> tuple[int, str]:
     run = broken(ctx, "prefix-text-cell")
     rc, text = cli_run("eval", str(run.path))
@@ -423,10 +434,10 @@ CASES = [
         c, "students-beyond-k")), 0, r"^prediction: .* using 2 of 2 students"),
     Case("eval: manifest created 1e20 seconds after 1970", "run", lambda c: cli_run("eval", str(broken(
         c, "manifest-created-far").path)), 2, r"^error: .*manifest\.json: created 1e\+20 is outside"),
-    Case("eval: summary teacher that is a text", "run", lambda c: cli_run("eval", str(broken(
-        c, "summary-teacher-text").path)), 2, r"^error: .*summary\.json: teacher is 'x', not a mapping$"),
-    Case("eval: summary anytime point with a text accuracy", "run", lambda c: cli_run("eval", str(broken(
-        c, "summary-anytime-text").path)), 2, r"^error: .*summary\.json: anytime\[0\]\.acc 'hi' is not a"),
+    Case("eval: summary teacher that is a text", "run", c_eval_repairs_summary("summary-teacher-text"), 0,
+         r"prefix acc"),
+    Case("eval: summary anytime point with a text accuracy", "run", c_eval_repairs_summary("summary-anytime-text"),
+         0, r"prefix acc"),
     Case("eval: prefix.csv with text in a number cell", "run", c_eval_repairs_prefix, 0, r"prefix acc"),
     Case("runs: status.json pid that is a list", "run", lambda c: list_beside_good(c, "status-pid-list"), 0,
          r"^broken .*/status-pid-list  problem: status\.json: pid \[1\] is not a whole number$"),

@@ -171,6 +171,29 @@ def test_two_workers_started_at_once_share_one_study(tmp_path):
         assert run.teacher_path() == SHIPPED_TEACHER.resolve() and run.load_teacher()["spec"]["arch"] == "mnist_cnn"
 
 
+@pytest.mark.skipif(not SHIPPED_TEACHER.is_file(), reason="needs the shipped teacher pretrained/mnist/teacher.pt")
+def test_a_stop_request_in_the_folder_reaches_a_worker_without_a_signal(tmp_path):
+    """Stop as from another machine: only the folder's stop request, no signal. The worker stops its trial (a
+    checkpoint, resumable) and exits 3; a worker started afterwards is not affected and finishes the trial."""
+    folder, space = tmp_path / "sweep", write_space(tmp_path, SPACE)
+    args = ["sweep", "--config", TINY, "--space", str(space), "--trials", "1", "--sweep-dir", str(folder),
+            "--no-kernel-build", *FAST, "students.optim.epochs=3", f"teacher.checkpoint={SHIPPED_TEACHER}"]
+    worker = start(*args, env=env())
+    try:
+        wait_for(lambda: Run(folder / "trial-000").is_active() or worker.poll() is not None, "trial 0 to train")
+        pkd_sweep.request_stop(pkd_sweep.Sweep(folder))
+        assert worker.wait(timeout=120) == 3, consoles(folder)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert Run(folder / "trial-000").state() in (State.STOPPED, State.DONE)
+    assert [t.state.name for t in study_trials(folder)] in (["RUNNING"], ["COMPLETE"])
+    out = pkd(*args, env=env(), timeout=TIMEOUT)
+    assert out.returncode == 0, out.stderr[-3000:] + consoles(folder)
+    assert [t.state.name for t in study_trials(folder)] == ["COMPLETE"]
+    assert Run(folder / "trial-000").state() == State.DONE
+
+
 # ------------------------------------------------------------------------------------------------ the shared teacher
 
 @pytest.mark.skipif(not SHIPPED_TEACHER.is_file(), reason="needs the shipped teacher pretrained/mnist/teacher.pt")
