@@ -252,7 +252,7 @@ def main() -> None:
                                      "the answer without anything being wrong)" if models.residual else "")
                + f". All of this (preprocessing, {models.ensemble.k} ensembles, their votes and the "
                f"teacher) took {elapsed_ms:.0f} ms.")
-    st.table(charts.prefix_predictions_frame(report.as_dict(), list(models.spec.class_names)))
+    st.table(charts.prefix_predictions_frame(report.as_dict(), list(models.spec.class_names)).set_index("students used"))
     anytime_section(image, models)
 
 

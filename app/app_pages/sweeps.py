@@ -154,7 +154,7 @@ else:
         ss[POINT] = sweep_charts.point_key(front[0]) if front else next(iter(by_key))
     cols = st.columns([3, 1, 1])
     key = cols[0].selectbox("Point", list(by_key), key=POINT, format_func=lambda k: (
-        f"{by_key[k]['name']} k={by_key[k]['k']} · {by_key[k]['flops']:,} FLOPs · "
+        f"{by_key[k]['name']} · {sweep_charts.students_text(by_key[k]['k'])} · {by_key[k]['flops']:,} FLOPs · "
         f"{split} {sweep_charts.percent(by_key[k].get(f'{split}_acc'), 2)}"
         + (" · on the front" if by_key[k] in front else "")))
     picked = by_key[key]
