@@ -97,7 +97,7 @@ def draw_panel(spec: Any) -> tuple[Any, int]:
     except (OSError, ValueError, RuntimeError) as exc:
         n_test = 0
         st.caption(f"Test set unavailable: {exc}")
-    buttons[1].button("Random test digit", key="pg_random", on_click=on_random, args=(max(n_test, 1),),
+    buttons[1].button("Random digit", key="pg_random", help="A random digit from the test set, with its true label.", on_click=on_random, args=(max(n_test, 1),),
                       disabled=n_test == 0, width="stretch")
     return result, n_test
 
@@ -124,16 +124,18 @@ def pick_image(spec: Any, result: Any, n_test: int) -> tuple[Any, str | None, st
 
 
 def show_image(image: Any, truth: str | None) -> None:
-    st.markdown("**What the models see**")
+    """The 28x28 picture the models get, enlarged, beside where it came from."""
+    picture, text = st.columns([1, 1.2])
+    picture.markdown("**What the models see**")
     if image is None:
-        st.caption("(nothing yet)")
+        text.caption("(nothing yet)")
         return
     pixels = image.permute(1, 2, 0).numpy() if image.shape[0] == 3 else image[0].numpy()
-    big = np.kron(pixels, np.ones((6, 6) + ((1,) if pixels.ndim == 3 else ()), dtype=pixels.dtype))
-    st.image(np.clip(big, 0.0, 1.0), width=168, clamp=True)
+    big = np.kron(pixels, np.ones((5, 5) + ((1,) if pixels.ndim == 3 else ()), dtype=pixels.dtype))
+    picture.image(np.clip(big, 0.0, 1.0), width=140, clamp=True)
     where = f"test digit #{ss.get('pg_test_idx', 0)}, true label **{truth}**" if truth is not None else \
         "your drawing, cropped, scaled to 20 px and centred like MNIST"
-    st.caption(f"{image.shape[-1]}x{image.shape[-2]} pixels: {where}")
+    text.caption(f"{image.shape[-1]}x{image.shape[-2]} pixels: {where}")
 
 
 def answer_panel(report: inference.DigitReport, models: Models, truth: str | None) -> int:
@@ -158,7 +160,7 @@ def answer_panel(report: inference.DigitReport, models: Models, truth: str | Non
         own = int(np.argmax(solo))
         st.caption(f"Student {k}'s own vote, if it answered alone: {names[own]} ({100 * solo[own]:.0f}%)."
                    + (f" It does not answer alone: in this residual ensemble student {k} *corrects the running "
-                      f"sum* of students 1–{k - 1}, so only the sum's answer above counts." if models.residual
+                      f"sum* of {charts.students_text(k - 1)}, so only the sum's answer above counts." if models.residual
                       else " Independent mode: the ensemble averages the students' probabilities."))
     if report.teacher_probs is not None:
         t_cls = int(np.argmax(report.teacher_probs))
@@ -171,13 +173,13 @@ def step_through(report: inference.DigitReport, models: Models, k: int) -> None:
     """Add the students one at a time: how the answer, its sureness and the cost change with each one."""
     k_total = models.ensemble.k
     st.subheader("Step through: add one student at a time")
-    cols = st.columns([1, 1, 3])
+    cols = st.columns(2)  # wide buttons: their labels are never cut
     cols[0].button("Add the next student", key="pg_step_next", on_click=on_next, args=(k_total,),
                    disabled=k >= k_total, type="primary", width="stretch")
     cols[1].button("Reset to student 1", key="pg_step_reset", on_click=on_reset, disabled=k == 1, width="stretch")
     frame = charts.step_frame(report.as_dict(), k, list(models.spec.class_names))
     last = frame.iloc[-1]
-    cols[2].markdown(f"**Student {k} of {k_total} added** ({last['what changed']}): the answer is "
+    st.markdown(f"**Student {k} of {k_total} added** ({last['what changed']}): the answer is "
                      f"**{last['answer so far']}**, {last['confidence']} sure, for {last['FLOPs so far']} FLOPs so far "
                      f"({last[SHARE]} of the teacher's)." + (" All students are in." if k == k_total else ""))
     st.table(frame.set_index("step"))
@@ -227,19 +229,19 @@ def main() -> None:
     models = load_models(run)
     st.markdown("Draw a digit with the mouse (white on black) or take a random digit from the test set. "
                 "The students answer one after another; with more students the answer gets better and costs more.")
-    left, middle, right = st.columns([1.25, 0.8, 1.6])
+    left, right = st.columns([1.2, 1])  # the 280-pixel canvas fits its column on a 1024-pixel screen
     with left:
         result, n_test = draw_panel(models.spec)
     started = time.perf_counter()
     image, truth, problem = pick_image(models.spec, result, n_test)
-    with middle:
+    with left:
         show_image(image, truth)
     with right:
         if problem:
             st.warning(problem)
         if image is None:
             if not problem:
-                st.info("The canvas is blank: draw a digit (or press *Random test digit*) and the students will "
+                st.info("The canvas is blank: draw a digit (or press *Random digit*) and the students will "
                         "guess it.")
             return
         report = inference.predict_digit(models.ensemble, models.spec, image, models.teacher, models.teacher_flops)

@@ -35,7 +35,6 @@ def controls(run: Run) -> tuple[list[str], bool, bool]:
     """Overlay picker (not in lesson mode), FLOPs axis scale and the early-exit toggle."""
     ss.setdefault("results_xscale", "log")
     ss.setdefault("results_anytime", True)
-    cols = st.columns([3, 1, 1])
     compare: list[str] = []
     if not common.lesson_mode():
         others = [r for r, i in common.run_infos()
@@ -43,18 +42,19 @@ def controls(run: Run) -> tuple[list[str], bool, bool]:
         labels = {str(r.path): common.label(r) for r in others}
         if "results_compare" in ss:  # drop runs that were deleted or became the selected run
             ss.results_compare = [p for p in ss.results_compare if p in labels]
-        compare = cols[0].multiselect("Overlay other runs (e.g. residual vs independent, another α)", list(labels),
+        compare = st.multiselect("Overlay other runs (e.g. residual vs independent, another α)", list(labels),
                                       key="results_compare", format_func=lambda p: labels.get(p, p))
-    scale = cols[1].radio("FLOPs axis", ["log", "linear"], key="results_xscale", horizontal=True,
+    cols = st.columns([1, 2, 1])  # wide enough that no label is cut on a 1024-pixel projector
+    scale = cols[0].radio("FLOPs axis", ["log", "linear"], key="results_xscale", horizontal=True,
                           help="log: every step to the right is ×10 the work, so small and large costs both show.")
-    anytime = cols[2].toggle("early-exit curve", key="results_anytime", help=glossary.HELP["early exit"])
+    anytime = cols[1].toggle("early-exit curve", key="results_anytime", help=glossary.HELP["early exit"])
     return compare, scale == "log", anytime
 
 
 def headline(rows: list[dict], teacher: dict) -> None:
     """Four numbers: the teacher's accuracy, all students' accuracy, their FLOPs and their share of the teacher's."""
     last = rows[-1]
-    metrics = st.columns(4)
+    metrics = st.columns(2) + st.columns(2)  # two by two: big numbers fit a narrow screen too
     if teacher.get("test_acc") is not None:
         metrics[0].metric("teacher's accuracy", charts.percent(teacher["test_acc"], 2),
                           help=f"{teacher.get('arch')}: {charts.human_flops(teacher.get('flops'))} FLOPs per image")

@@ -155,7 +155,6 @@ def form_fields() -> None:
     cols[2].radio("Ensemble mode", ["residual", "independent"], key=FORM_KEYS["mode"], help=glossary.HELP["mode"])
     if lesson:
         return
-    cols[3].checkbox("Learn scales s_k", key=FORM_KEYS["learn_prev_scale"], help=glossary.HELP["scale"])
     cols = st.columns(4)
     cols[0].slider("α (alpha)", 0.0, 1.0, step=0.05, key=FORM_KEYS["alpha"], help=glossary.HELP["alpha"])
     cols[1].slider("Temperature T", 1.0, 10.0, step=0.5, key=FORM_KEYS["temperature"],
@@ -165,8 +164,10 @@ def form_fields() -> None:
                          help="More than 1 trains data-parallel under torchrun: each process takes a share of "
                               "every batch (one GPU each on a multi-GPU machine, CPU cores otherwise).")
     ss.setdefault("train_build_kernel", True)
-    st.checkbox("Fast CPU kernel", key="train_build_kernel",
-                help=glossary.HELP["kernel"] + " Compiled before training starts, then every CPU run is faster.")
+    cols = st.columns(2)  # checkboxes get wide columns: their labels never wrap or get cut
+    cols[0].checkbox("Learn scales s_k", key=FORM_KEYS["learn_prev_scale"], help=glossary.HELP["scale"])
+    cols[1].checkbox("Fast CPU kernel", key="train_build_kernel",
+                     help=glossary.HELP["kernel"] + " Compiled before training starts, then every CPU run is faster.")
 
 
 form_section()
