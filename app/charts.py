@@ -38,6 +38,11 @@ COLUMN_HELP = {  # column -> its tooltip
     "students": "Finished / planned students.",
     "final accuracy": "All finished students together, on the test set.",
     "teacher's accuracy": "The teacher alone, on the test set.",
+    "students used": "How many students answer together: 1 = student 1 alone, 2 = students 1-2, ...",
+    "FLOPs per image": "Operations per image of the students used. A FLOP is one multiplication or addition.",
+    "val accuracy": "Accuracy on the validation set (images used to choose settings, never for training).",
+    "test accuracy": "Accuracy on the test set (images used for nothing else).",
+    "differs from the base": "The settings this run changed from the sweep's base config (α, temperature, ...).",
 }
 FINISHED = (State.DONE,)
 

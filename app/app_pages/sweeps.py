@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import common, sweep_charts
+from app import common, glossary, sweep_charts
 from pkd import sweep as pkd_sweep
 from pkd.config import ConfigError, load_config
 from pkd.devices import DEVICES
@@ -83,8 +83,8 @@ def start_form() -> None:
         cols[3].number_input("Workers", 1, 16, value=1, key="sweeps_workers",
                              help="Trials trained at the same time on this machine")
         cols = st.columns([1, 1, 2])
-        cols[0].selectbox("Device", DEVICES, key="sweeps_device")
-        cols[1].checkbox("Build the fast CPU scan kernel", value=True, key="sweeps_build_kernel")
+        cols[0].selectbox("Device", DEVICES, key="sweeps_device", help=glossary.HELP["device"])
+        cols[1].checkbox("Fast CPU kernel", value=True, key="sweeps_build_kernel", help=glossary.HELP["kernel"])
         st.form_submit_button("Start the sweep", type="primary", key="sweeps_start", on_click=start, args=("new",),
                               disabled=not (CONFIGS and SPACES))
 
@@ -140,7 +140,8 @@ controls = st.columns([1, 1, 3])
 split = controls[0].radio("Accuracy", ["val", "test"], key="sweeps_split", horizontal=True,
                           format_func=sweep_charts.SPLITS.get,
                           help="The front is chosen on this split; validation accuracy drives the search.")
-xscale = controls[1].radio("FLOPs axis", ["log", "linear"], key="sweeps_xscale", horizontal=True)
+xscale = controls[1].radio("FLOPs axis", ["log", "linear"], key="sweeps_xscale", horizontal=True,
+                           help="log: every step to the right is ×10 the work. " + glossary.HELP["flops"])
 front = pkd_sweep.front(points, split)
 if not points:
     st.info("No trial has finished a student yet; points appear here as they do.")

@@ -274,3 +274,12 @@ def test_prepare_canvas_blank_and_drawn():
     dot[138:144, 138:144, :3] = 255  # one brush dab: 6 px of 280
     with pytest.raises(ValueError, match="Too little ink"):
         inference.prepare_canvas(dot)
+
+
+def test_labels_of_close_dots_go_to_opposite_sides():
+    far = [(1e5, 96.0), (1e6, 98.0), (5e6, 99.2)]
+    assert charts.label_positions(far, [(2.4e7, 99.3)], log_x=True) == ["bottom right"] * 3
+    close = [(1.8e6, 97.26), (2.4e6, 97.31), (7e6, 97.51)]  # two dots a label's width apart on a linear axis
+    assert charts.label_positions(close, [(2.4e7, 99.31)], log_x=False) == ["bottom right", "top left",
+                                                                             "bottom right"]
+    assert charts.label_positions([(1.0, 50.0)], [], log_x=True) == ["bottom right"]

@@ -84,7 +84,7 @@ def test_train_tiny_live_progress_reload_reattaches_then_curve(page, server, run
     page.get_by_role("option", name="tiny", exact=True).click()
     page.wait_for_timeout(500)
     page.get_by_text("Fast CPU kernel").click()  # no one-minute compile inside a test
-    page.get_by_label("Epochs per student").fill("1")  # the tiny config, one epoch per student: quicker
+    page.get_by_role("spinbutton", name="Epochs per student").fill("1")  # the tiny config, one epoch per student: quicker
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Started").wait_for(timeout=90_000)
     (run,) = list_runs(runs_dir)
