@@ -300,11 +300,12 @@ def _layout(fig: go.Figure, series: list[dict], log_x: bool, show_anytime: bool)
     values, texts = flops_ticks(low / 1.6 if log_x else 0.0, high * 1.6 if log_x else high * 1.08, log_x)
     fig.update_layout(
         xaxis={"title": {"text": "FLOPs per image of the students used" + (" (log scale)" if log_x else "")},
-               "type": "log" if log_x else "linear", "range": x_range, "tickvals": values, "ticktext": texts},
+               "type": "log" if log_x else "linear", "range": x_range, "tickvals": values, "ticktext": texts,
+               "tickangle": 0},
         yaxis={"title": {"text": "test accuracy (%)"}, "range": _accuracy_range(series, show_anytime),
                "ticksuffix": "%"},
         hovermode="closest", height=560, font={"size": 14},
-        legend={"orientation": "h", "yanchor": "top", "y": -0.16, "x": 0},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0},
         margin={"l": 70, "r": 30, "t": 70, "b": 40},
     )
     teacher_flops = next((s["teacher"]["flops"] for s in series[:1] if _number((s.get("teacher") or {}).get(
@@ -321,14 +322,15 @@ def _layout(fig: go.Figure, series: list[dict], log_x: bool, show_anytime: bool)
 def flops_ticks(low: float, high: float, log_x: bool) -> tuple[list[float], list[str]]:
     """Tick positions and labels with units ('200 thousand', '1 million') for a FLOPs axis from low to high."""
     if log_x:
-        steps = (1, 2, 5) if high / max(low, 1e-9) < 1e4 else (1,)
+        decades = math.log10(high / max(low, 1e-9))
+        steps = (1, 2, 5) if decades <= 1.6 else (1, 3) if decades <= 4 else (1,)  # at most ~8 labels
         values = [m * 10 ** e for e in range(int(math.floor(math.log10(max(low, 1e-9)))),
                                              int(math.ceil(math.log10(high))) + 1) for m in steps]
         values = [v for v in values if low <= v <= high]
     else:
         step = _nice_step(high / 6)
         values = [i * step for i in range(int(high // step) + 1)]
-    return values, [human_flops(v) if v else "0" for v in values]
+    return values, [human_flops(v).replace(" ", "<br>", 1) if v else "0" for v in values]  # two short lines
 
 
 def share_ticks(x_range: list[float], log_x: bool, teacher_flops: float) -> tuple[list[float], list[str]]:

@@ -183,7 +183,7 @@ def cached_live_figures(path: str, key: tuple):  # noqa: ARG001 - key is part of
     teacher = summary.get("teacher") or next((r for r in metrics if r.get("event") == "teacher_done"), {})
     accuracy = charts.accuracy_flops_figure([{"label": run.name, "rows": rows, "teacher": teacher,
                                               "anytime": summary.get("anytime", []),
-                                              "mode": summary.get("mode")}]) if rows else None
+                                              "mode": summary.get("mode")}], log_x=True) if rows else None
     return curves, accuracy
 
 

@@ -60,9 +60,11 @@ def sweep_figure(points: list[dict], front: list[dict], split: str = "val", log_
         low, high = (min(xs) / 1.5, max(xs) * 1.5) if log_x else (0.0, max(xs) * 1.08)
         values, texts = flops_ticks(low, high, log_x)
         fig.update_xaxes(range=[math.log10(low), math.log10(high)] if log_x else [low, high], tickvals=values,
-                         ticktext=texts)
+                         ticktext=texts, tickangle=0)
     fig.update_xaxes(type="log" if log_x else "linear")
-    fig.update_yaxes(ticksuffix="%")
+    ys = [100 * p[f"{split}_acc"] for p in points if p.get(f"{split}_acc") is not None]
+    pad = max(0.3, 0.06 * (max(ys) - min(ys))) if ys else 0
+    fig.update_yaxes(ticksuffix="%", range=[min(ys) - pad, min(100.0, max(ys) + pad)] if ys else None)  # no marker cut
     return fig
 
 

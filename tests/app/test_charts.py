@@ -65,11 +65,13 @@ def test_accuracy_flops_figure_one_labelled_point_per_prefix_teacher_point_and_o
 
 
 def test_flops_axis_ticks_have_units_and_the_top_axis_is_percent_of_teacher():
-    values, texts = charts.flops_ticks(150_000, 30_000_000, log_x=True)
-    assert texts[:2] == ["200 thousand", "500 thousand"] and "20 million" in texts
-    assert all("k" not in t.split() for t in texts)  # 'k' counts students, never thousands
+    values, texts = charts.flops_ticks(150_000, 30_000_000, log_x=True)  # 2.3 decades: 1 and 3 per decade
+    assert texts == ["300<br>thousand", "1<br>million", "3<br>million", "10<br>million", "30<br>million"]
+    assert all("k" not in t.split("<br>") for t in texts)  # 'k' counts students, never thousands
+    values, texts = charts.flops_ticks(150_000, 3_000_000, log_x=True)  # 1.3 decades: 1, 2 and 5
+    assert texts[:2] == ["200<br>thousand", "500<br>thousand"] and values[-1] == 2_000_000
     values, texts = charts.flops_ticks(0, 26_000_000, log_x=False)
-    assert texts[:3] == ["0", "5 million", "10 million"]
+    assert texts[:3] == ["0", "5<br>million", "10<br>million"]
     shares, labels = charts.share_ticks([5.0, 7.5], True, 24_000_000)  # 100 thousand .. 31.6 million
     assert labels == ["0.5%", "1%", "2%", "5%", "10%", "20%", "50%", "100%"]
     assert shares[-1] == pytest.approx(24_000_000)

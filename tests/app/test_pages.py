@@ -84,7 +84,7 @@ def test_results_opens_on_shipped_run_with_chart_table_and_csv(app_env, shipped_
     star = next(t for t in spec["data"] if t.get("name") == "teacher")  # the teacher at its real cost
     assert star["x"] == [teacher["flops"]] and star["y"] == [pytest.approx(100 * teacher["test_acc"])]
     assert any("teacher's accuracy" in str(a.get("text", "")) for a in spec["layout"].get("annotations", []))
-    assert all(" thousand" in t or " million" in t for t in spec["layout"]["xaxis"]["ticktext"])  # units
+    assert all("thousand" in t or "million" in t for t in spec["layout"]["xaxis"]["ticktext"])  # units
     assert all(t.endswith("%") for t in spec["layout"]["xaxis2"]["ticktext"])  # % of the teacher's FLOPs
     frame = at.dataframe[0].value
     assert list(frame["student"]) == [r["k"] for r in rows]
