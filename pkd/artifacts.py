@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from pkd.data import get_dataset_spec
 from pkd.flops import model_cost
-from pkd.models import build_model
+from pkd.models import build_model, teacher_data_params
 from pkd.models.ensemble import Ensemble
 from pkd.runs import Run, RunError, get_field, load_tensors
 
@@ -74,8 +74,12 @@ def load_saved_weights(model: nn.Module, cfg: dict, saved: dict, role: str, path
 def _allowed_params(cfg: dict, role: str) -> list[dict]:
     """The model params (without the dataset's shape) that the config's teacher / students may have."""
     section = cfg.get(role) if isinstance(cfg.get(role), dict) else {}
-    if role == "teacher":
-        return [dict(section.get("params") or {})]
+    if role == "teacher":  # + what the spec takes from the dataset (a video teacher's class names, ...)
+        try:
+            data = teacher_data_params(section.get("arch"), get_dataset_spec(get_field(cfg, "data", "dataset")))
+        except (ValueError, TypeError):
+            data = {}
+        return [{**data, **dict(section.get("params") or {})}]
     common = section.get("common") if isinstance(section.get("common"), dict) else {}
     schedule = section.get("schedule") if isinstance(section.get("schedule"), list) else []
     return [{**common, **{key: v for key, v in entry.items() if key != "optim"}}

@@ -273,7 +273,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _print_budgets(summary: dict) -> None:
-    """`pkd eval`'s lines after the table: the early exit at the val-fitted budgets, the AUC, the drawn digits."""
+    """`pkd eval`'s lines after the table: the early exit at the val-fitted budgets, the AUC, the reversal test and
+    digit identity of clip runs, the drawn digits."""
     teacher_flops = summary["teacher"]["flops"]
     for point in summary.get("anytime_val_fitted", []):
         rule = "every student" if point["confidence"] is None else f"exit at confidence {point['confidence']:.4f}"
@@ -282,6 +283,13 @@ def _print_budgets(summary: dict) -> None:
     auc = summary.get("anytime_auc", {})
     if auc.get("test") is not None:
         print(f"anytime AUC (1%..100% of the teacher's FLOPs, log scale): val {auc['val']:.4f}, test {auc['test']:.4f}")
+    video = summary.get("video")
+    if video:
+        print(f"reversal test ({video['n']} {video['split']} clips played backwards; share whose class changes): "
+              f"teacher {video['teacher_reversal_change']:.4f}, prefixes "
+              + " ".join(f"{k}:{v:.4f}" for k, v in enumerate(video["prefix_reversal_change"], start=1)))
+        print(f"digit identity (the digit of the predicted class): teacher {video['teacher_digit_acc']:.4f}, "
+              "prefixes " + " ".join(f"{k}:{v:.4f}" for k, v in enumerate(video["prefix_digit_acc"], start=1)))
     drawn = summary.get("drawn")
     if drawn:
         print(f"drawn digits ({drawn['n']}, pkd.drawn seed {drawn['seed']}): teacher {drawn['teacher_acc']:.4f}, "

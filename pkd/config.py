@@ -89,6 +89,9 @@ class TeacherConfig:
     params: dict = field(default_factory=dict)
     checkpoint: str | None = None  # path to a teacher state_dict (e.g. pretrained/mnist/teacher.pt)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=8, lr=2e-3, augment=True))
+    # vifi_clip only: ViFi-CLIP's stage 1, image-text pretraining on the training clips' frames with captions
+    # "a photo of a <digit>." before `optim` fine-tunes on clips (epochs 0: none)
+    pretrain: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=0, batch_size=64, lr=1e-3))
 
 
 @dataclass(frozen=True)
@@ -250,15 +253,21 @@ def validate(cfg: RunConfig) -> RunConfig:
             value = merged.get(key, 1)
             if isinstance(value, int) and value > limit:
                 raise ConfigError(f"students.schedule[{i}].{key}: {value} exceeds the maximum {limit}")
-    for stage in ("teacher", "students"):
-        optim = getattr(cfg, stage).optim
+    for stage, optim in (("teacher.optim", cfg.teacher.optim), ("students.optim", cfg.students.optim),
+                         ("teacher.pretrain", cfg.teacher.pretrain)):
         for name in ("epochs", "batch_size"):
-            if getattr(optim, name) < (0 if name == "epochs" and stage == "teacher" else 1):
-                raise ConfigError(f"{stage}.optim.{name}: {getattr(optim, name)} must be positive")
+            if getattr(optim, name) < (0 if name == "epochs" and stage.startswith("teacher") else 1):
+                raise ConfigError(f"{stage}.{name}: {getattr(optim, name)} must be positive")
         if optim.lr <= 0:
-            raise ConfigError(f"{stage}.optim.lr: {optim.lr} must be > 0")
+            raise ConfigError(f"{stage}.lr: {optim.lr} must be > 0")
         if optim.weight_decay < 0:
-            raise ConfigError(f"{stage}.optim.weight_decay: {optim.weight_decay} must be >= 0")
+            raise ConfigError(f"{stage}.weight_decay: {optim.weight_decay} must be >= 0")
+    if cfg.teacher.pretrain.epochs and cfg.teacher.arch != "vifi_clip":
+        raise ConfigError(f"teacher.pretrain.epochs: {cfg.teacher.pretrain.epochs}, but image-text pretraining "
+                          f"is for teacher.arch vifi_clip only; set it to 0")
+    if cfg.teacher.pretrain.epochs and cfg.teacher.checkpoint:
+        raise ConfigError("teacher.pretrain.epochs: a teacher loaded from teacher.checkpoint is not trained; set it "
+                          "to 0")
     if cfg.teacher.optim.epochs == 0 and not cfg.teacher.checkpoint:
         raise ConfigError("teacher.optim.epochs: 0 epochs needs teacher.checkpoint (a saved teacher to load)")
     if cfg.teacher.checkpoint and not Path(cfg.teacher.checkpoint).resolve().is_file():

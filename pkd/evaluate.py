@@ -14,6 +14,7 @@ import torch.nn as nn
 from pkd.artifacts import load_ensemble, load_teacher
 from pkd.config import RunConfig, config_from_dict
 from pkd.data import DatasetSpec, Split, get_dataset_spec, load_split
+from pkd.data.moving_mnist import digit_of, reverse_clips
 from pkd.drawn import drawn_digits
 from pkd.distributed import SINGLE, World, gather_rows, shard_range
 from pkd.flops import model_cost
@@ -125,6 +126,8 @@ def evaluate_run(run: Run, device: torch.device | str = "cpu", drawn_per_digit: 
         ensemble.cpu()
         summary["anytime"] = anytime_curve(ensemble, data_spec, splits["test"])
         summary.update(anytime_figures(ensemble, data_spec, splits, summary))
+    if data_spec.kind == "clip":
+        summary["video"] = video_figures(teacher.cpu(), ensemble.cpu(), data_spec, splits["test"])
     if cfg.data.dataset == "mnist" and drawn_per_digit > 0:
         summary["drawn"] = drawn_figures(teacher, ensemble.cpu(), data_spec, drawn_per_digit)
     run.write_summary(summary)
@@ -160,6 +163,37 @@ def drawn_figures(teacher: nn.Module, ensemble: Ensemble, data_spec: DatasetSpec
     return {"per_digit": per_digit, "seed": seed, "n": len(labels),
             "teacher_acc": accuracy(predict_logits(teacher.cpu(), data_spec, images, cpu), labels),
             "prefix_acc": prefix_acc}
+
+
+def video_figures(teacher: nn.Module, ensemble: Ensemble, data_spec: DatasetSpec, split: Split) -> dict:
+    """summary.json's "video" for a clip dataset (Moving MNIST's classes, 6 * digit + motion), on one split:
+
+    - reversal_change: the share of clips whose predicted class changes when the clip is played backwards
+      (reverse_clips). ViFi-CLIP's temporal mean is blind to order, so the teacher's is exactly 0; a student that
+      reads the motion right changes its answer on every clip (its reverse has the reversed class).
+    - digit_acc: accuracy of the digit part of the predicted class (digit_of), what order blindness leaves alone.
+    Teacher and every prefix 1..K (teacher_*, prefix_* lists); computed on the CPU.
+    """
+    cpu = torch.device("cpu")
+    backwards = reverse_clips(split.inputs)  # (N, T, C, H, W)
+    digits = digit_of(split.labels)  # (N,)
+
+    def figures(forward: torch.Tensor, backward: torch.Tensor) -> tuple[float, float]:
+        pred, pred_back = forward.argmax(-1), backward.argmax(-1)  # (N,) each
+        return float((pred != pred_back).double().mean()), float((digit_of(pred) == digits).double().mean())
+
+    teacher_change, teacher_digit = figures(predict_logits(teacher, data_spec, split.inputs, cpu),
+                                            predict_logits(teacher, data_spec, backwards, cpu))
+    sums = {"forward": PrefixSums(ensemble.mode), "backward": PrefixSums(ensemble.mode)}
+    change, digit = [], []
+    for student, scale in zip(ensemble.students, ensemble.prev_scales):
+        sums["forward"].add(predict_logits(student, data_spec, split.inputs, cpu), scale)
+        sums["backward"].add(predict_logits(student, data_spec, backwards, cpu), scale)
+        c, d = figures(sums["forward"].log_probs(), sums["backward"].log_probs())
+        change.append(c)
+        digit.append(d)
+    return {"split": split.split or "test", "n": len(split.labels), "teacher_reversal_change": teacher_change,
+            "teacher_digit_acc": teacher_digit, "prefix_reversal_change": change, "prefix_digit_acc": digit}
 
 
 # ----------------------------------------------------------------------------------------------- budgets

@@ -292,6 +292,9 @@ TEACHER_RULES = {"arch": _NAME, "flops": ("number", 0, MAX_COUNT), "params": _CO
                  "val_acc": _ACCURACY}
 DRAWN_RULES = {"per_digit": ("int", 1, 10**6), "seed": ("int", -2**63, 2**64), "n": ("int", 1, 10**7),
                "teacher_acc": _ACCURACY}
+VIDEO_RULES = {"split": _NAME, "n": ("int", 1, 10**7), "teacher_reversal_change": _ACCURACY,
+               "teacher_digit_acc": _ACCURACY}
+VIDEO_LISTS = ("prefix_reversal_change", "prefix_digit_acc")  # one share per prefix k = 1..K
 ANYTIME_RULES = {"confidence": _ACCURACY, "acc": _ACCURACY, "mean_flops": ("number", 0, MAX_COUNT)}
 SUMMARY_RULES = {"name": _NAME, "dataset": _NAME, "mode": _NAME, "flops_unit": _NAME,
                  "k_planned": ("int", 0, MAX_STUDENTS)}
@@ -400,6 +403,22 @@ def _summary_problem(summary: dict) -> str | None:
                                          for i, item in enumerate(items))), None)
     if problem is None and "drawn" in summary:
         problem = _drawn_problem(summary["drawn"])
+    if problem is None and "video" in summary:
+        problem = _video_problem(summary["video"])
+    return problem
+
+
+def _video_problem(video: Any) -> str | None:
+    """What is wrong with summary.json's "video" (reversal test, digit identity of clip runs); None when sound."""
+    if not isinstance(video, dict):
+        return f"video is {_show(video)}, not a mapping"
+    problem = _mapping_problem(video, VIDEO_RULES, "video.", tuple(VIDEO_RULES))
+    for key in VIDEO_LISTS:
+        values = video.get(key)
+        if problem is None and (not isinstance(values, list) or len(values) > MAX_STUDENTS):
+            return f"video.{key} is {_show(values)}, not a list of up to {MAX_STUDENTS} shares"
+        problem = problem or next(filter(None, (_field_problem(f"video.{key}[{i}]", v, _ACCURACY)
+                                                for i, v in enumerate(values))), None)
     return problem
 
 

@@ -13,7 +13,7 @@ from typing import Callable, TypeVar
 import torch.nn as nn
 
 __all__ = ["TEACHERS", "STUDENTS", "register_teacher", "register_student", "build_teacher", "build_student",
-           "build_model"]
+           "build_model", "teacher_data_params"]
 
 ModelT = TypeVar("ModelT", bound=type[nn.Module])
 
@@ -80,6 +80,21 @@ def build_model(model_spec: dict) -> nn.Module:
     return build_student(model_spec["arch"], **params)
 
 
+def teacher_data_params(arch: str, data_spec) -> dict:
+    """The params a teacher's spec takes from the dataset (a pkd.data.DatasetSpec), not from the config.
+
+    A `vifi_clip` teacher's text prompts are the dataset's class names, it reads the frames' channels, undoes
+    their normalisation (its FrameAdapter) and by default runs its CLIP at the frames' own side (no resize);
+    `teacher.params` may override any of them. Other teachers take nothing.
+    """
+    if arch != "vifi_clip":
+        return {}
+    return {"class_names": list(data_spec.class_names), "in_channels": data_spec.sample_shape[-3],
+            "input_mean": float(data_spec.mean[0]), "input_std": float(data_spec.std[0]),
+            "image_size": data_spec.sample_shape[-1]}
+
+
 # Importing the model modules fills the registries (they import the decorators defined above) and
 # pkd.flops.FLOP_RULES (student imports mamba and tokenizers; each module registers the rules of its own layers).
-from pkd.models import student, teacher  # noqa: E402,F401
+# clip_teacher registers vifi_clip; it imports open_clip only when a teacher is built.
+from pkd.models import clip_teacher, student, teacher  # noqa: E402,F401

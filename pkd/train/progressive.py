@@ -16,20 +16,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pkd.artifacts import load_ensemble, load_saved_weights, load_teacher_weights
+from pkd.artifacts import load_ensemble, load_saved_weights
 from pkd.config import DistillConfig, OptimConfig, RunConfig, config_from_dict
 from pkd.data import DatasetSpec, Split
+from pkd.data.moving_mnist import digit_of
 from pkd.devices import autocast_dtype, resolve_device
 from pkd.distributed import SINGLE, World
 from pkd.evaluate import (REPORTED_SPLITS, accuracy, anytime_curve, anytime_figures, load_run_data, predict_logits,
-                          prefix_row, run_summary, split_accuracies, teacher_row)
+                          prefix_row, run_summary, split_accuracies, teacher_row, video_figures)
 from pkd.models import build_model
+from pkd.models.clip_teacher import ViFiCLIP
 from pkd.models.ensemble import PrefixSums, accumulate
 from pkd.runs import Run, read_teacher_logits, teacher_logits_beside
 from pkd.train.losses import boost_weights, kd_loss
 from pkd.train.loop import Placement, Stage, fit, stage_seed
-from pkd.train.recorder import NullRecorder, ProgressFn, Recorder
-from pkd.train.specs import student_specs, teacher_spec
+from pkd.train.recorder import FitState, NullRecorder, ProgressFn, Recorder, checkpoint_state
+from pkd.train.specs import load_teacher_file, student_specs, teacher_spec
+from pkd.train.video_teacher import CAPTION, LABEL_SMOOTHING, MAX_LOGIT_SCALE, FrameTextPretraining
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +77,15 @@ def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None =
                         precision=str(place.autocast or torch.float32).replace("torch.", ""))
     teacher, teacher_logits, teacher_figures = teacher_stage(ctx)
     rows, k_planned = student_stages(ctx, teacher, teacher_logits["train"], teacher_figures)
-    del teacher
     summary = run_summary(cfg, teacher_figures, rows, k_planned)
     if world.is_writer:  # the anytime curve from the saved weights, judged by the config trained with
         summary["anytime"] = anytime_curve(load_ensemble(run, config=cfg.to_dict()), data_spec, splits["test"])
         summary.update(anytime_figures(load_ensemble(run, config=cfg.to_dict()), data_spec, splits, summary))
+        if data_spec.kind == "clip":  # the reversal test and digit identity (pkd eval computes the same)
+            summary["video"] = video_figures(teacher.cpu(), load_ensemble(run, config=cfg.to_dict()), data_spec,
+                                             splits["test"])
         ctx.recorder.summary(summary)
+    del teacher
     return summary
 
 
@@ -97,13 +103,13 @@ def check_world_fits(cfg: RunConfig, splits: dict[str, Split], world: World) -> 
 def teacher_stage(ctx: RunContext) -> tuple[nn.Module, dict[str, torch.Tensor], dict]:
     """Load, copy or train the teacher; returns it (eval mode), its logits per split (N, C) and its figures."""
     cfg, run = ctx.cfg, ctx.run
-    model_spec = teacher_spec(cfg)
+    model_spec = teacher_spec(cfg, ctx.data_spec)
     torch.manual_seed(stage_seed(cfg.seed, "init", 0))
     teacher = build_model(model_spec).to(ctx.device)
     if run.has_teacher():
         load_saved_weights(teacher, cfg.to_dict(), run.load_teacher(), "teacher", run.teacher_path())
     elif cfg.teacher.checkpoint:
-        ctx.recorder.save_teacher(load_teacher_weights(cfg.teacher.checkpoint, teacher), model_spec)
+        ctx.recorder.save_teacher(load_teacher_file(cfg.teacher.checkpoint, teacher), model_spec)
         ctx.recorder.log("teacher_loaded", source=cfg.teacher.checkpoint)
     else:
         train_teacher(ctx, teacher, model_spec)
@@ -147,6 +153,8 @@ def logits_key(ctx: RunContext, teacher: nn.Module) -> dict:
 
 def train_teacher(ctx: RunContext, teacher: nn.Module, model_spec: dict) -> None:
     """Fit the teacher on the labels (cross-entropy) and save it."""
+    if isinstance(teacher, ViFiCLIP):
+        return train_video_teacher(ctx, teacher, model_spec)
     train, val = ctx.splits["train"], ctx.splits["val"]
 
     def loss(logits, idx, x):  # noqa: ARG001
@@ -158,6 +166,77 @@ def train_teacher(ctx: RunContext, teacher: nn.Module, model_spec: dict) -> None
     stage = Stage("teacher", 0, ctx.cfg.teacher.optim, ctx.cfg.seed)
     fit(teacher, stage, train, ctx.data_spec, loss, evaluate, ctx.recorder, ctx.place,
         ctx.recorder.resume_state("teacher", 0))
+    ctx.recorder.save_teacher({k: v.cpu() for k, v in teacher.state_dict().items()}, model_spec)
+    ctx.recorder.stage_done()
+
+
+class TeacherPhase:
+    """What a video teacher's phase writes through (the loop calls progress and epoch_done; the rest goes to the
+    run's recorder): status and metrics say stage "teacher" with the phase ("pretrain" or "finetune") and progress
+    runs over the whole teacher stage, so readers see one teacher; the checkpoint keeps the phase's own stage name,
+    so a resume tells the phases apart."""
+
+    def __init__(self, recorder: Recorder, phase: str, start: float, share: float) -> None:
+        self.recorder, self.phase, self.start, self.share = recorder, phase, start, share
+
+    def __getattr__(self, name: str):
+        return getattr(self.recorder, name)
+
+    def progress(self, info: dict, **extra) -> None:
+        self.recorder.progress({**info, "stage": "teacher", "phase": self.phase,
+                                "progress": self.start + self.share * info["progress"]}, **extra)
+
+    def epoch_done(self, checkpoint: dict, record: dict) -> None:
+        record = {**record, "stage": "teacher", "phase": self.phase}
+        self.recorder.epoch_done({**checkpoint, "record": record}, record)
+
+    def resume_state(self, stage: str, k: int) -> FitState | None:
+        """The phase's checkpoint (stage "pretrain" or "teacher"); re-logs its epoch record if a kill lost it."""
+        state = checkpoint_state(self.recorder.run, stage, k)
+        if state and state.record and not self.recorder.has_event("epoch", stage="teacher", phase=self.phase,
+                                                                   epoch=state.epoch):
+            self.recorder.log("epoch", **state.record)
+        return state
+
+
+def train_video_teacher(ctx: RunContext, teacher: ViFiCLIP, model_spec: dict) -> None:
+    """ViFi-CLIP's two stages, each an ordinary pkd fit (seeded epochs, a resume checkpoint after every epoch):
+    1. `teacher.pretrain`: CLIP's image-text pretraining on every frame of the training clips, each captioned
+       "a photo of a <digit>." (its clip's digit), contrastive against the 10 captions (FrameTextPretraining);
+    2. `teacher.optim`: ViFi fine-tuning of both towers on the clips against the class prompts, cross-entropy with
+       ViFi-CLIP's label smoothing 0.1.
+    Both validate the clip classifier (val_acc: zero-shot through the class prompts after stage 1). A run killed
+    in either resumes at its last epoch; stage 1's last checkpoint stays until stage 2's first replaces it."""
+    cfg, train, val = ctx.cfg, ctx.splits["train"], ctx.splits["val"]
+
+    def evaluate():
+        with torch.no_grad():  # CLIP's cap on the temperature, once an epoch
+            teacher.clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        return {"val_acc": accuracy(ctx.logits(teacher, val.inputs), val.labels)}
+
+    pretrain, epochs = cfg.teacher.pretrain, cfg.teacher.pretrain.epochs + cfg.teacher.optim.epochs
+    share = pretrain.epochs / epochs
+    finetune = TeacherPhase(ctx.recorder, "finetune", share, 1 - share)
+    resume = finetune.resume_state("teacher", 0)
+    if pretrain.epochs and resume is None:  # fine-tuning has not begun
+        phase = TeacherPhase(ctx.recorder, "pretrain", 0.0, share)
+        model = FrameTextPretraining(teacher, [CAPTION.format(d) for d in range(10)]).to(ctx.device)
+        digits = digit_of(train.labels)  # (N,) caption of each training clip
+
+        def image_text_loss(image, idx, x):  # noqa: ARG001
+            return {"loss": model.loss(image, digits[idx])}
+
+        fit(model, Stage("pretrain", 0, pretrain, cfg.seed), train, ctx.data_spec, image_text_loss, evaluate, phase,
+            ctx.place, phase.resume_state("pretrain", 0))
+
+    def loss(logits, idx, x):  # noqa: ARG001
+        labels = train.labels[idx].to(logits.device)
+        return {"loss": F.cross_entropy(logits, labels, label_smoothing=LABEL_SMOOTHING)}
+
+    fit(teacher, Stage("teacher", 0, cfg.teacher.optim, cfg.seed), train, ctx.data_spec, loss, evaluate, finetune,
+        ctx.place, resume)
+    teacher.eval()
+    teacher.refresh_text_cache()  # the text tower trained: the class prompts' cache (saved with it) follows
     ctx.recorder.save_teacher({k: v.cpu() for k, v in teacher.state_dict().items()}, model_spec)
     ctx.recorder.stage_done()
 

@@ -23,10 +23,42 @@ import torch.nn.functional as F
 from pkd.config import OptimConfig
 from pkd.models.clip_teacher import ViFiCLIP
 
-__all__ = ["contrastive_loss", "pretrain_image_text", "finetune_vifi", "bridge_and_prompt"]
+__all__ = ["contrastive_loss", "pretrain_image_text", "finetune_vifi", "bridge_and_prompt", "CAPTION",
+           "FrameTextPretraining", "LABEL_SMOOTHING"]
 
 EpochHook = Callable[[int, float], None]  # (1-based epoch, its mean loss): progress, metrics, checkpoints
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps its temperature to at most 100
+CAPTION = "a photo of a {}."  # stage 1's caption of a frame showing digit d: CLIP's template with the digit as name
+LABEL_SMOOTHING = 0.1  # ViFi-CLIP's fine-tuning loss (its configs' LABEL_SMOOTHING)
+
+
+class FrameTextPretraining(torch.nn.Module):
+    """Stage 1 inside pkd's training loop (pkd.train.loop.fit): the teacher's CLIP seen as an image-text model on
+    single frames. Every frame of a training clip is one image whose caption names the clip's digit
+    (CAPTION.format(d)); the loss is `contrastive_loss` against the captions' text embeddings.
+
+    Args:
+        teacher: the video teacher (its CLIP is what trains).
+        captions: the distinct captions, caption i for digit i (U = 10 for digits).
+    """
+
+    def __init__(self, teacher: ViFiCLIP, captions: Sequence[str]) -> None:
+        super().__init__()
+        self.teacher = teacher
+        self.register_buffer("caption_tokens", teacher.tokenize(captions), persistent=False)  # (U, L)
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        """Args: clips: (B, T, C, H, W) normalised as the data gives them. Returns: (B*T, E) unit image embeddings."""
+        frames = clips.flatten(0, 1)  # (B*T, C, H, W)
+        return F.normalize(self.teacher.frame_embeddings(frames), dim=-1)  # (B*T, E)
+
+    def loss(self, image: torch.Tensor, caption_ids: torch.Tensor) -> torch.Tensor:
+        """Args: image: (B*T, E) from forward; caption_ids: (B,) the caption of each clip. Returns: () the loss."""
+        frames = len(image) // len(caption_ids)
+        ids = caption_ids.to(image.device).repeat_interleave(frames)  # (B*T,) clip-major, as forward flattens
+        text = F.normalize(self.teacher.encode_tokens(self.caption_tokens), dim=-1)  # (U, E)
+        scale = self.teacher.clip.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()  # CLIP's temperature cap
+        return contrastive_loss(image, text[ids], scale, ids)
 
 
 def contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,

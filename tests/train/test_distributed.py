@@ -41,8 +41,8 @@ def test_two_ranks_train_identical_weights_and_only_rank_0_writes(two_rank_run):
     assert len(epochs) == len(set(epochs)) == 1 + 2 + 2  # one record per epoch: rank 1 wrote none
     assert "[rank 1]" not in run.log_path().read_text() and "[rank 1]" in output
     assert {p.name for p in run.path.iterdir()} <= {"manifest.json", "config.yaml", "status.json", "metrics.jsonl",
-                                                    "prefix.csv", "summary.json", "teacher.pt", "students",
-                                                    "train.log", ".writer.lock"}
+                                                    "prefix.csv", "summary.json", "teacher.pt", "teacher_logits.pt",
+                                                    "students", "train.log", ".writer.lock"}
 
 
 def test_two_rank_figures_equal_the_same_weights_evaluated_in_one_process(two_rank_run, tiny_run):
