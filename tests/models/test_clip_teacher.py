@@ -16,18 +16,12 @@ import torch.nn.functional as F
 
 from pkd.models import build_teacher
 from pkd.models.clip_teacher import ViFiCLIP, load_clip_weights
+from tests.one_thread import one_thread  # noqa: F401 - autouse fixture
 
 NAMES = [f"{d} moving {m}" for d in range(3) for m in ("left", "right", "up", "down")]
 SIDE = 16  # the tiny config at 16x16: a 2x2 patch grid keeps these tests fast
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These models are tiny: one thread is faster, and far faster on a busy shared machine (no spinning threads).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _teacher(seed: int = 0, **kwargs) -> ViFiCLIP:

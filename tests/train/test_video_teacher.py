@@ -11,6 +11,7 @@ import torch
 from pkd.config import OptimConfig
 from pkd.models.clip_teacher import ViFiCLIP
 from pkd.train.video_teacher import bridge_and_prompt, contrastive_loss, finetune_vifi, pretrain_image_text
+from tests.one_thread import one_thread  # noqa: F401 - autouse fixture
 
 NAMES = ["0 moving left", "0 moving right", "1 moving left", "1 moving right"]
 OPTIM = OptimConfig(epochs=6, batch_size=8, lr=3e-3, weight_decay=1e-3)
@@ -21,13 +22,6 @@ def _teacher() -> ViFiCLIP:
     return ViFiCLIP(NAMES, image_size=16).eval()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These models are tiny: one thread is faster, and far faster on a busy shared machine (no spinning threads).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _clips(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
