@@ -455,6 +455,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    _add_train_command(sub)
+    _add_eval_command(sub)
+    _add_predict_command(sub)
+    _add_runs_command(sub)
+    _add_backends_command(sub)
+    _add_export_command(sub)
+    _add_sweep_command(sub)
+    _add_pareto_command(sub)
+    return parser
+
+
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
+    """`pkd train` and its options."""
     p = sub.add_parser("train", help="train a new run from a config, or resume one",
                        description="Train the teacher and K students; every file goes to one run directory.")
     p.add_argument("--config", help="YAML config (see configs/)")
@@ -471,12 +484,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. distill.alpha=0.5")
     p.set_defaults(func=cmd_train)
 
+
+def _add_eval_command(sub: argparse._SubParsersAction) -> None:
+    """`pkd eval` and its options."""
     p = sub.add_parser("eval", help="re-evaluate every prefix of a run on the test set from its saved weights")
     p.add_argument("run", help="run directory or name")
     p.add_argument("--runs-dir")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.set_defaults(func=cmd_eval)
 
+
+def _add_predict_command(sub: argparse._SubParsersAction) -> None:
+    """`pkd predict` and its options."""
     p = sub.add_parser("predict", help="classify an image file with the first k students of a run")
     p.add_argument("run", help="run directory or name")
     p.add_argument("image", help="PNG/JPEG image (a digit: white on black or black on white)")
@@ -487,15 +506,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir")
     p.set_defaults(func=cmd_predict)
 
+
+def _add_runs_command(sub: argparse._SubParsersAction) -> None:
+    """`pkd runs` and its options."""
     p = sub.add_parser("runs", help="list runs with their state and final figures")
     p.add_argument("dirs", nargs="*", help="folders to look in (default: the runs dir and pretrained/)")
     p.add_argument("--runs-dir")
     p.set_defaults(func=cmd_runs)
 
+
+def _add_backends_command(sub: argparse._SubParsersAction) -> None:
+    """`pkd backends` and its options."""
     p = sub.add_parser("backends", help="show the selective-scan backends and the GPU")
     p.add_argument("--build", action="store_true", help="build the fused CPU kernel now (about a minute, once)")
     p.set_defaults(func=cmd_backends)
 
+
+def _add_export_command(sub: argparse._SubParsersAction) -> None:
+    """`pkd export` and its options."""
     p = sub.add_parser("export", help="export students 1..k of a run as one ONNX or torch.export file + model card",
                        description="One file computing students 1..k from raw [0, 1] pixels (normalisation built "
                                    "in), checked against PyTorch when written; default <run>/export/.")
@@ -509,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir")
     p.set_defaults(func=cmd_export)
 
+
+def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
+    """`pkd sweep` and its options."""
     p = sub.add_parser("sweep", help="search settings with Optuna: every trial an ordinary run in one sweep folder",
                        description="Trials of BASE with settings from SPACE (multi-objective: validation accuracy "
                                    "vs FLOPs, or the anytime AUC), sharing one teacher; run the same command again "
@@ -524,6 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides of BASE, e.g. students.optim.epochs=1")
     p.set_defaults(func=cmd_sweep)
 
+
+def _add_pareto_command(sub: argparse._SubParsersAction) -> None:
+    """`pkd pareto` and its options."""
     p = sub.add_parser("pareto", help="the Pareto front of (cumulative FLOPs, accuracy) over every prefix of runs",
                        description="Every prefix k of every given run (a sweep folder gives its trials) as a point; "
                                    "prints the points no other point beats (cheaper and at least as accurate).")
@@ -532,7 +566,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default val; both are printed)")
     p.add_argument("--csv", help="also write the front to this CSV file")
     p.set_defaults(func=cmd_pareto)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
