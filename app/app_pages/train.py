@@ -228,13 +228,19 @@ def live_status() -> None:
     if problem:
         st.warning(f"{run.name} is broken: {problem}")
     k_planned = len(config.get("students", {}).get("schedule", []) or [])
+    status_header(run, status, state, len(rows), k_planned)
+    status_messages(run, status, state, metrics, k_planned)
+
+
+def status_header(run: Run, status: dict, state: State, done: int, k_planned: int) -> None:
+    """The watched run's state, stage and students done, its process line, and Stop / Resume."""
     stage = status.get("stage", "")
     where = "teacher" if stage == "teacher" else (f"student {status.get('student')}" if stage == "student" else "-")
     age = time.time() - float(status.get("updated") or time.time())
     cols = st.columns([1, 1, 1, 2])
     cols[0].metric("state", str(state))
     cols[1].metric("stage", where if state in (State.RUNNING, *RESUMABLE_STATES) else "-")
-    cols[2].metric("students done", f"{len(rows)}/{k_planned}")
+    cols[2].metric("students done", f"{done}/{k_planned}")
     with cols[3]:
         st.caption(f"{status.get('message', '')}  \nlast update {age:.0f} s ago · pid {status.get('pid', '-')} · "
                    f"scan {status.get('scan_backend', '?')} · {run.world_size()} process(es)  \n"
@@ -252,6 +258,10 @@ def live_status() -> None:
                 st.toast(f"Resumed {run.name}")
             except (RunError, ValueError, OSError) as exc:
                 st.error(str(exc))
+
+
+def status_messages(run: Run, status: dict, state: State, metrics: list, k_planned: int) -> None:
+    """What went wrong (died, failed), the per-stage progress bars and, when useful, the console output."""
     if state == State.DIED:
         st.error("The training process is gone without finishing (killed, or the machine restarted). "
                  "Press **Resume** to continue from its last checkpoint.")
