@@ -22,14 +22,24 @@ def goto(page, server: str, path: str = "") -> None:
     page.locator("h1").first.wait_for()
 
 
+def drawn_traces(chart, at_least: int = 1):
+    """The chart's scatter traces once Plotly has drawn at least `at_least` of them (the SVG frame comes first,
+    the traces a moment later on a loaded machine)."""
+    traces = chart.locator(".scatterlayer .trace")
+    deadline = time.time() + 30
+    while traces.count() < at_least:
+        assert time.time() < deadline, f"only {traces.count()} traces drawn, expected at least {at_least}"
+        time.sleep(0.2)
+    return traces
+
+
 def test_app_starts_on_the_pretrained_run_and_shows_the_chart(page, server, shipped_root, screenshots):
     goto(page, server)
     assert page.locator("h1").first.inner_text() == "Results"
     chart = page.get_by_test_id("stPlotlyChart").first
     chart.locator(".main-svg").first.wait_for()
     rows = Run(shipped_root / "mnist").prefix_table()
-    traces = chart.locator(".scatterlayer .trace")
-    assert traces.count() >= 3  # prefixes, teacher, students alone (+ early exit)
+    traces = drawn_traces(chart, 3)  # prefixes, teacher, students alone (+ early exit)
     assert len(rows) in [traces.nth(i).locator(".point").count() for i in range(traces.count())]
     for row in rows:  # every dot carries its accuracy, readable without hovering
         chart.locator(".textpoint", has_text=f"{100 * row['prefix_acc']:.2f}%").first.wait_for()
@@ -181,7 +191,7 @@ def test_sweeps_page_shows_the_front_and_a_clicked_point_opens_its_run(page, ser
     assert page.locator("h1").first.inner_text() == "Sweeps"
     chart = page.get_by_test_id("stPlotlyChart").first
     chart.locator(".main-svg").first.wait_for()
-    traces = chart.locator(".scatterlayer .trace")
+    traces = drawn_traces(chart, len({p["run"] for p in points}) + 1)
     assert traces.count() == len({p["run"] for p in points}) + 1  # one per run, the front on top
     assert traces.last.locator(".point").count() == len(front)
     page.screenshot(path=screenshots / "sweeps.png")
