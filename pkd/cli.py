@@ -307,6 +307,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _setup_logging(verbose=args.verbose)
     run = resolve_run(args.run, args.runs_dir or default_runs_dir())
     spec = pkd_data.get_dataset_spec(run.setting("data", "dataset"))
+    if spec.kind == "clip":
+        return _predict_clip(args, run, spec)
+    if args.per_frame:
+        raise ValueError(f"--per-frame is for clip runs; {run.name} classifies single images ({spec.name})")
     image = preprocess.load_image_file(args.image)
     x = preprocess.prepare_image(spec, image)
     if x is None:
@@ -324,6 +328,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"prediction: {names[int(pred.classes[0])]} (p={float(probs.max()):.3f}) using {int(pred.k_used[0])} of "
           f"{ensemble.k} students, {int(pred.flops[0]):,} FLOPs")
     print("top 3: " + ", ".join(f"{names[int(i)]} {float(probs[i]):.3f}" for i in top))
+    return 0
+
+
+def _predict_clip(args: argparse.Namespace, run, spec) -> int:
+    """`pkd predict RUN clip.gif|clip.npy`: the answer for the whole clip and, with --per-frame, every prefix's
+    answer after every frame (students read frames in order, so each frame's answer uses only the frames so far)."""
+    import torch
+
+    from pkd.artifacts import load_ensemble
+    from pkd.clips import frame_flops, read_clip, stream_prefix_probs
+
+    clip = read_clip(args.image, spec)  # (T, C, S, S)
+    ensemble = load_ensemble(run)
+    x = spec.normalize(clip)
+    pred = ensemble.predict(x[None], k=args.k, flop_budget=args.flop_budget, confidence=args.confidence)
+    probs, names = pred.probs[0], spec.class_names
+    top = torch.argsort(probs, descending=True)[:3]
+    print(f"prediction: {names[int(pred.classes[0])]} (p={float(probs.max()):.3f}) using {int(pred.k_used[0])} of "
+          f"{ensemble.k} students, {int(pred.flops[0]):,} FLOPs, all {clip.shape[0]} frames")
+    print("top 3: " + ", ".join(f"{names[int(i)]} {float(probs[i]):.3f}" for i in top))
+    if args.per_frame:
+        shown = int(pred.k_used[0]) if args.confidence is None else ensemble.k
+        per_frame, flops = stream_prefix_probs(ensemble, x), frame_flops(ensemble)  # (T, K, C), T x K
+        print(f"{'frame':>5}  {'students':<8}  {'answer so far':<16}  {'p':>5}  {'FLOPs so far':>12}")
+        for t in range(per_frame.shape[0]):
+            for k in range(shown):
+                p = per_frame[t, k]
+                who = "1" if k == 0 else f"1-{k + 1}"
+                print(f"{t + 1:>5}  {who:<8}  {names[int(p.argmax())]:<16}  {float(p.max()):5.3f}  "
+                      f"{flops[t][k]:>12,}")
     return 0
 
 
@@ -496,13 +530,16 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
 
 def _add_predict_command(sub: argparse._SubParsersAction) -> None:
     """`pkd predict` and its options."""
-    p = sub.add_parser("predict", help="classify an image file with the first k students of a run")
+    p = sub.add_parser("predict", help="classify an image (or, for a clip run, a clip) with the first k students")
     p.add_argument("run", help="run directory or name")
-    p.add_argument("image", help="PNG/JPEG image (a digit: white on black or black on white)")
+    p.add_argument("image", help="PNG/JPEG image (a digit: white on black or black on white); for a clip run an "
+                   "animated GIF or a .npy array (T, H, W) with the run's number of frames")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--k", type=int, help="use the first k students (default: all)")
     group.add_argument("--flop-budget", type=float, help="largest prefix within this many FLOPs per sample")
     p.add_argument("--confidence", type=float, help="stop early once the ensemble is this confident")
+    p.add_argument("--per-frame", action="store_true", help="clip runs: also print every prefix's answer after "
+                   "each frame (the students read the frames in order)")
     p.add_argument("--runs-dir")
     p.set_defaults(func=cmd_predict)
 
