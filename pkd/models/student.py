@@ -20,7 +20,7 @@ import torch.nn as nn
 from pkd.models import register_student
 from pkd.models.checks import check_choice, check_int
 from pkd.models.mamba import InferenceParams, ResidualBlock, RMSNorm
-from pkd.models.tokenizers import Pool, Tokenizer
+from pkd.models.tokenizers import FrameDifference, Pool, Tokenizer
 
 __all__ = ["MambaClassifier", "StreamState"]
 
@@ -55,6 +55,8 @@ class MambaClassifier(nn.Module):
         patch: patch size P when tokens == "patch"; must divide H and W.
         d_model, n_layers, d_state, expand, d_conv: Mamba sizes (mamba-ssm names).
         pool: "mean" over tokens or the "last" token.
+        frame_diff: clips only: each frame's tokens also carry the frame minus the one before it (zero for the
+            first frame), TSN's "RGB difference" input (Wang et al. 2016), so a small student sees motion directly.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class MambaClassifier(nn.Module):
         expand: int = 2,
         d_conv: int = 4,
         pool: str = "mean",
+        frame_diff: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(image_shape, (list, tuple)) or len(image_shape) not in (3, 4):
@@ -86,7 +89,11 @@ class MambaClassifier(nn.Module):
         self.frame_len = h if tokens == "rows" else (h // patch) * (w // patch)  # tokens per image or frame
         self.seq_len = frames * self.frame_len  # L
         in_features = w * c if tokens == "rows" else patch * patch * c  # F
-
+        if not isinstance(frame_diff, bool) or (frame_diff and len(self.image_shape) != 4):
+            raise ValueError(f"frame_diff must be true or false, and true only for clips (T, C, H, W), got "
+                             f"{frame_diff!r} for input {list(self.image_shape)}")
+        self.frame_diff = FrameDifference() if frame_diff else None
+        in_features *= 2 if frame_diff else 1  # rows: W*2C; patches: P*P*2C
         self.tokenizer = Tokenizer(tokens, patch)
         self.embed = nn.Linear(in_features, check_int("d_model", d_model))
         self.layers = nn.ModuleList(
@@ -104,8 +111,21 @@ class MambaClassifier(nn.Module):
         if len(self.image_shape) == 3:
             return self.tokenizer(x)  # (B, L, F)
         b, t = x.shape[:2]
+        if self.frame_diff is not None:
+            x = torch.cat([x, self.frame_diff(x)], dim=2)  # (B, T, 2C, H, W): each frame beside its change
         tokens = self.tokenizer(x.flatten(0, 1))  # (B*T, L/T, F)
         return tokens.reshape(b, t * tokens.shape[1], tokens.shape[2])  # (B, L, F)
+
+    def frame_tokens(self, frame: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        """One frame's tokens as `tokenize` makes them inside a clip, for `stream` (frame by frame, causal).
+
+        Args: frame: (B, C, H, W) normalised; previous: the frame before it (None for a clip's first frame).
+        Returns: (B, L/T, F).
+        """
+        if self.frame_diff is not None:
+            change = torch.zeros_like(frame) if previous is None else frame - previous  # (B, C, H, W)
+            frame = torch.cat([frame, change], dim=1)  # (B, 2C, H, W)
+        return self.tokenizer(frame)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: (B, *image_shape) normalised images (B, C, H, W) or clips (B, T, C, H, W).

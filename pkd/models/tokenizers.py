@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from pkd.flops import Cost, no_flops, register_flop_rule
 
-__all__ = ["Tokenizer", "Pool"]
+__all__ = ["Tokenizer", "Pool", "FrameDifference"]
 
 
 class Tokenizer(nn.Module):
@@ -37,6 +37,22 @@ class Tokenizer(nn.Module):
 
 
 register_flop_rule(Tokenizer)(no_flops)  # a reshape / permute
+
+
+class FrameDifference(nn.Module):
+    """Clip (B, T, C, H, W) -> each frame minus the one before it, (B, T, C, H, W); zeros for the first frame."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: (B, T, C, H, W). Returns: (B, T, C, H, W)."""
+        return torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
+
+
+@register_flop_rule(FrameDifference)
+def _frame_difference(m: FrameDifference, inputs: tuple, out: torch.Tensor) -> list[Cost]:
+    """One subtraction per pixel of frames 2..T: B*(T-1)*C*H*W."""
+    x = inputs[0]
+    n = x[:, 1:].numel()
+    return [Cost(n, 0, f"{n} (frame differences)")]
 
 
 class Pool(nn.Module):

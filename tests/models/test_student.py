@@ -144,3 +144,34 @@ def test_clip_student_flops_equal_flop_counter_mode(monkeypatch):
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         m(torch.zeros(1, 8, 1, 48, 48))
     assert report.contraction_flops == counter.get_total_flops()
+
+
+def test_frame_diff_tokens_carry_each_frame_beside_its_change_and_stream_frame_by_frame():
+    """frame_diff: frame t's tokens are [x_t, x_t - x_(t-1)] (zeros for the first frame), the same whether the
+    whole clip is tokenized or frames arrive one by one (`frame_tokens`); streaming them equals the full forward."""
+    m = seeded(0, build_student, "mamba", image_shape=[3, 1, 8, 8], tokens="rows", d_model=8, d_state=4,
+               frame_diff=True).eval()
+    x = randn(2, *m.image_shape)
+    tokens = m.tokenize(x)  # (B, T*8, 8*2): a row's pixels, each as (value, change)
+    assert tokens.shape == (2, 24, 16)
+    change = tokens.reshape(2, 3, 8, 8, 2)[..., 1]  # (B, T, H, W)
+    assert torch.equal(tokens.reshape(2, 3, 8, 8, 2)[..., 0], x[:, :, 0])
+    assert torch.equal(change[:, 0], torch.zeros(2, 8, 8))  # the first frame has no change yet
+    assert torch.allclose(change[:, 1:], x[:, 1:, 0] - x[:, :-1, 0])
+    state, outs = m.start_stream(2), []
+    with torch.no_grad():
+        for t in range(3):
+            frame_tokens = m.frame_tokens(x[:, t], x[:, t - 1] if t else None)  # (B, 8, 16)
+            assert torch.equal(frame_tokens, tokens[:, 8 * t:8 * (t + 1)])
+            outs.append(m.stream(frame_tokens, state)[:, -1])
+        assert torch.allclose(outs[-1], m(x), atol=1e-5)
+    from pkd.flops import count_flops
+
+    rows = {r.name: r for r in count_flops(m, m.image_shape).rows}
+    assert rows["frame_diff"].flops == 2 * 64  # frames 2 and 3: one subtraction per pixel
+    assert rows["embed"].contraction_flops == 2 * 24 * 16 * 8
+    for image_shape in ([1, 8, 8], [1, 28, 28]):
+        with pytest.raises(ValueError, match="frame_diff must be true or false, and true only for clips"):
+            build_student("mamba", image_shape=image_shape, frame_diff=True)
+    with pytest.raises(ValueError, match="frame_diff must be true or false"):
+        build_student("mamba", image_shape=[3, 1, 8, 8], frame_diff="yes")
