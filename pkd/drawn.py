@@ -9,13 +9,22 @@ MNIST's 20 px box, a large one thin strokes: the variation the canvas really pro
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
+import PIL
 import torch
 from PIL import Image, ImageDraw
 
+from pkd import preprocess
 from pkd.preprocess import prepare_drawing
+
+log = logging.getLogger(__name__)
 
 CANVAS = 280  # the Playground's canvas side, px
 PEN = 20  # the Playground's stroke width, px
@@ -125,3 +134,43 @@ def drawn_digits(n_per_digit: int = 100, seed: int = 0) -> tuple[torch.Tensor, t
             images.append(prepare_drawing(draw_digit(digit, rng)))
             labels.append(digit)
     return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+
+def _generator_digest() -> str:
+    """What the drawings depend on: this file, the app's preprocessing and the numpy / Pillow versions."""
+    h = hashlib.sha256()
+    for source in (__file__, preprocess.__file__):
+        h.update(Path(source).read_bytes())
+    h.update(f"numpy {np.__version__} pillow {PIL.__version__}".encode())
+    return h.hexdigest()[:16]
+
+
+def cached_drawn_digits(n_per_digit: int, seed: int, cache_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """`drawn_digits`, kept in ``cache_dir`` (pkd's data directory) after the first call: drawing 1,000 digits
+    takes seconds and every `pkd eval` of an MNIST run needs them. The file name holds the seed, the size and a
+    digest of the generator; a damaged or foreign file is ignored (weights_only load, shapes checked) and redrawn."""
+    path = Path(cache_dir) / f"drawn-{seed}-{n_per_digit}-{_generator_digest()}.pt"
+    n = 10 * n_per_digit
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        images, labels = saved["images"], saved["labels"]
+        if images.shape == (n, 1, 28, 28) and images.dtype == torch.float32 and labels.shape == (n,) and \
+                labels.dtype == torch.int64:
+            return images, labels
+        log.warning("ignoring %s: not a drawn-digit set of %d images", path, n)
+    except FileNotFoundError:
+        pass
+    except Exception as exc:  # a damaged cache is redrawn, never trusted
+        log.warning("ignoring the drawn-digit cache %s: %s", path, str(exc).splitlines()[0] if str(exc) else exc)
+    images, labels = drawn_digits(n_per_digit, seed)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".drawn-", suffix=".tmp", delete=False) as tmp:
+            torch.save({"images": images, "labels": labels}, tmp)
+        os.replace(tmp.name, path)  # atomic: a concurrent reader sees the old file or the whole new one
+    except OSError as exc:  # a read-only data directory: draw again next time
+        log.info("drawn-digit set not cached in %s: %s", path.parent, exc)
+        if tmp is not None:
+            Path(tmp.name).unlink(missing_ok=True)
+    return images, labels

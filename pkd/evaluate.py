@@ -13,9 +13,9 @@ import torch.nn as nn
 
 from pkd.artifacts import load_ensemble, load_teacher
 from pkd.config import RunConfig, config_from_dict
-from pkd.data import DatasetSpec, Split, get_dataset_spec, load_split
+from pkd.data import DatasetSpec, Split, get_dataset_spec, load_split, resolve_data_root
 from pkd.data.moving_mnist import digit_of, reverse_clips
-from pkd.drawn import drawn_digits
+from pkd.drawn import cached_drawn_digits
 from pkd.distributed import SINGLE, World, gather_rows, shard_range
 from pkd.flops import model_cost
 from pkd.models.ensemble import Ensemble, PrefixSums
@@ -154,7 +154,7 @@ def prefix_rows(ensemble: Ensemble, arch: str, data_spec: DatasetSpec, splits: d
 def drawn_figures(teacher: nn.Module, ensemble: Ensemble, data_spec: DatasetSpec, per_digit: int,
                   seed: int = DRAWN_SEED) -> dict:
     """summary.json's "drawn": teacher and prefix 1..K accuracies on the drawn-digit robustness set (pkd.drawn)."""
-    images, labels = drawn_digits(per_digit, seed)  # (N, 1, 28, 28), (N,)
+    images, labels = cached_drawn_digits(per_digit, seed, resolve_data_root())  # (N, 1, 28, 28), (N,)
     cpu = torch.device("cpu")
     sums, prefix_acc = PrefixSums(ensemble.mode), []
     for student, scale in zip(ensemble.students, ensemble.prev_scales):

@@ -49,3 +49,38 @@ def test_the_shipped_teacher_reads_the_drawn_digits() -> None:
     teacher = load_teacher(resolve_run(str(ROOT / "pretrained" / "mnist")))
     logits = predict_logits(teacher, get_dataset_spec("mnist"), images, torch.device("cpu"))
     assert (logits.argmax(1) == labels).float().mean() >= 0.9  # recognisable digits, not noise
+
+
+def test_the_cache_gives_the_same_set_and_a_damaged_or_foreign_file_is_redrawn(tmp_path) -> None:
+    """cached_drawn_digits: the first call draws and saves, the next reads the same tensors; a damaged file, a
+    pickle that would run code, or tensors of another shape are ignored and redrawn; a read-only folder still
+    answers."""
+    import os
+    import pickle
+
+    from pkd.drawn import cached_drawn_digits
+
+    fresh = drawn_digits(2, seed=3)
+    first = cached_drawn_digits(2, 3, tmp_path)
+    (saved,) = tmp_path.glob("drawn-3-2-*.pt")
+    assert [p.name for p in tmp_path.iterdir()] == [saved.name]  # no temporary file left
+    again = cached_drawn_digits(2, 3, tmp_path)
+    for a, b, c in zip(fresh, first, again):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+    class Boom:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    for damage in (b"junk", pickle.dumps(Boom()), None):
+        if damage is None:
+            torch.save({"images": torch.zeros(3, 1, 28, 28), "labels": torch.zeros(3, dtype=torch.int64)}, saved)
+        else:
+            saved.write_bytes(damage)
+        images, labels = cached_drawn_digits(2, 3, tmp_path)
+        assert torch.equal(images, fresh[0]) and torch.equal(labels, fresh[1])
+        assert not (tmp_path / "pwned").exists()
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("x")
+    images, _ = cached_drawn_digits(2, 3, blocked)  # cannot cache there: drawn anyway
+    assert torch.equal(images, fresh[0])
