@@ -89,7 +89,7 @@ def stream_logits(student: nn.Module, clip: torch.Tensor) -> torch.Tensor:
     state = student.start_stream(1)
     out = []
     for t in range(clip.shape[0]):
-        tokens = student.tokenizer(clip[t][None])  # (1, Ch, S, S) -> (1, n, F): this frame only
+        tokens = student.frame_tokens(clip[t][None], clip[t - 1][None] if t else None)  # (1, n, F)
         out.append(student.stream(tokens, state)[:, -1])  # (1, n, C) -> (1, C) after the frame's last token
     return torch.cat(out)  # (T, C)
 
@@ -135,8 +135,9 @@ def frame_flops(ensemble: Ensemble) -> list[list[int]]:
     for student in ensemble.students:
         frames, features = student.image_shape[0], student.embed.in_features  # T, F
         counted = _FirstFrames(student)
-        per_student.append([int(count_flops(counted, (t * student.frame_len, features)).flops)
-                            for t in range(1, frames + 1)])
+        pixels = math.prod(student.image_shape[1:]) if getattr(student, "frame_diff", None) is not None else 0
+        per_student.append([int(count_flops(counted, (t * student.frame_len, features)).flops) + (t - 1) * pixels
+                            for t in range(1, frames + 1)])  # + frame_diff's subtractions (FrameDifference's rule)
     frames = len(per_student[0])
     return [np.cumsum([per_student[j][t] for j in range(ensemble.k)]).astype(int).tolist() for t in range(frames)]
 
