@@ -49,6 +49,14 @@ TERMS: dict[str, str] = {
             "an NVIDIA GPU; otherwise the CPU.",
     "device": "Where training runs: the CPU, or a GPU through CUDA ('auto' picks the GPU when there is one).",
     "Pareto front": "The runs that no other run beats by being both cheaper and at least as accurate.",
+    "clip": "A short video: a few frames of one handwritten digit moving left, right, up or down, growing or "
+            "shrinking (Moving MNIST). Its class names the digit and the motion, e.g. '3 moving left': 60 classes.",
+    "frame": "One picture of a clip. Played in order the frames show the motion; played backwards, a digit "
+             "moving left moves right and a growing one shrinks.",
+    "time order": "Which frame comes first. The video teacher (after ViFi-CLIP) describes every frame on its own "
+                  "and averages the descriptions; an average is the same in any order, so it cannot tell a clip "
+                  "from the clip played backwards. The Mamba students read the frames one after another, so they "
+                  "can.",
 }
 
 HELP: dict[str, str] = {  # control or column -> its tooltip
@@ -65,4 +73,8 @@ HELP: dict[str, str] = {  # control or column -> its tooltip
     "students": "How many students answer together: student 1 alone, then students 1-2, and so on. Each one "
                 "more adds its FLOPs.",
     "confidence": TERMS["confidence"],
+    "clip": TERMS["clip"],
+    "frame": TERMS["frame"] + " The students answer after every frame, from the frames so far.",
+    "backwards": "Plays the clip's frames in reverse order. " + TERMS["time order"],
+    "motion": "How your digit moves in the clip made from your drawing.",
 }

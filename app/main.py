@@ -23,6 +23,7 @@ st.set_page_config(page_title="pkd explorer", page_icon=":material/scatter_plot:
 PAGES = {  # the names are the URL-state keys of app/url_state.PAGE_FIELDS
     "results": st.Page("app_pages/results.py", title="Results", icon=":material/show_chart:", default=True),
     "playground": st.Page("app_pages/playground.py", title="Playground", icon=":material/draw:"),
+    "clips": st.Page("app_pages/clips.py", title="Clips", icon=":material/movie:"),
     "how": st.Page("app_pages/how_it_works.py", title="How it works", icon=":material/school:"),
     "train": st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
     "runs": st.Page("app_pages/runs.py", title="Runs", icon=":material/folder_open:"),

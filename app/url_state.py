@@ -155,6 +155,8 @@ PAGE_FIELDS: dict[str, list[Field]] = {
                    Field("stop", "pg_anytime", "choice", "confidence", STOP_RULES),
                    Field("conf", "pg_conf", "float", 0.9, low=0.5, high=0.999),
                    Field("budget", "pg_budget", "int", low=1, high=10**15, when=("pg_anytime", "budget"))],
+    "clips": [Field("clip", "clips_idx", "int", low=0, high=10**7, when=("clips_source", "test")),
+              Field("back", "clips_back", "bool", False), Field("frame", "clips_frame", "int", low=1, high=1024)],
     "train": [Field("config", "train_config", "text"), Field("watch", "train_pick", "id")],
     "runs": [Field("pick", "runs_pick", "id")],
     "sweeps": [Field("sweep", "sweeps_pick", "id"), Field("split", "sweeps_split", "choice", "val", ("val", "test")),
