@@ -416,3 +416,25 @@ def test_video_teacher_with_prompts_equals_flop_counter_mode():
     assert f"scores {2 * 2 * 7 * 7 * 64} " in attn.formula  # 2 frames of 4 patches + class token + 2 prompts
     text = video_teacher_flops(t, (2, 1, 16, 16)).text
     assert text.contraction_flops == _flop_counter_math_attention(t.text_embeddings)
+
+
+@pytest.mark.parametrize("frames, side", [(1, 64), (3, 48), (2, 40)])
+def test_resnet_video_teacher_contraction_equals_flop_counter_mode(frames, side):
+    """pkd-tiny-clip-rn (CLIP's ModifiedResNet image tower): convs, BatchNorms, bottleneck adds and the functional
+    attention pool are all counted; the contractions equal FlopCounterMode's (40 px frames resized to 64)."""
+    from pkd.models.clip_teacher import TINY_CLIP_RN, ViFiCLIP
+
+    torch.manual_seed(0)
+    t = ViFiCLIP(["0 moving left", "0 moving right"], clip_model=TINY_CLIP_RN,
+                 image_size=None if side == 40 else side).eval()
+    shape = (frames, 1, side, side)
+    r = count_flops(t, shape)
+    assert r.contraction_flops == _flop_counter_math_attention(lambda: t(torch.zeros(1, *shape)))
+    rows = {row.name: row for row in r.rows}
+    pool = rows["clip.visual.attnpool"]
+    grid = (t.clip.visual.image_size // 32) ** 2
+    c = t.clip.visual.attnpool.k_proj.in_features
+    assert f"proj {3 * 2 * frames * (grid + 1) * c * c} " in pool.formula
+    assert rows["clip.visual.layer1.0"].flops > 0  # the bottleneck's residual add
+    with pytest.raises(ValueError, match="vision prompts need a ViT that pools its class token"):
+        t.add_vision_context(2)  # bridge-and-prompt on a ResNet tower learns text context only
