@@ -290,6 +290,11 @@ def _print_budgets(summary: dict) -> None:
               + " ".join(f"{k}:{v:.4f}" for k, v in enumerate(video["prefix_reversal_change"], start=1)))
         print(f"digit identity (the digit of the predicted class): teacher {video['teacher_digit_acc']:.4f}, "
               "prefixes " + " ".join(f"{k}:{v:.4f}" for k, v in enumerate(video["prefix_digit_acc"], start=1)))
+        if "teacher_hm" in video:
+            print("base-to-novel (base / novel / harmonic mean): teacher " + "/".join(
+                f"{video[f'teacher_{key}']:.4f}" for key in ("base_acc", "novel_acc", "hm")) + ", prefixes " +
+                " ".join(f"{k}:{b:.4f}/{n:.4f}/{h:.4f}" for k, (b, n, h) in enumerate(
+                    zip(video["prefix_base_acc"], video["prefix_novel_acc"], video["prefix_hm"]), start=1)))
     drawn = summary.get("drawn")
     if drawn:
         print(f"drawn digits ({drawn['n']}, pkd.drawn seed {drawn['seed']}): teacher {drawn['teacher_acc']:.4f}, "

@@ -7,6 +7,7 @@ Shapes: N samples in a split, C classes.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -172,6 +173,9 @@ def video_figures(teacher: nn.Module, ensemble: Ensemble, data_spec: DatasetSpec
       (reverse_clips). ViFi-CLIP's temporal mean is blind to order, so the teacher's is exactly 0; a student that
       reads the motion right changes its answer on every clip (its reverse has the reversed class).
     - digit_acc: accuracy of the digit part of the predicted class (digit_of), what order blindness leaves alone.
+    - base_acc / novel_acc / hm, for a spec with novel_classes (ViFi-CLIP's base-to-novel protocol): accuracy on
+      the base classes' test clips choosing among the base classes only, the same for the novel ones, and their
+      harmonic mean.
     Teacher and every prefix 1..K (teacher_*, prefix_* lists); computed on the CPU.
     """
     cpu = torch.device("cpu")
@@ -182,18 +186,40 @@ def video_figures(teacher: nn.Module, ensemble: Ensemble, data_spec: DatasetSpec
         pred, pred_back = forward.argmax(-1), backward.argmax(-1)  # (N,) each
         return float((pred != pred_back).double().mean()), float((digit_of(pred) == digits).double().mean())
 
-    teacher_change, teacher_digit = figures(predict_logits(teacher, data_spec, split.inputs, cpu),
-                                            predict_logits(teacher, data_spec, backwards, cpu))
+    teacher_logits = predict_logits(teacher, data_spec, split.inputs, cpu)  # (N, C)
+    teacher_change, teacher_digit = figures(teacher_logits, predict_logits(teacher, data_spec, backwards, cpu))
     sums = {"forward": PrefixSums(ensemble.mode), "backward": PrefixSums(ensemble.mode)}
-    change, digit = [], []
+    change, digit, b2n = [], [], []
     for student, scale in zip(ensemble.students, ensemble.prev_scales):
         sums["forward"].add(predict_logits(student, data_spec, split.inputs, cpu), scale)
         sums["backward"].add(predict_logits(student, data_spec, backwards, cpu), scale)
         c, d = figures(sums["forward"].log_probs(), sums["backward"].log_probs())
         change.append(c)
         digit.append(d)
-    return {"split": split.split or "test", "n": len(split.labels), "teacher_reversal_change": teacher_change,
-            "teacher_digit_acc": teacher_digit, "prefix_reversal_change": change, "prefix_digit_acc": digit}
+        b2n.append(base_to_novel(sums["forward"].log_probs(), split.labels, data_spec.novel_classes))
+    out = {"split": split.split or "test", "n": len(split.labels), "teacher_reversal_change": teacher_change,
+           "teacher_digit_acc": teacher_digit, "prefix_reversal_change": change, "prefix_digit_acc": digit}
+    if data_spec.novel_classes:
+        teacher_b2n = base_to_novel(teacher_logits, split.labels, data_spec.novel_classes)
+        for key in ("base_acc", "novel_acc", "hm"):
+            out[f"teacher_{key}"], out[f"prefix_{key}"] = teacher_b2n[key], [row[key] for row in b2n]
+    return out
+
+
+def base_to_novel(scores: torch.Tensor, labels: torch.Tensor, novel: Sequence[int]) -> dict[str, float]:
+    """ViFi-CLIP's base-to-novel figures from (N, C) scores: base clips classified among the base classes only,
+    novel clips among the novel ones, and the harmonic mean 2*b*n / (b + n). Empty when ``novel`` is."""
+    if not novel:
+        return {}
+    is_novel = torch.zeros(scores.shape[1], dtype=torch.bool)
+    is_novel[list(novel)] = True
+    accs = {}
+    for key, side in (("base_acc", ~is_novel), ("novel_acc", is_novel)):
+        rows = side[labels]  # (N,) the clips of this side's classes
+        masked = scores[rows].masked_fill(~side, float("-inf"))  # (n, C) the other side's classes out
+        accs[key] = float((masked.argmax(-1) == labels[rows]).double().mean()) if rows.any() else 0.0
+    b, n = accs["base_acc"], accs["novel_acc"]
+    return {**accs, "hm": 2 * b * n / (b + n) if b + n > 0 else 0.0}
 
 
 # ----------------------------------------------------------------------------------------------- budgets

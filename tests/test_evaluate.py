@@ -55,3 +55,26 @@ def test_anytime_curve_is_what_early_exit_prediction_does(tiny_run):
             pred = ensemble.predict(data_spec.normalize(test.inputs), confidence=point["confidence"])
         assert point["acc"] == pytest.approx(float((pred.classes == test.labels).float().mean()), abs=1 / len(test))
         assert point["mean_flops"] == pytest.approx(float(pred.flops.double().mean()), rel=1e-3)
+
+
+def test_base_to_novel_classifies_each_side_among_its_own_classes():
+    """ViFi-CLIP's protocol on hand-made scores: a base clip may only pick a base class, a novel clip a novel one;
+    the harmonic mean of the two accuracies; nothing without novel classes."""
+    import torch
+
+    from pkd.data import get_dataset_spec
+    from pkd.data.moving_mnist import novel_classes
+    from pkd.evaluate import base_to_novel
+
+    novel = [2, 3]  # classes 0, 1 are base
+    scores = torch.tensor([[0.0, 1.0, 5.0, 0.0],   # base clip of class 1: class 2 is novel, so it picks 1: right
+                           [3.0, 1.0, 0.0, 0.0],   # base clip of class 1: picks 0: wrong
+                           [9.0, 0.0, 0.0, 1.0],   # novel clip of class 3: class 0 is base, so it picks 3: right
+                           [0.0, 0.0, 2.0, 1.0]])  # novel clip of class 3: picks 2: wrong
+    labels = torch.tensor([1, 1, 3, 3])
+    assert base_to_novel(scores, labels, novel) == {"base_acc": 0.5, "novel_acc": 0.5, "hm": 0.5}
+    assert base_to_novel(scores[[0, 2]], labels[[0, 2]], novel) == {"base_acc": 1.0, "novel_acc": 1.0, "hm": 1.0}
+    assert base_to_novel(scores[[1, 3]], labels[[1, 3]], novel)["hm"] == 0.0
+    assert base_to_novel(scores, labels, []) == {}
+    assert get_dataset_spec("moving_mnist_b2n").novel_classes == novel_classes()
+    assert get_dataset_spec("moving_mnist").novel_classes == ()

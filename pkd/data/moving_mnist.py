@@ -326,11 +326,13 @@ def make_clip(
     return _render(image.reshape(1, DIGIT, DIGIT).float().clamp(0, 1), centre, scale, cfg.canvas)[0]
 
 
-def moving_mnist_spec(name: str, cfg: MovingMnistConfig = MovingMnistConfig()) -> DatasetSpec:
-    """The DatasetSpec of clips made with ``cfg``: (T, 1, S, S), 60 classes; shifts only (a flip changes a label)."""
+def moving_mnist_spec(name: str, cfg: MovingMnistConfig = MovingMnistConfig(),
+                      novel: Sequence[int] = ()) -> DatasetSpec:
+    """The DatasetSpec of clips made with ``cfg``: (T, 1, S, S), 60 classes; shifts only (a flip changes a label);
+    ``novel``: the classes kept out of train and val."""
     mean, std = _pixel_stats(cfg)
     return DatasetSpec(name=name, sample_shape=cfg.sample_shape, num_classes=NUM_CLASSES, class_names=class_names(),
-                       mean=(mean,), std=(std,), max_shift=2, motion_labels=True)
+                       mean=(mean,), std=(std,), max_shift=2, motion_labels=True, novel_classes=tuple(novel))
 
 
 def _pixel_stats(cfg: MovingMnistConfig) -> tuple[float, float]:
@@ -354,9 +356,10 @@ def register_moving_mnist(
 ) -> DatasetSpec:
     """Register clips made with ``cfg`` from MNIST under ``name``; ``train_classes`` limits train and val (the test
     split always holds every class). Returns the registered spec."""
-    spec = moving_mnist_spec(name, cfg)
     if train_classes is not None:
         _allowed_motions(train_classes)  # checked now, not at the first load
+    novel = () if train_classes is None else tuple(c for c in range(NUM_CLASSES) if c not in set(train_classes))
+    spec = moving_mnist_spec(name, cfg, novel)
 
     @register_dataset(spec)
     def _load(root: Path) -> dict[str, Split]:
@@ -375,5 +378,7 @@ def register_moving_mnist(
 MOVING_MNIST = register_moving_mnist("moving_mnist")
 MOVING_MNIST_B2N = register_moving_mnist("moving_mnist_b2n", train_classes=base_classes())
 # Small clips for tests and classroom runs: 4 frames of 40x40 (5x5 patches of 8 px), speeds 1-2 px/frame.
-MOVING_MNIST_SMALL = register_moving_mnist("moving_mnist_small", MovingMnistConfig(
-    frames=4, canvas=40, zoom=(0.6, 1.35), train_clips=4_000, val_clips=1_000, test_clips=1_000))
+SMALL = MovingMnistConfig(frames=4, canvas=40, zoom=(0.6, 1.35), train_clips=4_000, val_clips=1_000,
+                          test_clips=1_000)
+MOVING_MNIST_SMALL = register_moving_mnist("moving_mnist_small", SMALL)
+MOVING_MNIST_SMALL_B2N = register_moving_mnist("moving_mnist_small_b2n", SMALL, train_classes=base_classes())

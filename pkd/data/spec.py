@@ -23,6 +23,8 @@ class DatasetSpec:
     degrees (bilinear, zero fill) if it is positive. A clip is drawn for once: all its frames move alike.
     ``motion_labels``: the labels name a motion (moving left, ...), which a flip or a rotation would change without
     changing the label, so such a spec refuses ``hflip`` and ``max_rotate_deg``.
+    ``novel_classes``: classes kept out of train and val (ViFi-CLIP's base-to-novel setting); the test split holds
+    every class and evaluation reports base and novel accuracy apart.
     """
 
     name: str
@@ -35,6 +37,7 @@ class DatasetSpec:
     hflip: bool = False
     max_rotate_deg: float = 0.0
     motion_labels: bool = False
+    novel_classes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.sample_shape) not in (3, 4) or min(self.sample_shape) < 1:
@@ -49,6 +52,10 @@ class DatasetSpec:
             raise ValueError(f"dataset '{self.name}': mean and std need {channels} values, std > 0")
         if self.max_shift < 0 or self.max_rotate_deg < 0:
             raise ValueError(f"dataset '{self.name}': max_shift and max_rotate_deg must be >= 0")
+        if any(not 0 <= c < self.num_classes for c in self.novel_classes) or \
+                len(set(self.novel_classes)) >= self.num_classes:
+            raise ValueError(f"dataset '{self.name}': novel_classes must be distinct class indices in "
+                             f"0..{self.num_classes - 1}, leaving at least one base class")
         if self.motion_labels and (self.hflip or self.max_rotate_deg > 0):
             raise ValueError(f"dataset '{self.name}': its labels name motions, which hflip (left <-> right) and "
                              "rotation would change without changing the label; use shifts only")
