@@ -10,7 +10,7 @@ import pytest
 from pkd.runs import Run
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ["mnist", "mnist-independent"]
+RUNS = ["mnist", "mnist-independent", "moving-mnist"]
 
 
 @pytest.mark.parametrize("name", RUNS)
@@ -26,7 +26,8 @@ def test_eval_reproduces_shipped_table(tmp_path, name):
             # one test image is 1e-4; the run logged float32 accuracies, eval exact fractions
             assert new[key] == pytest.approx(old[key], abs=1e-6), (name, old["k"], key)
     old, new = shipped.summary(), Run(copy).summary()
-    assert new["drawn"] == old["drawn"] and new["anytime"] == old["anytime"]
+    assert new.get("drawn") == old.get("drawn") and new["anytime"] == old["anytime"]
+    assert new.get("video") == old.get("video")  # reversal test, digit identity (video runs)
     assert new["anytime_val_fitted"] == old["anytime_val_fitted"] and new["teacher"] == old["teacher"]
 
 
@@ -64,3 +65,24 @@ def test_shipped_run_meets_the_headline_targets():
     assert len(independent) == len(rows)
     for res, ind in zip(rows[1:], independent[1:], strict=True):
         assert res["cumulative_flops"] == ind["cumulative_flops"] and res["prefix_acc"] > ind["prefix_acc"]
+
+
+def test_shipped_video_run_meets_its_targets():
+    """Issue 11's targets as far as pretrained/moving-mnist meets them (the issue note lists the misses): three
+    students at <= 25% of the ViFi teacher's FLOPs, each prefix above the one before; the teacher exactly blind to
+    time order (reversal change 0) while every prefix changes its answer on >= 90% of reversed clips; the ensemble
+    >= 30 points above the teacher on the 60 digit-and-motion classes; the teacher's digit identity >= 97%. The
+    independent baseline shares the teacher file (by reference) and the students' costs. (Residual above
+    independent, a target, is missed on clips: see the README.)"""
+    run = Run(ROOT / "pretrained" / "moving-mnist")
+    rows, summary = run.prefix_table(), run.summary()
+    teacher, video = summary["teacher"], summary["video"]
+    assert run.state() == "done" and teacher["arch"] == "vifi_clip" and video["n"] == 2000
+    assert len(rows) == 3 and all(b["prefix_acc"] > a["prefix_acc"] for a, b in zip(rows, rows[1:]))
+    assert rows[-1]["share_of_teacher"] <= 0.25
+    assert video["teacher_reversal_change"] == 0.0 and min(video["prefix_reversal_change"]) >= 0.9
+    assert rows[-1]["prefix_acc"] >= teacher["test_acc"] + 0.30 and video["teacher_digit_acc"] >= 0.97
+    independent = Run(ROOT / "pretrained" / "moving-mnist-independent")
+    assert independent.state() == "done" and not (independent.path / "teacher.pt").exists()
+    assert independent.teacher_path().resolve() == (run.path / "teacher.pt").resolve()  # shared, not copied
+    assert [r["cumulative_flops"] for r in independent.prefix_table()] == [r["cumulative_flops"] for r in rows]
