@@ -227,6 +227,11 @@ def main() -> None:
                 "or wait for this one on the **Train** page.")
         st.stop()
     models = load_models(run)
+    if models.spec.kind == "clip":
+        st.info(f"**{common.display_name(run)}** is a video run: its students read clips frame by frame. The "
+                "**Clips** page plays its test clips, or makes one from your drawing.")
+        st.page_link("app_pages/clips.py", label="Open the Clips page", icon=":material/movie:")
+        st.stop()
     st.markdown("Draw a digit with the mouse (white on black) or take a random digit from the test set. "
                 "The students answer one after another; with more students the answer gets better and costs more.")
     left, right = st.columns([1.2, 1])  # the 280-pixel canvas fits its column on a 1024-pixel screen

@@ -10,16 +10,29 @@ from pathlib import Path
 import streamlit as st
 
 from app import charts, common, glossary
+from pkd.data import get_dataset_spec
 from pkd.runs import Run, RunError
 
 ss = st.session_state
-INTRO = (
-    "Each dot is an **ensemble of the first students**: student 1 alone, then students 1–2 together, and so on. "
-    "Up: its accuracy on 10,000 test digits (the number beside the dot). Right: the work it costs per image, in "
-    "FLOPs (the top axis gives the same as a % of the teacher's work). The **star** is the big **teacher** "
-    "network the students learned from, at its own cost; the dashed line is its accuracy. Dots close to the "
-    "dashed line but far to the left of the star reach nearly the teacher's accuracy for a fraction of its work, "
-    "and you can stop after any number of students.")
+
+
+def intro(thing: str) -> str:
+    """The page's plain-words explanation; thing: "image" or "clip", what the run classifies."""
+    tests = "test digits" if thing == "image" else "test clips"
+    return ("Each dot is an **ensemble of the first students**: student 1 alone, then students 1–2 together, and so "
+            f"on. Up: its accuracy on the {tests} (the number beside the dot). Right: the work it costs per {thing}, "
+            "in FLOPs (the top axis gives the same as a % of the teacher's work). The **star** is the big "
+            "**teacher** network the students learned from, at its own cost; the dashed line is its accuracy. Dots "
+            "close to the dashed line but far to the left of the star reach nearly the teacher's accuracy for a "
+            "fraction of its work, and you can stop after any number of students.")
+
+
+def sample_kind(run: Run) -> str:
+    """"image" or "clip": what the run's dataset holds ("image" when the dataset is unknown here)."""
+    try:
+        return "image" if get_dataset_spec(run.setting("data", "dataset")).kind == "image" else "clip"
+    except (KeyError, ValueError, RunError, OSError):
+        return "image"
 
 
 def load(run: Run) -> tuple[list[dict], dict]:
@@ -51,17 +64,17 @@ def controls(run: Run) -> tuple[list[str], bool, bool]:
     return compare, scale == "log", anytime
 
 
-def headline(rows: list[dict], teacher: dict) -> None:
+def headline(rows: list[dict], teacher: dict, thing: str) -> None:
     """Four numbers: the teacher's accuracy, all students' accuracy, their FLOPs and their share of the teacher's."""
     last = rows[-1]
     metrics = st.columns(2) + st.columns(2)  # two by two: big numbers fit a narrow screen too
     if teacher.get("test_acc") is not None:
         metrics[0].metric("teacher's accuracy", charts.percent(teacher["test_acc"], 2),
-                          help=f"{teacher.get('arch')}: {charts.human_flops(teacher.get('flops'))} FLOPs per image")
+                          help=f"{teacher.get('arch')}: {charts.human_flops(teacher.get('flops'))} FLOPs per {thing}")
     metrics[1].metric(f"all {last['k']} students together", charts.percent(last["prefix_acc"], 2),
                       delta=(f"{100 * (last['prefix_acc'] - teacher['test_acc']):+.2f} points vs the teacher"
                              if teacher.get("test_acc") is not None else None), delta_color="off")
-    metrics[2].metric("their FLOPs per image", charts.human_flops(last["cumulative_flops"]),
+    metrics[2].metric(f"their FLOPs per {thing}", charts.human_flops(last["cumulative_flops"]),
                       help=glossary.HELP["flops"])
     metrics[3].metric("share of the teacher's FLOPs", charts.percent(last.get("share_of_teacher"), 2))
 
@@ -128,14 +141,15 @@ def compare_table(run: Run, compare: list[str]) -> None:
 def main() -> None:
     run = common.run_or_stop()
     st.title("Results")
-    st.markdown(INTRO)
+    thing = sample_kind(run)
+    st.markdown(intro(thing))
     rows, summary = load(run)
     compare, log_x, show_anytime = controls(run)
     if not rows:
         st.info(f"**{common.display_name(run)}** has no finished students yet (state: {run.info()['state']}). "
                 "Watch it train on the **Train** page; this page fills in as students finish.")
         return
-    headline(rows, summary.get("teacher", {}))
+    headline(rows, summary.get("teacher", {}), thing)
     series = series_of(run, rows, summary, compare)
     if series:
         st.plotly_chart(charts.accuracy_flops_figure(series, log_x=log_x, show_anytime=show_anytime),

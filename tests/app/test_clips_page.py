@@ -161,3 +161,22 @@ def test_without_a_video_run_the_page_says_how_to_make_one(monkeypatch, tmp_path
     at = open_link({})
     assert "python -m pkd train --config configs/moving-mnist-quick.yaml" in texts(at, "info")
     assert not at.table and not at.get("plotly_chart")
+
+
+def test_results_and_playground_speak_of_clips_on_a_video_run(video_env):
+    """Results says test clips and FLOPs per clip; the Playground (a drawing pad for digits) sends a video run to
+    the Clips page instead of offering a canvas."""
+    at = streamlit_testing.AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+    at.query_params.update({"run": "tiny-video"})
+    at.run()
+    assert not at.exception, at.exception
+    assert "accuracy on the test clips" in texts(at, "markdown") and "costs per clip" in texts(at, "markdown")
+    assert any(m.label == "their FLOPs per clip" for m in at.metric)
+    at.switch_page("app_pages/playground.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert "is a video run: its students read clips frame by frame" in texts(at, "info")
+    at = streamlit_testing.AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+    at.query_params.update({"run": "mnist"})
+    at.run()
+    assert "accuracy on the test digits" in texts(at, "markdown")
