@@ -143,7 +143,8 @@ def accuracy_flops_figure(series: list[dict], log_x: bool = False, show_solo: bo
 
     Args:
         series: one dict per run: label, rows (prefix.csv rows), teacher (summary teacher dict or {}),
-            anytime (summary anytime list or []), val_fitted (summary anytime_val_fitted list, optional), mode.
+            anytime (summary anytime list or []), val_fitted (summary anytime_val_fitted list, optional), mode,
+            unit (optional: "image" or "clip", what one FLOPs figure is per).
         log_x: logarithmic FLOPs axis.
         show_solo: add each student's accuracy alone, at its own FLOPs (hollow markers).
         show_anytime: add the early-exit curves (accuracy vs mean FLOPs spent).
@@ -241,7 +242,7 @@ def _add_prefixes(fig: go.Figure, item: dict, color: str, many: bool, label_poin
         textfont={"size": 14, "color": color}, marker={"size": 11, "color": color}, line={"color": color, "width": 3},
         customdata=[[students_text(r["k"]), human_flops(r["cumulative_flops"]),
                      100 * (r.get("share_of_teacher") or 0)] for r in rows],
-        hovertemplate=("%{customdata[0]}: %{y:.2f}%<br>%{customdata[1]} FLOPs per image"
+        hovertemplate=(f"%{{customdata[0]}}: %{{y:.2f}}%<br>%{{customdata[1]}} FLOPs per {item.get('unit', 'image')}"
                        "<br>%{customdata[2]:.2f}% of the teacher's FLOPs<extra></extra>"),
     ))
 
@@ -261,7 +262,7 @@ def _add_teacher(fig: go.Figure, item: dict, color: str, many: bool) -> None:
             text=[f"teacher: {human_flops(teacher['flops'])} FLOPs"], textposition="top left",
             textfont={"size": 14, "color": color}, marker={"size": 18, "color": color, "symbol": "star"},
             hovertemplate=(f"teacher {teacher.get('arch', '')}: %{{y:.2f}}%<br>{human_flops(teacher['flops'])} "
-                           "FLOPs per image<extra></extra>"),
+                           f"FLOPs per {item.get('unit', 'image')}<extra></extra>"),
         ))
 
 
@@ -299,7 +300,8 @@ def _layout(fig: go.Figure, series: list[dict], log_x: bool, show_anytime: bool)
     x_range = [math.log10(low / 1.6), math.log10(high * 1.6)] if log_x else [0.0, high * 1.08]
     values, texts = flops_ticks(low / 1.6 if log_x else 0.0, high * 1.6 if log_x else high * 1.08, log_x)
     fig.update_layout(
-        xaxis={"title": {"text": "FLOPs per image of the students used" + (" (log scale)" if log_x else "")},
+        xaxis={"title": {"text": f"FLOPs per {series[0].get('unit', 'image') if series else 'image'} of the "
+                                 "students used" + (" (log scale)" if log_x else "")},
                "type": "log" if log_x else "linear", "range": x_range, "tickvals": values, "ticktext": texts,
                "tickangle": 0},
         yaxis={"title": {"text": "test accuracy (%)"}, "range": _accuracy_range(series, show_anytime),

@@ -92,6 +92,7 @@ def series_of(run: Run, rows: list[dict], summary: dict, compare: list[str]) -> 
         if o_rows:
             out.append({"label": common.display_name(other), "rows": o_rows, "teacher": o_summary.get("teacher", {}),
                         "anytime": o_summary.get("anytime", []), "mode": o_summary.get("mode"),
+                        "unit": sample_kind(other),
                         "val_fitted": None if common.lesson_mode() else o_summary.get("anytime_val_fitted")})
     return out
 

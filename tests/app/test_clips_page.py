@@ -172,6 +172,8 @@ def test_results_and_playground_speak_of_clips_on_a_video_run(video_env):
     assert not at.exception, at.exception
     assert "accuracy on the test clips" in texts(at, "markdown") and "costs per clip" in texts(at, "markdown")
     assert any(m.label == "their FLOPs per clip" for m in at.metric)
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert figure["layout"]["xaxis"]["title"]["text"].startswith("FLOPs per clip of the students used")
     at.switch_page("app_pages/playground.py")
     at.run()
     assert not at.exception, at.exception
