@@ -114,30 +114,28 @@ def stream_prefix_probs(ensemble: Ensemble, clip: torch.Tensor) -> torch.Tensor:
 
 
 class _FirstFrames(nn.Module):
-    """A student fed a prefix of a clip's tokens (forward_tokens), for counting what its first t frames cost."""
+    """A student fed a clip's first t frames, for counting what they cost (frame differences included)."""
 
     def __init__(self, student: nn.Module) -> None:
         super().__init__()
         self.student = student
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.student.forward_tokens(tokens)  # (1, t*n, F) -> (1, C)
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.student.forward_tokens(self.student.tokenize_frames(frames))  # (1, t, Ch, S, S) -> (1, C)
 
 
 def frame_flops(ensemble: Ensemble) -> list[list[int]]:
     """FLOPs of students 1..k for the first t frames of a clip, counted by pkd.flops on the forward pass of
-    those t frames' tokens (after all T frames: the ensemble's cumulative FLOPs).
+    those t frames (after all T frames: the ensemble's cumulative FLOPs).
 
     Returns:
         T lists of K ints, [t-1][k-1] = FLOPs of students 1..k on frames 1..t.
     """
     per_student = []  # K lists of T
     for student in ensemble.students:
-        frames, features = student.image_shape[0], student.embed.in_features  # T, F
+        frames, frame_shape = student.image_shape[0], student.image_shape[1:]  # T, (Ch, S, S)
         counted = _FirstFrames(student)
-        pixels = math.prod(student.image_shape[1:]) if getattr(student, "frame_diff", None) is not None else 0
-        per_student.append([int(count_flops(counted, (t * student.frame_len, features)).flops) + (t - 1) * pixels
-                            for t in range(1, frames + 1)])  # + frame_diff's subtractions (FrameDifference's rule)
+        per_student.append([int(count_flops(counted, (t, *frame_shape)).flops) for t in range(1, frames + 1)])
     frames = len(per_student[0])
     return [np.cumsum([per_student[j][t] for j in range(ensemble.k)]).astype(int).tolist() for t in range(frames)]
 

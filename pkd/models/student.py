@@ -110,6 +110,13 @@ class MambaClassifier(nn.Module):
             raise ValueError(f"expected input (B, {', '.join(map(str, self.image_shape))}), got {tuple(x.shape)}")
         if len(self.image_shape) == 3:
             return self.tokenizer(x)  # (B, L, F)
+        return self.tokenize_frames(x)
+
+    def tokenize_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """The tokens of a clip's first t frames, as `tokenize` makes them (frame t reads frames 1..t only).
+
+        Args: x: (B, t, C, H, W) normalised, 1 <= t <= T. Returns: (B, t * L/T, F).
+        """
         b, t = x.shape[:2]
         if self.frame_diff is not None:
             x = torch.cat([x, self.frame_diff(x)], dim=2)  # (B, T, 2C, H, W): each frame beside its change
