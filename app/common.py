@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from app import url_state
+from pkd.data import get_dataset_spec
 from pkd.runs import LIVE_METRICS_BYTES, Run, State, default_runs_dir, list_runs, printable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +44,14 @@ def location(run: Run) -> str:
         return "pretrained"
     except ValueError:
         return "runs folder"
+
+
+def dataset_kind(dataset: object) -> str | None:
+    """"image" or "clip": what a run's dataset (by name) holds; None for a dataset pkd does not know."""
+    try:
+        return get_dataset_spec(str(dataset)).kind
+    except (KeyError, ValueError):
+        return None
 
 
 def run_infos() -> list[tuple[Run, dict]]:

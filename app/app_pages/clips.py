@@ -41,11 +41,7 @@ def video_runs() -> dict[str, str]:
     """Sound video runs with students -> their picker labels (path -> label)."""
     out = {}
     for run, info in common.run_infos():
-        try:
-            kind = pkd_data.get_dataset_spec(info["dataset"]).kind
-        except (ValueError, KeyError):
-            continue
-        if kind == "clip" and not info["problem"] and info["k_done"] > 0:
+        if common.dataset_kind(info["dataset"]) == "clip" and not info["problem"] and info["k_done"] > 0:
             out[str(run.path)] = common.label(run, info)
     return out
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import streamlit as st
 
 from app import charts, common, glossary
-from pkd.data import get_dataset_spec
 from pkd.runs import Run, RunError
 
 ss = st.session_state
@@ -30,8 +29,8 @@ def intro(thing: str) -> str:
 def sample_kind(run: Run) -> str:
     """"image" or "clip": what the run's dataset holds ("image" when the dataset is unknown here)."""
     try:
-        return "image" if get_dataset_spec(run.setting("data", "dataset")).kind == "image" else "clip"
-    except (KeyError, ValueError, RunError, OSError):
+        return common.dataset_kind(run.setting("data", "dataset")) or "image"
+    except (RunError, OSError):
         return "image"
 
 
