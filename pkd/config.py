@@ -68,6 +68,9 @@ class DataConfig:
     train_limit: int | None = None  # use only the first n training samples
     val_limit: int | None = None
     test_limit: int | None = None
+    # few-shot (ViFi-CLIP's K-shot setting): keep only K training samples of every class, chosen with the run's
+    # seed; everything the run trains (teacher stages and students) sees only those. val and test stay whole.
+    shots: int | None = None
 
 
 @dataclass(frozen=True)
@@ -88,10 +91,16 @@ class TeacherConfig:
     arch: str = "mnist_cnn"
     params: dict = field(default_factory=dict)
     checkpoint: str | None = None  # path to a teacher state_dict (e.g. pretrained/mnist/teacher.pt)
+    # vifi_clip only: weights the teacher's training starts from (a saved teacher such as a zero-shot run's
+    # teacher.pt, or open_clip / ViFi-CLIP files) instead of a random init; `checkpoint` loads and trains nothing
+    init: str | None = None
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=8, lr=2e-3, augment=True))
     # vifi_clip only: ViFi-CLIP's stage 1, image-text pretraining on the training clips' frames with captions
     # "a photo of a <digit>." before `optim` fine-tunes on clips (epochs 0: none)
     pretrain: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=0, batch_size=64, lr=1e-3))
+    # vifi_clip only: ViFi-CLIP's "bridge and prompt" after fine-tuning: both towers frozen, only the params.n_ctx
+    # text context vectors learnt on the training clips (epochs 0: none)
+    prompt: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=0, batch_size=16, lr=2e-3))
 
 
 @dataclass(frozen=True)
@@ -254,7 +263,7 @@ def validate(cfg: RunConfig) -> RunConfig:
             if isinstance(value, int) and value > limit:
                 raise ConfigError(f"students.schedule[{i}].{key}: {value} exceeds the maximum {limit}")
     for stage, optim in (("teacher.optim", cfg.teacher.optim), ("students.optim", cfg.students.optim),
-                         ("teacher.pretrain", cfg.teacher.pretrain)):
+                         ("teacher.pretrain", cfg.teacher.pretrain), ("teacher.prompt", cfg.teacher.prompt)):
         for name in ("epochs", "batch_size"):
             if getattr(optim, name) < (0 if name == "epochs" and stage.startswith("teacher") else 1):
                 raise ConfigError(f"{stage}.{name}: {getattr(optim, name)} must be positive")
@@ -262,24 +271,44 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"{stage}.lr: {optim.lr} must be > 0")
         if optim.weight_decay < 0:
             raise ConfigError(f"{stage}.weight_decay: {optim.weight_decay} must be >= 0")
-    if cfg.teacher.pretrain.epochs and cfg.teacher.arch != "vifi_clip":
-        raise ConfigError(f"teacher.pretrain.epochs: {cfg.teacher.pretrain.epochs}, but image-text pretraining "
-                          f"is for teacher.arch vifi_clip only; set it to 0")
-    if cfg.teacher.pretrain.epochs and cfg.teacher.checkpoint:
-        raise ConfigError("teacher.pretrain.epochs: a teacher loaded from teacher.checkpoint is not trained; set it "
-                          "to 0")
-    if cfg.teacher.optim.epochs == 0 and not cfg.teacher.checkpoint:
-        raise ConfigError("teacher.optim.epochs: 0 epochs needs teacher.checkpoint (a saved teacher to load)")
-    if cfg.teacher.checkpoint and not Path(cfg.teacher.checkpoint).resolve().is_file():
-        raise ConfigError(f"teacher.checkpoint: file {cfg.teacher.checkpoint!r} does not exist; "
-                          "train a teacher first or fix the path")
+    validate_teacher(cfg.teacher)
     if cfg.data.root is not None and not Path(cfg.data.root).resolve().is_dir():
         raise ConfigError(f"data.root: directory {cfg.data.root!r} does not exist; create it or remove the key")
-    for name in ("train_limit", "val_limit", "test_limit"):
+    for name in ("train_limit", "val_limit", "test_limit", "shots"):
         value = getattr(cfg.data, name)
         if value is not None and value < 1:
             raise ConfigError(f"data.{name}: {value} must be a positive number of samples (or null for all)")
     return cfg
+
+
+def validate_teacher(teacher: TeacherConfig) -> None:
+    """The teacher's stages fit together: what trains, what is loaded, and the files named exist."""
+    video = teacher.arch == "vifi_clip"
+    for stage in ("pretrain", "prompt"):
+        epochs = getattr(teacher, stage).epochs
+        if epochs and not video:
+            what = "image-text pretraining" if stage == "pretrain" else "prompt learning"
+            raise ConfigError(f"teacher.{stage}.epochs: {epochs}, but {what} is for teacher.arch vifi_clip only; "
+                              f"set it to 0")
+    if teacher.init and not video:
+        raise ConfigError("teacher.init: starting weights are for teacher.arch vifi_clip only; use teacher.checkpoint")
+    if teacher.init and teacher.checkpoint:
+        raise ConfigError("teacher.init and teacher.checkpoint: give one (init trains from the weights, checkpoint "
+                          "loads them and trains nothing)")
+    if teacher.checkpoint and teacher.pretrain.epochs:
+        raise ConfigError("teacher.pretrain.epochs: a teacher loaded from teacher.checkpoint is not trained; set it "
+                          "to 0 (or start from the weights with teacher.init)")
+    trains = teacher.pretrain.epochs or teacher.optim.epochs or teacher.prompt.epochs
+    if not trains and not teacher.checkpoint:
+        raise ConfigError("teacher.optim.epochs: 0 epochs needs teacher.checkpoint (a saved teacher to load) or "
+                          "another teacher stage with epochs")
+    if teacher.prompt.epochs and not teacher.params.get("n_ctx"):
+        raise ConfigError("teacher.prompt.epochs: learning prompts needs teacher.params.n_ctx (e.g. 4 context "
+                          "vectors, initialised from 'a photo of a')")
+    for key in ("checkpoint", "init"):
+        path = getattr(teacher, key)
+        if path and not Path(path).resolve().is_file():
+            raise ConfigError(f"teacher.{key}: file {path!r} does not exist; train a teacher first or fix the path")
 
 
 def student_optim(cfg: RunConfig, i: int) -> OptimConfig:

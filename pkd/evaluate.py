@@ -6,6 +6,7 @@ Shapes: N samples in a split, C classes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -37,7 +38,25 @@ def load_run_data(cfg: RunConfig) -> tuple[DatasetSpec, dict[str, Split]]:
         split = load_split(cfg.data.dataset, name, root=cfg.data.root)
         splits[name] = split if n is None or n >= len(split.labels) else \
             Split(inputs=split.inputs[:n], labels=split.labels[:n])
+    if cfg.data.shots is not None:
+        splits["train"] = few_shot(splits["train"], cfg.data.shots, cfg.seed)
     return data_spec, splits
+
+
+def few_shot(split: Split, shots: int, seed: int) -> Split:
+    """K = `shots` samples of every class in the split, drawn with `seed` (ViFi-CLIP's K-shot training set), kept
+    in split order. Classes absent from the split (a base-to-novel run's novel ones) stay absent; a class with
+    fewer than K samples (after any train_limit) is refused, naming it."""
+    order = torch.randperm(len(split.labels), generator=torch.Generator().manual_seed(seed))  # (N,)
+    keep = []
+    for c in split.labels.unique().tolist():
+        of_class = order[split.labels[order] == c][:shots]
+        if len(of_class) < shots:
+            raise ValueError(f"data.shots: {shots} training samples per class asked, but class {c} has only "
+                             f"{len(of_class)}; lower data.shots or raise data.train_limit")
+        keep.append(of_class)
+    idx = torch.cat(keep).sort().values  # (K*C,)
+    return dataclasses.replace(split, inputs=split.inputs[idx], labels=split.labels[idx])
 
 
 @torch.no_grad()
@@ -95,10 +114,11 @@ def run_summary(cfg: RunConfig, teacher: dict, rows: list[dict], k_planned: int)
 
 
 def anytime_curve(ensemble: Ensemble, data_spec: DatasetSpec, split: Split,
-                  levels: tuple = CONFIDENCE_LEVELS) -> list[dict]:
+                  levels: tuple = CONFIDENCE_LEVELS, student_logits: list[torch.Tensor] | None = None) -> list[dict]:
     """Accuracy and mean FLOPs per sample of confidence-based early exit (Ensemble.predict's rule: stop at the first
-    prefix whose top probability reaches the level) at several levels, from one pass of every prefix."""
-    top, right = prefix_confidences(ensemble, data_spec, split)  # (K, N) each
+    prefix whose top probability reaches the level) at several levels, from one pass of every prefix (or from
+    `student_logits`, every student's (N, C) logits on the split, when they are already at hand)."""
+    top, right = prefix_confidences(ensemble, data_spec, split, student_logits)  # (K, N) each
     cumulative = [float(c) for c in ensemble.cumulative_flops()]
     out = []
     for level in levels:
@@ -120,13 +140,15 @@ def evaluate_run(run: Run, device: torch.device | str = "cpu", drawn_per_digit: 
     teacher = load_teacher(run, device=device)
     logits = {name: predict_logits(teacher, data_spec, splits[name].inputs, device) for name in REPORTED_SPLITS}
     teacher_figures = teacher_row(cfg.teacher.arch, teacher.cpu(), data_spec, logits, splits)
-    rows = prefix_rows(ensemble, cfg.students.arch, data_spec, splits, teacher_figures["flops"], device)
+    rows, student_logits = prefix_rows(ensemble, cfg.students.arch, data_spec, splits, teacher_figures["flops"],
+                                       device)
     run.write_prefix_table(rows)
     summary = run_summary(cfg, teacher_figures, rows, len(cfg.students.schedule))
     if len(rows) == len(cfg.students.schedule):
         ensemble.cpu()
-        summary["anytime"] = anytime_curve(ensemble, data_spec, splits["test"])
-        summary.update(anytime_figures(ensemble, data_spec, splits, summary))
+        summary["anytime"] = anytime_curve(ensemble, data_spec, splits["test"],
+                                           student_logits=student_logits["test"])
+        summary.update(anytime_figures(ensemble, data_spec, splits, summary, student_logits))
     if data_spec.kind == "clip":
         summary["video"] = video_figures(teacher.cpu(), ensemble.cpu(), data_spec, splits["test"])
     if cfg.data.dataset == "mnist" and drawn_per_digit > 0:
@@ -136,20 +158,23 @@ def evaluate_run(run: Run, device: torch.device | str = "cpu", drawn_per_digit: 
 
 
 def prefix_rows(ensemble: Ensemble, arch: str, data_spec: DatasetSpec, splits: dict[str, Split],
-                teacher_flops: int, device: torch.device) -> list[dict]:
-    """prefix.csv's rows: each prefix's and student's accuracy on the reported splits, sizes and FLOPs."""
+                teacher_flops: int, device: torch.device) -> tuple[list[dict], dict[str, list[torch.Tensor]]]:
+    """prefix.csv's rows (each prefix's and student's accuracy on the reported splits, sizes and FLOPs) and every
+    student's logits on those splits ({split: K tensors (N, C)}, for the early-exit figures)."""
     sums = {name: PrefixSums(ensemble.mode) for name in REPORTED_SPLITS}
     rows: list[dict] = []
+    student_logits: dict[str, list[torch.Tensor]] = {name: [] for name in REPORTED_SPLITS}
     for j, student in enumerate(ensemble.students):
         accuracies = {}
         for name in REPORTED_SPLITS:
             logits = predict_logits(student, data_spec, splits[name].inputs, device)  # (N, C)
+            student_logits[name].append(logits)
             sums[name].add(logits, ensemble.prev_scales[j])
             accuracies.update(split_accuracies(name, sums[name], logits, splits[name].labels))
         rows.append(prefix_row(j + 1, arch, student.cpu(), data_spec, rows, teacher_flops,
                                ensemble.prev_scales[j], accuracies))
         student.to(device)
-    return rows
+    return rows, student_logits
 
 
 def drawn_figures(teacher: nn.Module, ensemble: Ensemble, data_spec: DatasetSpec, per_digit: int,
@@ -230,20 +255,22 @@ AUC_LOW_SHARE = 0.01  # the anytime AUC averages accuracy over budgets from 1% o
 
 
 @torch.no_grad()
-def prefix_confidences(ensemble: Ensemble, data_spec: DatasetSpec, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+def prefix_confidences(ensemble: Ensemble, data_spec: DatasetSpec, split: Split,
+                       student_logits: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Every prefix's top probability and whether its answer is right, per sample: (K, N) float and (K, N) bool.
 
-    The probabilities are those Ensemble.predict(confidence=...) compares with its threshold.
+    The probabilities are those Ensemble.predict(confidence=...) compares with its threshold. `student_logits`:
+    each student's (N, C) logits on the split if already computed (training has them), else computed here.
     """
-    ensemble.eval()
-    top, right = [], []
-    for i in range(0, len(split.labels), EVAL_BATCH):
-        x = data_spec.normalize(split.inputs[i:i + EVAL_BATCH])
-        probs = torch.stack([lp.exp() for lp in ensemble.all_prefixes(x)])  # (K, B, C)
-        best = probs.max(dim=-1)
+    if student_logits is None:
+        student_logits = [predict_logits(s, data_spec, split.inputs, torch.device("cpu")) for s in ensemble.students]
+    sums, top, right = PrefixSums(ensemble.mode), [], []
+    for logits, scale in zip(student_logits, ensemble.prev_scales):
+        sums.add(logits, scale)
+        best = sums.log_probs().exp().max(dim=-1)  # (N,)
         top.append(best.values)
-        right.append(best.indices == split.labels[i:i + EVAL_BATCH])
-    return torch.cat(top, dim=1), torch.cat(right, dim=1)
+        right.append(best.indices == split.labels)
+    return torch.stack(top), torch.stack(right)
 
 
 def exit_positions(top: torch.Tensor, confidence: float | None) -> torch.Tensor:
@@ -292,17 +319,19 @@ def exit_figures(top: torch.Tensor, right: torch.Tensor, cumulative: list[float]
 
 
 def val_fitted_curve(ensemble: Ensemble, data_spec: DatasetSpec, splits: dict[str, Split],
-                     budgets: list[float] | None = None) -> list[dict]:
+                     budgets: list[float] | None = None, student_logits: dict | None = None) -> list[dict]:
     """Early exit under FLOP budgets, MSDNet style: per budget, the threshold fitted on val (the largest whose val
     mean FLOPs fit), then its test accuracy and test mean FLOPs ("acc", "mean_flops"). Budgets below the first
-    student's cost are left out. Default budgets: BUDGET_POINTS, geometric from the first prefix to the last."""
+    student's cost are left out. Default budgets: BUDGET_POINTS, geometric from the first prefix to the last.
+    `student_logits`: {"val": [...], "test": [...]} every student's logits, if already computed."""
     cumulative = [float(c) for c in ensemble.cumulative_flops()]
     if budgets is None:
         first, last = cumulative[0], cumulative[-1]
         ratio = (last / first) ** (1 / (BUDGET_POINTS - 1)) if 0 < first < last else 1.0
         budgets = [first * ratio ** i for i in range(BUDGET_POINTS - 1)] + [last] if ratio > 1 else [last]
-    val_top, val_right = prefix_confidences(ensemble, data_spec, splits["val"])
-    test_top, test_right = prefix_confidences(ensemble, data_spec, splits["test"])
+    student_logits = student_logits or {}
+    val_top, val_right = prefix_confidences(ensemble, data_spec, splits["val"], student_logits.get("val"))
+    test_top, test_right = prefix_confidences(ensemble, data_spec, splits["test"], student_logits.get("test"))
     out = []
     for budget in budgets:
         fits, confidence = fit_confidence(val_top, cumulative, budget)
@@ -338,12 +367,13 @@ def auc_of_rows(rows: list[dict], teacher_flops: float, key: str = "prefix_acc")
     return anytime_auc(points, AUC_LOW_SHARE * teacher_flops, teacher_flops)
 
 
-def anytime_figures(ensemble: Ensemble, data_spec: DatasetSpec, splits: dict[str, Split], summary: dict) -> dict:
+def anytime_figures(ensemble: Ensemble, data_spec: DatasetSpec, splits: dict[str, Split], summary: dict,
+                    student_logits: dict | None = None) -> dict:
     """summary.json's budget keys: "anytime_val_fitted" (val_fitted_curve) and "anytime_auc" (val and test AUC over
     budgets from AUC_LOW_SHARE of the teacher's FLOPs to all of them)."""
     teacher_flops = float(summary["teacher"]["flops"])
     rows = summary["prefixes"]
-    return {"anytime_val_fitted": val_fitted_curve(ensemble, data_spec, splits),
+    return {"anytime_val_fitted": val_fitted_curve(ensemble, data_spec, splits, student_logits=student_logits),
             "anytime_auc": {"val": auc_of_rows(rows, teacher_flops, "prefix_val_acc"),
                             "test": auc_of_rows(rows, teacher_flops, "prefix_acc"),
                             "low_flops": AUC_LOW_SHARE * teacher_flops, "high_flops": teacher_flops}}

@@ -230,7 +230,7 @@ class ViFiCLIP(nn.Module):
                                     input_mean, input_std)
         self.pool = TemporalMean()
         self.head = CosineHead()
-        self.template, self.n_ctx, self.prompt_ctx = template, 0, None
+        self.template, self.n_ctx, self.prompt_ctx, self.ctx_init = template, 0, None, ctx_init
         self.prompt_prefix = ""  # the text the context vectors replace (set by add_prompt_context)
         self.set_classes(class_names, refresh=False)
         if n_ctx:
@@ -281,7 +281,7 @@ class ViFiCLIP(nn.Module):
         check_int("n_ctx", n_ctx)
         init = self.tokenizer.encode(ctx_init) if ctx_init else []
         self.prompt_prefix = ctx_init if len(init) == n_ctx else " ".join(["X"] * n_ctx)
-        self.n_ctx = n_ctx
+        self.n_ctx, self.ctx_init = n_ctx, ctx_init
         self.set_classes(self.class_names, refresh=False)
         with torch.no_grad():
             if len(init) == n_ctx:
@@ -291,6 +291,12 @@ class ViFiCLIP(nn.Module):
         self.prompt_ctx = nn.Parameter(ctx.clone().to(self.clip.logit_scale.device))  # (n, W)
         if refresh:
             self.refresh_text_cache()
+
+    def reset_prompt_context(self) -> None:
+        """Initialise the prompt context again from the current token embeddings (after the text tower trained or
+        was loaded: context vectors embedded by an older text tower would no longer read as ctx_init)."""
+        if self.n_ctx:
+            self.add_prompt_context(self.n_ctx, self.ctx_init)
 
     def encode_tokens(self, tokens: torch.Tensor, ctx: torch.Tensor | None = None) -> torch.Tensor:
         """open_clip's CLIP.encode_text, with optional context vectors in place of tokens 1..n.
@@ -614,6 +620,8 @@ def load_clip_weights(teacher: ViFiCLIP, paths: str | Path | Sequence[str | Path
         teacher.add_prompt_context(ctx.shape[0], "", refresh=False)
         with torch.no_grad():
             teacher.prompt_ctx.copy_(ctx)
+    else:  # a context built before these weights came would be the embedding of another text tower
+        teacher.reset_prompt_context()
     if vision_ctx is not None:
         if vision_ctx.dim() != 2 or vision_ctx.shape[1] != teacher.clip.visual.positional_embedding.shape[1]:
             raise ValueError(f"vision prompts of shape {tuple(vision_ctx.shape)} do not fit the ViT's width "

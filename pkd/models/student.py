@@ -51,7 +51,10 @@ class MambaClassifier(nn.Module):
     Args:
         image_shape: (C, H, W) of a normalised image, or (T, C, H, W) of a clip (its frames read in order).
         num_classes: number of classes C.
-        tokens: "rows" (L = H tokens of W*C features) or "patch" (L = (H/P)(W/P) tokens of P*P*C).
+        tokens: "rows" (L = H/R tokens of R*W*C features: R = rows_per_token rows each) or "patch"
+            (L = (H/P)(W/P) tokens of P*P*C).
+        rows_per_token: R, rows read as one token when tokens == "rows" (2 halves L and the cost of every layer
+            per image); must divide H.
         patch: patch size P when tokens == "patch"; must divide H and W.
         d_model, n_layers, d_state, expand, d_conv: Mamba sizes (mamba-ssm names).
         pool: "mean" over tokens or the "last" token.
@@ -72,6 +75,7 @@ class MambaClassifier(nn.Module):
         d_conv: int = 4,
         pool: str = "mean",
         frame_diff: bool = False,
+        rows_per_token: int = 1,
     ) -> None:
         super().__init__()
         if not isinstance(image_shape, (list, tuple)) or len(image_shape) not in (3, 4):
@@ -82,19 +86,24 @@ class MambaClassifier(nn.Module):
         check_int("num_classes", num_classes, 2)
         check_choice("tokens", tokens, ("rows", "patch"))
         check_int("patch", patch)
+        check_int("rows_per_token", rows_per_token)
+        if tokens == "rows" and h % rows_per_token:
+            raise ValueError(f"rows_per_token must divide image height {h}, got {rows_per_token}; try one of "
+                             f"{[r for r in range(1, h + 1) if h % r == 0]}")
+        rows = rows_per_token if tokens == "rows" else 1
         check_choice("pool", pool, ("mean", "last"))
         if tokens == "patch" and (h % patch or w % patch):
             raise ValueError(f"patch must divide image height {h} and width {w}, got {patch}; try one of "
                              f"{[p for p in range(1, min(h, w) + 1) if h % p == 0 and w % p == 0]}")
-        self.frame_len = h if tokens == "rows" else (h // patch) * (w // patch)  # tokens per image or frame
+        self.frame_len = h // rows if tokens == "rows" else (h // patch) * (w // patch)  # tokens per image or frame
         self.seq_len = frames * self.frame_len  # L
-        in_features = w * c if tokens == "rows" else patch * patch * c  # F
+        in_features = rows * w * c if tokens == "rows" else patch * patch * c  # F
         if not isinstance(frame_diff, bool) or (frame_diff and len(self.image_shape) != 4):
             raise ValueError(f"frame_diff must be true or false, and true only for clips (T, C, H, W), got "
                              f"{frame_diff!r} for input {list(self.image_shape)}")
         self.frame_diff = FrameDifference() if frame_diff else None
-        in_features *= 2 if frame_diff else 1  # rows: W*2C; patches: P*P*2C
-        self.tokenizer = Tokenizer(tokens, patch)
+        in_features *= 2 if frame_diff else 1  # rows: R*W*2C; patches: P*P*2C
+        self.tokenizer = Tokenizer(tokens, patch, rows)
         self.embed = nn.Linear(in_features, check_int("d_model", d_model))
         self.layers = nn.ModuleList(
             ResidualBlock(d_model, d_state=d_state, d_conv=d_conv, expand=expand, layer_idx=i)

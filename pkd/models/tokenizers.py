@@ -17,20 +17,23 @@ __all__ = ["Tokenizer", "Pool", "FrameDifference"]
 
 
 class Tokenizer(nn.Module):
-    """Image (B, C, H, W) -> token sequence (B, L, F): rows (L=H, F=W*C) or P x P patches (L=HW/P^2, F=P*P*C)."""
+    """Image (B, C, H, W) -> token sequence (B, L, F): rows, R at a time (L=H/R, F=R*W*C), or P x P patches
+    (L=HW/P^2, F=P*P*C)."""
 
-    def __init__(self, tokens: str, patch: int) -> None:
+    def __init__(self, tokens: str, patch: int, rows_per_token: int = 1) -> None:
         super().__init__()
         self.tokens = tokens
         self.patch = patch
+        self.rows_per_token = rows_per_token
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: (B, C, H, W). Returns: (B, L, F)."""
         b, c, h, w = x.shape
         if self.tokens == "rows":
+            r = self.rows_per_token
             if c == 1:
-                return x.reshape(b, h, w)  # (B, H, W): a view
-            return x.permute(0, 2, 3, 1).reshape(b, h, w * c)  # (B, H, W*C)
+                return x.reshape(b, h // r, r * w)  # (B, H/R, R*W): a view
+            return x.permute(0, 2, 3, 1).reshape(b, h // r, r * w * c)  # (B, H/R, R*W*C)
         p = self.patch
         x = x.reshape(b, c, h // p, p, w // p, p)  # (B, C, H/P, P, W/P, P)
         return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)  # (B, L, P*P*C)

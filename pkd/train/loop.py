@@ -31,7 +31,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict]  # (out (B, 
 
 def stage_seed(seed: int, stage: str, k: int = 0, epoch: int = 0) -> int:
     """A fixed seed per (stage, student, epoch): resuming at an epoch boundary replays the same randomness."""
-    code = {"teacher": 1, "student": 2, "init": 3, "pretrain": 4}[stage]  # pretrain: a video teacher's stage 1
+    code = {"teacher": 1, "student": 2, "init": 3, "pretrain": 4, "prompt": 5}[stage]  # a video teacher's stages 1, 3
     return (seed * 1_000_003 + code * 10_007 + k * 101 + epoch) % (2**62)
 
 

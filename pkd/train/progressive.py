@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -22,17 +23,18 @@ from pkd.data import DatasetSpec, Split
 from pkd.data.moving_mnist import digit_of
 from pkd.devices import autocast_dtype, resolve_device
 from pkd.distributed import SINGLE, World
-from pkd.evaluate import (REPORTED_SPLITS, accuracy, anytime_curve, anytime_figures, load_run_data, predict_logits,
+from pkd.evaluate import (EVAL_BATCH, REPORTED_SPLITS, accuracy, anytime_curve, anytime_figures, load_run_data, predict_logits,
                           prefix_row, run_summary, split_accuracies, teacher_row, video_figures)
 from pkd.models import build_model
-from pkd.models.clip_teacher import ViFiCLIP
+from pkd.models.clip_teacher import ViFiCLIP, load_clip_weights
 from pkd.models.ensemble import PrefixSums, accumulate
 from pkd.runs import Run, read_teacher_logits, teacher_logits_beside
 from pkd.train.losses import boost_weights, kd_loss
 from pkd.train.loop import Placement, Stage, fit, stage_seed
 from pkd.train.recorder import FitState, NullRecorder, ProgressFn, Recorder, checkpoint_state
 from pkd.train.specs import load_teacher_file, student_specs, teacher_spec
-from pkd.train.video_teacher import CAPTION, LABEL_SMOOTHING, MAX_LOGIT_SCALE, FrameTextPretraining
+from pkd.train.video_teacher import (CAPTION, LABEL_SMOOTHING, MAX_LOGIT_SCALE, FrameTextPretraining,
+                                     bridge_and_prompt)
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +78,14 @@ def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None =
     ctx.recorder.status(stage="teacher", student=0, progress=0.0, device=str(device), world_size=world.size,
                         precision=str(place.autocast or torch.float32).replace("torch.", ""))
     teacher, teacher_logits, teacher_figures = teacher_stage(ctx)
-    rows, k_planned = student_stages(ctx, teacher, teacher_logits["train"], teacher_figures)
-    summary = run_summary(cfg, teacher_figures, rows, k_planned)
-    if world.is_writer:  # the anytime curve from the saved weights, judged by the config trained with
-        summary["anytime"] = anytime_curve(load_ensemble(run, config=cfg.to_dict()), data_spec, splits["test"])
-        summary.update(anytime_figures(load_ensemble(run, config=cfg.to_dict()), data_spec, splits, summary))
+    so_far, k_planned = student_stages(ctx, teacher, teacher_logits["train"], teacher_figures)
+    summary = run_summary(cfg, teacher_figures, so_far.rows, k_planned)
+    if world.is_writer:  # the saved ensemble, judged by the config trained with, on its students' logits
+        ensemble = load_ensemble(run, config=cfg.to_dict())
+        summary["anytime"] = anytime_curve(ensemble, data_spec, splits["test"], student_logits=so_far.logits["test"])
+        summary.update(anytime_figures(ensemble, data_spec, splits, summary, so_far.logits))
         if data_spec.kind == "clip":  # the reversal test and digit identity (pkd eval computes the same)
-            summary["video"] = video_figures(teacher.cpu(), load_ensemble(run, config=cfg.to_dict()), data_spec,
-                                             splits["test"])
+            summary["video"] = video_figures(teacher.cpu(), ensemble, data_spec, splits["test"])
         ctx.recorder.summary(summary)
     del teacher
     return summary
@@ -109,8 +111,12 @@ def teacher_stage(ctx: RunContext) -> tuple[nn.Module, dict[str, torch.Tensor], 
     if run.has_teacher():
         load_saved_weights(teacher, cfg.to_dict(), run.load_teacher(), "teacher", run.teacher_path())
     elif cfg.teacher.checkpoint:
-        ctx.recorder.save_teacher(load_teacher_file(cfg.teacher.checkpoint, teacher), model_spec)
+        state = load_teacher_file(cfg.teacher.checkpoint, teacher)
         ctx.recorder.log("teacher_loaded", source=cfg.teacher.checkpoint)
+        if cfg.teacher.prompt.epochs:  # bridge and prompt on a loaded (fine-tuned) video teacher
+            prompt_stage(ctx, teacher, TeacherPhase(ctx.recorder, "prompt", 0.0, 1.0))
+            state = {k: v.cpu() for k, v in teacher.state_dict().items()}
+        ctx.recorder.save_teacher(state, model_spec)
     else:
         train_teacher(ctx, teacher, model_spec)
     logits = teacher_logits(ctx, teacher)  # (N, C) per split
@@ -200,23 +206,30 @@ class TeacherPhase:
 
 
 def train_video_teacher(ctx: RunContext, teacher: ViFiCLIP, model_spec: dict) -> None:
-    """ViFi-CLIP's two stages, each an ordinary pkd fit (seeded epochs, a resume checkpoint after every epoch):
+    """ViFi-CLIP's stages, from `teacher.init`'s weights if given (else a random init):
     1. `teacher.pretrain`: CLIP's image-text pretraining on every frame of the training clips, each captioned
        "a photo of a <digit>." (its clip's digit), contrastive against the 10 captions (FrameTextPretraining);
     2. `teacher.optim`: ViFi fine-tuning of both towers on the clips against the class prompts, cross-entropy with
-       ViFi-CLIP's label smoothing 0.1.
-    Both validate the clip classifier (val_acc: zero-shot through the class prompts after stage 1). A run killed
-    in either resumes at its last epoch; stage 1's last checkpoint stays until stage 2's first replaces it."""
+       ViFi-CLIP's label smoothing 0.1 (a prompt context, if the teacher has one, stays frozen here);
+    3. `teacher.prompt`: bridge and prompt, only the context vectors learnt (`prompt_stage`).
+    Stages 1 and 2 are ordinary pkd fits (seeded epochs, a resume checkpoint after every epoch) that validate the
+    clip classifier (val_acc: zero-shot through the class prompts after stage 1); a run killed in either resumes at
+    its last epoch, stage 1's last checkpoint staying until stage 2's first replaces it. Stage 3 is short and
+    seeded: a run killed in it runs it again from stage 2's end (same result)."""
     cfg, train, val = ctx.cfg, ctx.splits["train"], ctx.splits["val"]
+    if cfg.teacher.init:
+        load_clip_weights(teacher, cfg.teacher.init)
+        ctx.recorder.log_once("teacher_init", {}, source=cfg.teacher.init)
 
     def evaluate():
         with torch.no_grad():  # CLIP's cap on the temperature, once an epoch
             teacher.clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
         return {"val_acc": accuracy(ctx.logits(teacher, val.inputs), val.labels)}
 
-    pretrain, epochs = cfg.teacher.pretrain, cfg.teacher.pretrain.epochs + cfg.teacher.optim.epochs
-    share = pretrain.epochs / epochs
-    finetune = TeacherPhase(ctx.recorder, "finetune", share, 1 - share)
+    pretrain, prompt = cfg.teacher.pretrain, cfg.teacher.prompt
+    epochs = pretrain.epochs + cfg.teacher.optim.epochs + prompt.epochs
+    share, prompt_share = pretrain.epochs / epochs, prompt.epochs / epochs
+    finetune = TeacherPhase(ctx.recorder, "finetune", share, 1 - share - prompt_share)
     resume = finetune.resume_state("teacher", 0)
     if pretrain.epochs and resume is None:  # fine-tuning has not begun
         phase = TeacherPhase(ctx.recorder, "pretrain", 0.0, share)
@@ -233,12 +246,55 @@ def train_video_teacher(ctx: RunContext, teacher: ViFiCLIP, model_spec: dict) ->
         labels = train.labels[idx].to(logits.device)
         return {"loss": F.cross_entropy(logits, labels, label_smoothing=LABEL_SMOOTHING)}
 
+    if pretrain.epochs:  # the text tower trained: the context reads as ctx_init through it again
+        teacher.reset_prompt_context()
+    if teacher.prompt_ctx is not None:
+        teacher.prompt_ctx.requires_grad_(False)  # learnt in stage 3 only, as ViFi-CLIP's bridge and prompt
     fit(teacher, Stage("teacher", 0, cfg.teacher.optim, cfg.seed), train, ctx.data_spec, loss, evaluate, finetune,
         ctx.place, resume)
+    if teacher.prompt_ctx is not None:
+        teacher.prompt_ctx.requires_grad_(True)
     teacher.eval()
     teacher.refresh_text_cache()  # the text tower trained: the class prompts' cache (saved with it) follows
+    if prompt.epochs:
+        prompt_stage(ctx, teacher, TeacherPhase(ctx.recorder, "prompt", 1 - prompt_share, prompt_share))
     ctx.recorder.save_teacher({k: v.cpu() for k, v in teacher.state_dict().items()}, model_spec)
     ctx.recorder.stage_done()
+
+
+def prompt_stage(ctx: RunContext, teacher: ViFiCLIP, phase: TeacherPhase) -> None:
+    """ViFi-CLIP's "bridge and prompt" (`teacher.prompt`): both towers frozen, only the prompt context learnt on
+    the training clips. Logs the teacher's val/test accuracy before it (event prompt_start) and val_acc after
+    every epoch (the frozen image tower's clip embeddings are computed once, so an epoch costs K text passes)."""
+    cfg, spec, device = ctx.cfg, ctx.data_spec, ctx.device
+    train = ctx.splits["train"]
+    video = {}
+    with torch.no_grad():
+        for name in ("val", "test"):
+            video[name] = torch.cat([teacher.video_embedding(spec.normalize(x).to(device))
+                                     for x in ctx.splits[name].inputs.split(EVAL_BATCH)])  # (N, E)
+
+    def accuracies(names=("val", "test")) -> dict:
+        with torch.no_grad():
+            text = teacher.text_embeddings()  # (K, E)
+            return {f"{name}_acc": accuracy(teacher.head(video[name], text, teacher.clip.logit_scale).cpu(),
+                                            ctx.splits[name].labels) for name in names}
+
+    phase.log_once("prompt_start", {}, **accuracies())
+    start, epochs = time.time(), cfg.teacher.prompt.epochs
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        record = {"stage": "teacher", "phase": "prompt", "student": 0, "epoch": epoch, "epochs": epochs,
+                  "seconds": time.time() - start, "train_loss": loss, **accuracies(("val",))}
+        phase.log_once("epoch", {key: record[key] for key in ("stage", "phase", "epoch")},
+                       **{key: v for key, v in record.items() if key not in ("stage", "phase", "epoch")})
+        phase.progress({"stage": "teacher", "student": 0, "epoch": epoch, "epochs": epochs,
+                        "progress": epoch / epochs}, done_epoch=True, val_acc=record["val_acc"])
+
+    bridge_and_prompt(teacher, spec.normalize(train.inputs), train.labels, cfg.teacher.prompt, n_ctx=teacher.n_ctx,
+                      ctx_init=teacher.ctx_init, n_ctx_vision=teacher.prompt_params()["n_ctx_vision"],
+                      label_smoothing=LABEL_SMOOTHING, seed=stage_seed(cfg.seed, "prompt"), on_epoch=on_epoch)
+    teacher.to(device).eval()
 
 
 # ----------------------------------------------------------------------------------------------- the students
@@ -305,11 +361,13 @@ class StudentsSoFar:
     sums: dict[str, PrefixSums]
     frozen: list[tuple[nn.Module, float]] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
+    logits: dict[str, list[torch.Tensor]] = field(
+        default_factory=lambda: {name: [] for name in REPORTED_SPLITS})  # every student's (N, C) on val and test
 
 
 def student_stages(ctx: RunContext, teacher: nn.Module, teacher_train_logits: torch.Tensor, teacher_figures: dict
-                   ) -> tuple[list[dict], int]:
-    """Train (or load) students 1..K in order; after each, write its prefix row. Returns the rows and K."""
+                   ) -> tuple[StudentsSoFar, int]:
+    """Train (or load) students 1..K in order; after each, write its prefix row. Returns them all and K."""
     cfg, run, recorder = ctx.cfg, ctx.run, ctx.recorder
     specs = student_specs(cfg, ctx.data_spec)
     so_far = StudentsSoFar({name: PrefixSums(cfg.distill.mode) for name in ctx.splits})
@@ -322,21 +380,25 @@ def student_stages(ctx: RunContext, teacher: nn.Module, teacher_train_logits: to
             scale = saved["prev_scale"]
         else:
             scale = train_student(ctx, k, student, model_spec, teacher, teacher_train_logits, so_far)
-        row = add_student(ctx, so_far, k, student, model_spec, scale, teacher_figures["flops"])
+        row = add_student(ctx, so_far, k, student, model_spec, scale, teacher_figures["flops"], last=k == len(specs))
         recorder.prefix_table(so_far.rows)
         recorder.log_once("student_done", {"k": k}, spec=model_spec, **{key: v for key, v in row.items() if key != "k"})
         recorder.summary(run_summary(cfg, teacher_figures, so_far.rows, len(specs)))
-    return so_far.rows, len(specs)
+    return so_far, len(specs)
 
 
 def add_student(ctx: RunContext, so_far: StudentsSoFar, k: int, student: nn.Module, model_spec: dict,
-                scale: float, teacher_flops: int) -> dict:
-    """Freeze student k into the ensemble: its logits join the sums; its prefix row is measured and kept."""
+                scale: float, teacher_flops: int, last: bool = False) -> dict:
+    """Freeze student k into the ensemble: its logits join the sums; its prefix row is measured and kept. The
+    training split's sum serves only the students after it, so the `last` student is not run over it."""
     accuracies = {}
     for name, split in ctx.splits.items():
+        if last and name not in REPORTED_SPLITS:
+            continue
         logits = ctx.logits(student, split.inputs)  # (N, C)
         so_far.sums[name].add(logits, scale)
         if name in REPORTED_SPLITS:
+            so_far.logits[name].append(logits)
             accuracies.update(split_accuracies(name, so_far.sums[name], logits, split.labels))
     row = prefix_row(k, model_spec["arch"], student.cpu(), ctx.data_spec, so_far.rows, teacher_flops, scale,
                      accuracies)

@@ -23,6 +23,8 @@ from tests.models.seeding import randn, seeded
     ({"pool": "max"}, "pool"),
     ({"tokens": "patch", "patch": 5}, "patch"),
     ({"tokens": "patch", "patch": 0}, "patch"),
+    ({"rows_per_token": 3}, r"rows_per_token must divide image height 28, got 3; try one of \[1, 2, 4, 7, 14, 28\]"),
+    ({"rows_per_token": 0}, "rows_per_token"),
     ({"image_shape": [1, 28]}, "image_shape"),
     ({"image_shape": [1, 0, 28]}, r"image_shape\[1\]"),
 ])
@@ -38,6 +40,8 @@ def test_impossible_student_sizes_raise_one_line(kwargs, field):
     ({"tokens": "patch", "patch": 7, "pool": "last", "n_layers": 2}, 16),
     ({"image_shape": [3, 32, 32], "tokens": "patch", "patch": 4, "d_model": 8}, 64),
     ({"image_shape": (3, 8, 6), "tokens": "rows", "d_model": 8, "num_classes": 3}, 8),
+    ({"rows_per_token": 2}, 14),
+    ({"image_shape": (3, 8, 6), "rows_per_token": 4, "d_model": 8}, 2),
 ])
 def test_classifier_shapes(kwargs, seq_len):
     m = seeded(0, build_student, "mamba", d_state=4, **{"d_model": 8, **kwargs})
@@ -95,6 +99,7 @@ def test_clip_student_reads_frames_in_order():
     {"pool": "last", "n_layers": 2},
     {"pool": "mean", "n_layers": 3, "d_state": 8, "d_conv": 2, "expand": 1},
     {"pool": "mean", "image_shape": [4, 1, 8, 8], "tokens": "patch", "patch": 4, "d_conv": 3},
+    {"pool": "mean", "image_shape": [3, 1, 8, 8], "rows_per_token": 2, "frame_diff": True},
 ])
 @pytest.mark.parametrize("chunks", ["frames", "tokens", "mixed"])
 def test_stream_equals_the_full_forward_of_every_prefix(kwargs, chunks):
@@ -175,3 +180,23 @@ def test_frame_diff_tokens_carry_each_frame_beside_its_change_and_stream_frame_b
             build_student("mamba", image_shape=image_shape, frame_diff=True)
     with pytest.raises(ValueError, match="frame_diff must be true or false"):
         build_student("mamba", image_shape=[3, 1, 8, 8], frame_diff="yes")
+
+
+def test_rows_per_token_reads_r_rows_as_one_token_and_halves_the_cost(monkeypatch):
+    """rows_per_token 2: token i is rows 2i and 2i+1 side by side (F = 2W), L = H/2, and every per-token layer
+    costs half; the FLOP rules still equal FlopCounterMode on the contraction part."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pkd.flops import count_flops
+    from pkd.models import mamba as mamba_module
+
+    one, two = (build_student("mamba", d_model=16, d_state=8, rows_per_token=r).eval() for r in (1, 2))
+    x = randn(2, 1, 28, 28)
+    tokens = two.tokenize(x)  # (B, 14, 56)
+    assert tokens.shape == (2, 14, 56) and torch.equal(tokens[:, 3], torch.cat([x[:, 0, 6], x[:, 0, 7]], dim=-1))
+    cost_one, cost_two = count_flops(one, (1, 28, 28)), count_flops(two, (1, 28, 28))
+    assert 0.45 < cost_two.flops / cost_one.flops < 0.6
+    monkeypatch.setattr(mamba_module, "selective_scan", lambda u, *a, z=None, **k: u * z)  # no contraction inside
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        two(torch.zeros(1, 1, 28, 28))
+    assert cost_two.contraction_flops == counter.get_total_flops()
