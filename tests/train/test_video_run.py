@@ -61,6 +61,7 @@ def test_a_video_run_is_an_ordinary_run(runs):
     assert len(video["prefix_reversal_change"]) == len(video["prefix_digit_acc"]) == 2
     phases = [r.get("phase") for r in run.metrics() if r["event"] == "epoch" and r["stage"] == "teacher"]
     assert phases == ["pretrain", "finetune"]  # ViFi-CLIP's two stages, each an epoch of tiny-video.yaml
+    assert run.status()["stage"] == "student" and run.status().get("phase") is None  # no teacher phase left over
 
 
 def test_killed_at_the_teacher_stage_boundary_and_in_a_student_resumes_to_the_same_figures(runs):
