@@ -50,18 +50,18 @@ def test_readme_quotes_the_shipped_figures():
 
 
 def test_shipped_run_meets_the_headline_targets():
-    """Issue 15's targets as far as the shipped run meets them (its note says the one it misses): K >= 5, each
-    prefix above the one before; student 1 >= 97% at <= 1% of the teacher's FLOPs; all students within 0.05 pp of
-    the teacher at <= 25% (target: the teacher's accuracy; 2 test images short); early exit fitted on val >= 99.2%
-    at <= 3% on average; on the drawn digits student 1 within 5 points of its test accuracy and all students within
-    1 point of the teacher. The independent baseline has the same students' costs; residual is above it with all
-    students and in early exit at <= 3% (below it at k = 2..4: see the README)."""
+    """Issue 15's targets for the shipped run: K >= 5, each prefix above the one before; student 1 >= 97% at <= 1%
+    of the teacher's FLOPs; all students at least the teacher's accuracy at <= 25%; early exit fitted on val
+    >= 99.2% at <= 3% on average; on the drawn digits student 1 within 5 points of its test accuracy and all
+    students within 1 point of the teacher. The independent baseline has the same students' costs; residual is
+    above it with all students and in early exit at <= 3% (at k = 2..4 the margin is thin and changes with the
+    teacher: see the README)."""
     run = Run(ROOT / "pretrained" / "mnist")
     rows, summary = run.prefix_table(), run.summary()
     teacher = summary["teacher"]
     assert len(rows) >= 5 and all(b["prefix_acc"] > a["prefix_acc"] for a, b in zip(rows, rows[1:]))
     assert rows[0]["share_of_teacher"] <= 0.01 and rows[0]["prefix_acc"] >= 0.97
-    assert rows[-1]["share_of_teacher"] <= 0.25 and rows[-1]["prefix_acc"] >= teacher["test_acc"] - 0.0005
+    assert rows[-1]["share_of_teacher"] <= 0.25 and rows[-1]["prefix_acc"] >= teacher["test_acc"]
     assert any(p["acc"] >= 0.992 and p["mean_flops"] <= 0.03 * teacher["flops"]
                for p in summary["anytime_val_fitted"])
     drawn = summary["drawn"]
