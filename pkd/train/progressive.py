@@ -412,7 +412,7 @@ def train_student(ctx: RunContext, k: int, student: nn.Module, model_spec: dict,
                   teacher_train_logits: torch.Tensor, so_far: StudentsSoFar) -> float:
     """Fit student k with students 1..k-1 frozen and save it; returns its learned prev_scale s_k (1 if none)."""
     cfg, train, val = ctx.cfg, ctx.splits["train"], ctx.splits["val"]
-    ctx.recorder.status(stage="student", phase=None, student=k, epoch=0, progress=0.0)
+    ctx.recorder.status(stage="student", phase=None, student=k, epoch=0, progress=0.0)  # no teacher phase left
     optim = OptimConfig(**model_spec["optim"])
     residual = cfg.distill.mode == "residual" and k > 1  # student 1 has no ensemble before it
     learned = residual and cfg.distill.learn_prev_scale

@@ -46,9 +46,8 @@ class Recorder:
         self.run.write_status(**fields)
 
     def progress(self, info: dict, **extra: Any) -> None:
-        """status.json gets `info` (a video teacher's `phase` is cleared once a stage without one reports); the
-        progress callback (the CLI's bar) gets `info` and `extra`."""
-        self.status(**{"phase": None, **info})
+        """status.json gets `info`; the progress callback (the CLI's bar) gets `info` and `extra`."""
+        self.status(**info)
         if self.callback:
             self.callback({**info, **extra})
 
