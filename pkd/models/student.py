@@ -51,10 +51,11 @@ class MambaClassifier(nn.Module):
     Args:
         image_shape: (C, H, W) of a normalised image, or (T, C, H, W) of a clip (its frames read in order).
         num_classes: number of classes C.
-        tokens: "rows" (L = H/R tokens of R*W*C features: R = rows_per_token rows each) or "patch"
+        tokens: "rows" (L = H/R tokens of R*W*C features: R = rows_per_token rows each), "cols" (L = W/R tokens
+            of R*H*C: columns left to right, a reader whose mistakes differ from a row reader's) or "patch"
             (L = (H/P)(W/P) tokens of P*P*C).
-        rows_per_token: R, rows read as one token when tokens == "rows" (2 halves L and the cost of every layer
-            per image); must divide H.
+        rows_per_token: R, rows (or columns) read as one token when tokens == "rows" ("cols"); 2 halves L and the
+            cost of every layer per image; must divide H (W).
         patch: patch size P when tokens == "patch"; must divide H and W.
         d_model, n_layers, d_state, expand, d_conv: Mamba sizes (mamba-ssm names).
         pool: "mean" over tokens or the "last" token.
@@ -84,20 +85,22 @@ class MambaClassifier(nn.Module):
         self.image_shape = tuple(check_int(f"image_shape[{i}]", v) for i, v in enumerate(image_shape))
         frames, (c, h, w) = (self.image_shape[0] if len(self.image_shape) == 4 else 1), self.image_shape[-3:]
         check_int("num_classes", num_classes, 2)
-        check_choice("tokens", tokens, ("rows", "patch"))
+        check_choice("tokens", tokens, ("rows", "cols", "patch"))
         check_int("patch", patch)
         check_int("rows_per_token", rows_per_token)
-        if tokens == "rows" and h % rows_per_token:
-            raise ValueError(f"rows_per_token must divide image height {h}, got {rows_per_token}; try one of "
-                             f"{[r for r in range(1, h + 1) if h % r == 0]}")
-        rows = rows_per_token if tokens == "rows" else 1
+        lines = {"rows": h, "cols": w}.get(tokens)  # rows or columns an image has
+        if lines is not None and lines % rows_per_token:
+            side = "height" if tokens == "rows" else "width"
+            raise ValueError(f"rows_per_token must divide image {side} {lines}, got {rows_per_token}; try one of "
+                             f"{[r for r in range(1, lines + 1) if lines % r == 0]}")
+        rows = rows_per_token if lines is not None else 1
         check_choice("pool", pool, ("mean", "last"))
         if tokens == "patch" and (h % patch or w % patch):
             raise ValueError(f"patch must divide image height {h} and width {w}, got {patch}; try one of "
                              f"{[p for p in range(1, min(h, w) + 1) if h % p == 0 and w % p == 0]}")
-        self.frame_len = h // rows if tokens == "rows" else (h // patch) * (w // patch)  # tokens per image or frame
+        self.frame_len = lines // rows if lines is not None else (h // patch) * (w // patch)  # tokens per image/frame
         self.seq_len = frames * self.frame_len  # L
-        in_features = rows * w * c if tokens == "rows" else patch * patch * c  # F
+        in_features = rows * (h * w // lines) * c if lines is not None else patch * patch * c  # F
         if not isinstance(frame_diff, bool) or (frame_diff and len(self.image_shape) != 4):
             raise ValueError(f"frame_diff must be true or false, and true only for clips (T, C, H, W), got "
                              f"{frame_diff!r} for input {list(self.image_shape)}")

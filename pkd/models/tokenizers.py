@@ -17,8 +17,8 @@ __all__ = ["Tokenizer", "Pool", "FrameDifference"]
 
 
 class Tokenizer(nn.Module):
-    """Image (B, C, H, W) -> token sequence (B, L, F): rows, R at a time (L=H/R, F=R*W*C), or P x P patches
-    (L=HW/P^2, F=P*P*C)."""
+    """Image (B, C, H, W) -> token sequence (B, L, F): rows, R at a time (L=H/R, F=R*W*C), columns left to right,
+    R at a time (L=W/R, F=R*H*C: the rows of the transposed image), or P x P patches (L=HW/P^2, F=P*P*C)."""
 
     def __init__(self, tokens: str, patch: int, rows_per_token: int = 1) -> None:
         super().__init__()
@@ -28,8 +28,10 @@ class Tokenizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: (B, C, H, W). Returns: (B, L, F)."""
+        if self.tokens == "cols":
+            x = x.transpose(-1, -2)  # (B, C, W, H): columns become rows
         b, c, h, w = x.shape
-        if self.tokens == "rows":
+        if self.tokens in ("rows", "cols"):
             r = self.rows_per_token
             if c == 1:
                 return x.reshape(b, h // r, r * w)  # (B, H/R, R*W): a view

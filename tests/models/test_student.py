@@ -25,6 +25,9 @@ from tests.models.seeding import randn, seeded
     ({"tokens": "patch", "patch": 0}, "patch"),
     ({"rows_per_token": 3}, r"rows_per_token must divide image height 28, got 3; try one of \[1, 2, 4, 7, 14, 28\]"),
     ({"rows_per_token": 0}, "rows_per_token"),
+    ({"image_shape": [1, 28, 30], "tokens": "cols", "rows_per_token": 4},
+     r"rows_per_token must divide image width 30, got 4; try one of \[1, 2, 3, 5, 6, 10, 15, 30\]"),
+    ({"tokens": "columns"}, "tokens"),
     ({"image_shape": [1, 28]}, "image_shape"),
     ({"image_shape": [1, 0, 28]}, r"image_shape\[1\]"),
 ])
@@ -42,6 +45,7 @@ def test_impossible_student_sizes_raise_one_line(kwargs, field):
     ({"image_shape": (3, 8, 6), "tokens": "rows", "d_model": 8, "num_classes": 3}, 8),
     ({"rows_per_token": 2}, 14),
     ({"image_shape": (3, 8, 6), "rows_per_token": 4, "d_model": 8}, 2),
+    ({"image_shape": (3, 8, 6), "tokens": "cols", "rows_per_token": 3, "d_model": 8}, 2),
 ])
 def test_classifier_shapes(kwargs, seq_len):
     m = seeded(0, build_student, "mamba", d_state=4, **{"d_model": 8, **kwargs})
@@ -100,6 +104,7 @@ def test_clip_student_reads_frames_in_order():
     {"pool": "mean", "n_layers": 3, "d_state": 8, "d_conv": 2, "expand": 1},
     {"pool": "mean", "image_shape": [4, 1, 8, 8], "tokens": "patch", "patch": 4, "d_conv": 3},
     {"pool": "mean", "image_shape": [3, 1, 8, 8], "rows_per_token": 2, "frame_diff": True},
+    {"pool": "mean", "image_shape": [3, 1, 6, 8], "tokens": "cols", "rows_per_token": 2, "frame_diff": True},
 ])
 @pytest.mark.parametrize("chunks", ["frames", "tokens", "mixed"])
 def test_stream_equals_the_full_forward_of_every_prefix(kwargs, chunks):
@@ -200,3 +205,19 @@ def test_rows_per_token_reads_r_rows_as_one_token_and_halves_the_cost(monkeypatc
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         two(torch.zeros(1, 1, 28, 28))
     assert cost_two.contraction_flops == counter.get_total_flops()
+
+
+def test_cols_reads_columns_left_to_right_as_rows_of_the_transposed_image():
+    """tokens "cols": token i is columns R*i .. R*i+R-1, top to bottom, side by side (F = R*H), L = W/R; the same
+    student on the transposed image reading rows gives the same logits (same weights), and so the same FLOPs."""
+    from pkd.flops import count_flops
+
+    cols = seeded(0, build_student, "mamba", image_shape=[1, 28, 20], tokens="cols", rows_per_token=2, d_model=8)
+    rows = build_student("mamba", image_shape=[1, 20, 28], tokens="rows", rows_per_token=2, d_model=8)
+    rows.load_state_dict(cols.state_dict())
+    x = randn(2, 1, 28, 20)
+    tokens = cols.tokenize(x)  # (B, 10, 56)
+    assert tokens.shape == (2, 10, 56) and torch.equal(tokens[:, 3], torch.cat([x[:, 0, :, 6], x[:, 0, :, 7]], -1))
+    with torch.no_grad():
+        assert torch.allclose(cols(x), rows(x.transpose(-1, -2)), atol=1e-6)
+    assert count_flops(cols, (1, 28, 20)).flops == count_flops(rows, (1, 20, 28)).flops
