@@ -20,7 +20,7 @@ import torch.nn as nn
 from pkd.models import register_student
 from pkd.models.checks import check_choice, check_int
 from pkd.models.mamba import InferenceParams, ResidualBlock, RMSNorm
-from pkd.models.tokenizers import FrameDifference, Pool, Tokenizer
+from pkd.models.tokenizers import ConvStem, FrameDifference, Pool, Tokenizer
 
 __all__ = ["MambaClassifier", "StreamState"]
 
@@ -44,6 +44,28 @@ class StreamState:
         return self.params.seqlen_offset
 
 
+def _token_layout(tokens: str, patch: int, rows_per_token: int, shape: tuple[int, int, int],
+                  stemmed: bool) -> tuple[int, int, int]:
+    """(tokens per image, features per token F, rows per token) of a tokenizer reading (C, H, W) inputs; a bad size
+    raises a one-line error naming what must divide what and the values that would."""
+    c, h, w = shape
+    where = "the stem's output" if stemmed else "the image"
+    check_choice("tokens", tokens, ("rows", "cols", "patch"))
+    check_int("patch", patch)
+    check_int("rows_per_token", rows_per_token)
+    sides = {"rows": ("height", h), "cols": ("width", w)}
+    if tokens in sides:
+        side, lines = sides[tokens]  # rows or columns an image has
+        if lines % rows_per_token:
+            raise ValueError(f"rows_per_token must divide {side} {lines} of {where}, got {rows_per_token}; try one "
+                             f"of {[r for r in range(1, lines + 1) if lines % r == 0]}")
+        return lines // rows_per_token, rows_per_token * (h * w // lines) * c, rows_per_token
+    if h % patch or w % patch:
+        raise ValueError(f"patch must divide height {h} and width {w} of {where}, got {patch}; try one of "
+                         f"{[p for p in range(1, min(h, w) + 1) if h % p == 0 and w % p == 0]}")
+    return (h // patch) * (w // patch), patch * patch * c, 1
+
+
 @register_student("mamba")
 class MambaClassifier(nn.Module):
     """Image or clip classifier: tokenizer -> linear embedding -> n pre-norm Mamba layers -> norm -> pool -> head.
@@ -61,6 +83,8 @@ class MambaClassifier(nn.Module):
         pool: "mean" over tokens or the "last" token.
         frame_diff: clips only: each frame's tokens also carry the frame minus the one before it (zero for the
             first frame), TSN's "RGB difference" input (Wang et al. 2016), so a small student sees motion directly.
+        stem: channels of 3x3 stride-2 convolutions (each with ReLU) run on every image or frame before the tokens
+            (empty: none); rows, columns and patches are then those of the (C_k, H_k, W_k) feature map.
     """
 
     def __init__(
@@ -77,6 +101,7 @@ class MambaClassifier(nn.Module):
         pool: str = "mean",
         frame_diff: bool = False,
         rows_per_token: int = 1,
+        stem: Sequence[int] = (),
     ) -> None:
         super().__init__()
         if not isinstance(image_shape, (list, tuple)) or len(image_shape) not in (3, 4):
@@ -84,28 +109,21 @@ class MambaClassifier(nn.Module):
                              f"integers, got {image_shape!r}")
         self.image_shape = tuple(check_int(f"image_shape[{i}]", v) for i, v in enumerate(image_shape))
         frames, (c, h, w) = (self.image_shape[0] if len(self.image_shape) == 4 else 1), self.image_shape[-3:]
-        check_int("num_classes", num_classes, 2)
-        check_choice("tokens", tokens, ("rows", "cols", "patch"))
-        check_int("patch", patch)
-        check_int("rows_per_token", rows_per_token)
-        lines = {"rows": h, "cols": w}.get(tokens)  # rows or columns an image has
-        if lines is not None and lines % rows_per_token:
-            side = "height" if tokens == "rows" else "width"
-            raise ValueError(f"rows_per_token must divide image {side} {lines}, got {rows_per_token}; try one of "
-                             f"{[r for r in range(1, lines + 1) if lines % r == 0]}")
-        rows = rows_per_token if lines is not None else 1
-        check_choice("pool", pool, ("mean", "last"))
-        if tokens == "patch" and (h % patch or w % patch):
-            raise ValueError(f"patch must divide image height {h} and width {w}, got {patch}; try one of "
-                             f"{[p for p in range(1, min(h, w) + 1) if h % p == 0 and w % p == 0]}")
-        self.frame_len = lines // rows if lines is not None else (h // patch) * (w // patch)  # tokens per image/frame
-        self.seq_len = frames * self.frame_len  # L
-        in_features = rows * (h * w // lines) * c if lines is not None else patch * patch * c  # F
         if not isinstance(frame_diff, bool) or (frame_diff and len(self.image_shape) != 4):
             raise ValueError(f"frame_diff must be true or false, and true only for clips (T, C, H, W), got "
                              f"{frame_diff!r} for input {list(self.image_shape)}")
+        c *= 2 if frame_diff else 1  # each frame beside its change
+        if not isinstance(stem, (list, tuple)):
+            raise ValueError(f"stem must be a list of conv channel counts such as [8, 16] (or [] for none), "
+                             f"got {stem!r}")
+        stem = [check_int(f"stem[{i}]", v) for i, v in enumerate(stem)]
+        self.stem = ConvStem(c, stem) if stem else None
+        c, h, w = ConvStem.out_shape(stem, c, h, w)  # what the tokenizer reads
+        check_int("num_classes", num_classes, 2)
+        check_choice("pool", pool, ("mean", "last"))
+        self.frame_len, in_features, rows = _token_layout(tokens, patch, rows_per_token, (c, h, w), bool(stem))
+        self.seq_len = frames * self.frame_len  # L
         self.frame_diff = FrameDifference() if frame_diff else None
-        in_features *= 2 if frame_diff else 1  # rows: R*W*2C; patches: P*P*2C
         self.tokenizer = Tokenizer(tokens, patch, rows)
         self.embed = nn.Linear(in_features, check_int("d_model", d_model))
         self.layers = nn.ModuleList(
@@ -121,8 +139,12 @@ class MambaClassifier(nn.Module):
         if tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(f"expected input (B, {', '.join(map(str, self.image_shape))}), got {tuple(x.shape)}")
         if len(self.image_shape) == 3:
-            return self.tokenizer(x)  # (B, L, F)
+            return self.tokenize_image(x)  # (B, L, F)
         return self.tokenize_frames(x)
+
+    def tokenize_image(self, x: torch.Tensor) -> torch.Tensor:
+        """One image (or frame, beside its change) per row: (B, C, H, W) -> (B, L/T, F), through the stem if any."""
+        return self.tokenizer(x if self.stem is None else self.stem(x))
 
     def tokenize_frames(self, x: torch.Tensor) -> torch.Tensor:
         """The tokens of a clip's first t frames, as `tokenize` makes them (frame t reads frames 1..t only).
@@ -132,7 +154,7 @@ class MambaClassifier(nn.Module):
         b, t = x.shape[:2]
         if self.frame_diff is not None:
             x = torch.cat([x, self.frame_diff(x)], dim=2)  # (B, T, 2C, H, W): each frame beside its change
-        tokens = self.tokenizer(x.flatten(0, 1))  # (B*T, L/T, F)
+        tokens = self.tokenize_image(x.flatten(0, 1))  # (B*T, L/T, F)
         return tokens.reshape(b, t * tokens.shape[1], tokens.shape[2])  # (B, L, F)
 
     def frame_tokens(self, frame: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
@@ -144,7 +166,7 @@ class MambaClassifier(nn.Module):
         if self.frame_diff is not None:
             change = torch.zeros_like(frame) if previous is None else frame - previous  # (B, C, H, W)
             frame = torch.cat([frame, change], dim=1)  # (B, 2C, H, W)
-        return self.tokenizer(frame)
+        return self.tokenize_image(frame)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: (B, *image_shape) normalised images (B, C, H, W) or clips (B, T, C, H, W).

@@ -1,4 +1,5 @@
-"""Images to token sequences and back: Tokenizer (B, C, H, W) -> (B, L, F), Pool (B, L, D) -> (B, D), their FLOP rules.
+"""Images to token sequences and back: Tokenizer (B, C, H, W) -> (B, L, F), Pool (B, L, D) -> (B, D), an optional
+convolutional stem before the tokens, and their FLOP rules.
 
 A sequence model sees an image as L tokens: its rows or its P x P patches; a classifier head sees one pooled token.
 
@@ -8,12 +9,14 @@ D model width.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn as nn
 
 from pkd.flops import Cost, no_flops, register_flop_rule
 
-__all__ = ["Tokenizer", "Pool", "FrameDifference"]
+__all__ = ["Tokenizer", "Pool", "FrameDifference", "ConvStem"]
 
 
 class Tokenizer(nn.Module):
@@ -42,6 +45,29 @@ class Tokenizer(nn.Module):
 
 
 register_flop_rule(Tokenizer)(no_flops)  # a reshape / permute
+
+
+class ConvStem(nn.Sequential):
+    """Image (B, C, H, W) -> feature map (B, C_k, H_k, W_k): k 3x3 stride-2 convolutions (padding 1), each with ReLU.
+
+    A cheap translation-equivariant front end before the tokens, as in VideoMamba's and ViT-hybrid stems: a digit's
+    strokes give the same features wherever it has moved, and each stride halves the tokens the Mamba layers read.
+    Counted by the Conv2d and ReLU rules; H_k = ceil(H / 2^k).
+    """
+
+    def __init__(self, in_channels: int, channels: Sequence[int]) -> None:
+        layers: list[nn.Module] = []
+        for width in channels:
+            layers += [nn.Conv2d(in_channels, width, kernel_size=3, stride=2, padding=1), nn.ReLU()]
+            in_channels = width
+        super().__init__(*layers)
+
+    @staticmethod
+    def out_shape(channels: Sequence[int], c: int, h: int, w: int) -> tuple[int, int, int]:
+        """(C, H, W) of the feature map a (c, h, w) input gives after the convolutions of `channels`."""
+        for width in channels:
+            c, h, w = width, (h - 1) // 2 + 1, (w - 1) // 2 + 1
+        return c, h, w
 
 
 class FrameDifference(nn.Module):

@@ -23,13 +23,17 @@ from tests.models.seeding import randn, seeded
     ({"pool": "max"}, "pool"),
     ({"tokens": "patch", "patch": 5}, "patch"),
     ({"tokens": "patch", "patch": 0}, "patch"),
-    ({"rows_per_token": 3}, r"rows_per_token must divide image height 28, got 3; try one of \[1, 2, 4, 7, 14, 28\]"),
+    ({"rows_per_token": 3}, r"rows_per_token must divide height 28 of the image, got 3; try one of \[1, 2, 4, 7, 14, 28\]"),
     ({"rows_per_token": 0}, "rows_per_token"),
     ({"image_shape": [1, 28, 30], "tokens": "cols", "rows_per_token": 4},
-     r"rows_per_token must divide image width 30, got 4; try one of \[1, 2, 3, 5, 6, 10, 15, 30\]"),
+     r"rows_per_token must divide width 30 of the image, got 4; try one of \[1, 2, 3, 5, 6, 10, 15, 30\]"),
     ({"tokens": "columns"}, "tokens"),
     ({"image_shape": [1, 28]}, "image_shape"),
     ({"image_shape": [1, 0, 28]}, r"image_shape\[1\]"),
+    ({"stem": 8}, r"stem must be a list of conv channel counts such as \[8, 16\]"),
+    ({"stem": [8, 0]}, r"stem\[1\]"),
+    ({"stem": [4], "rows_per_token": 4},
+     r"rows_per_token must divide height 14 of the stem's output, got 4; try one of \[1, 2, 7, 14\]"),
 ])
 def test_impossible_student_sizes_raise_one_line(kwargs, field):
     with pytest.raises(ValueError, match=field) as info:
@@ -46,6 +50,9 @@ def test_impossible_student_sizes_raise_one_line(kwargs, field):
     ({"rows_per_token": 2}, 14),
     ({"image_shape": (3, 8, 6), "rows_per_token": 4, "d_model": 8}, 2),
     ({"image_shape": (3, 8, 6), "tokens": "cols", "rows_per_token": 3, "d_model": 8}, 2),
+    ({"stem": [4, 8]}, 7),  # 28 -> 14 -> 7 rows of the feature map
+    ({"stem": [4], "tokens": "patch", "patch": 7}, 4),
+    ({"image_shape": (1, 9, 9), "stem": [2]}, 5),  # ceil(9 / 2)
 ])
 def test_classifier_shapes(kwargs, seq_len):
     m = seeded(0, build_student, "mamba", d_state=4, **{"d_model": 8, **kwargs})
@@ -105,6 +112,7 @@ def test_clip_student_reads_frames_in_order():
     {"pool": "mean", "image_shape": [4, 1, 8, 8], "tokens": "patch", "patch": 4, "d_conv": 3},
     {"pool": "mean", "image_shape": [3, 1, 8, 8], "rows_per_token": 2, "frame_diff": True},
     {"pool": "mean", "image_shape": [3, 1, 6, 8], "tokens": "cols", "rows_per_token": 2, "frame_diff": True},
+    {"pool": "mean", "image_shape": [3, 1, 16, 8], "stem": [3, 4], "frame_diff": True},
 ])
 @pytest.mark.parametrize("chunks", ["frames", "tokens", "mixed"])
 def test_stream_equals_the_full_forward_of_every_prefix(kwargs, chunks):
@@ -221,3 +229,36 @@ def test_cols_reads_columns_left_to_right_as_rows_of_the_transposed_image():
     with torch.no_grad():
         assert torch.allclose(cols(x), rows(x.transpose(-1, -2)), atol=1e-6)
     assert count_flops(cols, (1, 28, 20)).flops == count_flops(rows, (1, 20, 28)).flops
+
+
+def test_stem_is_a_conv_front_end_that_moves_with_the_digit_and_streams_frame_by_frame(monkeypatch):
+    """stem [c1, c2]: 3x3 stride-2 convs + ReLU before the tokens. A digit shifted by 4 px (two strides) gives the
+    same feature map shifted by one cell (away from the padded border); a clip streamed frame by frame (frame_tokens) gives the tokens of the
+    whole clip; the contraction FLOPs equal FlopCounterMode's and the stem's rows are in the report."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pkd.flops import count_flops
+    from pkd.models import mamba as mamba_module
+
+    m = seeded(0, build_student, "mamba", image_shape=[4, 1, 24, 24], frame_diff=True, stem=[4, 8], d_model=8,
+               d_state=4, num_classes=6).eval()
+    assert m.frame_len == 6 and m.seq_len == 24 and m.embed.in_features == 6 * 8
+    digit = torch.zeros(1, 2, 24, 24)
+    digit[:, :, 6:12, 5:11] = randn(1, 2, 6, 6)
+    shifted = torch.roll(digit, shifts=(4, 4), dims=(2, 3))
+    with torch.no_grad():
+        a, b = m.stem(digit), m.stem(shifted)  # (1, 8, 6, 6)
+    inner = a[..., 1:5, 1:5]  # cells whose receptive field holds no zero padding
+    assert torch.allclose(inner, b[..., 2:6, 2:6], atol=1e-6) and inner.std() > 0
+    clip = randn(2, 4, 1, 24, 24)
+    with torch.no_grad():
+        per_frame = torch.cat([m.frame_tokens(clip[:, t], clip[:, t - 1] if t else None) for t in range(4)], 1)
+        assert torch.allclose(per_frame, m.tokenize(clip), atol=1e-6)
+    report = count_flops(m, (4, 1, 24, 24))
+    stem_rows = [r for r in report.rows if r.name.startswith("stem.")]
+    assert [r.type for r in stem_rows] == ["Conv2d", "ReLU", "Conv2d", "ReLU"]  # all frames as one batch
+    assert stem_rows[0].contraction_flops == 2 * (4 * 4 * 12 * 12) * (2 * 9)  # frames x outputs x (2 ch x 3 x 3)
+    monkeypatch.setattr(mamba_module, "selective_scan", lambda u, *a, z=None, **k: u * z)  # no contraction inside
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        m(torch.zeros(1, 4, 1, 24, 24))
+    assert report.contraction_flops == counter.get_total_flops()
