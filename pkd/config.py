@@ -130,6 +130,10 @@ class DistillConfig:
     # residual only: student k also learns one scalar s_k that rescales the frozen ensemble before it,
     # E_k = s_k * E_(k-1) + z_k (saved with student k), so a strong student is not tied to a weak one's logits
     learn_prev_scale: bool = False
+    # classes: the KL term matches the teacher's class probabilities; groups: only their sums over the dataset's
+    # class groups (DatasetSpec.class_groups; Moving MNIST: the digit, all an order-blind teacher can know),
+    # so the labels alone teach what tells a group's classes apart (the motion)
+    soft_target: str = "classes"
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,7 @@ _CHOICES = {
     "students.order": ("as_listed", "growing", "shrinking"),
     "distill.mode": ("residual", "independent"),
     "distill.reweight": ("none", "boost"),
+    "distill.soft_target": ("classes", "groups"),
 }
 
 

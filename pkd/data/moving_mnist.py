@@ -328,11 +328,12 @@ def make_clip(
 
 def moving_mnist_spec(name: str, cfg: MovingMnistConfig = MovingMnistConfig(),
                       novel: Sequence[int] = ()) -> DatasetSpec:
-    """The DatasetSpec of clips made with ``cfg``: (T, 1, S, S), 60 classes; shifts only (a flip changes a label);
-    ``novel``: the classes kept out of train and val."""
+    """The DatasetSpec of clips made with ``cfg``: (T, 1, S, S), 60 classes grouped by digit; shifts only (a flip
+    changes a label); ``novel``: the classes kept out of train and val."""
     mean, std = _pixel_stats(cfg)
     return DatasetSpec(name=name, sample_shape=cfg.sample_shape, num_classes=NUM_CLASSES, class_names=class_names(),
-                       mean=(mean,), std=(std,), max_shift=2, motion_labels=True, novel_classes=tuple(novel))
+                       mean=(mean,), std=(std,), max_shift=2, motion_labels=True, novel_classes=tuple(novel),
+                       class_groups=tuple(digit_of(c) for c in range(NUM_CLASSES)))
 
 
 def _pixel_stats(cfg: MovingMnistConfig) -> tuple[float, float]:

@@ -25,6 +25,8 @@ class DatasetSpec:
     changing the label, so such a spec refuses ``hflip`` and ``max_rotate_deg``.
     ``novel_classes``: classes kept out of train and val (ViFi-CLIP's base-to-novel setting); the test split holds
     every class and evaluation reports base and novel accuracy apart.
+    ``class_groups``: a group index per class (Moving MNIST: the digit), the coarser labels a teacher may be
+    trusted on alone (``distill.soft_target: groups``); empty if the dataset has none.
     """
 
     name: str
@@ -38,6 +40,7 @@ class DatasetSpec:
     max_rotate_deg: float = 0.0
     motion_labels: bool = False
     novel_classes: tuple[int, ...] = ()
+    class_groups: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.sample_shape) not in (3, 4) or min(self.sample_shape) < 1:
@@ -56,6 +59,9 @@ class DatasetSpec:
                 len(set(self.novel_classes)) >= self.num_classes:
             raise ValueError(f"dataset '{self.name}': novel_classes must be distinct class indices in "
                              f"0..{self.num_classes - 1}, leaving at least one base class")
+        if self.class_groups and (len(self.class_groups) != self.num_classes or min(self.class_groups) < 0):
+            raise ValueError(f"dataset '{self.name}': class_groups needs one group index >= 0 per class "
+                             f"({self.num_classes}), got {len(self.class_groups)}")
         if self.motion_labels and (self.hflip or self.max_rotate_deg > 0):
             raise ValueError(f"dataset '{self.name}': its labels name motions, which hflip (left <-> right) and "
                              "rotation would change without changing the label; use shifts only")

@@ -32,7 +32,7 @@ from pkd.runs import Run, read_teacher_logits, teacher_logits_beside
 from pkd.train.losses import boost_weights, kd_loss
 from pkd.train.loop import Placement, Stage, fit, stage_seed
 from pkd.train.recorder import FitState, NullRecorder, ProgressFn, Recorder, checkpoint_state
-from pkd.train.specs import load_teacher_file, student_specs, teacher_spec
+from pkd.train.specs import load_teacher_file, soft_target_groups, student_specs, teacher_spec
 from pkd.train.video_teacher import (CAPTION, LABEL_SMOOTHING, MAX_LOGIT_SCALE, FrameTextPretraining,
                                      bridge_and_prompt)
 
@@ -338,6 +338,7 @@ class StudentObjective:
     prev_scale: torch.Tensor  # s_k: a trained parameter, or 1
     weights: torch.Tensor | None  # (N,) boosting weights
     fresh: bool = False
+    groups: torch.Tensor | None = None  # (C,) class groups when only the teacher's group sums are distilled
 
     def __call__(self, logits: torch.Tensor, idx: torch.Tensor, x: torch.Tensor) -> dict:
         dev = logits.device
@@ -351,7 +352,8 @@ class StudentObjective:
             before = self.prev_logits[idx].to(dev) if self.prev_logits is not None else None
         logits = accumulate(before, logits, self.prev_scale)  # (B, C)
         w = self.weights[idx].to(dev) if self.weights is not None else None
-        return kd_loss(logits, target, self.labels[idx].to(dev), self.distill.alpha, self.distill.temperature, w)
+        return kd_loss(logits, target, self.labels[idx].to(dev), self.distill.alpha, self.distill.temperature, w,
+                       self.groups)
 
 
 @dataclass
@@ -423,7 +425,8 @@ def train_student(ctx: RunContext, k: int, student: nn.Module, model_spec: dict,
         weights = boost_weights(so_far.sums["train"].log_probs(), train.labels, cfg.distill.reweight_beta)
     objective = StudentObjective(cfg.distill, train.labels, teacher, teacher_train_logits,
                                  so_far.sums["train"].logits if residual else None,
-                                 so_far.frozen if residual else [], prev_scale, weights, fresh=optim.augment)
+                                 so_far.frozen if residual else [], prev_scale, weights, fresh=optim.augment,
+                                 groups=soft_target_groups(cfg, ctx.data_spec))
 
     def evaluate():
         logits = ctx.logits(student, val.inputs)

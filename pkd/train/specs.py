@@ -57,12 +57,23 @@ def student_specs(cfg: RunConfig, data_spec: DatasetSpec) -> list[dict]:
     return specs
 
 
+def soft_target_groups(cfg: RunConfig, data_spec: DatasetSpec) -> torch.Tensor | None:
+    """(C,) the dataset's class groups if the run distils only the teacher's group sums, else None."""
+    if cfg.distill.soft_target == "classes":
+        return None
+    if not data_spec.class_groups:
+        raise ValueError(f"distill.soft_target: groups needs a dataset with class groups (moving_mnist has its "
+                          f"digits); '{data_spec.name}' has none, so use classes")
+    return torch.tensor(data_spec.class_groups)
+
+
 def check_models(cfg: RunConfig) -> None:
     """Build every model of the config once (no data, no training) so bad sizes stop the run before it starts."""
     data_spec = get_dataset_spec(cfg.data.dataset)
     if cfg.teacher.arch == "vifi_clip" and data_spec.kind != "clip":
         raise ValueError(f"teacher.arch: vifi_clip classifies clips but data.dataset {cfg.data.dataset!r} holds "
                          f"images; use a clip dataset such as moving_mnist")
+    soft_target_groups(cfg, data_spec)
     models = [("teacher", teacher_spec(cfg, data_spec))]
     models += [(f"students.schedule[{i}]", student_spec(cfg, data_spec, i)) for i in range(cfg.students.k)]
     for where, model_spec in models:

@@ -81,6 +81,7 @@ def test_class_names_and_labels() -> None:
     assert len(names) == 60 == mm.MOVING_MNIST.num_classes and names == mm.MOVING_MNIST.class_names
     assert names[mm.class_index(3, "moving left")] == "3 moving left" and names[59] == "9 shrinking"
     assert mm.digit_of(mm.class_index(7, "growing")) == 7 and mm.MOTIONS[mm.motion_of(44)] == "moving up"
+    assert mm.MOVING_MNIST.class_groups == tuple(int(name[0]) for name in names)  # grouped by digit
     with pytest.raises(ValueError, match="unknown motion 'sideways'; choose one of: moving left"):
         mm.class_index(1, "sideways")
 

@@ -161,3 +161,32 @@ def test_a_video_teacher_on_images_stops_before_training(tmp_path):
     proc = pkd("train", "--config", TINY_VIDEO, "--run-dir", str(tmp_path / "r"), "data.dataset=mnist")
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and "teacher.arch: vifi_clip" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_distilling_group_sums_needs_a_dataset_with_groups(tmp_path):
+    proc = pkd("train", "--config", str(ROOT / "configs" / "tiny.yaml"), "--run-dir", str(tmp_path / "r"),
+               "distill.soft_target=groups", *ARGS)
+    assert proc.returncode == 2 and proc.stderr.startswith("error:"), proc.stderr[-2000:]
+    assert "distill.soft_target: groups needs a dataset with class groups" in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_students_can_distil_only_the_teachers_digit_sums(runs, tmp_path):
+    """distill.soft_target=groups: the KL term sees the teacher's probabilities summed per digit (class_groups), a
+    coarser target than its 60 classes, so with the same students and teacher the soft loss is lower from the
+    first epoch on; the run is otherwise ordinary and `pkd eval` reproduces it."""
+    reference = runs[0]
+    common = (f"teacher.checkpoint={reference.teacher_path()}", "teacher.pretrain.epochs=0", "distill.alpha=0")
+
+    def first_soft(run: Run) -> float:
+        return next(r["train_soft"] for r in run.metrics() if r["event"] == "epoch" and r["student"] == 1)
+
+    paths = {target: tmp_path / target for target in ("classes", "groups")}
+    for target, path in paths.items():
+        pkd_ok(*train_args(path), *common, f"distill.soft_target={target}", env=child_env(**ONE_THREAD))
+    by_class, by_digit = Run(paths["classes"]), Run(paths["groups"])
+    assert by_digit.config()["distill"]["soft_target"] == "groups"
+    assert first_soft(by_digit) < first_soft(by_class)
+    before = by_digit.prefix_table()
+    pkd_ok("eval", str(paths["groups"]))
+    assert [r["prefix_acc"] for r in by_digit.prefix_table()] == pytest.approx([r["prefix_acc"] for r in before])
