@@ -9,11 +9,15 @@ from pkd.config import ConfigError, RunConfig, apply_overrides, load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["tiny", "mnist", "mnist-quick", "cifar10", "mnist-independent"])
+SHARED_TEACHER = {"mnist-quick": "mnist", "mnist-independent": "mnist", "moving-mnist-digits": "moving-mnist"}
+
+
+@pytest.mark.parametrize("name", ["tiny", "mnist", "mnist-quick", "cifar10", "mnist-independent", "moving-mnist-digits"])
 def test_shipped_configs_load(name):
     path = ROOT / "configs" / f"{name}.yaml"
-    if name in ("mnist-quick", "mnist-independent"):  # reuses the shipped teacher, which the validation checks exists
-        assert (ROOT / "pretrained" / "mnist" / "teacher.pt").is_file() or pytest.skip("pretrained run not built")
+    if name in SHARED_TEACHER:  # reuses a shipped teacher, which the validation checks exists
+        teacher = ROOT / "pretrained" / SHARED_TEACHER[name] / "teacher.pt"
+        assert teacher.is_file() or pytest.skip("pretrained run not built")
     cfg = load_config(path)
     assert isinstance(cfg, RunConfig) and cfg.students.k >= 1
 

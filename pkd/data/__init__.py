@@ -1,5 +1,5 @@
 """Datasets as in-memory tensors: types, registry, batching; importing it registers MNIST, CIFAR-10 and the Moving
-MNIST clips (moving_mnist, moving_mnist_b2n, moving_mnist_small, moving_mnist_small_b2n).
+MNIST clips (moving_mnist, moving_mnist_50k, moving_mnist_b2n, moving_mnist_small, moving_mnist_small_b2n).
 
 Shape letters: B batch, N examples, T frames, C channels, H/W height/width; a sample is (C, H, W) or (T, C, H, W).
 """

@@ -253,3 +253,18 @@ def test_registered_splits_come_from_their_own_digits(
     for split in ("train", "val"):
         assert set(data.load_split("mm_small_b2n", split, mnist_root).labels.tolist()) <= set(mm.base_classes())
     assert set(data.load_split("mm_small_b2n", "test", mnist_root).labels.tolist()) & set(mm.novel_classes())
+
+
+def test_more_train_clips_leave_val_and_test_as_they_are(scratch_registry: None, mnist_root: Path) -> None:
+    """moving_mnist_50k is moving_mnist with 5x the train clips: each split has its own seed, so a larger train
+    split changes neither val nor test (the shipped figures stay comparable)."""
+    assert mm.ALL_TRAIN_DIGITS == dataclasses.replace(CFG, train_clips=50_000)
+    assert data.get_dataset_spec("moving_mnist_50k") == dataclasses.replace(data.MOVING_MNIST, name="moving_mnist_50k")
+    mm.register_moving_mnist("mm_small", SMALL)
+    mm.register_moving_mnist("mm_small_more", dataclasses.replace(SMALL, train_clips=2 * SMALL.train_clips))
+    for split in data.SPLITS:
+        few, more = (data.load_split(name, split, mnist_root) for name in ("mm_small", "mm_small_more"))
+        if split == "train":
+            assert len(more) == 2 * len(few) and not torch.equal(more.inputs[:len(few)], few.inputs)
+        else:
+            assert torch.equal(few.inputs, more.inputs) and torch.equal(few.labels, more.labels)
