@@ -61,7 +61,8 @@ class DatasetSpec:
                              f"0..{self.num_classes - 1}, leaving at least one base class")
         if self.class_groups and (len(self.class_groups) != self.num_classes or min(self.class_groups) < 0):
             raise ValueError(f"dataset '{self.name}': class_groups needs one group index >= 0 per class "
-                             f"({self.num_classes}), got {len(self.class_groups)}")
+                             f"({self.num_classes}), got {len(self.class_groups)} with smallest "
+                             f"{min(self.class_groups)}")
         if self.motion_labels and (self.hflip or self.max_rotate_deg > 0):
             raise ValueError(f"dataset '{self.name}': its labels name motions, which hflip (left <-> right) and "
                              "rotation would change without changing the label; use shifts only")

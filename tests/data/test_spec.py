@@ -92,6 +92,8 @@ def test_clip_spec_kind_and_validation() -> None:
         dataclasses.replace(CLIP, mean=(0.5,) * 4, std=(0.5,) * 4)
     with pytest.raises(ValueError, match=r"class_groups needs one group index >= 0 per class \(\d+\), got 1"):
         dataclasses.replace(CLIP, class_groups=(0,))
+    with pytest.raises(ValueError, match=r"class_groups needs .*, got \d+ with smallest -1"):
+        dataclasses.replace(CLIP, class_groups=(-1,) * CLIP.num_classes)
     split = data.Split(torch.zeros(2, 4, 3, 8, 8), torch.zeros(2, dtype=torch.int64))
     assert len(split) == 2 and split.inputs.shape == (2, 4, 3, 8, 8)
     for shape in ((2, 8, 8), (2, 1, 4, 3, 8, 8)):
