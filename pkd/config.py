@@ -134,6 +134,10 @@ class DistillConfig:
     # class groups (DatasetSpec.class_groups; Moving MNIST: the digit, all an order-blind teacher can know),
     # so the labels alone teach what tells a group's classes apart (the motion)
     soft_target: str = "classes"
+    # residual only: student k's loss is (1 - solo_weight) * L(F_k) + solo_weight * L(z_k), so it also answers
+    # well alone (negative correlation learning, Liu & Yao 1999): 0 fits only what the ensemble before it lacks,
+    # 1 trains it alone, the sum still combining the students
+    solo_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -252,6 +256,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"distill.temperature: {cfg.distill.temperature} must be > 0")
     if cfg.distill.learn_prev_scale and cfg.distill.mode != "residual":
         raise ConfigError("distill.learn_prev_scale: only applies to distill.mode=residual; set it to false")
+    if not 0.0 <= cfg.distill.solo_weight <= 1.0:
+        raise ConfigError(f"distill.solo_weight: {cfg.distill.solo_weight} must lie in [0, 1]")
+    if cfg.distill.solo_weight and cfg.distill.mode != "residual":
+        raise ConfigError("distill.solo_weight: only applies to distill.mode=residual; set it to 0")
     if cfg.distill.reweight_beta < 0:
         raise ConfigError(f"distill.reweight_beta: {cfg.distill.reweight_beta} must be >= 0")
     k = cfg.students.k

@@ -39,6 +39,8 @@ def test_defaults_and_overrides():
     (["distill.mode=boosted"], "distill.mode"),
     (["distill.mode=independent", "distill.learn_prev_scale=true"], "distill.learn_prev_scale"),
     (["distill.learn_prev_scale=maybe"], "distill.learn_prev_scale"),
+    (["distill.solo_weight=1.5"], "distill.solo_weight"),
+    (["distill.mode=independent", "distill.solo_weight=0.5"], "distill.solo_weight"),
     (["students.schedule=[]"], "students.schedule"),
     (["students.optim.epochs=x"], "students.optim.epochs"),
     (["students.optim.epochs=0"], "students.optim.epochs"),

@@ -323,7 +323,8 @@ class WithPrevScale(nn.Module):
 
 @dataclass
 class StudentObjective:
-    """The KD loss of student k on the ensemble it completes, F_k = s_k * F_(k-1) + z_k (residual) or z_k alone.
+    """The KD loss of student k on the ensemble it completes, F_k = s_k * F_(k-1) + z_k (residual) or z_k alone;
+    with `distill.solo_weight` w a residual student's loss is (1 - w) * L(F_k) + w * L(z_k).
 
     Without augmentation the targets are cached: the teacher's logits and F_(k-1) on the clean training set. With
     augmented batches (`fresh`) the teacher and the frozen students are run on the batch itself.
@@ -350,10 +351,19 @@ class StudentObjective:
         else:
             target = self.teacher_logits[idx].to(dev)
             before = self.prev_logits[idx].to(dev) if self.prev_logits is not None else None
-        logits = accumulate(before, logits, self.prev_scale)  # (B, C)
+        labels = self.labels[idx].to(dev)
         w = self.weights[idx].to(dev) if self.weights is not None else None
-        return kd_loss(logits, target, self.labels[idx].to(dev), self.distill.alpha, self.distill.temperature, w,
-                       self.groups)
+
+        def loss_of(out: torch.Tensor) -> dict:
+            return kd_loss(out, target, labels, self.distill.alpha, self.distill.temperature, w, self.groups)
+
+        ensemble = loss_of(accumulate(before, logits, self.prev_scale))  # on F_k (B, C)
+        solo_weight = self.distill.solo_weight if before is not None else 0.0
+        if not solo_weight:
+            return ensemble
+        solo = loss_of(logits)  # on z_k alone
+        return {"loss": (1 - solo_weight) * ensemble["loss"] + solo_weight * solo["loss"],
+                "hard": ensemble["hard"], "soft": ensemble["soft"], "solo": solo["loss"]}
 
 
 @dataclass

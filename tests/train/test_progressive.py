@@ -7,7 +7,10 @@ import time
 import pytest
 import torch
 
+from pkd.config import DistillConfig
 from pkd.runs import Run, State
+from pkd.train.losses import kd_loss
+from pkd.train.progressive import StudentObjective
 from tests.pkd_process import TINY, pkd, pkd_ok, start
 
 
@@ -59,6 +62,36 @@ def test_plain_residual_sums_logits(tmp_path):
     run = Run(path)
     assert [run.load_student(k)["prev_scale"] for k in (1, 2)] == [1.0, 1.0]
     assert [r["prev_scale"] for r in run.prefix_table()] == [1.0, 1.0]
+
+
+def test_solo_weight_blends_the_ensembles_loss_with_the_students_own():
+    """distill.solo_weight w: residual student k's loss is (1 - w) * L(s_k * F_(k-1) + z_k) + w * L(z_k); student 1
+    (nothing before it) keeps the plain loss."""
+    torch.manual_seed(0)
+    z, t, prev = torch.randn(8, 6), torch.randn(8, 6), torch.randn(8, 6) * 2  # (B, C) student, teacher, F_(k-1)
+    labels, idx, scale = torch.randint(0, 6, (8,)), torch.arange(8), torch.tensor(0.7)
+    distill = DistillConfig(alpha=0.4, temperature=3.0, solo_weight=0.25)
+
+    def loss(logits):
+        return kd_loss(logits, t, labels, 0.4, 3.0)["loss"]
+
+    def objective(prev_logits):
+        return StudentObjective(distill, labels, None, t, prev_logits, [], scale, None)(z, idx, None)
+
+    blended = objective(prev)
+    assert torch.allclose(blended["loss"], 0.75 * loss(scale * prev + z) + 0.25 * loss(z))
+    assert torch.allclose(blended["solo"], loss(z))
+    assert torch.allclose(objective(None)["loss"], loss(z)) and "solo" not in objective(None)
+    plain = StudentObjective(DistillConfig(alpha=0.4, temperature=3.0), labels, None, t, prev, [], scale, None)
+    assert torch.allclose(plain(z, idx, None)["loss"], loss(scale * prev + z))
+
+
+def test_solo_weight_run_logs_the_solo_loss_of_residual_students_only(tmp_path):
+    path = tmp_path / "solo"
+    pkd_ok("train", "--config", TINY, "--run-dir", str(path), "--no-progress", "distill.solo_weight=0.5",
+        "students.optim.epochs=1", "data.train_limit=256")
+    epochs = {r["student"]: r for r in Run(path).metrics() if r["event"] == "epoch" and r["stage"] == "student"}
+    assert "train_solo" not in epochs[1] and 0 < epochs[2]["train_solo"] < 10
 
 
 @pytest.mark.parametrize("overrides, field", [
