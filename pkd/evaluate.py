@@ -29,16 +29,18 @@ REPORTED_SPLITS = ("val", "test")  # accuracies in prefix.csv; the train split i
 DRAWN_PER_DIGIT, DRAWN_SEED = 100, 0  # the drawn-digit robustness set `pkd eval` measures MNIST runs on
 
 
-def load_run_data(cfg: RunConfig) -> tuple[DatasetSpec, dict[str, Split]]:
-    """The dataset spec and the train/val/test splits of a run, cut to the config's limits."""
+def load_run_data(cfg: RunConfig, names: tuple[str, ...] = ("train", "val", "test")
+                  ) -> tuple[DatasetSpec, dict[str, Split]]:
+    """The dataset spec and the named splits of a run (default all three), cut to the config's limits."""
     data_spec = get_dataset_spec(cfg.data.dataset)
     limits = {"train": cfg.data.train_limit, "val": cfg.data.val_limit, "test": cfg.data.test_limit}
     splits = {}
-    for name, n in limits.items():
+    for name in names:
+        n = limits[name]
         split = load_split(cfg.data.dataset, name, root=cfg.data.root)
         splits[name] = split if n is None or n >= len(split.labels) else \
             Split(inputs=split.inputs[:n], labels=split.labels[:n])
-    if cfg.data.shots is not None:
+    if cfg.data.shots is not None and "train" in splits:
         splits["train"] = few_shot(splits["train"], cfg.data.shots, cfg.seed)
     return data_spec, splits
 
@@ -135,7 +137,7 @@ def evaluate_run(run: Run, device: torch.device | str = "cpu", drawn_per_digit: 
     """
     cfg = config_from_dict(run.config())
     device = torch.device(device)
-    data_spec, splits = load_run_data(cfg)
+    data_spec, splits = load_run_data(cfg, REPORTED_SPLITS)  # no training split: a 50,000-clip one is 4 GB
     ensemble = load_ensemble(run, device=device)
     teacher = load_teacher(run, device=device)
     logits = {name: predict_logits(teacher, data_spec, splits[name].inputs, device) for name in REPORTED_SPLITS}

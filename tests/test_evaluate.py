@@ -21,6 +21,25 @@ def test_eval_reproduces_table(tiny_run):
     assert "drawn digits (1000" in out and "anytime AUC" in out
 
 
+def test_eval_reads_only_the_reported_splits(tiny_run, tmp_path, monkeypatch):
+    """Re-evaluating never loads the training split (moving_mnist_50k's would be 4 GB of clips to make)."""
+    import shutil
+
+    from pkd import evaluate
+    from pkd.runs import Run
+
+    loaded = []
+    real = evaluate.load_split
+    monkeypatch.setattr(evaluate, "load_split", lambda name, split, **kw: loaded.append(split) or real(name, split, **kw))
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny_run.path, copy)
+    summary = evaluate.evaluate_run(Run(copy), drawn_per_digit=0)
+    assert sorted(loaded) == ["test", "val"]
+    trained = [row["prefix_acc"] for row in tiny_run.prefix_table()]
+    assert [row["prefix_acc"] for row in Run(copy).prefix_table()] == pytest.approx(trained, abs=1e-6)
+    assert len(summary["prefixes"]) == len(trained)
+
+
 def test_runs_and_predict_cli(tiny_run, tmp_path):
     out = pkd_ok("runs", str(tiny_run.path.parent)).stdout
     assert tiny_run.name in out and "done" in out
