@@ -9,11 +9,12 @@ from pkd.config import ConfigError, RunConfig, apply_overrides, load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-SHARED_TEACHER = {"mnist-quick": "mnist", "mnist-independent": "mnist", "moving-mnist-digits": "moving-mnist"}
+SHARED_TEACHER = {"mnist-quick": "mnist", "mnist-independent": "mnist", "moving-mnist-digits": "moving-mnist",
+                  "moving-mnist-digits-residual": "moving-mnist"}
 
 
 @pytest.mark.parametrize("name", ["tiny", "mnist", "mnist-quick", "cifar10", "mnist-independent",
-                                  "moving-mnist-digits"])
+                                  "moving-mnist-digits", "moving-mnist-digits-residual"])
 def test_shipped_configs_load(name):
     path = ROOT / "configs" / f"{name}.yaml"
     if name in SHARED_TEACHER:  # reuses a shipped teacher, which the validation checks exists
