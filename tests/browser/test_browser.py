@@ -254,6 +254,9 @@ def test_step_through_adds_students_one_click_at_a_time(page, server, shipped_ro
         page.get_by_role("button", name="Add the next student").click()
         page.get_by_text(f"Students 1–{k} together say").wait_for()
         wait_for_url(page, f"k={k}")
+        deadline = time.time() + 20  # the heading can arrive before the table's new row on a busy machine
+        while steps.count() != k and time.time() < deadline:
+            page.wait_for_timeout(200)
         assert steps.count() == k
     assert page.get_by_role("button", name="Add the next student").is_disabled()
     page.get_by_text("corrects the running sum").wait_for()
