@@ -157,6 +157,8 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+_RESIDUAL_ONLY = {"learn_prev_scale": "false", "solo_weight": "0"}  # distill fields -> how to turn them off
+
 _CHOICES = {
     "device": DEVICES,
     "precision": PRECISIONS,
@@ -254,12 +256,11 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"distill.alpha: {cfg.distill.alpha} must lie in [0, 1]")
     if cfg.distill.temperature <= 0:
         raise ConfigError(f"distill.temperature: {cfg.distill.temperature} must be > 0")
-    if cfg.distill.learn_prev_scale and cfg.distill.mode != "residual":
-        raise ConfigError("distill.learn_prev_scale: only applies to distill.mode=residual; set it to false")
     if not 0.0 <= cfg.distill.solo_weight <= 1.0:
         raise ConfigError(f"distill.solo_weight: {cfg.distill.solo_weight} must lie in [0, 1]")
-    if cfg.distill.solo_weight and cfg.distill.mode != "residual":
-        raise ConfigError("distill.solo_weight: only applies to distill.mode=residual; set it to 0")
+    for name, off in _RESIDUAL_ONLY.items():
+        if getattr(cfg.distill, name) and cfg.distill.mode != "residual":
+            raise ConfigError(f"distill.{name}: only applies to distill.mode=residual; set it to {off}")
     if cfg.distill.reweight_beta < 0:
         raise ConfigError(f"distill.reweight_beta: {cfg.distill.reweight_beta} must be >= 0")
     k = cfg.students.k

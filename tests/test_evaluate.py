@@ -28,9 +28,13 @@ def test_eval_reads_only_the_reported_splits(tiny_run, tmp_path, monkeypatch):
     from pkd import evaluate
     from pkd.runs import Run
 
-    loaded = []
-    real = evaluate.load_split
-    monkeypatch.setattr(evaluate, "load_split", lambda name, split, **kw: loaded.append(split) or real(name, split, **kw))
+    loaded, real = [], evaluate.load_split
+
+    def load_split(name, split, **kw):  # the real loader, recording which splits were asked for
+        loaded.append(split)
+        return real(name, split, **kw)
+
+    monkeypatch.setattr(evaluate, "load_split", load_split)
     copy = tmp_path / "tiny"
     shutil.copytree(tiny_run.path, copy)
     summary = evaluate.evaluate_run(Run(copy), drawn_per_digit=0)

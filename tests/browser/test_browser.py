@@ -66,9 +66,7 @@ def test_a_mouse_drawn_stroke_gets_a_prediction_for_every_k(page, server, shippe
         page.mouse.move(x + step * 0.5, y + step * box["height"] * 0.035)
     page.mouse.up()
     rows = page.get_by_test_id("stTable").last.locator("tbody tr")  # every number of students at once
-    deadline = time.time() + 30
-    while rows.count() != k and time.time() < deadline:
-        time.sleep(0.2)
+    wait_for_count(rows, k, 30)
     assert rows.count() == k, f"expected one prediction row per prefix k=1..{k}"
     for i in range(k):
         cells = rows.nth(i).locator("td, th")
@@ -214,6 +212,13 @@ def test_sweeps_page_shows_the_front_and_a_clicked_point_opens_its_run(page, ser
 
 # ------------------------------------------------------------------------------------------------ lesson tools
 
+def wait_for_count(rows, n: int, seconds: float) -> None:
+    """Until the locator matches n elements or `seconds` pass (the caller asserts the count)."""
+    deadline = time.time() + seconds
+    while rows.count() != n and time.time() < deadline:
+        rows.page.wait_for_timeout(200)
+
+
 def wait_for_url(page, *parts: str) -> None:
     """The address bar (the link a teacher shares) holds every part, e.g. 'k=2'."""
     deadline = time.time() + 20
@@ -254,9 +259,7 @@ def test_step_through_adds_students_one_click_at_a_time(page, server, shipped_ro
         page.get_by_role("button", name="Add the next student").click()
         page.get_by_text(f"Students 1–{k} together say").wait_for()
         wait_for_url(page, f"k={k}")
-        deadline = time.time() + 20  # the heading can arrive before the table's new row on a busy machine
-        while steps.count() != k and time.time() < deadline:
-            page.wait_for_timeout(200)
+        wait_for_count(steps, k, 20)  # the heading can arrive before the table's new row on a busy machine
         assert steps.count() == k
     assert page.get_by_role("button", name="Add the next student").is_disabled()
     page.get_by_text("corrects the running sum").wait_for()
