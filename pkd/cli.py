@@ -176,13 +176,23 @@ def _prepare_process(args: argparse.Namespace, run, cfg, world):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pkd import train
-    from pkd.distributed import close_world
-    from pkd.runs import State
+    from pkd.distributed import leave_world
 
     if args.nproc is not None:
         return _train_with_torchrun(args)
     world = _join_world(args)
+    try:
+        return _train_in_world(args, world)
+    finally:
+        leave_world(world)  # on every exit: a rank refused with a one-line error must not abort at shutdown
+
+
+def _train_in_world(args: argparse.Namespace, world) -> int:
+    """Open the run, train it, record how it ended; returns the exit code (0 done, 3 stopped, 130 interrupted)."""
+    from pkd import train
+    from pkd.distributed import close_world
+    from pkd.runs import State
+
     run, cfg = _open_run_in_world(args, world)
     device = _prepare_process(args, run, cfg, world)
     ended = run.mark_ended if world.is_writer else (lambda *a, **k: None)

@@ -67,8 +67,17 @@ def init_world(device: torch.device) -> World:
 
 
 def close_world(world: World) -> None:
+    """The end of a finished run: wait for every rank, then leave the process group."""
     if world.distributed and dist.is_initialized():
         dist.barrier()
+        dist.destroy_process_group()
+
+
+def leave_world(world: World) -> None:
+    """Leave the process group on any exit, error or stop included, without waiting for the other ranks. A process
+    that exits still in a gloo group can abort at interpreter shutdown (SIGABRT, "terminate called without an
+    active exception": pytorch/pytorch#179291), which would replace its exit code and one-line error."""
+    if world.distributed and dist.is_initialized():
         dist.destroy_process_group()
 
 
