@@ -26,14 +26,32 @@ def test_eval_reproduces_shipped_table(tmp_path, name):
             # one test image is 1e-4; the run logged float32 accuracies, eval exact fractions
             assert new[key] == pytest.approx(old[key], abs=1e-6), (name, old["k"], key)
     old, new = shipped.summary(), Run(copy).summary()
-    assert new.get("drawn") == old.get("drawn") and new["anytime"] == old["anytime"]
+    assert new.get("drawn") == old.get("drawn")
+    assert_same_curve(new["anytime"], old["anytime"], name)
     assert new.get("video") == old.get("video")  # reversal test, digit identity (video runs)
-    assert new["anytime_val_fitted"] == old["anytime_val_fitted"]
+    assert_same_curve(new["anytime_val_fitted"], old["anytime_val_fitted"], name)
     # the teacher's accuracies within one clip of 2,000: float rounding in the CLIP towers' kernels differs between
     # CPUs (seen: the shipped video teacher's val accuracy 0.3315 re-measured 0.3310 on one machine, 0.3315 on another)
     assert {**new["teacher"], "val_acc": 0, "test_acc": 0} == {**old["teacher"], "val_acc": 0, "test_acc": 0}
     for key in ("val_acc", "test_acc"):
         assert new["teacher"][key] == pytest.approx(old["teacher"][key], abs=5.1e-4), (name, key)
+
+
+def assert_same_curve(new: list[dict], old: list[dict], name: str) -> None:
+    """An early-exit curve re-measured on this CPU matches the shipped one. The val-fitted thresholds are float32
+    probabilities, some near 1 (0.99999...), that differ in the 7th digit between CPUs (one threshold: 0.29944566
+    shipped, 0.29944548 on the CI machine, 0.29944554 on a development one); a sample at a threshold then exits one
+    student earlier or later, moving a point's mean FLOPs by up to 0.35% and its accuracy by a few samples."""
+    assert len(new) == len(old), name
+    for a, b in zip(new, old):
+        assert a.keys() == b.keys(), name
+        assert (a["confidence"] is None) == (b["confidence"] is None), (name, b)
+        if b["confidence"] is not None:
+            assert a["confidence"] == pytest.approx(b["confidence"], abs=1e-5), (name, b)
+        for key in {"budget", "mean_flops", "val_mean_flops"} & b.keys():
+            assert a[key] == pytest.approx(b[key], rel=1e-2), (name, key, b)
+        for key in {"acc", "val_acc"} & b.keys():  # 25 of 10,000 test images, 5 of 2,000 test clips
+            assert a[key] == pytest.approx(b[key], abs=2.5e-3), (name, key, b)
 
 
 def test_readme_quotes_the_shipped_figures():
