@@ -138,6 +138,10 @@ class DistillConfig:
     # well alone (negative correlation learning, Liu & Yao 1999): 0 fits only what the ensemble before it lacks,
     # 1 trains it alone, the sum still combining the students
     solo_weight: float = 0.0
+    # residual only: the ensemble term of student k's loss reads the prefix's summed logits F_k (sum) or their mean
+    # F_k / k (mean: the prefix stays at one student's temperature, as in negative correlation learning's averaged
+    # ensemble); the ensemble itself still sums, so its answers are the same, only the training signal differs
+    prefix_loss: str = "sum"
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,8 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-_RESIDUAL_ONLY = {"learn_prev_scale": "false", "solo_weight": "0"}  # distill fields -> how to turn them off
+# distill fields that only residual ensembles use -> their default (and its spelling in the error)
+_RESIDUAL_ONLY = {"learn_prev_scale": (False, "false"), "solo_weight": (0.0, "0"), "prefix_loss": ("sum", "sum")}
 
 _CHOICES = {
     "device": DEVICES,
@@ -166,6 +171,7 @@ _CHOICES = {
     "distill.mode": ("residual", "independent"),
     "distill.reweight": ("none", "boost"),
     "distill.soft_target": ("classes", "groups"),
+    "distill.prefix_loss": ("sum", "mean"),
 }
 
 
@@ -258,8 +264,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"distill.temperature: {cfg.distill.temperature} must be > 0")
     if not 0.0 <= cfg.distill.solo_weight <= 1.0:
         raise ConfigError(f"distill.solo_weight: {cfg.distill.solo_weight} must lie in [0, 1]")
-    for name, off in _RESIDUAL_ONLY.items():
-        if getattr(cfg.distill, name) and cfg.distill.mode != "residual":
+    for name, (default, off) in _RESIDUAL_ONLY.items():
+        if getattr(cfg.distill, name) != default and cfg.distill.mode != "residual":
             raise ConfigError(f"distill.{name}: only applies to distill.mode=residual; set it to {off}")
     if cfg.distill.reweight_beta < 0:
         raise ConfigError(f"distill.reweight_beta: {cfg.distill.reweight_beta} must be >= 0")

@@ -42,6 +42,8 @@ def test_defaults_and_overrides():
     (["distill.learn_prev_scale=maybe"], "distill.learn_prev_scale"),
     (["distill.solo_weight=1.5"], "distill.solo_weight"),
     (["distill.mode=independent", "distill.solo_weight=0.5"], "distill.solo_weight"),
+    (["distill.mode=independent", "distill.prefix_loss=mean"], "distill.prefix_loss"),
+    (["distill.prefix_loss=median"], "distill.prefix_loss"),
     (["students.schedule=[]"], "students.schedule"),
     (["students.optim.epochs=x"], "students.optim.epochs"),
     (["students.optim.epochs=0"], "students.optim.epochs"),

@@ -324,7 +324,8 @@ class WithPrevScale(nn.Module):
 @dataclass
 class StudentObjective:
     """The KD loss of student k on the ensemble it completes, F_k = s_k * F_(k-1) + z_k (residual) or z_k alone;
-    with `distill.solo_weight` w a residual student's loss is (1 - w) * L(F_k) + w * L(z_k).
+    with `distill.solo_weight` w a residual student's loss is (1 - w) * L(F_k) + w * L(z_k), and with
+    `distill.prefix_loss: mean` its ensemble term reads F_k / k.
 
     Without augmentation the targets are cached: the teacher's logits and F_(k-1) on the clean training set. With
     augmented batches (`fresh`) the teacher and the frozen students are run on the batch itself.
@@ -340,6 +341,7 @@ class StudentObjective:
     weights: torch.Tensor | None  # (N,) boosting weights
     fresh: bool = False
     groups: torch.Tensor | None = None  # (C,) class groups when only the teacher's group sums are distilled
+    k: int = 1  # the student's place: F_k sums k students' logits
 
     def __call__(self, logits: torch.Tensor, idx: torch.Tensor, x: torch.Tensor) -> dict:
         dev = logits.device
@@ -357,7 +359,8 @@ class StudentObjective:
         def loss_of(out: torch.Tensor) -> dict:
             return kd_loss(out, target, labels, self.distill.alpha, self.distill.temperature, w, self.groups)
 
-        ensemble = loss_of(accumulate(before, logits, self.prev_scale))  # on F_k (B, C)
+        prefix = accumulate(before, logits, self.prev_scale)  # F_k (B, C)
+        ensemble = loss_of(prefix / self.k if self.distill.prefix_loss == "mean" and before is not None else prefix)
         solo_weight = self.distill.solo_weight if before is not None else 0.0
         if not solo_weight:
             return ensemble
@@ -436,7 +439,7 @@ def train_student(ctx: RunContext, k: int, student: nn.Module, model_spec: dict,
     objective = StudentObjective(cfg.distill, train.labels, teacher, teacher_train_logits,
                                  so_far.sums["train"].logits if residual else None,
                                  so_far.frozen if residual else [], prev_scale, weights, fresh=optim.augment,
-                                 groups=soft_target_groups(cfg, ctx.data_spec))
+                                 groups=soft_target_groups(cfg, ctx.data_spec), k=k)
 
     def evaluate():
         logits = ctx.logits(student, val.inputs)

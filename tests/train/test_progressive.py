@@ -86,12 +86,36 @@ def test_solo_weight_blends_the_ensembles_loss_with_the_students_own():
     assert torch.allclose(plain(z, idx, None)["loss"], loss(scale * prev + z))
 
 
-def test_solo_weight_run_logs_the_solo_loss_of_residual_students_only(tmp_path):
-    path = tmp_path / "solo"
-    pkd_ok("train", "--config", TINY, "--run-dir", str(path), "--no-progress", "distill.solo_weight=0.5",
-        "students.optim.epochs=1", "data.train_limit=256")
-    epochs = {r["student"]: r for r in Run(path).metrics() if r["event"] == "epoch" and r["stage"] == "student"}
-    assert "train_solo" not in epochs[1] and 0 < epochs[2]["train_solo"] < 10
+def test_prefix_loss_mean_reads_the_prefix_at_one_students_temperature():
+    """distill.prefix_loss: mean: residual student k's ensemble term is L(F_k / k), F_k = s_k * F_(k-1) + z_k; its
+    solo term and student 1's loss are unchanged."""
+    torch.manual_seed(0)
+    z, t, prev = torch.randn(8, 6), torch.randn(8, 6), torch.randn(8, 6) * 2  # (B, C) student, teacher, F_(k-1)
+    labels, idx, scale = torch.randint(0, 6, (8,)), torch.arange(8), torch.tensor(0.7)
+    distill = DistillConfig(alpha=0.4, temperature=3.0, solo_weight=0.25, prefix_loss="mean")
+
+    def loss(logits):
+        return kd_loss(logits, t, labels, 0.4, 3.0)["loss"]
+
+    third = StudentObjective(distill, labels, None, t, prev, [], scale, None, k=3)(z, idx, None)
+    assert torch.allclose(third["loss"], 0.75 * loss((scale * prev + z) / 3) + 0.25 * loss(z))
+    first = StudentObjective(distill, labels, None, t, None, [], scale, None, k=1)(z, idx, None)
+    assert torch.allclose(first["loss"], loss(z))
+
+
+def test_solo_weight_and_prefix_loss_reach_real_runs(tmp_path):
+    """Real runs: the solo loss is logged for residual students only, and prefix_loss=mean changes student 2's
+    training (not student 1's, which has no prefix before it)."""
+    epochs = {}
+    for prefix_loss in ("sum", "mean"):
+        path = tmp_path / prefix_loss
+        pkd_ok("train", "--config", TINY, "--run-dir", str(path), "--no-progress", "distill.solo_weight=0.5",
+            f"distill.prefix_loss={prefix_loss}", "students.optim.epochs=1", "data.train_limit=256")
+        epochs[prefix_loss] = {r["student"]: r for r in Run(path).metrics()
+                               if r["event"] == "epoch" and r["stage"] == "student"}
+        assert "train_solo" not in epochs[prefix_loss][1] and 0 < epochs[prefix_loss][2]["train_solo"] < 10
+    assert epochs["sum"][1]["train_loss"] == epochs["mean"][1]["train_loss"]
+    assert epochs["sum"][2]["train_hard"] != pytest.approx(epochs["mean"][2]["train_hard"], rel=1e-3)
 
 
 @pytest.mark.parametrize("overrides, field", [
