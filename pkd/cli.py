@@ -181,6 +181,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc is not None:
         return _train_with_torchrun(args)
     world = _join_world(args)
+    args.exit_rank = world.distributed  # a torchrun rank ends through distributed.exit_rank (main)
     try:
         return _train_in_world(args, world)
     finally:
@@ -628,12 +629,17 @@ def main(argv: list[str] | None = None) -> int:
     from pkd.runs import RunError, printable
 
     try:
-        return args.func(args)
+        code = args.func(args)
     except (ConfigError, RunError, ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         if args.verbose:
             raise
         print(f"error: {printable(exc, 2000)}", file=sys.stderr)  # one line, whatever a hostile file holds
-        return 2
+        code = 2
+    if getattr(args, "exit_rank", False):
+        from pkd.distributed import exit_rank
+
+        exit_rank(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -79,6 +80,17 @@ def leave_world(world: World) -> None:
     active exception": pytorch/pytorch#179291), which would replace its exit code and one-line error."""
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_rank(code: int) -> NoReturn:
+    """End a torchrun rank with `code` now, skipping interpreter shutdown: even after leave_world a gloo rank can
+    abort there (SIGABRT, "terminate called without an active exception"; seen in CI after a resumed two-rank run
+    had written everything), and torchrun would then fail the whole run. Every run file is already written and
+    closed (atomic writes, `with` blocks), so only the log handlers and standard streams need flushing."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def barrier(world: World) -> None:
