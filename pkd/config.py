@@ -161,8 +161,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-# distill fields that only residual ensembles use -> their default (and its spelling in the error)
-_RESIDUAL_ONLY = {"learn_prev_scale": (False, "false"), "solo_weight": (0.0, "0"), "prefix_loss": ("sum", "sum")}
+_RESIDUAL_ONLY = ("learn_prev_scale", "solo_weight", "prefix_loss")  # distill fields off (their default) elsewhere
 
 _CHOICES = {
     "device": DEVICES,
@@ -264,9 +263,11 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"distill.temperature: {cfg.distill.temperature} must be > 0")
     if not 0.0 <= cfg.distill.solo_weight <= 1.0:
         raise ConfigError(f"distill.solo_weight: {cfg.distill.solo_weight} must lie in [0, 1]")
-    for name, (default, off) in _RESIDUAL_ONLY.items():
+    for name in _RESIDUAL_ONLY:
+        default = getattr(DistillConfig(), name)
         if getattr(cfg.distill, name) != default and cfg.distill.mode != "residual":
-            raise ConfigError(f"distill.{name}: only applies to distill.mode=residual; set it to {off}")
+            raise ConfigError(f"distill.{name}: only applies to distill.mode=residual; set it to "
+                              f"{str(default).lower()}")
     if cfg.distill.reweight_beta < 0:
         raise ConfigError(f"distill.reweight_beta: {cfg.distill.reweight_beta} must be >= 0")
     k = cfg.students.k
