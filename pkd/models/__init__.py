@@ -1,100 +1,18 @@
-"""Model registries: teachers and students built by name from plain config dicts, or from a saved spec.
+"""Models: teachers and students built by name from plain config dicts, or from a saved spec (a face over
+pkd.models.registry, where the registries live).
 
 Example: ``build_student("mamba", d_model=16, tokens="patch", patch=4)``, ``build_teacher("mnist_cnn")``,
 ``build_model({"kind": "teacher", "arch": "mnist_cnn", "params": {}})``. Importing this package also registers
 the FLOP rules of pkd's own modules (they sit beside the modules), so pkd.flops.count_flops works on any model.
 """
 
-from __future__ import annotations
+from pkd.models.registry import (STUDENTS, TEACHERS, build_model, build_student, build_teacher, register_student,
+                                 register_teacher, teacher_data_params)
 
-import inspect
-from typing import Callable, TypeVar
-
-import torch.nn as nn
+# Importing the model modules fills the registries (they import the decorators from pkd.models.registry) and
+# pkd.flops.FLOP_RULES (student imports mamba and tokenizers; each module registers the rules of its own layers).
+# clip_teacher registers vifi_clip; it imports open_clip only when a teacher is built.
+from pkd.models import clip_teacher, student, teacher  # noqa: E402,F401,I001
 
 __all__ = ["TEACHERS", "STUDENTS", "register_teacher", "register_student", "build_teacher", "build_student",
            "build_model", "teacher_data_params"]
-
-ModelT = TypeVar("ModelT", bound=type[nn.Module])
-
-TEACHERS: dict[str, type[nn.Module]] = {}
-STUDENTS: dict[str, type[nn.Module]] = {}
-
-
-def _register(registry: dict[str, type[nn.Module]], kind: str, name: str) -> Callable[[ModelT], ModelT]:
-    def decorator(cls: ModelT) -> ModelT:
-        if name in registry and registry[name] is not cls:
-            raise ValueError(f"{kind} '{name}' is already registered to {registry[name].__qualname__}")
-        registry[name] = cls
-        return cls
-
-    return decorator
-
-
-def register_teacher(name: str) -> Callable[[ModelT], ModelT]:
-    """Class decorator adding a teacher to TEACHERS under name."""
-    return _register(TEACHERS, "teacher", name)
-
-
-def register_student(name: str) -> Callable[[ModelT], ModelT]:
-    """Class decorator adding a student to STUDENTS under name."""
-    return _register(STUDENTS, "student", name)
-
-
-def _build(registry: dict[str, type[nn.Module]], kind: str, name: str, kwargs: dict[str, object]) -> nn.Module:
-    if name not in registry:
-        raise ValueError(f"unknown {kind} '{name}'; choose one of: {', '.join(sorted(registry))}")
-    cls = registry[name]
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    for key in kwargs:
-        if key not in allowed:
-            raise ValueError(f"unknown field '{key}' for {kind} '{name}'; allowed: {', '.join(allowed)}")
-    return cls(**kwargs)
-
-
-def build_teacher(name: str, **kwargs: object) -> nn.Module:
-    """Build a registered teacher from config values (unknown fields and impossible sizes raise ValueError).
-
-    Returns:
-        A module mapping normalised images (B, C, H, W) to logits (B, K).
-    """
-    return _build(TEACHERS, "teacher", name, kwargs)
-
-
-def build_student(name: str, **kwargs: object) -> nn.Module:
-    """Build a registered student from config values (unknown fields and impossible sizes raise ValueError).
-
-    Returns:
-        A module mapping normalised images (B, C, H, W) to logits (B, K).
-    """
-    return _build(STUDENTS, "student", name, kwargs)
-
-
-def build_model(model_spec: dict) -> nn.Module:
-    """A student or teacher from its saved spec {"kind", "arch", "params"} (kind defaults to student)."""
-    params = dict(model_spec.get("params", {}))
-    if "image_shape" in params:
-        params["image_shape"] = tuple(params["image_shape"])
-    if model_spec.get("kind") == "teacher":
-        return build_teacher(model_spec["arch"], **params)
-    return build_student(model_spec["arch"], **params)
-
-
-def teacher_data_params(arch: str, data_spec) -> dict:
-    """The params a teacher's spec takes from the dataset (a pkd.data.DatasetSpec), not from the config.
-
-    A `vifi_clip` teacher's text prompts are the dataset's class names, it reads the frames' channels, undoes
-    their normalisation (its FrameAdapter) and by default runs its CLIP at the frames' own side (no resize);
-    `teacher.params` may override any of them. Other teachers take nothing.
-    """
-    if arch != "vifi_clip":
-        return {}
-    return {"class_names": list(data_spec.class_names), "in_channels": data_spec.sample_shape[-3],
-            "input_mean": float(data_spec.mean[0]), "input_std": float(data_spec.std[0]),
-            "image_size": data_spec.sample_shape[-1]}
-
-
-# Importing the model modules fills the registries (they import the decorators defined above) and
-# pkd.flops.FLOP_RULES (student imports mamba and tokenizers; each module registers the rules of its own layers).
-# clip_teacher registers vifi_clip; it imports open_clip only when a teacher is built.
-from pkd.models import clip_teacher, student, teacher  # noqa: E402,F401

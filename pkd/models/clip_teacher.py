@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pkd.flops import Cost, FlopReport, count_flops, register_flop_rule, residual_add
-from pkd.models import register_teacher
+from pkd.models.registry import register_teacher
 from pkd.models.checks import check_int
 
 logger = logging.getLogger(__name__)
@@ -242,6 +242,16 @@ class ViFiCLIP(nn.Module):
             self.add_vision_context(n_ctx_vision)
         self.register_load_state_dict_post_hook(lambda module, keys: module.refresh_text_cache())
         self.refresh_text_cache()
+
+    @staticmethod
+    def data_params(data_spec) -> dict:
+        """The params this teacher's spec takes from the dataset (a pkd.data.DatasetSpec; see
+        pkd.models.registry.teacher_data_params): its text prompts are the dataset's class names, it reads the
+        frames' channels, undoes their normalisation (its FrameAdapter) and by default runs its CLIP at the frames'
+        own side (no resize)."""
+        return {"class_names": list(data_spec.class_names), "in_channels": data_spec.sample_shape[-3],
+                "input_mean": float(data_spec.mean[0]), "input_std": float(data_spec.std[0]),
+                "image_size": data_spec.sample_shape[-1]}
 
     # ------------------------------------------------------------------------------------------------ text side
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from pkd.models import register_student
+from pkd.models.registry import register_student
 from pkd.models.checks import check_choice, check_int
 from pkd.models.mamba import InferenceParams, ResidualBlock, RMSNorm
 from pkd.models.tokenizers import ConvStem, FrameDifference, Pool, Tokenizer

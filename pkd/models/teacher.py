@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from pkd.flops import register_flop_rule, residual_add
-from pkd.models import register_teacher
+from pkd.models.registry import register_teacher
 from pkd.models.checks import check_int
 
 __all__ = ["MnistCNN", "BasicBlock", "ResNetCifar"]
