@@ -1,4 +1,6 @@
 """The dataset registry: specs and loaders by name, the data directory, and cached, checked loading of splits.
+(The specs by name, DATASETS and get_dataset_spec, live in pkd.data.spec beside the types, so that Split.spec
+reads them without importing this module.)
 
 Shape letters: N examples in a split. A loader maps the data directory to {"train", "val", "test"} Splits; what
 it returns is checked here once against its spec, whoever wrote it.
@@ -16,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pkd.data.spec import DatasetSpec, Split
+from pkd.data.spec import DATASETS, DatasetSpec, Split, get_dataset_spec
 
 SPLITS = ("train", "val", "test")
 DATA_DIR_ENV = "PKD_DATA_DIR"
 
 Loader = Callable[[Path], dict[str, Split]]
-DATASETS: dict[str, DatasetSpec] = {}
-_LOADERS: dict[str, Loader] = {}
+LOADERS: dict[str, Loader] = {}  # by dataset name, beside its spec in DATASETS (pkd.data.spec)
 
 
 def register_dataset(spec: DatasetSpec) -> Callable[[Loader], Loader]:
@@ -40,17 +41,10 @@ def register_dataset(spec: DatasetSpec) -> Callable[[Loader], Loader]:
 
     def decorator(loader: Loader) -> Loader:
         DATASETS[spec.name] = spec
-        _LOADERS[spec.name] = loader
+        LOADERS[spec.name] = loader
         return loader
 
     return decorator
-
-
-def get_dataset_spec(name: str) -> DatasetSpec:
-    """Look up a registered dataset spec by name; unknown names raise ValueError listing the choices."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name]
 
 
 def resolve_data_root(root: str | os.PathLike[str] | None = None) -> Path:
@@ -82,7 +76,7 @@ def load_split(name: str, split: str, root: str | os.PathLike[str] | None = None
 
 @functools.lru_cache(maxsize=4)
 def _load_dataset(name: str, root: str) -> dict[str, Split]:
-    splits = _LOADERS[name](Path(root))
+    splits = LOADERS[name](Path(root))
     spec = DATASETS[name]
     for split in SPLITS:  # loaders are checked here once, whoever wrote them
         part = splits[split]

@@ -1,4 +1,5 @@
-"""The two data types: DatasetSpec (what models and the app know about a dataset) and Split (examples in memory).
+"""The two data types: DatasetSpec (what models and the app know about a dataset) and Split (examples in memory),
+and the specs registered by name (DATASETS, filled by pkd.data.registry.register_dataset), which Split.spec reads.
 
 Shape letters: B batch, N examples in a split, T frames of a clip, C channels (elsewhere in pkd C is classes),
 H/W height/width. A sample is an image (C, H, W) or a clip (T, C, H, W); channels are always at index -3.
@@ -11,6 +12,8 @@ import dataclasses
 import torch
 
 from pkd.data.augment import random_hflip, random_rotate, random_shift
+
+DATASETS: dict[str, DatasetSpec] = {}  # registered specs by name (pkd.data.registry.register_dataset adds them)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,8 +154,13 @@ class Split:
     @property
     def spec(self) -> DatasetSpec:
         """The registered spec of this split's dataset."""
-        from pkd.data.registry import get_dataset_spec  # the registry imports this module
-
         if self.dataset is None:
             raise ValueError("this Split has no dataset name; build it with dataset=<registered name>")
         return get_dataset_spec(self.dataset)
+
+
+def get_dataset_spec(name: str) -> DatasetSpec:
+    """Look up a registered dataset spec by name; unknown names raise ValueError listing the choices."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]

@@ -12,10 +12,10 @@ from pkd.data import registry
 @pytest.fixture
 def scratch_registry() -> Iterator[None]:
     """Datasets registered during the test are forgotten afterwards (registry and load cache restored in place)."""
-    specs, loaders = dict(registry.DATASETS), dict(registry._LOADERS)
+    specs, loaders = dict(registry.DATASETS), dict(registry.LOADERS)
     yield
     registry.DATASETS.clear()
     registry.DATASETS.update(specs)
-    registry._LOADERS.clear()
-    registry._LOADERS.update(loaders)
+    registry.LOADERS.clear()
+    registry.LOADERS.update(loaders)
     registry.clear_cache()
