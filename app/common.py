@@ -1,4 +1,5 @@
-"""What every page shares: where runs live, the sidebar run picker and cached model loading (Streamlit side)."""
+"""What every page shares (Streamlit side): where runs live, how a run is named and picked, the URL's state and
+cached model loading. The UI pieces that draw (the sidebar, the tables) are in app/widgets.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import streamlit as st
 
 from app import url_state
 from pkd.data import get_dataset_spec
-from pkd.runs import LIVE_METRICS_BYTES, Run, State, default_runs_dir, list_runs, printable
+from pkd.runs import Run, State, default_runs_dir, list_runs, printable
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS_DIR = ROOT / "configs"
@@ -140,60 +141,12 @@ def write_url(page: str) -> None:
         st.query_params.from_dict(wanted)
 
 
-def sidebar() -> Run | None:
-    """The shared run picker in the sidebar; returns the chosen run (None when there are no runs)."""
-    runs = all_runs()
-    infos = {str(run.path): run.info() for run in runs}
-    labels = {str(run.path): label(run, infos[str(run.path)]) for run in runs}
-    with st.sidebar:
-        st.toggle("Lesson mode", key=LESSON_KEY, help="For a class: hides the advanced controls (overlays, α and "
-                  "temperature, devices, export, sweeps) and keeps the story. Kept in the page's link.")
-        st.markdown("### Run")
-        if not runs:
-            st.info("No runs yet. Start one on the **Train** page.")
-            return None
-        if st.session_state.get(RUN_KEY) not in infos:
-            st.session_state[RUN_KEY] = str(default_run(runs, infos).path)
-        st.selectbox("Run shown on Results and Playground", list(infos), key=RUN_KEY,
-                     format_func=lambda p: labels.get(p, p))
-        run = Run(Path(st.session_state[RUN_KEY]))
-        info = infos[str(run.path)]
-        where = "shipped with pkd" if location(run) == "pretrained" else "in your runs folder"
-        st.caption(f"{info['dataset']} · {info['mode']} ensemble of {info['k_done']}/{info['k_planned']} students · "
-                   f"state **{info['state']}** · {where}"
-                   + ("" if lesson_mode() else f"  \n`{run.path}`"))
-        if info["problem"]:
-            st.caption(f":warning: {info['problem']}")
-        if not lesson_mode():
-            st.caption(f"New runs go to `{runs_dir()}`")
-    return run
-
-
 def selected_run() -> Run | None:
     """The run chosen in the sidebar (None if there is none)."""
     path = st.session_state.get(RUN_KEY)
     if not path or not Path(path).is_dir():
         return None
     return Run(Path(path))
-
-
-@st.cache_resource(max_entries=32, show_spinner=False)
-def cached_live_figures(path: str, key: tuple):  # noqa: ARG001 - key is part of the cache key
-    """The Train page's two figures for a run, rebuilt only when its metrics/results files change.
-
-    Building plotly figures costs tens of ms; the live panel polls every second, so this keeps the app's share
-    of the CPU small while training runs beside it.
-    """
-    from app import charts
-
-    run = Run(Path(path))
-    metrics, rows, summary = run.metrics(tail_bytes=LIVE_METRICS_BYTES), run.prefix_table(), run.summary()
-    curves = charts.training_curves_figure(metrics) if any(r.get("event") == "epoch" for r in metrics) else None
-    teacher = summary.get("teacher") or next((r for r in metrics if r.get("event") == "teacher_done"), {})
-    accuracy = charts.accuracy_flops_figure([{"label": run.name, "rows": rows, "teacher": teacher,
-                                              "anytime": summary.get("anytime", []),
-                                              "mode": summary.get("mode")}], log_x=True) if rows else None
-    return curves, accuracy
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the students ...")
@@ -229,19 +182,3 @@ def run_or_stop() -> Run:
         st.error(f"Cannot show run {info['name']}: {info['problem']}")
         st.stop()
     return run
-
-
-def show_table(frame, key: str) -> None:
-    """st.dataframe with a % sign on the percentage columns and a tooltip on each column that has one."""
-    from app import charts
-
-    config = {}
-    for column in frame.columns:
-        help_text = charts.COLUMN_HELP.get(column)
-        if column in charts.PERCENT_COLUMNS:
-            config[column] = st.column_config.NumberColumn(column, format="%.2f%%", help=help_text)
-        elif column in charts.COUNT_COLUMNS:
-            config[column] = st.column_config.NumberColumn(column, format="localized", help=help_text)
-        elif help_text:
-            config[column] = st.column_config.Column(column, help=help_text)
-    st.dataframe(frame, hide_index=True, width="stretch", key=key, column_config=config)

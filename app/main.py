@@ -12,7 +12,7 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts only app/ on s
 import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
-from app import common  # noqa: E402
+from app import common, widgets  # noqa: E402
 
 # One image at a time gains nothing from a second thread, and on a busy machine (training beside the app) a
 # 2-thread batch-1 forward pass waits for a free core: measured 7 ms with 1 thread vs 74 ms with 2.
@@ -36,7 +36,7 @@ goto = st.session_state.pop(common.GOTO_KEY, None)
 if goto in PAGES:
     st.switch_page(PAGES[goto])
 common.read_url(name)  # a shared link or a reload: the URL's state first
-common.sidebar()
+widgets.sidebar()
 common.write_url(name)  # the widgets' values are already in session state; a page that calls st.stop() ends here
 try:
     page.run()

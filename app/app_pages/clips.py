@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from app import clip_charts, common, glossary, inference
+from app import common, glossary, inference
+from app.charts import clips as clip_charts
+from app.charts import format as fmt
 from pkd import clips
 from pkd import data as pkd_data
 from pkd.data.moving_mnist import MOTIONS, REVERSE_MOTION, reverse_clips, reverse_label
@@ -178,7 +180,7 @@ def teacher_panel(report: clips.ClipReport, models: Models) -> None:
         return
     name, p = clip_charts.answer(report.teacher_probs, names)
     back, p_back = clip_charts.answer(report.teacher_probs_reversed, names)
-    cost = f" for {clip_charts.human_flops(models.teacher_flops)} FLOPs" if models.teacher_flops else ""
+    cost = f" for {fmt.human_flops(models.teacher_flops)} FLOPs" if models.teacher_flops else ""
     st.markdown(f"**Teacher** (looks at all {report.frames} frames at once{cost}): **{name}** ({100 * p:.1f}% sure)")
     if report.teacher_order_blind():
         st.markdown(f"Played the other way round it says exactly the same, **{back}** ({100 * p_back:.1f}%): it "

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from app import charts, common, glossary, inference, url_state
+from app import common, glossary, inference, url_state
+from app.charts import format as fmt
+from app.charts import playground as playground_charts
 from pkd import data as pkd_data
 from pkd.runs import Run, RunError
 
@@ -153,19 +155,19 @@ def answer_panel(report: inference.DigitReport, models: Models, truth: str | Non
     st.caption(f"cost: {report.cumulative_flops[k - 1]:,} FLOPs per image"
                + (f" = {100 * share:.2f}% of the teacher's" if share is not None else "")
                + (f".  True label: {truth}." if truth is not None else ""))
-    st.plotly_chart(charts.probabilities_figure(probs, names, cls), key="pg_probs", width="stretch",
+    st.plotly_chart(playground_charts.probabilities_figure(probs, names, cls), key="pg_probs", width="stretch",
                     config={"displayModeBar": False})
     if k > 1:
         solo = report.student_probs[k - 1]
         own = int(np.argmax(solo))
         st.caption(f"Student {k}'s own vote, if it answered alone: {names[own]} ({100 * solo[own]:.0f}%)."
                    + (f" It does not answer alone: in this residual ensemble student {k} *corrects the running "
-                      f"sum* of {charts.students_text(k - 1)}, so only the sum's answer above counts." if models.residual
+                      f"sum* of {fmt.students_text(k - 1)}, so only the sum's answer above counts." if models.residual
                       else " Independent mode: the ensemble averages the students' probabilities."))
     if report.teacher_probs is not None:
         t_cls = int(np.argmax(report.teacher_probs))
         st.markdown(f"**Teacher** says **{names[t_cls]}** ({100 * report.teacher_probs[t_cls]:.0f}% sure) for "
-                    f"{charts.human_flops(models.teacher_flops)} FLOPs.")
+                    f"{fmt.human_flops(models.teacher_flops)} FLOPs.")
     return k
 
 
@@ -177,7 +179,7 @@ def step_through(report: inference.DigitReport, models: Models, k: int) -> None:
     cols[0].button("Add the next student", key="pg_step_next", on_click=on_next, args=(k_total,),
                    disabled=k >= k_total, type="primary", width="stretch")
     cols[1].button("Reset to student 1", key="pg_step_reset", on_click=on_reset, disabled=k == 1, width="stretch")
-    frame = charts.step_frame(report.as_dict(), k, list(models.spec.class_names))
+    frame = playground_charts.step_frame(report.as_dict(), k, list(models.spec.class_names))
     last = frame.iloc[-1]
     st.markdown(f"**Student {k} of {k_total} added** ({last['what changed']}): the answer is "
                      f"**{last['answer so far']}**, {last['confidence']} sure, for {last['FLOPs so far']} FLOPs so far "
@@ -202,7 +204,7 @@ def anytime_section(image: Any, models: Models) -> None:
         if ss.get("pg_budget") not in cumulative:
             ss.pg_budget = cumulative[-1]
         budget = st.select_slider("FLOP budget per image", options=cumulative, key="pg_budget",
-                                  format_func=lambda f: f"{charts.human_flops(f)} FLOPs", help=glossary.HELP["flops"])
+                                  format_func=lambda f: f"{fmt.human_flops(f)} FLOPs", help=glossary.HELP["flops"])
         stop = inference.anytime_digit(models.ensemble, spec, image, flop_budget=budget)
     else:
         ss.setdefault("pg_conf", 0.9)
@@ -259,7 +261,8 @@ def main() -> None:
                                      "the answer without anything being wrong)" if models.residual else "")
                + f". All of this (preprocessing, {models.ensemble.k} ensembles, their votes and the "
                f"teacher) took {elapsed_ms:.0f} ms.")
-    st.table(charts.prefix_predictions_frame(report.as_dict(), list(models.spec.class_names)).set_index("students used"))
+    frame = playground_charts.prefix_predictions_frame(report.as_dict(), list(models.spec.class_names))
+    st.table(frame.set_index("students used"))
     anytime_section(image, models)
 
 

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import charts, common, glossary
+from app import common, glossary, widgets
+from app.charts import format as fmt
+from app.charts import results as results_charts
+from app.charts import runs as runs_charts
 from pkd.runs import Run, RunError
 
 ss = st.session_state
@@ -68,14 +71,14 @@ def headline(rows: list[dict], teacher: dict, thing: str) -> None:
     last = rows[-1]
     metrics = st.columns(2) + st.columns(2)  # two by two: big numbers fit a narrow screen too
     if teacher.get("test_acc") is not None:
-        metrics[0].metric("teacher's accuracy", charts.percent(teacher["test_acc"], 2),
-                          help=f"{teacher.get('arch')}: {charts.human_flops(teacher.get('flops'))} FLOPs per {thing}")
-    metrics[1].metric(f"all {last['k']} students together", charts.percent(last["prefix_acc"], 2),
+        metrics[0].metric("teacher's accuracy", fmt.percent(teacher["test_acc"], 2),
+                          help=f"{teacher.get('arch')}: {fmt.human_flops(teacher.get('flops'))} FLOPs per {thing}")
+    metrics[1].metric(f"all {last['k']} students together", fmt.percent(last["prefix_acc"], 2),
                       delta=(f"{100 * (last['prefix_acc'] - teacher['test_acc']):+.2f} points vs the teacher"
                              if teacher.get("test_acc") is not None else None), delta_color="off")
-    metrics[2].metric(f"their FLOPs per {thing}", charts.human_flops(last["cumulative_flops"]),
+    metrics[2].metric(f"their FLOPs per {thing}", fmt.human_flops(last["cumulative_flops"]),
                       help=glossary.HELP["flops"])
-    metrics[3].metric("share of the teacher's FLOPs", charts.percent(last.get("share_of_teacher"), 2))
+    metrics[3].metric("share of the teacher's FLOPs", fmt.percent(last.get("share_of_teacher"), 2))
 
 
 def series_of(run: Run, rows: list[dict], summary: dict, compare: list[str]) -> list[dict]:
@@ -89,10 +92,9 @@ def series_of(run: Run, rows: list[dict], summary: dict, compare: list[str]) -> 
             st.warning(f"Skipped {common.display_name(other)}: {exc}")
             continue
         if o_rows:
-            out.append({"label": common.display_name(other), "rows": o_rows, "teacher": o_summary.get("teacher", {}),
-                        "anytime": o_summary.get("anytime", []), "mode": o_summary.get("mode"),
-                        "unit": sample_kind(other),
-                        "val_fitted": None if common.lesson_mode() else o_summary.get("anytime_val_fitted")})
+            fitted = None if common.lesson_mode() else o_summary.get("anytime_val_fitted")
+            out.append(results_charts.run_series(common.display_name(other), o_rows, o_summary,
+                                                 unit=sample_kind(other), val_fitted=fitted))
     return out
 
 
@@ -104,12 +106,12 @@ def explain_early_exit(summary: dict) -> None:
             "students so far are sure enough of their answer (say 99% sure). Most digits are easy and stop after "
             "student 1; only the hard ones pay for every student. So on average it costs much less than always "
             "using them all, which is why the dotted line lies above and to the left of the solid one.")
-    fitted = charts.val_fitted_points(summary.get("anytime_val_fitted"))
+    fitted = results_charts.val_fitted_points(summary.get("anytime_val_fitted"))
     if fitted and not common.lesson_mode():
         auc = summary.get("anytime_auc") if isinstance(summary.get("anytime_auc"), dict) else {}
         auc_text = "" if not all(isinstance(auc.get(s), (int, float)) for s in ("val", "test")) else (
             f" Anytime AUC (the accuracy averaged over budgets from 1% to 100% of the teacher's FLOPs): "
-            f"validation {charts.percent(auc['val'], 2)}, test {charts.percent(auc['test'], 2)}.")
+            f"validation {fmt.percent(auc['val'], 2)}, test {fmt.percent(auc['test'], 2)}.")
         st.markdown(
             "**Dash-dot line: early exit fitted on validation** (MSDNet's protocol). For each FLOP budget the "
             "stopping threshold is chosen on the validation images, so that their average cost fits the budget, "
@@ -123,10 +125,10 @@ def table(run: Run, rows: list[dict]) -> None:
                "correction to the sum before them, so alone they can score low).  **together**: students 1 to this "
                "one, the ensemble's accuracy.  FLOPs are per image.  **scale s_k**: the number student k learned to "
                "multiply the sum of the students before it by (1 = plain sum).  Hover a column's name for more.")
-    frame = charts.prefix_frame(rows)
-    common.show_table(frame, key="results_table")
+    frame = results_charts.prefix_frame(rows)
+    widgets.show_table(frame, key="results_table")
     if not common.lesson_mode():
-        st.download_button("Download this table (CSV)", charts.table_csv(frame),
+        st.download_button("Download this table (CSV)", results_charts.table_csv(frame),
                            file_name=f"{run.name}-prefixes.csv", mime="text/csv", key="results_download")
 
 
@@ -134,8 +136,9 @@ def compare_table(run: Run, compare: list[str]) -> None:
     if compare:
         st.subheader("Runs compared")
         runs = [run, *[Run(Path(p)) for p in compare]]
-        frame = charts.runs_frame([r.info() for r in runs], names={str(r.path): common.display_name(r) for r in runs})
-        common.show_table(frame.drop(columns=["where", "problem"]), key="results_compare_table")
+        frame = runs_charts.runs_frame([r.info() for r in runs],
+                                       names={str(r.path): common.display_name(r) for r in runs})
+        widgets.show_table(frame.drop(columns=["where", "problem"]), key="results_compare_table")
 
 
 def main() -> None:
@@ -152,7 +155,7 @@ def main() -> None:
     headline(rows, summary.get("teacher", {}), thing)
     series = series_of(run, rows, summary, compare)
     if series:
-        st.plotly_chart(charts.accuracy_flops_figure(series, log_x=log_x, show_anytime=show_anytime),
+        st.plotly_chart(results_charts.accuracy_flops_figure(series, log_x=log_x, show_anytime=show_anytime),
                         key="results_chart", width="stretch")
     if show_anytime:
         explain_early_exit(summary)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import charts, common
+from app import common, widgets
+from app.charts import runs as runs_charts
 from pkd.runs import Run, RunError, State, delete_run
 
 ss = st.session_state
@@ -44,10 +45,10 @@ def table(runs: list[Run], infos: dict[str, dict]) -> None:
     """Every run with its state and final figures (accuracies with % signs; a sweep's trial as sweep / trial)."""
     locations = {str(run.path): common.location(run) for run in runs}
     names = {str(run.path): common.display_name(run, infos[str(run.path)]) for run in runs}
-    frame = charts.runs_frame(list(infos.values()), locations, names)
+    frame = runs_charts.runs_frame(list(infos.values()), locations, names)
     if common.lesson_mode():  # the story: which run, how accurate, how cheap
         frame = frame.drop(columns=["dataset", "started", "where", "problem"])
-    common.show_table(frame, key="runs_table")
+    widgets.show_table(frame, key="runs_table")
     st.caption("**students** = finished / planned.  **final accuracy** = all finished students together, on the "
                "test set; **% of the teacher's FLOPs** = their work per image as a share of the teacher's.  A "
                "sweep's runs show as *sweep / trial*.  A run whose process ended without finishing shows as "

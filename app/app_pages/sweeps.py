@@ -8,7 +8,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import common, glossary, sweep_charts
+from app import common, glossary, widgets
+from app.charts import format as fmt
+from app.charts import sweeps as sweep_charts
 from pkd import sweep as pkd_sweep
 from pkd.config import ConfigError, load_config
 from pkd.devices import DEVICES
@@ -149,14 +151,14 @@ else:
     st.plotly_chart(sweep_charts.sweep_figure(points, front, split, log_x=xscale == "log"), key=CHART,
                     on_select=chart_selected, selection_mode="points", width="stretch")
     st.subheader(f"The front: {len(front)} of {len(points)} points")
-    common.show_table(sweep_charts.front_frame(front), key="sweeps_front")
+    widgets.show_table(sweep_charts.front_frame(front), key="sweeps_front")
     by_key = {sweep_charts.point_key(p): p for p in sorted(points, key=lambda p: (p["flops"], p["name"], p["k"]))}
     if ss.get(POINT) not in by_key:
         ss[POINT] = sweep_charts.point_key(front[0]) if front else next(iter(by_key))
     cols = st.columns([3, 1, 1])
     key = cols[0].selectbox("Point", list(by_key), key=POINT, format_func=lambda k: (
-        f"{by_key[k]['name']} · {sweep_charts.students_text(by_key[k]['k'])} · {by_key[k]['flops']:,} FLOPs · "
-        f"{split} {sweep_charts.percent(by_key[k].get(f'{split}_acc'), 2)}"
+        f"{by_key[k]['name']} · {fmt.students_text(by_key[k]['k'])} · {by_key[k]['flops']:,} FLOPs · "
+        f"{split} {fmt.percent(by_key[k].get(f'{split}_acc'), 2)}"
         + (" · on the front" if by_key[k] in front else "")))
     picked = by_key[key]
     cols[1].button("Open in Results", key="sweeps_open_results", on_click=open_run, args=(picked["run"], "results"),

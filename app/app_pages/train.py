@@ -7,7 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import charts, common, glossary, train_form
+from app import common, glossary, train_form
+from app.charts import results as results_charts
+from app.charts import train as train_charts
 from pkd import launch
 from pkd.config import ConfigError, load_config
 from pkd.devices import DEVICES
@@ -267,12 +269,28 @@ def status_messages(run: Run, status: dict, state: State, metrics: list, k_plann
                  "Press **Resume** to continue from its last checkpoint.")
     elif state == State.FAILED:
         st.error(f"Training failed: {status.get('message', '')}")
-    for item in charts.stage_progress(status, metrics, k_planned):
+    for item in train_charts.stage_progress(status, metrics, k_planned):
         st.progress(item["fraction"], text=item["text"])
     ended_badly = state in (State.FAILED, State.DIED)
     if ended_badly or (state not in (State.RUNNING, State.DONE) and launch.console_tail(run)):
         with st.expander("console output"):
             st.code(launch.console_tail(run)[-3000:] or "(empty)")
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def cached_live_figures(path: str, key: tuple):  # noqa: ARG001 - key is part of the cache key
+    """The two figures for a run, rebuilt only when its metrics/results files change.
+
+    Building plotly figures costs tens of ms; the live panel polls every second, so this keeps the app's share
+    of the CPU small while training runs beside it.
+    """
+    run = Run(Path(path))
+    metrics, rows, summary = run.metrics(tail_bytes=LIVE_METRICS_BYTES), run.prefix_table(), run.summary()
+    curves = train_charts.training_curves_figure(metrics) if any(r.get("event") == "epoch" for r in metrics) else None
+    teacher = summary.get("teacher") or next((r for r in metrics if r.get("event") == "teacher_done"), {})
+    accuracy = results_charts.accuracy_flops_figure([results_charts.run_series(run.name, rows, summary, teacher)],
+                                                    log_x=True) if rows else None
+    return curves, accuracy
 
 
 def live_charts() -> None:
@@ -284,23 +302,26 @@ def live_charts() -> None:
     key = run.results_stamp()
     ss.train_charts_for = (str(run.path), key)
     try:
-        curves, accuracy = common.cached_live_figures(str(run.path), key)
+        curves, accuracy = cached_live_figures(str(run.path), key)
     except (RunError, OSError) as exc:
         st.warning(f"{run.name}: {exc}")
         return
     left, right = st.columns(2)
     with left:
-        st.markdown("**Loss and validation accuracy per epoch**")
-        if curves is not None:
-            st.plotly_chart(curves, key="train_curves", width="stretch")
-        else:
-            st.caption("(appears after the first epoch)")
+        chart_or_caption("Loss and validation accuracy per epoch", curves, "train_curves",
+                         "(appears after the first epoch)")
     with right:
-        st.markdown("**Accuracy vs cumulative FLOPs, growing as students finish**")
-        if accuracy is not None:
-            st.plotly_chart(accuracy, key="train_curve", width="stretch")
-        else:
-            st.caption("(appears when the first student has finished)")
+        chart_or_caption("Accuracy vs cumulative FLOPs, growing as students finish", accuracy, "train_curve",
+                         "(appears when the first student has finished)")
+
+
+def chart_or_caption(title: str, fig, key: str, missing: str) -> None:
+    """A bold title over the figure, or over a caption saying when it appears (fig None)."""
+    st.markdown(f"**{title}**")
+    if fig is not None:
+        st.plotly_chart(fig, key=key, width="stretch")
+    else:
+        st.caption(missing)
 
 
 st.divider()

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from app import clip_charts
+from app.charts import clips as clip_charts
 from pkd import clips
 from pkd.artifacts import load_ensemble, load_teacher
 from pkd.data import get_dataset_spec, load_split

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from app.charts import students_text
+from app.charts.format import students_text
 from pkd.runs import Run, list_runs
 
 

@@ -9,7 +9,7 @@ from urllib.parse import urljoin
 
 import pytest
 
-from app import clip_charts
+from app.charts import clips as clip_charts
 from pkd import clips
 from pkd.artifacts import load_ensemble
 from pkd.data import get_dataset_spec, load_split

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from app.charts import COLORS, flops_ticks, human_flops, percent, students_text
+from app.charts.format import COLORS, flops_ticks, human_flops, pct, percent, students_text
 
 SPLITS = {"val": "validation", "test": "test"}
 FRONT_COLOR = "#111111"
@@ -107,4 +107,5 @@ def importance_figure(importances: dict[str, dict[str, float]]) -> go.Figure:
 
 
 def _pct(value: Any) -> float | None:
-    return None if value is None or not math.isfinite(value) else round(100.0 * float(value), 2)
+    """format.pct, with NaN and infinity shown as an empty cell too."""
+    return None if value is None or not math.isfinite(value) else pct(value)

@@ -8,13 +8,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from app.charts import COLORS, human_flops, students_text
+from app.charts.format import COLORS, human_flops, students_text
 from pkd.clips import ClipReport
-
-
-def who(k: int) -> str:
-    """'student 1' or 'students 1–k'."""
-    return "student 1" if k == 1 else f"students 1–{k}"
 
 
 def answer(probs, class_names: list[str]) -> tuple[str, float]:
@@ -29,8 +24,8 @@ def answers_frame(report: ClipReport, frame: int, class_names: list[str], teache
     for k in range(1, report.prefix_probs.shape[1] + 1):
         name, p = answer(report.prefix_probs[frame - 1, k - 1], class_names)
         flops = report.cumulative_flops[frame - 1][k - 1]
-        rows.append({"students used": who(k), f"answer after frame {frame}": name, "how sure": f"{100 * p:.1f}%",
-                     "FLOPs so far": human_flops(flops),
+        rows.append({"students used": students_text(k), f"answer after frame {frame}": name,
+                     "how sure": f"{100 * p:.1f}%", "FLOPs so far": human_flops(flops),
                      "% of the teacher's FLOPs": f"{100 * flops / teacher_flops:.1f}%" if teacher_flops else "-"})
     return pd.DataFrame(rows)
 
@@ -42,7 +37,7 @@ def every_frame_frame(report: ClipReport, class_names: list[str]) -> pd.DataFram
         row = {"after frame": t + 1}
         for k in range(1, report.prefix_probs.shape[1] + 1):
             name, p = answer(report.prefix_probs[t, k - 1], class_names)
-            row[who(k)] = f"{name} ({100 * p:.0f}%)"
+            row[students_text(k)] = f"{name} ({100 * p:.0f}%)"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -55,7 +50,7 @@ def confidence_figure(report: ClipReport, class_names: list[str], frame: int | N
     for k in range(1, report.prefix_probs.shape[1] + 1):
         picks = [answer(report.prefix_probs[t, k - 1], class_names) for t in range(report.frames)]
         fig.add_trace(go.Scatter(
-            x=frames, y=[100 * p for _, p in picks], mode="lines+markers", name=who(k).capitalize(),
+            x=frames, y=[100 * p for _, p in picks], mode="lines+markers", name=students_text(k).capitalize(),
             line={"color": COLORS[(k - 1) % len(COLORS)]}, customdata=[name for name, _ in picks],
             hovertemplate=f"{students_text(k)}, after frame %{{x}}: %{{customdata}} (%{{y:.1f}}%)<extra></extra>"))
     top = float(report.prefix_probs.max())

@@ -1,0 +1,260 @@
+"""The Results page's chart and table: accuracy vs cumulative FLOPs of every ensemble prefix (with the teacher, the
+early-exit curves and other runs overlaid), and the per-student table of one run.
+
+Nothing here imports Streamlit or touches files, so every function is unit-tested on plain dicts. Figures only
+arrange numbers the library wrote (prefix.csv rows, summary.json). The Train page draws the same figure live.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from app.charts.format import COLORS, flops_ticks, human_flops, is_number, pct, share_ticks, students_text
+
+TABLE_COLUMNS = ("student", "model", "parameters", "its FLOPs", "FLOPs so far", "% of the teacher's FLOPs",
+                 "alone", "together", "scale s_k")
+
+
+def prefix_frame(rows: list[dict]) -> pd.DataFrame:
+    """The per-student table of one run (one row per prefix k), with display column names.
+
+    Args:
+        rows: prefix.csv rows (k, arch, params, student_flops, cumulative_flops, share_of_teacher, solo_acc,
+            prefix_acc, prev_scale).
+
+    Returns:
+        DataFrame with TABLE_COLUMNS; accuracies and shares as percentages (0..100).
+    """
+    records = []
+    for row in rows:
+        records.append({
+            "student": int(row["k"]),
+            "model": row.get("arch", ""),
+            "parameters": row.get("params"),
+            "its FLOPs": row.get("student_flops"),
+            "FLOPs so far": row.get("cumulative_flops"),
+            "% of the teacher's FLOPs": pct(row.get("share_of_teacher")),
+            "alone": pct(row.get("solo_acc")),
+            "together": pct(row.get("prefix_acc")),
+            # s_k of E_k = s_k * E_(k-1) + z_k; 1 for plain sums, blank where there is nothing before
+            "scale s_k": f"{row['prev_scale']:.2f}" if int(row["k"]) > 1 and is_number(row.get("prev_scale")) else "",
+        })
+    return pd.DataFrame.from_records(records, columns=list(TABLE_COLUMNS))
+
+
+def table_csv(frame: pd.DataFrame) -> bytes:
+    """CSV bytes of a table (for st.download_button)."""
+    return frame.to_csv(index=False).encode("utf-8")
+
+
+def run_series(label: str, rows: list[dict], summary: dict, teacher: dict | None = None, unit: str = "image",
+               val_fitted: Any = None) -> dict:
+    """One run as accuracy_flops_figure draws it (one item of its `series`).
+
+    Args:
+        label: the run's name in legends.
+        rows: its prefix.csv rows.
+        summary: its summary.json ({} while it trains).
+        teacher: the teacher dict to draw; default summary.json's.
+        unit: what one FLOPs figure is per: "image" or "clip".
+        val_fitted: summary.json's anytime_val_fitted to draw, or None for no such curve.
+    """
+    return {"label": label, "rows": rows, "teacher": summary.get("teacher", {}) if teacher is None else teacher,
+            "anytime": summary.get("anytime", []), "mode": summary.get("mode"), "unit": unit, "val_fitted": val_fitted}
+
+
+def accuracy_flops_figure(series: list[dict], log_x: bool = False, show_solo: bool = True,
+                          show_anytime: bool = True) -> go.Figure:
+    """Accuracy vs cumulative FLOPs per image: one labelled point per ensemble prefix, the teacher as a point at
+    its own cost, for one or several runs; a second x axis on top gives FLOPs as % of the (first) teacher's.
+
+    Args:
+        series: one dict per run: label, rows (prefix.csv rows), teacher (summary teacher dict or {}),
+            anytime (summary anytime list or []), val_fitted (summary anytime_val_fitted list, optional), mode,
+            unit (optional: "image" or "clip", what one FLOPs figure is per).
+        log_x: logarithmic FLOPs axis.
+        show_solo: add each student's accuracy alone, at its own FLOPs (hollow markers).
+        show_anytime: add the early-exit curves (accuracy vs mean FLOPs spent).
+
+    Returns:
+        The figure; y in percent.
+    """
+    fig = go.Figure()
+    many = len(series) > 1
+    for i, item in enumerate(series):
+        color = COLORS[i % len(COLORS)]
+        if show_solo:
+            _add_solo(fig, item, color, many)
+        if show_anytime:
+            _add_anytime(fig, item, color, many)
+            _add_val_fitted(fig, item, color, many)
+        _add_prefixes(fig, item, color, many, label_points=i == 0, log_x=log_x)
+        _add_teacher(fig, item, color, many)
+    _layout(fig, series, log_x, show_anytime)
+    return fig
+
+
+def _name(item: dict, many: bool, what: str) -> str:
+    return f"{item['label']}: {what}" if many else what
+
+
+def _add_solo(fig: go.Figure, item: dict, color: str, many: bool) -> None:
+    """Each student alone at its own FLOPs (hidden at first in residual mode: later students are corrections)."""
+    rows = item.get("rows") or []
+    if not any(r.get("solo_acc") is not None for r in rows):
+        return
+    fig.add_trace(go.Scatter(
+        visible="legendonly" if item.get("mode") == "residual" else True,
+        x=[r["student_flops"] for r in rows], y=[100 * (r.get("solo_acc") or 0) for r in rows],
+        mode="markers", name=_name(item, many, "each student alone"), legendrank=4,
+        marker={"size": 9, "color": "white", "line": {"color": color, "width": 2}, "symbol": "diamond"},
+        customdata=[[r["k"], human_flops(r["student_flops"])] for r in rows],
+        hovertemplate="student %{customdata[0]} alone: %{y:.2f}%<br>%{customdata[1]} FLOPs<extra></extra>",
+    ))
+
+
+def _add_anytime(fig: go.Figure, item: dict, color: str, many: bool) -> None:
+    """The fixed-confidence early-exit curve: each image stops at the first prefix that is sure enough."""
+    anytime = [a for a in item.get("anytime") or [] if is_number(a.get("acc")) and is_number(a.get("mean_flops"))]
+    if not anytime:
+        return
+    fig.add_trace(go.Scatter(
+        x=[a["mean_flops"] for a in anytime], y=[100 * a["acc"] for a in anytime], mode="lines+markers",
+        name=_name(item, many, "early exit: stop when sure"), legendrank=2,
+        line={"color": color, "dash": "dot", "width": 1.5}, marker={"size": 6, "color": color},
+        customdata=[[a.get("confidence"), human_flops(a["mean_flops"])] for a in anytime],
+        hovertemplate=("stop once %{customdata[0]} sure: %{y:.2f}%<br>%{customdata[1]} FLOPs on average"
+                       "<extra></extra>"),
+    ))
+
+
+def val_fitted_points(items: Any) -> list[dict]:
+    """The usable points of summary.json's `anytime_val_fitted` (older summaries have none; bad items dropped)."""
+    if not isinstance(items, list):
+        return []
+    return [a for a in items if isinstance(a, dict) and is_number(a.get("acc")) and 0 <= a["acc"] <= 1
+            and is_number(a.get("mean_flops")) and a["mean_flops"] > 0]
+
+
+def _add_val_fitted(fig: go.Figure, item: dict, color: str, many: bool) -> None:
+    """Early exit with one threshold fitted on validation per FLOP budget (MSDNet's protocol), shown on test."""
+    points = val_fitted_points(item.get("val_fitted"))
+    if not points:
+        return
+    fig.add_trace(go.Scatter(
+        x=[a["mean_flops"] for a in points], y=[100 * a["acc"] for a in points], mode="lines+markers",
+        name=_name(item, many, "early exit fitted on validation"), legendrank=3,
+        line={"color": color, "dash": "dashdot", "width": 1.5}, opacity=0.7,
+        marker={"size": 7, "color": color, "symbol": "square-open"},
+        customdata=[[human_flops(a.get("budget")), human_flops(a["mean_flops"])] for a in points],
+        hovertemplate=("budget %{customdata[0]} FLOPs: %{y:.2f}% on test<br>%{customdata[1]} FLOPs on average"
+                       "<extra></extra>"),
+    ))
+
+
+def _add_prefixes(fig: go.Figure, item: dict, color: str, many: bool, label_points: bool, log_x: bool) -> None:
+    """Students 1..k together for every k, each dot labelled with its accuracy (drawn after the curves: on top)."""
+    rows = [r for r in item.get("rows") or [] if is_number(r.get("prefix_acc"))]
+    if not rows:
+        return
+    teacher = item.get("teacher") or {}
+    extra = [(teacher["flops"], 100 * teacher["test_acc"])] if is_number(teacher.get("flops")) and \
+        is_number(teacher.get("test_acc")) and teacher["flops"] > 0 else []
+    fig.add_trace(go.Scatter(
+        x=[r["cumulative_flops"] for r in rows], y=[100 * r["prefix_acc"] for r in rows],
+        mode="lines+markers+text" if label_points else "lines+markers",
+        name=_name(item, many, "the first students together"), legendrank=1,
+        text=[f"{100 * r['prefix_acc']:.2f}%" for r in rows],
+        textposition=label_positions([(r["cumulative_flops"], 100 * r["prefix_acc"]) for r in rows], extra, log_x),
+        textfont={"size": 14, "color": color}, marker={"size": 11, "color": color}, line={"color": color, "width": 3},
+        customdata=[[students_text(r["k"]), human_flops(r["cumulative_flops"]),
+                     100 * (r.get("share_of_teacher") or 0)] for r in rows],
+        hovertemplate=(f"%{{customdata[0]}}: %{{y:.2f}}%<br>%{{customdata[1]}} FLOPs per {item.get('unit', 'image')}"
+                       "<br>%{customdata[2]:.2f}% of the teacher's FLOPs<extra></extra>"),
+    ))
+
+
+def _add_teacher(fig: go.Figure, item: dict, color: str, many: bool) -> None:
+    """The teacher: a dashed line at its accuracy and a star at its own cost (the students' target, far right)."""
+    teacher = item.get("teacher") or {}
+    if not is_number(teacher.get("test_acc")):
+        return
+    acc = 100 * teacher["test_acc"]
+    fig.add_hline(y=acc, line={"color": color, "dash": "dash", "width": 1}, annotation_text=(
+        f"{item['label'] + ': ' if many else ''}teacher's accuracy {acc:.2f}%"), annotation_position="top left",
+        annotation_font={"color": color, "size": 13})
+    if is_number(teacher.get("flops")) and teacher["flops"] > 0:
+        fig.add_trace(go.Scatter(
+            x=[teacher["flops"]], y=[acc], mode="markers+text", name=_name(item, many, "teacher"), legendrank=0,
+            text=[f"teacher: {human_flops(teacher['flops'])} FLOPs"], textposition="top left",
+            textfont={"size": 14, "color": color}, marker={"size": 18, "color": color, "symbol": "star"},
+            hovertemplate=(f"teacher {teacher.get('arch', '')}: %{{y:.2f}}%<br>{human_flops(teacher['flops'])} "
+                           f"FLOPs per {item.get('unit', 'image')}<extra></extra>"),
+        ))
+
+
+def label_positions(points: list[tuple[float, float]], others: list[tuple[float, float]], log_x: bool) -> list[str]:
+    """Where each dot's label goes: below right, or above left when the dot before is close by (its label would
+    overlap); "close" is within 8% of the x span (in log space on a log axis) and 12% of the y span."""
+    every = [(math.log10(x) if log_x else x, y) for x, y in points + others if is_number(x) and x > 0]
+    if len(every) < 2:
+        return ["bottom right"] * len(points)
+    xs, ys = [p[0] for p in every], [p[1] for p in every]
+    x_span, y_span = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    out, before = [], None
+    for x, y in points:
+        here = (math.log10(x) if log_x and x > 0 else x, y)
+        close = before is not None and abs(here[0] - before[0]) < 0.08 * x_span and abs(here[1] - before[1]) < \
+            0.12 * y_span
+        out.append("top left" if close and out[-1] == "bottom right" else "bottom right")
+        before = here
+    return out
+
+
+def _layout(fig: go.Figure, series: list[dict], log_x: bool, show_anytime: bool) -> None:
+    """Axes with units: FLOPs in words below, % of the first run's teacher on top; y zoomed on the points."""
+    xs = [x for trace in fig.data for x in (trace.x or []) if is_number(x) and x > 0]
+    low, high = (min(xs), max(xs)) if xs else (1.0, 10.0)
+    x_range = [math.log10(low / 1.6), math.log10(high * 1.6)] if log_x else [0.0, high * 1.08]
+    values, texts = flops_ticks(low / 1.6 if log_x else 0.0, high * 1.6 if log_x else high * 1.08, log_x)
+    fig.update_layout(
+        xaxis={"title": {"text": f"FLOPs per {series[0].get('unit', 'image') if series else 'image'} of the "
+                                 "students used" + (" (log scale)" if log_x else "")},
+               "type": "log" if log_x else "linear", "range": x_range, "tickvals": values, "ticktext": texts,
+               "tickangle": 0},
+        yaxis={"title": {"text": "test accuracy (%)"}, "range": _accuracy_range(series, show_anytime),
+               "ticksuffix": "%"},
+        hovermode="closest", height=560, font={"size": 14},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0},
+        margin={"l": 70, "r": 30, "t": 70, "b": 40},
+    )
+    teacher_flops = next((s["teacher"]["flops"] for s in series[:1] if is_number((s.get("teacher") or {}).get(
+        "flops")) and s["teacher"]["flops"] > 0), None)
+    if teacher_flops:
+        shares, labels = share_ticks(x_range, log_x, teacher_flops)
+        fig.add_trace(go.Scatter(x=[low, high], y=[None, None], xaxis="x2", showlegend=False, hoverinfo="skip"))
+        fig.update_layout(xaxis2={
+            "title": {"text": "the same, as % of the teacher's FLOPs", "standoff": 4}, "overlaying": "x",
+            "side": "top", "matches": "x", "type": "log" if log_x else "linear", "tickvals": shares,
+            "ticktext": labels, "showgrid": False})
+
+
+def _accuracy_range(series: list[dict], show_anytime: bool) -> list[float]:
+    """y range (%) that zooms on the ensembles, early-exit curves and teachers, so 96% vs 99% is visible."""
+    values = []
+    for item in series:
+        values += [100 * r["prefix_acc"] for r in item.get("rows") or [] if is_number(r.get("prefix_acc"))]
+        if show_anytime:
+            values += [100 * a["acc"] for a in (item.get("anytime") or []) if is_number(a.get("acc"))]
+            values += [100 * a["acc"] for a in val_fitted_points(item.get("val_fitted"))]
+        if is_number((item.get("teacher") or {}).get("test_acc")):
+            values.append(100 * item["teacher"]["test_acc"])
+    if not values:
+        return [0.0, 100.0]
+    low, high = min(values), max(values)
+    pad = max(0.5, 0.1 * (high - low))
+    return [max(0.0, low - pad), min(100.0, high + pad) + 0.3]
