@@ -437,6 +437,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pkd import sweep
     from pkd.runs import default_runs_dir, new_run_dir
+    from pkd.sweep.study import plan_sweep
+    from pkd.sweep.worker import TrialOptions, run_sweep
 
     _setup_logging(verbose=args.verbose)
     if args.overrides and not args.config:
@@ -444,11 +446,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.sweep_dir is None:
         if not (args.config and args.space):
             raise ValueError("a new sweep needs --config BASE and --space SPACE (or --sweep-dir of a sweep)")
-        sweep.plan_sweep(Path("."), args.config, args.space, args.overrides)  # every check before any folder exists
+        plan_sweep(Path("."), args.config, args.space, args.overrides)  # every check before any folder exists
         args.sweep_dir = new_run_dir(args.runs_dir or default_runs_dir(), f"sweep-{Path(args.config).stem}")
-    options = sweep.TrialOptions(device=args.device, build_kernel=not args.no_kernel_build)
-    code = sweep.run_sweep(args.sweep_dir, args.trials, args.config, args.space, args.overrides, args.workers,
-                           options)
+    options = TrialOptions(device=args.device, build_kernel=not args.no_kernel_build)
+    code = run_sweep(args.sweep_dir, args.trials, args.config, args.space, args.overrides, args.workers, options)
     found = sweep.Sweep(Path(args.sweep_dir).resolve())
     counts = sweep.sweep_counts(found)
     print(f"sweep {found.path}: {counts['complete']} trials complete, {counts['training']} training, "

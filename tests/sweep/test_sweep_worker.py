@@ -1,96 +1,19 @@
-"""`pkd sweep`: hostile spaces stopped before any training, a real sweep of configs/tiny.yaml killed and continued
-without a duplicate trial, two workers sharing one study, the shared teacher, `pkd pareto`."""
+"""`pkd sweep`'s workers: a real sweep of configs/tiny.yaml killed and continued without a duplicate trial, two
+workers sharing one study, a stop request in the folder, `pkd pareto` on the result."""
 
 from __future__ import annotations
 
 import csv
-import json
-import shutil
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from pkd import sweep as pkd_sweep
-from pkd.config import ConfigError
-from pkd.runs import Run, RunError, State, list_runs
-from tests.pkd_process import ROOT, TINY, child_env, pkd, pkd_ok, start
-
-SHIPPED_TEACHER = ROOT / "pretrained" / "mnist" / "teacher.pt"
-FAST = ["data.train_limit=256", "data.val_limit=128", "data.test_limit=128", "teacher.optim.epochs=1",
-        "students.optim.epochs=1", "students.optim.batch_size=64"]
-SPACE = {"params": {"distill.alpha": {"low": 0.2, "high": 0.8}},
-         "schedule": {"students": {"low": 1, "high": 2}, "d_model": [4, 8]}}
-TIMEOUT = 420
-
-
-def write_space(tmp_path: Path, space: dict, name: str = "space.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps(space))  # JSON is YAML
-    return path
-
-
-def env() -> dict:
-    return child_env(OMP_NUM_THREADS="1")  # several trainings at once on a shared 2-core machine
-
-
-def study_trials(folder: Path) -> list:
-    return pkd_sweep.Sweep(folder).study().get_trials(deepcopy=False)
-
-
-def wait_for(condition, what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-
-
-def consoles(folder: Path) -> str:
-    """Every trial's console log, for a failure message."""
-    return "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted(folder.glob("*/console.log")))
-
-
-# ------------------------------------------------------------------------------------------------ hostile spaces
-
-HOSTILE = {
-    "unknown-section": ({"parms": {}}, r"unknown key 'parms'"),
-    "unknown-field": ({"params": {"distill.alfa": [0.1]}}, r"params\.distill\.alfa: unknown config key"),
-    "teacher-field": ({"params": {"teacher.optim.epochs": [1, 2]}}, r"params\.teacher\.optim\.epochs.*cannot be searched"),
-    "empty-range": ({"params": {"distill.alpha": {"low": 0.9, "high": 0.1}}}, r"params\.distill\.alpha: empty range"),
-    "no-choices": ({"schedule": {"d_model": []}}, r"schedule\.d_model: an empty list of choices"),
-    "wrong-type": ({"params": {"distill.temperature": ["hot", 2]}}, r"params\.distill\.temperature\[0\]: expected a number"),
-    "range-on-text": ({"params": {"distill.mode": {"low": 1, "high": 2}}}, r"params\.distill\.mode: a str field"),
-    "out-of-config-range": ({"params": {"distill.alpha": {"low": 0.5, "high": 1.5}}},
-                            r"params\.distill\.alpha: 1\.5 is not allowed: distill\.alpha: 1\.5 must lie in \[0, 1\]"),
-    "too-many-students": ({"schedule": {"students": {"low": 1, "high": 40}}}, r"schedule\.students: .*at most 32"),
-    "too-wide": ({"schedule": {"d_model": [8, 4096]}}, r"schedule\.d_model: the largest students .*d_model.*4096"),
-    "too-many-parameters": ({"schedule": {"d_model": [8, 1024], "n_layers": {"low": 1, "high": 32}}},
-                            r"space schedule: the largest students it allows \(d_model 1024, n_layers 32\).*"
-                            r"parameters exceed the maximum"),
-    "searches-nothing": ({}, r"searches nothing"),
-}
-
-
-@pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_hostile_space_is_refused_before_anything_is_created(tmp_path, name):
-    space, message = HOSTILE[name]
-    folder = tmp_path / "sweep"
-    with pytest.raises((pkd_sweep.SweepError, ConfigError), match=message):
-        pkd_sweep.open_sweep(folder, TINY, write_space(tmp_path, space), FAST)
-    assert not folder.exists()
-
-
-def test_cli_refuses_an_oversized_space_in_one_line_before_training(tmp_path):
-    space = write_space(tmp_path, HOSTILE["too-many-parameters"][0])
-    runs = tmp_path / "runs"
-    proc = pkd("sweep", "--config", TINY, "--space", str(space), "--trials", "2", "--runs-dir", str(runs), *FAST,
-               env=env(), timeout=300)
-    assert proc.returncode == 2, proc.stderr
-    (line,) = proc.stderr.strip().splitlines()[-1:]
-    assert line.startswith("error: space schedule: the largest students") and "n_layers 32" in line, proc.stderr
-    assert not runs.exists() or not any(runs.iterdir())
-
+from pkd.runs import Run, State, list_runs
+from tests.pkd_process import TINY, pkd, pkd_ok, start
+from tests.sweep.sweeping import (FAST, SHIPPED_TEACHER, SPACE, TIMEOUT, consoles, env, study_trials, wait_for,
+                                  write_space)
 
 # ------------------------------------------------------------------------------------------------ real sweeps
 
@@ -192,28 +115,3 @@ def test_a_stop_request_in_the_folder_reaches_a_worker_without_a_signal(tmp_path
     assert out.returncode == 0, out.stderr[-3000:] + consoles(folder)
     assert [t.state.name for t in study_trials(folder)] == ["COMPLETE"]
     assert Run(folder / "trial-000").state() == State.DONE
-
-
-# ------------------------------------------------------------------------------------------------ the shared teacher
-
-@pytest.mark.skipif(not SHIPPED_TEACHER.is_file(), reason="needs the shipped teacher pretrained/mnist/teacher.pt")
-def test_a_referenced_teacher_that_changed_or_vanished_is_refused_in_one_line(tmp_path):
-    teacher = tmp_path / "shared" / "teacher.pt"
-    teacher.parent.mkdir()
-    shutil.copy(SHIPPED_TEACHER, teacher)
-    run = Run.create_at(tmp_path / "run", {"name": "x", "teacher": {"arch": "mnist_cnn"}})
-    run.reference_teacher(teacher)
-    assert run.has_teacher() and run.teacher_path() == teacher.resolve()
-    assert run.load_teacher()["spec"]["arch"] == "mnist_cnn"
-    moved = tmp_path / "moved"
-    shutil.copytree(run.path, moved)  # a copy on the same machine still finds it (absolute path)
-    assert Run(moved).teacher_path() == teacher.resolve()
-    with teacher.open("ab") as fh:
-        fh.write(b"\0")
-    with pytest.raises(RunError, match=r"teacher-ref\.json: the shared teacher .* changed after"):
-        run.load_teacher()
-    teacher.unlink()
-    with pytest.raises(RunError, match=r"teacher-ref\.json: the shared teacher .* is missing"):
-        run.load_teacher()
-    with pytest.raises(RunError, match="not a pkd"):
-        Run.create_at(tmp_path / "other", {"name": "y"}).reference_teacher(tmp_path / "run" / "manifest.json")

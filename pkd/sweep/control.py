@@ -1,0 +1,108 @@
+"""What the app calls to run sweeps: start one as a detached `python -m pkd sweep` process, ask its workers to
+stop, and read what it printed. No Streamlit here, and nothing of the training side (pkd.train): the app imports
+this through pkd.sweep's face.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from pkd.launch import PACKAGE_ROOT
+from pkd.procs import lock_busy, process_alive
+from pkd.runs import atomic_write_bytes, new_run_dir, printable
+from pkd.sweep.folder import LOCKS_DIR, STOP_FILE, SWEEP_LOG, Sweep, held, stop_generation
+from pkd.sweep.space import SweepError
+
+_STARTED: dict[str, subprocess.Popen] = {}  # sweep path -> the process start_sweep started for it (the app)
+
+
+def _child_env() -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    proc.wait()
+
+
+def start_sweep(n_trials: int, base_path: str | os.PathLike | None = None, space_path: str | os.PathLike | None = None,
+                runs_dir: str | os.PathLike | None = None, sweep_dir: str | os.PathLike | None = None,
+                workers: int = 1, device: str | None = None, build_kernel: bool = True,
+                wait_s: float = 120.0) -> Sweep:
+    """`python -m pkd sweep` as a detached process (it outlives the app; output in <sweep>/sweep.log): a new sweep
+    in a new folder of `runs_dir` from BASE and SPACE, or more trials of the sweep in `sweep_dir`. Waits until the
+    sweep exists; SweepError with its last output line when it stops first."""
+    if sweep_dir is None:
+        base_path, space_path = Path(base_path).resolve(), Path(space_path).resolve()
+        path = new_run_dir(Path(runs_dir).resolve(), f"sweep-{base_path.stem}")
+        command = ["--config", str(base_path), "--space", str(space_path)]
+    else:
+        path, command = Path(sweep_dir).resolve(), []
+    command = [sys.executable, "-m", "pkd", "sweep", "--sweep-dir", str(path), "--trials", str(int(n_trials)),
+               "--workers", str(int(workers)), *command, *(["--device", device] if device else []),
+               *([] if build_kernel else ["--no-kernel-build"])]
+    with open(path / SWEEP_LOG, "ab") as log:
+        log.write(f"$ {' '.join(command)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=str(PACKAGE_ROOT), env=_child_env(), start_new_session=True)
+    threading.Thread(target=_reap, args=(proc,), daemon=True).start()
+    _STARTED[str(path)] = proc
+    sweep, deadline = Sweep(path), time.monotonic() + wait_s
+    while not sweep.exists() and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            lines = log_tail(sweep)
+            raise SweepError(f"the sweep did not start: {lines[-1] if lines else f'exit {proc.returncode}'}")
+        time.sleep(0.1)
+    return sweep
+
+
+def request_stop(sweep: Sweep) -> None:
+    """Ask every worker of the sweep, on any machine sharing its folder, to stop: they poll the stop-request file
+    about once a second and stop like on SIGTERM. Workers started afterwards are not affected."""
+    with held(sweep.path / LOCKS_DIR / "stop.lock"):
+        atomic_write_bytes(sweep.path / STOP_FILE, f"{stop_generation(sweep.path) + 1}\n".encode())
+
+
+def stop_sweep(sweep: Sweep) -> int:
+    """Ask every worker of the sweep to stop: a stop request in its folder (workers on other machines see it
+    within about a second) and SIGTERM to this machine's workers at once (the trial saves a checkpoint and stays
+    running in the journal, to be resumed); returns how many local processes were signalled. A recycled pid is
+    never hit: the holder's recorded start time must match."""
+    request_stop(sweep)
+    signalled = set()
+    folder = sweep.path / LOCKS_DIR
+    for lock in sorted(folder.glob("*.lock")) if folder.is_dir() else []:
+        try:
+            host, pid, start = lock.read_text(encoding="utf-8").split()
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if host == socket.gethostname() and pid.isdigit() and int(pid) not in signalled and lock_busy(lock) \
+                and process_alive(int(pid), int(start) if start.isdigit() else None):
+            os.kill(int(pid), signal.SIGTERM)
+            signalled.add(int(pid))
+    proc = _STARTED.get(str(sweep.path))
+    if proc is not None and proc.poll() is None and proc.pid not in signalled:
+        proc.terminate()
+        signalled.add(proc.pid)
+    return len(signalled)
+
+
+def log_tail(sweep: Sweep, max_chars: int = 4000) -> list[str]:
+    """The last lines of the sweep's sweep.log (what a sweep started from the app printed)."""
+    path = sweep.path / SWEEP_LOG
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - max_chars))
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return [printable(line, 300) for line in text.splitlines() if line.strip()]
