@@ -24,6 +24,7 @@ from pkd import export, ssm
 from pkd.artifacts import load_ensemble
 from pkd.procs import proc_start_time
 from pkd.runs import MANIFEST_FILE, Run, State
+from pkd.ssm.cpu_kernel import KERNEL
 from tests.pkd_process import pkd as run_pkd
 from tests.pkd_process import pkd_ok
 
@@ -155,8 +156,8 @@ def test_training_model_exports_with_the_fused_kernel(run_copy):
     and (training mode) the same gradients through the registered backward."""
     if not ssm.build_cpu_kernel(verbose=False):
         if os.environ.get("PKD_REQUIRE_KERNEL") == "1":
-            pytest.fail(f"PKD_REQUIRE_KERNEL=1 but the fused kernel is unavailable: {ssm._kernel_error}")
-        pytest.skip(f"fused kernel unavailable: {ssm._kernel_error}")
+            pytest.fail(f"PKD_REQUIRE_KERNEL=1 but the fused kernel is unavailable: {KERNEL.error}")
+        pytest.skip(f"fused kernel unavailable: {KERNEL.error}")
     student = load_ensemble(run_copy, k=2).students[1].train()
     x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     with ssm.use_backend("cpp"):

@@ -28,6 +28,7 @@ import torch
 from pkd import launch, ssm
 from pkd.runs import (CHECKPOINT_FILE, METRICS_FILE, Run, RunError, list_runs, load_tensors, new_run_dir, printable,
                       save_tensors)
+from pkd.ssm import cuda as ssm_cuda
 from tests.hostile_runs import BREAKERS, make_runs, untrained_run
 from tests.pkd_process import ROOT, TIMEOUT, TINY, child_env, pkd, start
 
@@ -509,7 +510,7 @@ def test_missing_or_broken_mamba_ssm_falls_back_and_says_so(tmp_path, monkeypatc
         _fake_mamba(tmp_path, body)  # installed, but its CUDA extension does not load
         monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(ssm, "_cuda_state", {})
+    monkeypatch.setattr(ssm_cuda, "CHECK", ssm_cuda.CudaCheck())
     monkeypatch.delenv(ssm.BACKEND_ENV, raising=False)
     with caplog.at_level(logging.WARNING):
         assert ssm.scan_backend("cuda") == "torch"

@@ -17,7 +17,7 @@ FORBIDDEN = {
     "app": ("pkd.train",),
     "pkd/models": ("pkd.train", "pkd.evaluate", "pkd.artifacts", "pkd.runs", "pkd.data"),
     "pkd/data": ("pkd.train", "pkd.models", "pkd.evaluate", "pkd.artifacts", "pkd.runs"),
-    "pkd/ssm.py": ("pkd.models", "pkd.train"),
+    "pkd/ssm": ("pkd.models", "pkd.train"),
     "pkd/flops.py": ("pkd.models", "pkd.train"),
     "pkd/artifacts.py": ("pkd.train",),
     "pkd/export.py": ("pkd.train", "pkd.evaluate"),  # deploys saved students; never trains or evaluates

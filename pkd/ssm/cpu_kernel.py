@@ -1,0 +1,273 @@
+"""The fused C++/OpenMP CPU kernel (backend ``cpp``): built once by :func:`build_cpu_kernel` with
+torch.utils.cpp_extension and ninja from ``csrc/selective_scan.cpp``, cached per source, torch/Python version and CPU
+under ``$PKD_CACHE_DIR`` (default ``~/.cache/pkd``), and loaded instantly from that cache afterwards
+(:func:`load_cached_kernel` never compiles: selective_scan itself never builds anything).
+
+The kernel is also the custom operator ``pkd::scan_fwd`` (backward ``pkd::scan_bwd``) with fake implementations, so
+``torch.export`` traces a model that uses it. Letters: B batch, ED channels (expand * d_model), L sequence length,
+N state size, G groups of B/C, W SIMD lanes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import logging
+import os
+import platform
+import shlex
+import shutil
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from pkd.ssm.layout import BACKEND_ENV, ScanLayout, needs_grad
+
+logger = logging.getLogger("pkd.ssm")  # the package's one logger: its lines read "pkd.ssm:" as before the split
+
+CACHE_ENV = "PKD_CACHE_DIR"
+_KERNEL_SOURCE = Path(__file__).resolve().parent / "csrc" / "selective_scan.cpp"
+_KERNEL_FLAGS = ["-O3", "-fopenmp", "-march=native", "-ffp-contract=fast"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Build once (build_cpu_kernel), load the cached library instantly afterwards.
+
+
+@dataclass
+class KernelState:
+    """This process's fused kernel: ``module`` once loaded or built (None before), ``error`` the reason the last
+    build failed (None when it did not). One instance, :data:`KERNEL`."""
+
+    module: Any = None
+    error: str | None = None
+
+
+KERNEL = KernelState()
+_kernel_lock = threading.Lock()
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "pkd").expanduser()
+
+
+def _cpu_signature() -> str:
+    """The CPU model and flags: the kernel is compiled with -march=native, so a cached build is per CPU type."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    keep = [ln for ln in lines if ln.startswith(("model name", "flags"))][:2]
+    return "\n".join(keep) or platform.machine()
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel_key() -> str:
+    """Hash of the kernel source, torch and Python versions, compiler flags and CPU (computed once per process)."""
+    digest = hashlib.sha256()
+    for part in (_KERNEL_SOURCE.read_bytes(), torch.__version__.encode(), sys.version.encode(),
+                 " ".join(_KERNEL_FLAGS).encode(), _cpu_signature().encode()):
+        digest.update(part)
+    return digest.hexdigest()[:16]
+
+
+def kernel_build_dir() -> tuple[str, Path]:
+    """Module name and build directory of the fused kernel, keyed by source hash, torch/Python version and CPU.
+
+    Returns:
+        (module name, directory under ``$PKD_CACHE_DIR`` (default ``~/.cache/pkd``)).
+    """
+    key = _kernel_key()
+    return f"pkd_scan_{key}", _cache_dir() / "scan_kernel" / key
+
+
+def _import_built(name: str, so_path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, so_path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {so_path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_cached_kernel() -> Any:
+    """Returns the kernel module if loaded already or if a cached build exists (never compiles), else None."""
+    if KERNEL.module is not None:
+        return KERNEL.module
+    with _kernel_lock:
+        if KERNEL.module is not None:
+            return KERNEL.module
+        name, build_dir = kernel_build_dir()
+        so_path = build_dir / f"{name}.so"
+        if not so_path.is_file():
+            return None
+        try:
+            KERNEL.module = _import_built(name, so_path)
+        except (ImportError, OSError) as exc:  # a stale or partial file: ignored, a rebuild will replace it
+            logger.warning("cannot load the cached scan kernel %s (%s); using the torch scan", so_path, exc)
+            return None
+        return KERNEL.module
+
+
+def build_cpu_kernel(verbose: bool = True) -> bool:
+    """Builds (about a minute, once) or loads the cached fused CPU scan kernel; blocking and thread-safe.
+
+    Args:
+        verbose: log progress at INFO level (the compiler output itself stays quiet).
+    Returns:
+        True when the kernel is loaded; False (with the reason logged) when no compiler/ninja is available or the
+        build failed, in which case selective_scan keeps using the pure-torch backend.
+    """
+    if load_cached_kernel() is not None:
+        return True
+    with _kernel_lock:
+        if KERNEL.module is not None:
+            return True
+        compiler = (shlex.split(os.environ.get("CXX", "")) or ["c++"])[0]
+        missing = [tool for tool in ("ninja", compiler) if shutil.which(tool) is None]
+        if missing:
+            KERNEL.error = f"cannot build the fused CPU scan kernel: {' and '.join(missing)} not found on PATH " \
+                           "(install g++ and `pip install ninja`); using the pure-torch scan"
+            logger.warning(KERNEL.error)
+            return False
+        name, build_dir = kernel_build_dir()
+        build_dir.mkdir(parents=True, exist_ok=True)
+        if verbose:
+            logger.info("building the fused CPU scan kernel once (about a minute); cached in %s", build_dir)
+        from torch.utils.cpp_extension import load
+
+        try:
+            KERNEL.module = load(name=name, sources=[str(_KERNEL_SOURCE)], extra_cflags=_KERNEL_FLAGS,
+                                 extra_ldflags=["-fopenmp"], build_directory=str(build_dir), verbose=False)
+        except Exception as exc:  # compiler errors come as RuntimeError/subprocess errors; keep one line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            KERNEL.error = f"building the fused CPU scan kernel failed ({first}); using the pure-torch scan"
+            logger.warning(KERNEL.error)
+            return False
+        KERNEL.error = None
+        if verbose:
+            logger.info("fused CPU scan kernel ready")
+        return True
+
+
+# The kernel as torch.library custom operators pkd::scan_fwd / pkd::scan_bwd: autograd through register_autograd,
+# fake (shape-only) implementations so torch.export and torch.compile trace a model that uses the kernel.
+
+
+def _loaded_kernel() -> Any:
+    kernel = load_cached_kernel()
+    if kernel is None:
+        raise RuntimeError("the fused CPU scan kernel is not built; run `python -m pkd backends --build` or set "
+                           f"{BACKEND_ENV}=torch")
+    return kernel
+
+
+def _lanes(dim: int, *operands: torch.Tensor) -> int:
+    """SIMD lanes the kernel picks (pick_lanes in selective_scan.cpp): 16 when ED and the channels per group of
+    every grouped (B, G, L, N) operand are multiples of 16, else 8. It shapes the checkpoints."""
+    per_group = [dim // M.shape[1] for M in operands if M.dim() == 4 and M.shape[1] > 1]
+    return 16 if dim % 16 == 0 and all(h % 16 == 0 for h in per_group) else 8
+
+
+def cpp_takes(layout: ScanLayout, dim: int) -> bool:
+    """Whether the fused kernel runs this layout: real A, and whole 8-lane blocks per group of a grouped B/C."""
+    groups = [g for g in (layout.b_groups, layout.c_groups) if g > 1]
+    return not layout.complex and all((dim // g) % 8 == 0 for g in groups)
+
+
+@torch.library.custom_op("pkd::scan_fwd", mutates_args=())
+def scan_fwd_op(u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bt: torch.Tensor, Ct: torch.Tensor,
+                D: Optional[torch.Tensor], z: Optional[torch.Tensor], want_last: bool, save: bool
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Kernel forward on float32 contiguous u, dt (B, ED, L), A (ED, N), Bt, Ct (B, L, N), (B, G, L, N) or fixed
+    (ED, N), D (ED,), z (B, ED, L).
+
+    Returns:
+        out (B, ED, L); last state (B, ED, N) if want_last; if save, checkpoints (B, ED/W, ceil(L/16), N, W) and
+        y before the gate (B, ED, L) when z is given. Outputs not asked for are empty (0,) tensors.
+    """
+    out, last, ckpt, ypre = _loaded_kernel().fwd(u, dt, A, Bt, Ct, D, z, want_last, save)
+    return out, last, ckpt, ypre
+
+
+@scan_fwd_op.register_fake
+def _scan_fwd_fake(u, dt, A, Bt, Ct, D, z, want_last, save):
+    batch, dim, length = u.shape
+    nst, lanes = A.shape[1], _lanes(dim, Bt, Ct)
+    empty = u.new_empty(0)
+    last = u.new_empty(batch, dim, nst) if want_last else empty
+    ckpt = u.new_empty(batch, (dim + lanes - 1) // lanes, (length + 15) // 16, nst, lanes) if save else u.new_empty(0)
+    ypre = u.new_empty(batch, dim, length) if save and z is not None else u.new_empty(0)
+    return u.new_empty(batch, dim, length), last, ckpt, ypre
+
+
+@torch.library.custom_op("pkd::scan_bwd", mutates_args=())
+def _scan_bwd_op(gout: torch.Tensor, glast: Optional[torch.Tensor], ckpt: torch.Tensor, ypre: torch.Tensor,
+                 u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bt: torch.Tensor, Ct: torch.Tensor,
+                 D: Optional[torch.Tensor], z: Optional[torch.Tensor]) -> list[torch.Tensor]:
+    """Kernel backward. Returns gu, gdt (B, ED, L), gA per batch row (B, ED, N), gBt, gCt shaped as Bt, Ct (a fixed
+    one per batch row, (B, ED, N)), gD per batch row (B, ED) or empty, gz (B, ED, L) or empty."""
+    return list(_loaded_kernel().bwd(gout, glast, ckpt, ypre, u, dt, A, Bt, Ct, D, z))
+
+
+@_scan_bwd_op.register_fake
+def _scan_bwd_fake(gout, glast, ckpt, ypre, u, dt, A, Bt, Ct, D, z):
+    batch, dim, length = u.shape
+    nst = A.shape[1]
+    gBt, gCt = [u.new_empty(batch, dim, nst) if M.dim() == 2 else M.new_empty(M.shape) for M in (Bt, Ct)]
+    return [u.new_empty(batch, dim, length), u.new_empty(batch, dim, length), u.new_empty(batch, dim, nst), gBt, gCt,
+            u.new_empty(batch, dim) if D is not None else u.new_empty(0),
+            u.new_empty(batch, dim, length) if z is not None else u.new_empty(0)]
+
+
+def _scan_setup_context(ctx, inputs, output) -> None:
+    u, dt, A, Bt, Ct, D, z, want_last, save = inputs
+    _, _, ckpt, ypre = output
+    ctx.want_last, ctx.save = want_last, save
+    ctx.save_for_backward(ckpt, ypre, u, dt, A, Bt, Ct, D, z)
+
+
+def _scan_backward(ctx, gout, glast, _gckpt, _gypre):
+    if not ctx.save:
+        raise RuntimeError("pkd::scan_fwd was called with save=False, so it cannot be differentiated")
+    ckpt, ypre, u, dt, A, Bt, Ct, D, z = ctx.saved_tensors
+    glast = glast.float().contiguous() if ctx.want_last and glast is not None else None
+    gu, gdt, gA, gBt, gCt, gD, gz = _scan_bwd_op(gout.float().contiguous(), glast, ckpt, ypre, u, dt, A, Bt, Ct,
+                                                 D, z)
+    gBt, gCt = [g.sum(0) if M.dim() == 2 else g for g, M in ((gBt, Bt), (gCt, Ct))]  # a fixed one: (ED, N)
+    return (gu, gdt, gA.sum(0), gBt, gCt, gD.sum(0) if D is not None else None,  # (ED, N), (ED,)
+            gz if z is not None else None, None, None)
+
+
+torch.library.register_autograd("pkd::scan_fwd", _scan_backward, setup_context=_scan_setup_context)
+
+
+def _cpp_args(u, dt, A, B, C, D, z) -> list[torch.Tensor | None]:
+    """float32 contiguous kernel inputs; B and C go time-major, (B, N, L) -> (B, L, N) (a no-op for Mamba's x_proj
+    layout) or (B, G, N, L) -> (B, G, L, N); a fixed (ED, N) one stays as it is."""
+
+    def prep(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.float().contiguous()
+
+    Bt = B.float().transpose(-1, -2).contiguous() if B.dim() > 2 else prep(B)  # (B, [G,] L, N) | (ED, N)
+    Ct = C.float().transpose(-1, -2).contiguous() if C.dim() > 2 else prep(C)  # (B, [G,] L, N) | (ED, N)
+    return [prep(u), prep(dt), prep(A), Bt, Ct, prep(D), prep(z)]
+
+
+def scan_cpp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+    """The cpp backend on selective_scan's (checked) arguments: y (B, ED, L), with the last state when asked."""
+    dt = delta.float()  # (B, ED, L); bias and softplus run in torch so autograd gives their exact gradients
+    if delta_bias is not None:
+        dt = dt + delta_bias.float()[None, :, None]
+    if delta_softplus:
+        dt = F.softplus(dt)
+    save = needs_grad(u, delta, A, B, C, D, z, delta_bias)  # keep checkpoints only for a backward pass
+    out, last, _, _ = scan_fwd_op(*_cpp_args(u, dt, A, B, C, D, z), return_last_state or save, save)
+    out = out.to(u.dtype)
+    return (out, last) if return_last_state else out

@@ -1,0 +1,88 @@
+"""The export backend (``export``): the recurrence in out-of-place aten ops, discretised one step at a time
+(O(B*ED*N) memory), forward only, so ``torch.export`` and the ONNX exporter trace it (the loop over L unrolls for
+short sequences, else torch's ``scan`` operator). ``pkd.export`` selects it with ``use_backend("export")``.
+
+Letters: B batch, ED channels (expand * d_model), L sequence length, N state size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pkd.ssm.ref import selective_scan_ref
+
+EXPORT_UNROLL_MAX = 128  # the export scan unrolls sequences up to this length, longer ones use torch's scan op
+
+
+def _export_step(x, dt_t, dtu_t, A, B_t, C_t):
+    """One step from x (..., B, ED, N) (None before the first), dt_t and dt_t*u_t (..., B, ED, 1), A (ED, N),
+    B_t (..., B, 1, N), C_t (..., B, N, 1): returns the new x and y_t (..., B, ED, 1)."""
+    dBu = dtu_t * B_t  # (..., B, ED, N)
+    x = dBu if x is None else torch.exp(dt_t * A) * x + dBu  # (..., B, ED, N)
+    return x, torch.matmul(x, C_t)  # (..., B, ED, 1)
+
+
+def _export_recurrence(dt, dtu, A, B, C):
+    """x_t = exp(dt_t A) x_(t-1) + dt_t u_t B_t and y_t = <x_t, C_t> for dt, dtu (B, ED, L), B, C (B, N, L).
+
+    Up to EXPORT_UNROLL_MAX steps the loop is unrolled when traced (six ops a step); beyond it, torch's ``scan``
+    higher-order op keeps the graph one step long (ONNX ``Scan``).
+
+    Returns:
+        y (B, ED, L) and the last state (B, ED, N).
+    """
+    steps = (dt.permute(2, 0, 1)[..., None], dtu.permute(2, 0, 1)[..., None],  # (L, B, ED, 1) each
+             B.permute(2, 0, 1)[:, :, None, :], C.permute(2, 0, 1)[..., None])  # (L, B, 1, N), (L, B, N, 1)
+    if dt.shape[2] <= EXPORT_UNROLL_MAX:  # split, not unbind: one Split node, no Squeeze per step and operand
+        x, ys = None, []
+        for dt_t, dtu_t, B_t, C_t in zip(*(s.split(1, dim=0) for s in steps)):  # (1, B, ...) each
+            x, y_t = _export_step(x, dt_t, dtu_t, A, B_t, C_t)
+            ys.append(y_t)
+        return torch.cat(ys, dim=0)[..., 0].permute(1, 2, 0), x[0]  # (L, B, ED, 1) -> (B, ED, L); (B, ED, N)
+    from torch._higher_order_ops.scan import scan
+
+    def combine(x, xs):
+        return _export_step(x, xs[0], xs[1], A, xs[2], xs[3])
+
+    x0 = dt.new_zeros(dt.shape[0], dt.shape[1], A.shape[1])  # (B, ED, N)
+    last, ys = scan(combine, x0, steps, dim=0)  # (B, ED, N), (L, B, ED, 1)
+    return ys[..., 0].permute(1, 2, 0), last  # (B, ED, L)
+
+
+def selective_scan_export(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+):
+    """:func:`selective_scan_ref` for exporters: the same maths, forward only, no in-place writes, no kernel.
+
+    Mamba-1's layout (real A, B and C (B, N, L)) runs the step-wise recurrence below; any other layout runs the
+    reference loop itself (also plain out-of-place ops).
+
+    Args:
+        u, delta: (B, ED, L). A: (ED, N). B, C: (B, N, L). D, delta_bias: (ED,). z: (B, ED, L).
+    Returns:
+        y (B, ED, L), and the last state (B, ED, N) when return_last_state.
+    """
+    if A.is_complex() or B.dim() != 3 or C.dim() != 3:
+        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    dtype_in = u.dtype
+    u, delta, A, B, C = u.float(), delta.float(), A.float(), B.float(), C.float()
+    dt = delta if delta_bias is None else delta + delta_bias.float()[None, :, None]  # (B, ED, L)
+    if delta_softplus:
+        dt = F.softplus(dt)
+    y, last = _export_recurrence(dt, dt * u, A, B, C)  # (B, ED, L), (B, ED, N)
+    if D is not None:
+        y = y + u * D.float()[None, :, None]
+    if z is not None:
+        y = y * F.silu(z.float())
+    y = y.to(dtype_in)
+    return (y, last) if return_last_state else y
