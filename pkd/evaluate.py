@@ -1,22 +1,23 @@
-"""Measuring a run: logits and accuracies of models on a split, the per-prefix table (prefix.csv), the
-confidence early-exit curve and the run's summary. Training and `pkd eval` build their rows here, the same way.
+"""Measuring a run: logits and accuracies of models on a split, the per-prefix table (prefix.csv), the run's
+summary and the figures it gains at the end of a run (early exit via pkd.anytime, the video figures). Training and
+`pkd eval` build their rows and end-of-run figures here, the same way.
 
 Shapes: N samples in a split, C classes.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 
+from pkd.anytime import anytime_curve, anytime_figures
 from pkd.artifacts import load_ensemble, load_teacher
 from pkd.config import RunConfig, config_from_dict
-from pkd.data import DatasetSpec, Split, get_dataset_spec, load_split, resolve_data_root
+from pkd.data import DatasetSpec, Split, resolve_data_root
 from pkd.data.moving_mnist import digit_of, reverse_clips
+from pkd.data.run_data import load_run_data
 from pkd.drawn import cached_drawn_digits
 from pkd.distributed import SINGLE, World, gather_rows, shard_range
 from pkd.flops import model_cost
@@ -24,41 +25,8 @@ from pkd.models.ensemble import Ensemble, PrefixSums
 from pkd.runs import Run
 
 EVAL_BATCH = 1000
-CONFIDENCE_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 REPORTED_SPLITS = ("val", "test")  # accuracies in prefix.csv; the train split is never reported
 DRAWN_PER_DIGIT, DRAWN_SEED = 100, 0  # the drawn-digit robustness set `pkd eval` measures MNIST runs on
-
-
-def load_run_data(cfg: RunConfig, names: tuple[str, ...] = ("train", "val", "test")
-                  ) -> tuple[DatasetSpec, dict[str, Split]]:
-    """The dataset spec and the named splits of a run (default all three), cut to the config's limits."""
-    data_spec = get_dataset_spec(cfg.data.dataset)
-    limits = {"train": cfg.data.train_limit, "val": cfg.data.val_limit, "test": cfg.data.test_limit}
-    splits = {}
-    for name in names:
-        n = limits[name]
-        split = load_split(cfg.data.dataset, name, root=cfg.data.root)
-        splits[name] = split if n is None or n >= len(split.labels) else \
-            Split(inputs=split.inputs[:n], labels=split.labels[:n])
-    if cfg.data.shots is not None and "train" in splits:
-        splits["train"] = few_shot(splits["train"], cfg.data.shots, cfg.seed)
-    return data_spec, splits
-
-
-def few_shot(split: Split, shots: int, seed: int) -> Split:
-    """K = `shots` samples of every class in the split, drawn with `seed` (ViFi-CLIP's K-shot training set), kept
-    in split order. Classes absent from the split (a base-to-novel run's novel ones) stay absent; a class with
-    fewer than K samples (after any train_limit) is refused, naming it."""
-    order = torch.randperm(len(split.labels), generator=torch.Generator().manual_seed(seed))  # (N,)
-    keep = []
-    for c in split.labels.unique().tolist():
-        of_class = order[split.labels[order] == c][:shots]
-        if len(of_class) < shots:
-            raise ValueError(f"data.shots: {shots} training samples per class asked, but class {c} has only "
-                             f"{len(of_class)}; lower data.shots or raise data.train_limit")
-        keep.append(of_class)
-    idx = torch.cat(keep).sort().values  # (K*C,)
-    return dataclasses.replace(split, inputs=split.inputs[idx], labels=split.labels[idx])
 
 
 @torch.no_grad()
@@ -115,20 +83,6 @@ def run_summary(cfg: RunConfig, teacher: dict, rows: list[dict], k_planned: int)
             "flops_unit": "FLOPs per sample (2 per multiply-add)", "teacher": teacher, "prefixes": rows}
 
 
-def anytime_curve(ensemble: Ensemble, data_spec: DatasetSpec, split: Split,
-                  levels: tuple = CONFIDENCE_LEVELS, student_logits: list[torch.Tensor] | None = None) -> list[dict]:
-    """Accuracy and mean FLOPs per sample of confidence-based early exit (Ensemble.predict's rule: stop at the first
-    prefix whose top probability reaches the level) at several levels, from one pass of every prefix (or from
-    `student_logits`, every student's (N, C) logits on the split, when they are already at hand)."""
-    top, right = prefix_confidences(ensemble, data_spec, split, student_logits)  # (K, N) each
-    cumulative = [float(c) for c in ensemble.cumulative_flops()]
-    out = []
-    for level in levels:
-        acc, flops = exit_figures(top, right, cumulative, level)
-        out.append({"confidence": level, "acc": acc, "mean_flops": flops})
-    return out
-
-
 def evaluate_run(run: Run, device: torch.device | str = "cpu", drawn_per_digit: int = DRAWN_PER_DIGIT) -> dict:
     """Recompute every figure of a run from its saved weights; rewrite prefix.csv and summary.json.
 
@@ -146,17 +100,39 @@ def evaluate_run(run: Run, device: torch.device | str = "cpu", drawn_per_digit: 
                                        device)
     run.write_prefix_table(rows)
     summary = run_summary(cfg, teacher_figures, rows, len(cfg.students.schedule))
-    if len(rows) == len(cfg.students.schedule):
-        ensemble.cpu()
-        summary["anytime"] = anytime_curve(ensemble, data_spec, splits["test"],
-                                           student_logits=student_logits["test"])
-        summary.update(anytime_figures(ensemble, data_spec, splits, summary, student_logits))
-    if data_spec.kind == "clip":
-        summary["video"] = video_figures(teacher.cpu(), ensemble.cpu(), data_spec, splits["test"])
+    summary.update(end_of_run_figures(summary, ensemble, teacher, data_spec, splits, student_logits))
     if cfg.data.dataset == "mnist" and drawn_per_digit > 0:
         summary["drawn"] = drawn_figures(teacher, ensemble.cpu(), data_spec, drawn_per_digit)
     run.write_summary(summary)
     return summary
+
+
+def end_of_run_figures(summary: dict, ensemble: Ensemble, teacher: nn.Module, data_spec: DatasetSpec,
+                       splits: dict[str, Split], student_logits: dict[str, list[torch.Tensor]]) -> dict:
+    """The figures summary.json gains at the end of a run, computed the same way by training and `pkd eval`.
+
+    Once every planned student is trained (as many prefix rows as summary["k_planned"]): "anytime" (the
+    confidence early-exit curve on test), "anytime_val_fitted" and "anytime_auc" (pkd.anytime). For a clip
+    dataset: "video" (the reversal test and digit identity, video_figures). Moves the ensemble and the teacher to
+    the CPU.
+
+    Args:
+        summary: the run's summary so far (run_summary: its "teacher", "prefixes" and "k_planned").
+        ensemble: the saved students.
+        teacher: the run's teacher.
+        data_spec: the run's dataset.
+        splits: at least "val" and "test".
+        student_logits: {"val": K tensors (N, C), "test": K tensors (N, C)}, every student's logits.
+    """
+    out = {}
+    ensemble.cpu()
+    if len(summary["prefixes"]) == summary["k_planned"]:
+        labels = {name: splits[name].labels for name in REPORTED_SPLITS}
+        out["anytime"] = anytime_curve(ensemble, student_logits["test"], labels["test"])
+        out.update(anytime_figures(ensemble, student_logits, labels, summary))
+    if data_spec.kind == "clip":
+        out["video"] = video_figures(teacher.cpu(), ensemble, data_spec, splits["test"])
+    return out
 
 
 def prefix_rows(ensemble: Ensemble, arch: str, data_spec: DatasetSpec, splits: dict[str, Split],
@@ -247,135 +223,3 @@ def base_to_novel(scores: torch.Tensor, labels: torch.Tensor, novel: Sequence[in
         accs[key] = float((masked.argmax(-1) == labels[rows]).double().mean()) if rows.any() else 0.0
     b, n = accs["base_acc"], accs["novel_acc"]
     return {**accs, "hm": 2 * b * n / (b + n) if b + n > 0 else 0.0}
-
-
-# ----------------------------------------------------------------------------------------------- budgets
-# MSDNet's budgeted protocol (Huang et al., ICLR 2018): the early-exit threshold is fitted on the validation split
-# for each FLOP budget, and accuracy is reported on the test split against the FLOPs actually spent per sample.
-BUDGET_POINTS = 8  # default budgets: geometric from the first student's cost to the whole ensemble's
-AUC_LOW_SHARE = 0.01  # the anytime AUC averages accuracy over budgets from 1% of the teacher's FLOPs to 100%
-
-
-@torch.no_grad()
-def prefix_confidences(ensemble: Ensemble, data_spec: DatasetSpec, split: Split,
-                       student_logits: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every prefix's top probability and whether its answer is right, per sample: (K, N) float and (K, N) bool.
-
-    The probabilities are those Ensemble.predict(confidence=...) compares with its threshold. `student_logits`:
-    each student's (N, C) logits on the split if already computed (training has them), else computed here.
-    """
-    if student_logits is None:
-        student_logits = [predict_logits(s, data_spec, split.inputs, torch.device("cpu")) for s in ensemble.students]
-    sums, top, right = PrefixSums(ensemble.mode), [], []
-    for logits, scale in zip(student_logits, ensemble.prev_scales):
-        sums.add(logits, scale)
-        best = sums.log_probs().exp().max(dim=-1)  # (N,)
-        top.append(best.values)
-        right.append(best.indices == split.labels)
-    return torch.stack(top), torch.stack(right)
-
-
-def exit_positions(top: torch.Tensor, confidence: float | None) -> torch.Tensor:
-    """Index (0-based) of the prefix each sample stops at: the first whose top probability reaches `confidence`,
-    else the last (None: never early). top: (K, N) -> (N,)."""
-    last = top.shape[0] - 1
-    if confidence is None:
-        return torch.full((top.shape[1],), last, dtype=torch.long)
-    reached = torch.cat([top[:-1] >= confidence, torch.ones(1, top.shape[1], dtype=torch.bool)])  # (K, N)
-    return reached.to(torch.int8).argmax(dim=0).long()  # first True
-
-
-def fit_confidence(top: torch.Tensor, cumulative: list[float], budget: float) -> tuple[bool, float | None]:
-    """The largest threshold whose mean FLOPs per sample on this split stay within `budget`.
-
-    Mean FLOPs grow with the threshold; the candidates are the top probabilities themselves (where exits change)
-    and None (no early exit). Returns (fits, threshold): fits is False when even stopping every sample after
-    the first student costs more than the budget.
-    """
-    if cumulative[-1] <= budget:
-        return True, None
-    if cumulative[0] > budget or top.shape[0] == 1:
-        return False, None
-    candidates = torch.unique(top[:-1].reshape(-1))  # ascending
-    steps = torch.tensor([b - a for a, b in zip(cumulative, cumulative[1:])], dtype=torch.float64)  # (K-1,)
-    below = torch.stack([torch.searchsorted(torch.sort(row).values, candidates, side="left")
-                         for row in running_max(top)[:-1]]).double() / top.shape[1]  # (K-1, T): share going on
-    mean = cumulative[0] + (steps[:, None] * below).sum(dim=0)  # (T,) mean FLOPs at each candidate
-    fitting = torch.nonzero(mean <= budget * (1 + 1e-12)).flatten()
-    return True, float(candidates[fitting[-1]])  # index 0 (every sample stops at k = 1) always fits here
-
-
-def running_max(top: torch.Tensor) -> torch.Tensor:
-    """max over prefixes 1..k of the top probability, per k: a sample has stopped by k iff this reaches the
-    threshold. (K, N) -> (K, N)."""
-    return torch.cummax(top, dim=0).values
-
-
-def exit_figures(top: torch.Tensor, right: torch.Tensor, cumulative: list[float], confidence: float | None
-                 ) -> tuple[float, float]:
-    """(accuracy, mean FLOPs per sample) of early exit at `confidence` on one split."""
-    stop = exit_positions(top, confidence)  # (N,)
-    n = max(top.shape[1], 1)
-    correct = right.gather(0, stop[None]).sum()
-    return float(correct) / n, float(torch.tensor(cumulative, dtype=torch.float64)[stop].sum()) / n
-
-
-def val_fitted_curve(ensemble: Ensemble, data_spec: DatasetSpec, splits: dict[str, Split],
-                     budgets: list[float] | None = None, student_logits: dict | None = None) -> list[dict]:
-    """Early exit under FLOP budgets, MSDNet style: per budget, the threshold fitted on val (the largest whose val
-    mean FLOPs fit), then its test accuracy and test mean FLOPs ("acc", "mean_flops"). Budgets below the first
-    student's cost are left out. Default budgets: BUDGET_POINTS, geometric from the first prefix to the last.
-    `student_logits`: {"val": [...], "test": [...]} every student's logits, if already computed."""
-    cumulative = [float(c) for c in ensemble.cumulative_flops()]
-    if budgets is None:
-        first, last = cumulative[0], cumulative[-1]
-        ratio = (last / first) ** (1 / (BUDGET_POINTS - 1)) if 0 < first < last else 1.0
-        budgets = [first * ratio ** i for i in range(BUDGET_POINTS - 1)] + [last] if ratio > 1 else [last]
-    student_logits = student_logits or {}
-    val_top, val_right = prefix_confidences(ensemble, data_spec, splits["val"], student_logits.get("val"))
-    test_top, test_right = prefix_confidences(ensemble, data_spec, splits["test"], student_logits.get("test"))
-    out = []
-    for budget in budgets:
-        fits, confidence = fit_confidence(val_top, cumulative, budget)
-        if not fits:
-            continue
-        val_acc, val_flops = exit_figures(val_top, val_right, cumulative, confidence)
-        acc, flops = exit_figures(test_top, test_right, cumulative, confidence)
-        out.append({"budget": float(budget), "confidence": confidence, "val_acc": val_acc,
-                    "val_mean_flops": val_flops, "acc": acc, "mean_flops": flops})
-    return out
-
-
-def anytime_auc(points: list[tuple[float, float]], low: float, high: float) -> float:
-    """Normalised area under the anytime curve over log FLOPs:  (1 / ln(high/low)) ∫ acc(f) d ln f  on
-    [low, high], where acc(f) is the accuracy of the costliest prefix that fits in f FLOPs (0 where none fits,
-    as `Ensemble.predict(flop_budget=f)` refuses). `points`: (cumulative FLOPs, accuracy) of prefixes 1..K."""
-    if not 0 < low < high:
-        raise ValueError(f"anytime AUC range {low}..{high}: needs 0 < low < high")
-    area, points = 0.0, sorted(points)
-    for i, (cost, acc) in enumerate(points):
-        start = max(cost, low)
-        end = min(points[i + 1][0] if i + 1 < len(points) else high, high)
-        if end > start:
-            area += acc * (math.log(end) - math.log(start))
-    return area / (math.log(high) - math.log(low))
-
-
-def auc_of_rows(rows: list[dict], teacher_flops: float, key: str = "prefix_acc") -> float | None:
-    """anytime_auc of prefix rows over budgets AUC_LOW_SHARE..1 of the teacher's FLOPs (None without figures)."""
-    points = [(r["cumulative_flops"], r[key]) for r in rows if r.get(key) is not None and r.get("cumulative_flops")]
-    if not points or not teacher_flops or teacher_flops <= 0:
-        return None
-    return anytime_auc(points, AUC_LOW_SHARE * teacher_flops, teacher_flops)
-
-
-def anytime_figures(ensemble: Ensemble, data_spec: DatasetSpec, splits: dict[str, Split], summary: dict,
-                    student_logits: dict | None = None) -> dict:
-    """summary.json's budget keys: "anytime_val_fitted" (val_fitted_curve) and "anytime_auc" (val and test AUC over
-    budgets from AUC_LOW_SHARE of the teacher's FLOPs to all of them)."""
-    teacher_flops = float(summary["teacher"]["flops"])
-    rows = summary["prefixes"]
-    return {"anytime_val_fitted": val_fitted_curve(ensemble, data_spec, splits, student_logits=student_logits),
-            "anytime_auc": {"val": auc_of_rows(rows, teacher_flops, "prefix_val_acc"),
-                            "test": auc_of_rows(rows, teacher_flops, "prefix_acc"),
-                            "low_flops": AUC_LOW_SHARE * teacher_flops, "high_flops": teacher_flops}}

@@ -26,15 +26,16 @@ def test_eval_reads_only_the_reported_splits(tiny_run, tmp_path, monkeypatch):
     import shutil
 
     from pkd import evaluate
+    from pkd.data import run_data
     from pkd.runs import Run
 
-    loaded, real = [], evaluate.load_split
+    loaded, real = [], run_data.load_split
 
     def load_split(name, split, **kw):  # the real loader, recording which splits were asked for
         loaded.append(split)
         return real(name, split, **kw)
 
-    monkeypatch.setattr(evaluate, "load_split", load_split)
+    monkeypatch.setattr(run_data, "load_split", load_split)
     copy = tmp_path / "tiny"
     shutil.copytree(tiny_run.path, copy)
     summary = evaluate.evaluate_run(Run(copy), drawn_per_digit=0)
@@ -60,24 +61,6 @@ def test_runs_and_predict_cli(tiny_run, tmp_path):
     (tmp_path / "notimage.png").write_text("hello")
     proc = pkd("predict", str(tiny_run.path), str(tmp_path / "notimage.png"))
     assert proc.returncode == 2 and "error:" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-
-
-def test_anytime_curve_is_what_early_exit_prediction_does(tiny_run):
-    """The curve is computed from one pass of every prefix; Ensemble.predict(confidence=...) stops each sample for
-    real. Both must give the same accuracy and FLOPs at every level."""
-    import torch
-
-    from pkd.artifacts import load_ensemble
-    from pkd.config import config_from_dict
-    from pkd.evaluate import anytime_curve, load_run_data
-
-    data_spec, splits = load_run_data(config_from_dict(tiny_run.config()))
-    ensemble, test = load_ensemble(tiny_run), splits["test"]
-    for point in anytime_curve(ensemble, data_spec, test):
-        with torch.no_grad():
-            pred = ensemble.predict(data_spec.normalize(test.inputs), confidence=point["confidence"])
-        assert point["acc"] == pytest.approx(float((pred.classes == test.labels).float().mean()), abs=1 / len(test))
-        assert point["mean_flops"] == pytest.approx(float(pred.flops.double().mean()), rel=1e-3)
 
 
 def test_base_to_novel_classifies_each_side_among_its_own_classes():

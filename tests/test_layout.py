@@ -22,6 +22,7 @@ FORBIDDEN = {
     "pkd/artifacts.py": ("pkd.train",),
     "pkd/export.py": ("pkd.train", "pkd.evaluate"),  # deploys saved students; never trains or evaluates
     "pkd/evaluate.py": ("pkd.train",),
+    "pkd/anytime.py": ("pkd.train", "pkd.evaluate", "pkd.artifacts", "pkd.runs", "pkd.data"),  # logits in, figures out
     "pkd/runs.py": ("pkd.train", "pkd.models", "pkd.data"),
 }
 

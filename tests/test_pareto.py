@@ -1,14 +1,11 @@
-"""The Pareto front on hand-made points (pkd.pareto), the anytime AUC and the validation-fitted early exit
-(pkd.evaluate) on hand-made numbers."""
+"""The Pareto front on hand-made points (pkd.pareto)."""
 
 from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
-from pkd.evaluate import anytime_auc, exit_figures, fit_confidence
 from pkd.pareto import Point, dominates, front_flags, pareto_front
 
 
@@ -58,26 +55,3 @@ def test_front_is_exactly_the_brute_force_non_dominated_set():
     points = [Point(f, a, f"r{i % 7}", i) for i, (f, a) in enumerate(zip(flops, accs))]
     brute = {id(p) for p in points if not any(dominates(q, p) for q in points)}
     assert {id(p) for p in pareto_front(points)} == brute
-
-
-def test_anytime_auc_is_the_log_flops_average_of_the_step_curve():
-    # acc 0.5 from 10 to 100 FLOPs, 1.0 from 100 to 1000: half the log range each
-    assert anytime_auc([(10, 0.5), (100, 1.0)], 10, 1000) == pytest.approx(0.75)
-    assert anytime_auc([(100, 1.0)], 10, 1000) == pytest.approx(0.5)  # nothing fits below 100 FLOPs: 0
-    assert anytime_auc([(10, 0.8), (5000, 1.0)], 10, 1000) == pytest.approx(0.8)  # beyond `high` never counts
-    with pytest.raises(ValueError, match="low < high"):
-        anytime_auc([(10, 0.5)], 100, 100)
-
-
-def test_val_fitted_threshold_is_the_largest_within_the_budget():
-    # 4 samples, 2 prefixes costing 10 and 30 FLOPs; top probabilities of prefix 1 (prefix 2 never stops early)
-    top = torch.tensor([[0.5, 0.6, 0.9, 0.95], [0.9, 0.9, 0.95, 0.99]])
-    right = torch.tensor([[False, True, True, True], [True, True, True, True]])
-    cumulative = [10.0, 30.0]
-    assert fit_confidence(top, cumulative, 5.0) == (False, None)  # below the first student's cost
-    assert fit_confidence(top, cumulative, 30.0) == (True, None)  # the whole ensemble fits: no early exit
-    fits, threshold = fit_confidence(top, cumulative, 20.0)  # half the samples may go on: 0.5 and 0.6 continue
-    assert fits and threshold == pytest.approx(0.9)
-    acc, flops = exit_figures(top, right, cumulative, threshold)
-    assert (acc, flops) == (1.0, 20.0)
-    assert exit_figures(top, right, cumulative, float(top.min())) == (0.75, 10.0)  # everyone stops at k = 1

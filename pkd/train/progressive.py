@@ -23,8 +23,9 @@ from pkd.data import DatasetSpec, Split
 from pkd.data.moving_mnist import digit_of
 from pkd.devices import autocast_dtype, resolve_device
 from pkd.distributed import SINGLE, World
-from pkd.evaluate import (EVAL_BATCH, REPORTED_SPLITS, accuracy, anytime_curve, anytime_figures, load_run_data, predict_logits,
-                          prefix_row, run_summary, split_accuracies, teacher_row, video_figures)
+from pkd.data.run_data import load_run_data
+from pkd.evaluate import (EVAL_BATCH, REPORTED_SPLITS, accuracy, end_of_run_figures, predict_logits, prefix_row,
+                          run_summary, split_accuracies, teacher_row)
 from pkd.models import build_model
 from pkd.models.clip_teacher import ViFiCLIP, load_clip_weights
 from pkd.models.ensemble import PrefixSums, accumulate
@@ -82,10 +83,7 @@ def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None =
     summary = run_summary(cfg, teacher_figures, so_far.rows, k_planned)
     if world.is_writer:  # the saved ensemble, judged by the config trained with, on its students' logits
         ensemble = load_ensemble(run, config=cfg.to_dict())
-        summary["anytime"] = anytime_curve(ensemble, data_spec, splits["test"], student_logits=so_far.logits["test"])
-        summary.update(anytime_figures(ensemble, data_spec, splits, summary, so_far.logits))
-        if data_spec.kind == "clip":  # the reversal test and digit identity (pkd eval computes the same)
-            summary["video"] = video_figures(teacher.cpu(), ensemble, data_spec, splits["test"])
+        summary.update(end_of_run_figures(summary, ensemble, teacher, data_spec, splits, so_far.logits))
         ctx.recorder.summary(summary)
     del teacher
     return summary

@@ -12,7 +12,7 @@ import torch
 from pkd.artifacts import load_teacher
 from pkd.config import ConfigError, load_config
 from pkd.data import Split
-from pkd.evaluate import few_shot
+from pkd.data.run_data import few_shot
 from pkd.runs import Run
 from tests.pkd_process import ROOT, child_env, pkd, pkd_ok
 

@@ -1,0 +1,166 @@
+"""Early exit, FLOP budgets and the anytime AUC: pure functions of the students' logits and the prefixes' FLOPs.
+
+A run's ensemble answers with any prefix 1..k; these figures say what stopping early buys. The confidence curve
+stops each sample at the first prefix whose top probability reaches a level (Ensemble.predict's rule); the
+val-fitted curve fits that level per FLOP budget on the validation split (MSDNet's protocol); the AUC averages
+accuracy over budgets on a log-FLOPs axis. Nothing here runs a model: `pkd.evaluate` computes the logits (training
+hands over the ones it has), the ensemble supplies its mode, scales and FLOPs.
+
+Shapes: K prefixes (students), N samples in a split, C classes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from pkd.models.ensemble import Ensemble, PrefixSums
+
+CONFIDENCE_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+
+# MSDNet's budgeted protocol (Huang et al., ICLR 2018): the early-exit threshold is fitted on the validation split
+# for each FLOP budget, and accuracy is reported on the test split against the FLOPs actually spent per sample.
+BUDGET_POINTS = 8  # default budgets: geometric from the first student's cost to the whole ensemble's
+AUC_LOW_SHARE = 0.01  # the anytime AUC averages accuracy over budgets from 1% of the teacher's FLOPs to 100%
+
+
+def anytime_curve(ensemble: Ensemble, student_logits: list[torch.Tensor], labels: torch.Tensor,
+                  levels: tuple = CONFIDENCE_LEVELS) -> list[dict]:
+    """Accuracy and mean FLOPs per sample of confidence-based early exit (Ensemble.predict's rule: stop at the first
+    prefix whose top probability reaches the level) at several levels, from one pass of every prefix.
+
+    Args:
+        ensemble: the run's students (their mode, scales and FLOPs).
+        student_logits: every student's (N, C) logits on the split.
+        labels: (N,) the split's labels.
+    """
+    top, right = prefix_confidences(ensemble, student_logits, labels)  # (K, N) each
+    cumulative = [float(c) for c in ensemble.cumulative_flops()]
+    out = []
+    for level in levels:
+        acc, flops = exit_figures(top, right, cumulative, level)
+        out.append({"confidence": level, "acc": acc, "mean_flops": flops})
+    return out
+
+
+@torch.no_grad()
+def prefix_confidences(ensemble: Ensemble, student_logits: list[torch.Tensor], labels: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every prefix's top probability and whether its answer is right, per sample: (K, N) float and (K, N) bool.
+
+    The probabilities are those Ensemble.predict(confidence=...) compares with its threshold. `student_logits`:
+    each student's (N, C) logits on the split; `labels`: (N,).
+    """
+    sums, top, right = PrefixSums(ensemble.mode), [], []
+    for logits, scale in zip(student_logits, ensemble.prev_scales):
+        sums.add(logits, scale)
+        best = sums.log_probs().exp().max(dim=-1)  # (N,)
+        top.append(best.values)
+        right.append(best.indices == labels)
+    return torch.stack(top), torch.stack(right)
+
+
+def exit_positions(top: torch.Tensor, confidence: float | None) -> torch.Tensor:
+    """Index (0-based) of the prefix each sample stops at: the first whose top probability reaches `confidence`,
+    else the last (None: never early). top: (K, N) -> (N,)."""
+    last = top.shape[0] - 1
+    if confidence is None:
+        return torch.full((top.shape[1],), last, dtype=torch.long)
+    reached = torch.cat([top[:-1] >= confidence, torch.ones(1, top.shape[1], dtype=torch.bool)])  # (K, N)
+    return reached.to(torch.int8).argmax(dim=0).long()  # first True
+
+
+def fit_confidence(top: torch.Tensor, cumulative: list[float], budget: float) -> tuple[bool, float | None]:
+    """The largest threshold whose mean FLOPs per sample on this split stay within `budget`.
+
+    Mean FLOPs grow with the threshold; the candidates are the top probabilities themselves (where exits change)
+    and None (no early exit). Returns (fits, threshold): fits is False when even stopping every sample after
+    the first student costs more than the budget.
+    """
+    if cumulative[-1] <= budget:
+        return True, None
+    if cumulative[0] > budget or top.shape[0] == 1:
+        return False, None
+    candidates = torch.unique(top[:-1].reshape(-1))  # ascending
+    steps = torch.tensor([b - a for a, b in zip(cumulative, cumulative[1:])], dtype=torch.float64)  # (K-1,)
+    below = torch.stack([torch.searchsorted(torch.sort(row).values, candidates, side="left")
+                         for row in running_max(top)[:-1]]).double() / top.shape[1]  # (K-1, T): share going on
+    mean = cumulative[0] + (steps[:, None] * below).sum(dim=0)  # (T,) mean FLOPs at each candidate
+    fitting = torch.nonzero(mean <= budget * (1 + 1e-12)).flatten()
+    return True, float(candidates[fitting[-1]])  # index 0 (every sample stops at k = 1) always fits here
+
+
+def running_max(top: torch.Tensor) -> torch.Tensor:
+    """max over prefixes 1..k of the top probability, per k: a sample has stopped by k iff this reaches the
+    threshold. (K, N) -> (K, N)."""
+    return torch.cummax(top, dim=0).values
+
+
+def exit_figures(top: torch.Tensor, right: torch.Tensor, cumulative: list[float], confidence: float | None
+                 ) -> tuple[float, float]:
+    """(accuracy, mean FLOPs per sample) of early exit at `confidence` on one split."""
+    stop = exit_positions(top, confidence)  # (N,)
+    n = max(top.shape[1], 1)
+    correct = right.gather(0, stop[None]).sum()
+    return float(correct) / n, float(torch.tensor(cumulative, dtype=torch.float64)[stop].sum()) / n
+
+
+def val_fitted_curve(ensemble: Ensemble, student_logits: dict[str, list[torch.Tensor]],
+                     labels: dict[str, torch.Tensor], budgets: list[float] | None = None) -> list[dict]:
+    """Early exit under FLOP budgets, MSDNet style: per budget, the threshold fitted on val (the largest whose val
+    mean FLOPs fit), then its test accuracy and test mean FLOPs ("acc", "mean_flops"). Budgets below the first
+    student's cost are left out. Default budgets: BUDGET_POINTS, geometric from the first prefix to the last.
+    `student_logits` / `labels`: {"val": ..., "test": ...} every student's (N, C) logits and the (N,) labels."""
+    cumulative = [float(c) for c in ensemble.cumulative_flops()]
+    if budgets is None:
+        first, last = cumulative[0], cumulative[-1]
+        ratio = (last / first) ** (1 / (BUDGET_POINTS - 1)) if 0 < first < last else 1.0
+        budgets = [first * ratio ** i for i in range(BUDGET_POINTS - 1)] + [last] if ratio > 1 else [last]
+    val_top, val_right = prefix_confidences(ensemble, student_logits["val"], labels["val"])
+    test_top, test_right = prefix_confidences(ensemble, student_logits["test"], labels["test"])
+    out = []
+    for budget in budgets:
+        fits, confidence = fit_confidence(val_top, cumulative, budget)
+        if not fits:
+            continue
+        val_acc, val_flops = exit_figures(val_top, val_right, cumulative, confidence)
+        acc, flops = exit_figures(test_top, test_right, cumulative, confidence)
+        out.append({"budget": float(budget), "confidence": confidence, "val_acc": val_acc,
+                    "val_mean_flops": val_flops, "acc": acc, "mean_flops": flops})
+    return out
+
+
+def anytime_auc(points: list[tuple[float, float]], low: float, high: float) -> float:
+    """Normalised area under the anytime curve over log FLOPs:  (1 / ln(high/low)) ∫ acc(f) d ln f  on
+    [low, high], where acc(f) is the accuracy of the costliest prefix that fits in f FLOPs (0 where none fits,
+    as `Ensemble.predict(flop_budget=f)` refuses). `points`: (cumulative FLOPs, accuracy) of prefixes 1..K."""
+    if not 0 < low < high:
+        raise ValueError(f"anytime AUC range {low}..{high}: needs 0 < low < high")
+    area, points = 0.0, sorted(points)
+    for i, (cost, acc) in enumerate(points):
+        start = max(cost, low)
+        end = min(points[i + 1][0] if i + 1 < len(points) else high, high)
+        if end > start:
+            area += acc * (math.log(end) - math.log(start))
+    return area / (math.log(high) - math.log(low))
+
+
+def auc_of_rows(rows: list[dict], teacher_flops: float, key: str = "prefix_acc") -> float | None:
+    """anytime_auc of prefix rows over budgets AUC_LOW_SHARE..1 of the teacher's FLOPs (None without figures)."""
+    points = [(r["cumulative_flops"], r[key]) for r in rows if r.get(key) is not None and r.get("cumulative_flops")]
+    if not points or not teacher_flops or teacher_flops <= 0:
+        return None
+    return anytime_auc(points, AUC_LOW_SHARE * teacher_flops, teacher_flops)
+
+
+def anytime_figures(ensemble: Ensemble, student_logits: dict[str, list[torch.Tensor]],
+                    labels: dict[str, torch.Tensor], summary: dict) -> dict:
+    """summary.json's budget keys: "anytime_val_fitted" (val_fitted_curve) and "anytime_auc" (val and test AUC over
+    budgets from AUC_LOW_SHARE of the teacher's FLOPs to all of them). `summary`: its "teacher" and "prefixes"."""
+    teacher_flops = float(summary["teacher"]["flops"])
+    rows = summary["prefixes"]
+    return {"anytime_val_fitted": val_fitted_curve(ensemble, student_logits, labels),
+            "anytime_auc": {"val": auc_of_rows(rows, teacher_flops, "prefix_val_acc"),
+                            "test": auc_of_rows(rows, teacher_flops, "prefix_acc"),
+                            "low_flops": AUC_LOW_SHARE * teacher_flops, "high_flops": teacher_flops}}
