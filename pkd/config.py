@@ -1,4 +1,5 @@
-"""Run configuration: frozen dataclasses, strict YAML loading and `key=value` overrides.
+"""Run configuration: frozen dataclasses, their range checks, and loading them from YAML with `key=value`
+overrides (the strict reading itself, field by field, is pkd.config_reader's).
 
 YAML is only a serialisation (yaml.safe_load, no tags). Unknown or mistyped keys are rejected by name, so a typo
 never silently trains the wrong thing. The resolved config is what a run directory records.
@@ -6,57 +7,21 @@ never silently trains the wrong thing. The resolved config is what a run directo
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import math
 import os
-import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
-
+from pkd.config_reader import ConfigError, apply_overrides, check_finite, from_dict, get_key, read_yaml
 from pkd.devices import DEVICES, PRECISIONS
 
-MAX_CONFIG_BYTES = 1_000_000  # a config is a few hundred bytes; refuse anything huge before parsing it
 MAX_STUDENTS = 32
 MAX_D_MODEL = 1024
 # Upper bounds on student sizes, so a config (or a page form) cannot ask for a model that exhausts memory.
 MAX_STUDENT_SIZES = {"d_model": MAX_D_MODEL, "d_state": 256, "n_layers": 32, "expand": 16, "d_conv": 16}
-
-
-class ConfigError(ValueError):
-    """A config value is missing, unknown, mistyped or out of range (message names the field)."""
-
-
-# YAML 1.1 (PyYAML) reads 1e6 and 5e-3 (no dot) as strings; a numeric field accepts them as the numbers they spell.
-_NUMBER_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-MAX_CONFIG_DEPTH = 20  # nesting of mappings/lists; a config needs 4
-
-
-def safe_yaml(text: str, where: str) -> Any:
-    """yaml.safe_load, refusing aliases (*name: a kilobyte of them can expand to billions of nodes) first."""
-    try:
-        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
-            raise ConfigError(f"{where}: YAML aliases (*name) are not allowed in a config; write the values out")
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise ConfigError(f"{where} is not valid YAML: {first}") from None
-
-
-def check_finite(value: Any, where: str, depth: int = 0) -> None:
-    """Refuse .inf / .nan anywhere in a config (and absurd nesting), naming the field, before anything runs."""
-    if depth > MAX_CONFIG_DEPTH:
-        raise ConfigError(f"{where or 'config'}: nested more than {MAX_CONFIG_DEPTH} levels deep")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{where}: {value} is not a finite number")
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        check_finite(item, f"{where}.{key}" if isinstance(value, dict) and where else
-                     (str(key) if isinstance(value, dict) else f"{where}[{key}]"), depth + 1)
+# The one teacher.arch with the stages pretrain, prompt and init: ViFi-CLIP's video teacher (pkd.models.clip registers
+# it under this name, pkd.train.video_stage its training). Spelled here only, where config validation needs it.
+VIDEO_TEACHER = "vifi_clip"
 
 
 @dataclass(frozen=True)
@@ -174,70 +139,6 @@ _CHOICES = {
 }
 
 
-def _check_type(value: Any, hint: Any, where: str) -> Any:
-    """Return value converted to `hint` (ints accepted for floats) or raise ConfigError naming `where`."""
-    origin = typing.get_origin(hint)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
-            return None
-        return _check_type(value, args[0], where)
-    if hint in (float, int) and isinstance(value, str) and _NUMBER_TEXT.match(value.strip()):
-        value = float(value)  # 1e6 as YAML 1.1 reads it
-        if hint is int and value.is_integer():
-            value = int(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: {value} is not a finite number")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if hint is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if hint is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return list(value)
-    raise ConfigError(f"{where}: unsupported type {hint}")
-
-
-def from_dict(cls: type, data: Any, where: str = "") -> Any:
-    """Build dataclass `cls` from a plain mapping, rejecting unknown keys and wrong types by name."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping of keys to values, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; valid keys here: {', '.join(sorted(names))}")
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{where}.{name}" if where else name
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-            kwargs[name] = from_dict(hint, value, key)
-        else:
-            kwargs[name] = _check_type(value, hint, key)
-    return cls(**kwargs)
-
-
 def _deep_merge(base: dict, update: dict) -> dict:
     """Mapping `update` laid over `base`, merging nested mappings (dict-typed fields such as params replace)."""
     out = dict(base)
@@ -304,15 +205,16 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 def validate_teacher(teacher: TeacherConfig) -> None:
     """The teacher's stages fit together: what trains, what is loaded, and the files named exist."""
-    video = teacher.arch == "vifi_clip"
+    video = teacher.arch == VIDEO_TEACHER
     for stage in ("pretrain", "prompt"):
         epochs = getattr(teacher, stage).epochs
         if epochs and not video:
             what = "image-text pretraining" if stage == "pretrain" else "prompt learning"
-            raise ConfigError(f"teacher.{stage}.epochs: {epochs}, but {what} is for teacher.arch vifi_clip only; "
-                              f"set it to 0")
+            raise ConfigError(f"teacher.{stage}.epochs: {epochs}, but {what} is for teacher.arch {VIDEO_TEACHER} "
+                              f"only; set it to 0")
     if teacher.init and not video:
-        raise ConfigError("teacher.init: starting weights are for teacher.arch vifi_clip only; use teacher.checkpoint")
+        raise ConfigError(f"teacher.init: starting weights are for teacher.arch {VIDEO_TEACHER} only; use "
+                          "teacher.checkpoint")
     if teacher.init and teacher.checkpoint:
         raise ConfigError("teacher.init and teacher.checkpoint: give one (init trains from the weights, checkpoint "
                           "loads them and trains nothing)")
@@ -344,52 +246,6 @@ def student_optim(cfg: RunConfig, i: int) -> OptimConfig:
     if optim.lr <= 0 or optim.weight_decay < 0:
         raise ConfigError(f"{where}: lr must be > 0 and weight_decay >= 0")
     return optim
-
-
-def get_key(data: dict, dotted: str) -> Any:
-    node = data
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply `a.b=value` overrides (value parsed as YAML) to a plain config mapping; returns a new mapping."""
-    data = copy.deepcopy(data)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value, e.g. distill.alpha=0.5")
-        key, raw = item.split("=", 1)
-        key = key.strip().lstrip("-")
-        value = safe_yaml(raw, f"override {key}: value {raw!r}")
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {key}: '{part}' is not a section")
-        node[parts[-1]] = value
-    return data
-
-
-def read_yaml(path: str | os.PathLike) -> dict:
-    """Read a YAML mapping safely; one-line errors for missing, huge, unparsable or non-mapping files."""
-    path = Path(path).resolve()
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found; see configs/ for examples")
-    size = path.stat().st_size
-    if size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file {str(path)!r} is {size} bytes; a config must be under {MAX_CONFIG_BYTES}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: it is not UTF-8 text") from None
-    data = safe_yaml(text, f"config file {str(path)!r}")
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys to values, not {type(data).__name__}")
-    return data
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
