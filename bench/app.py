@@ -90,7 +90,7 @@ def drawn_seven() -> np.ndarray:
 
 
 def bench_prediction(run_path: Path, repeats: int) -> None:
-    from app import inference
+    from pkd import inference, preprocess
     from pkd.data import get_dataset_spec
     from pkd.artifacts import load_ensemble, load_teacher
     from pkd.preprocess import prepare_drawing
@@ -108,7 +108,7 @@ def bench_prediction(run_path: Path, repeats: int) -> None:
             return ensemble.all_prefixes(spec.normalize(x[None]))
 
     def app_path():
-        return inference.predict_digit(ensemble, spec, inference.prepare_canvas(canvas), teacher,
+        return inference.predict_digit(ensemble, spec, preprocess.prepare_canvas(canvas), teacher,
                                        run.summary().get("teacher", {}).get("flops"))
 
     print(f"\n== drawn digit -> all K={ensemble.k} prefix predictions ({run_path})")

@@ -353,7 +353,8 @@ def _predict_clip(args: argparse.Namespace, run, spec) -> int:
     import torch
 
     from pkd.artifacts import load_ensemble
-    from pkd.clips import frame_flops, read_clip, stream_prefix_probs
+    from pkd.inference import frame_flops, stream_prefix_probs
+    from pkd.preprocess import read_clip
 
     clip = read_clip(args.image, spec)  # (T, C, S, S)
     ensemble = load_ensemble(run)

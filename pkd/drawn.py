@@ -21,8 +21,8 @@ import PIL
 import torch
 from PIL import Image, ImageDraw
 
-from pkd import preprocess
-from pkd.preprocess import prepare_drawing
+from pkd.preprocess import images as preprocess  # prepare_drawing's module: its source is in the digest
+from pkd.preprocess.images import prepare_drawing
 
 log = logging.getLogger(__name__)
 

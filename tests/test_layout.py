@@ -23,6 +23,8 @@ FORBIDDEN = {
     "pkd/export.py": ("pkd.train", "pkd.evaluate"),  # deploys saved students; never trains or evaluates
     "pkd/evaluate.py": ("pkd.train",),
     "pkd/anytime.py": ("pkd.train", "pkd.evaluate", "pkd.artifacts", "pkd.runs", "pkd.data"),  # logits in, figures out
+    "pkd/inference.py": ("pkd.train", "pkd.evaluate", "pkd.artifacts", "pkd.runs"),  # models in, one answer out
+    "pkd/preprocess": ("pkd.train", "pkd.models", "pkd.evaluate", "pkd.artifacts", "pkd.runs", "pkd.inference"),
     "pkd/runs.py": ("pkd.train", "pkd.models", "pkd.data"),
 }
 

@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from app import common, glossary, inference
+from app import common, glossary
 from app.charts import clips as clip_charts
 from app.charts import format as fmt
-from pkd import clips
 from pkd import data as pkd_data
+from pkd import inference, preprocess
 from pkd.data.moving_mnist import MOTIONS, REVERSE_MOTION, reverse_clips, reverse_label
 from pkd.runs import Run, RunError
 
@@ -72,7 +72,7 @@ def pick_run() -> Run:
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def cached_frame_flops(path: str, key: tuple) -> list[list[int]]:  # noqa: ARG001 - key is part of the cache key
-    return clips.frame_flops(common.cached_ensemble(path, key))
+    return inference.frame_flops(common.cached_ensemble(path, key))
 
 
 def load_models(run: Run) -> Models:
@@ -146,21 +146,21 @@ def drawn_clip(spec: Any, motion: str) -> Any:
     image = None
     if result is not None and url is not None and url != ss.get("clips_ignore"):
         try:
-            image = inference.prepare_canvas(result.image_data)
+            image = preprocess.prepare_canvas(result.image_data)
         except ValueError as exc:
             st.warning(str(exc))
             return None
     if image is None:
         st.info(f"Draw a digit (white on black) with the mouse; it becomes a clip of it {motion}.")
         return None
-    return clips.clip_from_drawing(image, motion, spec)
+    return preprocess.clip_from_drawing(image, motion, spec)
 
 
 def show_clip(clip: Any) -> None:
     """The clip playing on a loop (an animated GIF, enlarged by a whole factor)."""
     side = clip.shape[-1]
     scale = max(1, GIF_SIDE // side)
-    st.image(clips.clip_gif(clip, scale=scale), width=side * scale,
+    st.image(preprocess.clip_gif(clip, scale=scale), width=side * scale,
              caption=f"playing on a loop: {clip.shape[0]} frames of {side}x{side} pixels, shown {scale}x")
 
 
@@ -173,7 +173,7 @@ def show_strip(clip: Any, t: int) -> None:
                f"{clip.shape[0]}.")
 
 
-def teacher_panel(report: clips.ClipReport, models: Models) -> None:
+def teacher_panel(report: inference.ClipReport, models: Models) -> None:
     names = list(models.spec.class_names)
     if report.teacher_probs is None:
         st.caption("This run has no saved teacher.")
@@ -189,7 +189,7 @@ def teacher_panel(report: clips.ClipReport, models: Models) -> None:
         st.markdown(f"Played the other way round it says **{back}** ({100 * p_back:.1f}%).")
 
 
-def students_panel(report: clips.ClipReport, models: Models, t: int, truth: str | None) -> None:
+def students_panel(report: inference.ClipReport, models: Models, t: int, truth: str | None) -> None:
     names, k = list(models.spec.class_names), models.ensemble.k
     name, p = clip_charts.answer(report.prefix_probs[t - 1, k - 1], names)
     flops = report.cumulative_flops[t - 1][k - 1]
@@ -236,7 +236,7 @@ def main() -> None:
         show_clip(shown)
         t = st.slider("After frame", 1, frames, key="clips_frame", help=glossary.HELP["frame"])
         show_strip(shown, t)
-    report = clips.clip_report(models.ensemble, models.spec, shown, models.teacher, models.frame_flops)
+    report = inference.clip_report(models.ensemble, models.spec, shown, models.teacher, models.frame_flops)
     with right:
         teacher_panel(report, models)
         students_panel(report, models, t, truth_of(back))

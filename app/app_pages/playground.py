@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from app import common, glossary, inference, url_state
+from app import common, glossary, url_state
 from app.charts import format as fmt
 from app.charts import playground as playground_charts
 from pkd import data as pkd_data
+from pkd import inference, preprocess
 from pkd.runs import Run, RunError
 
 CANVAS_KEY = "canvas"
@@ -119,7 +120,7 @@ def pick_image(spec: Any, result: Any, n_test: int) -> tuple[Any, str | None, st
         return split.inputs[index], spec.class_names[int(split.labels[index])], None
     if result is not None and url is not None and url != ss.get("pg_ignore"):
         try:
-            return inference.prepare_canvas(result.image_data), None, None
+            return preprocess.prepare_canvas(result.image_data), None, None
         except ValueError as exc:
             return None, None, str(exc)
     return None, None, None

@@ -1,4 +1,4 @@
-"""The Clips page's tables and chart, as pure functions of a pkd.clips.ClipReport (no Streamlit; unit-tested).
+"""The Clips page's tables and chart, as pure functions of a pkd.inference.ClipReport (no Streamlit; unit-tested).
 
 Shape letters: T frames, K students, C classes.
 """
@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from app.charts.format import COLORS, human_flops, students_text
-from pkd.clips import ClipReport
+from pkd.inference import ClipReport
 
 
 def answer(probs, class_names: list[str]) -> tuple[str, float]:

@@ -1,5 +1,5 @@
 """The Playground's chart and tables: one drawn digit's prediction by every ensemble prefix (an
-app.inference.DigitReport as a dict) -> a plotly bar chart and pandas tables.
+pkd.inference.DigitReport as a dict) -> a plotly bar chart and pandas tables.
 
 Nothing here imports Streamlit or runs a model, so every function is unit-tested on plain dicts.
 """
@@ -28,7 +28,7 @@ def prefix_predictions_frame(report: dict, class_names: list[str]) -> pd.DataFra
     and the FLOPs spent.
 
     Args:
-        report: app.inference.DigitReport as a dict (prefix_probs, student_probs, cumulative_flops,
+        report: pkd.inference.DigitReport as a dict (prefix_probs, student_probs, cumulative_flops,
             share_of_teacher).
         class_names: the dataset's class names.
     """
@@ -56,7 +56,7 @@ def step_frame(report: dict, k: int, class_names: list[str]) -> pd.DataFrame:
     what changed, and the cost so far.
 
     Args:
-        report: app.inference.DigitReport as a dict.
+        report: pkd.inference.DigitReport as a dict.
         k: students added so far (1..K).
         class_names: the dataset's class names.
     """

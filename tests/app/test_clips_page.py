@@ -9,7 +9,7 @@ import json
 import pytest
 
 from app.charts import clips as clip_charts
-from pkd import clips
+from pkd import inference
 from pkd.artifacts import load_ensemble, load_teacher
 from pkd.data import get_dataset_spec, load_split
 from pkd.data.moving_mnist import reverse_clips, reverse_label
@@ -33,7 +33,7 @@ def library(video_run):
     """What the page must show, computed by the library: spec, ensemble, teacher, test split, FLOPs per frame."""
     spec = get_dataset_spec(video_run.setting("data", "dataset"))
     ensemble = load_ensemble(video_run)
-    return spec, ensemble, load_teacher(video_run), load_split(spec.name, "test"), clips.frame_flops(ensemble)
+    return spec, ensemble, load_teacher(video_run), load_split(spec.name, "test"), inference.frame_flops(ensemble)
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def answers(at, frame: int) -> list[str]:
 
 def expected(library, clip, frame: int) -> list[str]:
     spec, ensemble, teacher, _, flops = library
-    report = clips.clip_report(ensemble, spec, clip, teacher, flops)
+    report = inference.clip_report(ensemble, spec, clip, teacher, flops)
     frame_table = clip_charts.answers_frame(report, frame, list(spec.class_names), None)
     return list(frame_table[f"answer after frame {frame}"]) + list(frame_table["how sure"])
 
@@ -88,7 +88,7 @@ def test_the_page_tells_the_story_on_a_video_run(video_env, library):
     assert answers(at, frames) == expected(library, test.inputs[0], frames)
     lines = teacher_lines(at)
     assert len(lines) == 2 and "exactly the same" in lines[1] and "averages its frames" in lines[1]
-    report = clips.clip_report(ensemble, spec, test.inputs[0], teacher)
+    report = inference.clip_report(ensemble, spec, test.inputs[0], teacher)
     name, p = clip_charts.answer(report.teacher_probs, list(spec.class_names))
     assert f"**{name}** ({100 * p:.1f}% sure)" in lines[0]
     assert f"The right answer: **{spec.class_names[int(test.labels[0])]}**" in texts(at, "caption")

@@ -10,7 +10,7 @@ from urllib.parse import urljoin
 import pytest
 
 from app.charts import clips as clip_charts
-from pkd import clips
+from pkd import inference
 from pkd.artifacts import load_ensemble
 from pkd.data import get_dataset_spec, load_split
 from pkd.data.moving_mnist import reverse_clips
@@ -73,7 +73,7 @@ def expected_answers(run: Run, clip, frame: int) -> list[str]:
     if str(run.path) not in _MODELS:
         _MODELS[str(run.path)] = (get_dataset_spec(run.setting("data", "dataset")), load_ensemble(run))
     spec, ensemble = _MODELS[str(run.path)]
-    report = clips.clip_report(ensemble, spec, clip)
+    report = inference.clip_report(ensemble, spec, clip)
     return list(clip_charts.answers_frame(report, frame, list(spec.class_names), None)[f"answer after frame {frame}"])
 
 

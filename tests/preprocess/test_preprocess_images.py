@@ -1,4 +1,5 @@
-"""Tests for pkd.preprocess: canvas drawings and picture files become model inputs the way MNIST was made."""
+"""Tests for pkd.preprocess.images: canvas drawings and picture files become model inputs the way MNIST was
+made."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pkd import data, preprocess
+from pkd import data
+from pkd.preprocess import images as preprocess
 
 
 def test_prepare_drawing_recovers_real_digits(mnist: dict[str, data.Split]) -> None:
@@ -156,7 +158,7 @@ def test_prepare_image(tmp_path: Path) -> None:
 
 
 def test_ink_extent_reads_ink_as_prepare_image_does():
-    from pkd.preprocess import ink_extent
+    from pkd.preprocess.images import ink_extent
 
     dark = np.zeros((100, 200), np.uint8)
     assert ink_extent(dark) == 0.0
@@ -167,3 +169,18 @@ def test_ink_extent_reads_ink_as_prepare_image_does():
     dot = np.zeros((100, 100), np.uint8)
     dot[50, 50] = 255
     assert ink_extent(dot) == pytest.approx(0.01)
+
+
+def test_prepare_canvas_blank_and_drawn():
+    assert preprocess.prepare_canvas(None) is None
+    blank = np.zeros((280, 280, 4), dtype=np.uint8)
+    blank[..., 3] = 255
+    assert preprocess.prepare_canvas(blank) is None
+    blank[40:240, 130:150, :3] = 255
+    image = preprocess.prepare_canvas(blank)
+    assert image.shape == (1, 28, 28) and float(image.max()) > 0.5
+    dot = np.zeros((280, 280, 4), dtype=np.uint8)
+    dot[..., 3] = 255
+    dot[138:144, 138:144, :3] = 255  # one brush dab: 6 px of 280
+    with pytest.raises(ValueError, match="Too little ink"):
+        preprocess.prepare_canvas(dot)

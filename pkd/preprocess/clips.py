@@ -1,19 +1,15 @@
-"""One clip through a run's models frame by frame: what the app's Clips page and `pkd predict` on a clip show.
+"""Clips in and out for a clip run: a drawn digit made into a moving clip, clip files read (and written as GIFs).
 
-The students read a clip in time order, so their answer exists after every frame: `stream_prefix_probs` feeds the
-frames one at a time through each student's streaming API (`MambaClassifier.start_stream` / `stream`), so the
-answer after frame t is computed from frames 1..t only, and equals the full forward pass of those t frames. The
-ViFi-CLIP teacher averages its frame embeddings, so it answers only for the whole clip, the same both ways round.
+The clip twin of `pkd.preprocess.images`: the app's Clips page and `pkd predict RUN clip.gif|clip.npy` turn what
+they are given into the (T, Ch, S, S) frames in [0, 1] a run's models read (`pkd.inference` then runs them).
 
 Clip files (`read_clip`): an animated GIF or a .npy array, checked against the run's dataset; never unpickled.
 
-Letters: T frames, K students, C classes, Ch image channels, S frame side (H = W = S), n tokens per frame,
-F token features.
+Letters: T frames, Ch image channels, S frame side (H = W = S).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 import os
@@ -21,162 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 
-from pkd.data.moving_mnist import DIGIT, MOTIONS, MovingMnistConfig, make_clip, reverse_clips
+from pkd.data.moving_mnist import DIGIT, MOTIONS, MovingMnistConfig, make_clip
 from pkd.data.spec import DatasetSpec
-from pkd.flops import count_flops
-from pkd.models.ensemble import Ensemble, PrefixSums
 
-__all__ = ["ClipReport", "clip_config", "clip_from_drawing", "clip_gif", "clip_report", "frame_flops", "read_clip",
-           "stream_logits", "stream_prefix_probs", "teacher_probs"]
+__all__ = ["clip_config", "clip_from_drawing", "clip_gif", "read_clip"]
 
 MAX_CLIP_BYTES = 64 * 2**20  # a clip file larger than this is not one clip of a Moving MNIST run
 MAX_GIF_SIDE = 4096
 GIF_MAGIC = (b"GIF87a", b"GIF89a")
 NPY_MAGIC = b"\x93NUMPY"
-
-
-@dataclasses.dataclass
-class ClipReport:
-    """Everything the Clips page shows for one clip (as given: reverse it first to ask about it backwards).
-
-    Attributes:
-        prefix_probs: (T, K, C) probabilities of students 1..k together after frames 1..t.
-        cumulative_flops: T lists of K ints: FLOPs of students 1..k for the first t frames (see ``frame_flops``).
-        teacher_probs: (C,) the teacher's probabilities on the whole clip, or None without a teacher.
-        teacher_probs_reversed: (C,) the same on the clip played backwards, or None.
-    """
-
-    prefix_probs: torch.Tensor
-    cumulative_flops: list[list[int]]
-    teacher_probs: torch.Tensor | None = None
-    teacher_probs_reversed: torch.Tensor | None = None
-
-    @property
-    def frames(self) -> int:
-        return int(self.prefix_probs.shape[0])
-
-    def teacher_order_blind(self) -> bool | None:
-        """True when the teacher's answer on the reversed clip is its answer on the clip, to 1e-6 (None: no
-        teacher): what ViFi-CLIP's temporal mean guarantees."""
-        if self.teacher_probs is None or self.teacher_probs_reversed is None:
-            return None
-        return bool(torch.allclose(self.teacher_probs, self.teacher_probs_reversed, rtol=0.0, atol=1e-6))
-
-
-def _check_clip(clip: torch.Tensor, spec: DatasetSpec) -> None:
-    if spec.kind != "clip":
-        raise ValueError(f"dataset '{spec.name}' takes images {spec.sample_shape}, not clips")
-    if not torch.is_floating_point(clip) or tuple(clip.shape) != tuple(spec.sample_shape):
-        raise ValueError(f"dataset '{spec.name}' takes one clip of shape {tuple(spec.sample_shape)}, got "
-                         f"{tuple(clip.shape)} {clip.dtype}")
-
-
-@torch.no_grad()
-def stream_logits(student: nn.Module, clip: torch.Tensor) -> torch.Tensor:
-    """A student's logits after each frame, fed one frame at a time through its streaming API.
-
-    Args:
-        student: a MambaClassifier of clips (T, Ch, S, S), eval mode.
-        clip: (T, Ch, S, S) normalised frames.
-
-    Returns:
-        (T, C) logits; row t uses frames 1..t+1 only.
-    """
-    if not hasattr(student, "start_stream") or len(getattr(student, "image_shape", ())) != 4:
-        raise ValueError(f"{type(student).__name__} does not read clips frame by frame (no streaming API)")
-    state = student.start_stream(1)
-    out = []
-    for t in range(clip.shape[0]):
-        tokens = student.frame_tokens(clip[t][None], clip[t - 1][None] if t else None)  # (1, n, F)
-        out.append(student.stream(tokens, state)[:, -1])  # (1, n, C) -> (1, C) after the frame's last token
-    return torch.cat(out)  # (T, C)
-
-
-@torch.no_grad()
-def stream_prefix_probs(ensemble: Ensemble, clip: torch.Tensor) -> torch.Tensor:
-    """Every prefix's probabilities after every frame, computed frame by frame (no frame after t is read).
-
-    Args:
-        ensemble: a clip run's students.
-        clip: (T, Ch, S, S) normalised frames.
-
-    Returns:
-        (T, K, C) probabilities: [t, k-1] is students 1..k together after frames 1..t+1; equal (to rounding) to
-        the ensemble's full forward pass of the clip cut after frame t+1.
-    """
-    sums, out = PrefixSums(ensemble.mode), []
-    for student, scale in zip(ensemble.students, ensemble.prev_scales):
-        sums.add(stream_logits(student, clip), scale)  # the T frames as a batch of T answers (T, C)
-        out.append(sums.log_probs().exp())  # (T, C)
-    return torch.stack(out, dim=1)  # (T, K, C)
-
-
-class _FirstFrames(nn.Module):
-    """A student fed a clip's first t frames, for counting what they cost (frame differences included)."""
-
-    def __init__(self, student: nn.Module) -> None:
-        super().__init__()
-        self.student = student
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.student.forward_tokens(self.student.tokenize_frames(frames))  # (1, t, Ch, S, S) -> (1, C)
-
-
-def frame_flops(ensemble: Ensemble) -> list[list[int]]:
-    """FLOPs of students 1..k for the first t frames of a clip, counted by pkd.flops on the forward pass of
-    those t frames (after all T frames: the ensemble's cumulative FLOPs).
-
-    Returns:
-        T lists of K ints, [t-1][k-1] = FLOPs of students 1..k on frames 1..t.
-    """
-    per_student = []  # K lists of T
-    for student in ensemble.students:
-        frames, frame_shape = student.image_shape[0], student.image_shape[1:]  # T, (Ch, S, S)
-        counted = _FirstFrames(student)
-        per_student.append([int(count_flops(counted, (t, *frame_shape)).flops) for t in range(1, frames + 1)])
-    frames = len(per_student[0])
-    return [np.cumsum([per_student[j][t] for j in range(ensemble.k)]).astype(int).tolist() for t in range(frames)]
-
-
-@torch.no_grad()
-def teacher_probs(teacher: nn.Module, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The teacher's probabilities on the whole clip and on the clip played backwards.
-
-    Args:
-        teacher: a clip run's teacher, eval mode.
-        clip: (T, Ch, S, S) normalised frames.
-
-    Returns:
-        (C,) forwards, (C,) backwards.
-    """
-    both = torch.stack([clip, reverse_clips(clip)])  # (2, T, Ch, S, S)
-    probs = torch.softmax(teacher(both).float(), dim=-1)  # (2, C)
-    return probs[0], probs[1]
-
-
-def clip_report(
-    ensemble: Ensemble,
-    spec: DatasetSpec,
-    clip: torch.Tensor,
-    teacher: nn.Module | None = None,
-    flops: list[list[int]] | None = None,
-) -> ClipReport:
-    """Every prefix's answer after every frame, their FLOPs, and the teacher's answer both ways round.
-
-    Args:
-        ensemble: the run's students.
-        spec: the run's clip dataset (normalisation).
-        clip: (T, Ch, S, S) raw frames in [0, 1] (reverse_clips first to ask about the clip backwards).
-        teacher: the run's teacher, optional.
-        flops: ``frame_flops(ensemble)`` if the caller keeps it; computed when None.
-    """
-    _check_clip(clip, spec)
-    x = spec.normalize(clip.float())  # (T, Ch, S, S)
-    probs = stream_prefix_probs(ensemble, x)  # (T, K, C)
-    forwards, backwards = teacher_probs(teacher, x) if teacher is not None else (None, None)
-    return ClipReport(probs, flops if flops is not None else frame_flops(ensemble), forwards, backwards)
 
 
 # --------------------------------------------------------------------------------------------- making clips

@@ -1,4 +1,6 @@
-"""Drawings and pictures -> model input: the app's canvas and `pkd predict`'s image files share these steps.
+"""Drawings and pictures -> one input image: the app's canvas (`prepare_canvas`) and `pkd predict`'s image files
+(`load_image_file`, `prepare_image`) share these steps, so both refuse and accept the same pictures. Clips: the
+sibling `pkd.preprocess.clips`.
 
 Shape letters: C channels, H/W height/width of the model input; pictures are numpy arrays (H, W), (H, W, 3) or
 (H, W, 4) of any size. Outputs are in [0, 1], not normalised (``DatasetSpec.normalize`` does that).
@@ -158,6 +160,21 @@ def ink_extent(image: np.ndarray, ink_threshold: float = 0.1) -> float:
         return 0.0
     rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
     return max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) / min(gray.shape)
+
+
+def prepare_canvas(image_data: np.ndarray | None) -> torch.Tensor | None:
+    """A canvas's RGBA pixels -> the (1, 28, 28) image in [0, 1] the models see, or None for a blank canvas.
+
+    Raises:
+        ValueError: the image is not a light drawing on a dark background, or its ink is only a dot (the
+            message says what to do; `pkd predict` refuses the same pictures).
+    """
+    if image_data is None:
+        return None
+    image = prepare_drawing(image_data)
+    if image is not None and ink_extent(image_data) < MIN_INK_EXTENT:
+        raise ValueError("Too little ink: a dot or a speck is not a digit. Draw the whole digit, larger.")
+    return image
 
 
 def prepare_image(spec: DatasetSpec, image: np.ndarray) -> torch.Tensor | None:

@@ -1,0 +1,12 @@
+"""What a user gives -> what a run's models read: pictures and canvas drawings (images.py), drawn digits made into
+clips and clip files (clips.py). A face: `from pkd.preprocess import prepare_drawing` keeps working; modules inside
+the package import their sibling directly."""
+
+from pkd.preprocess.clips import (GIF_MAGIC, MAX_CLIP_BYTES, MAX_GIF_SIDE, NPY_MAGIC, clip_config, clip_from_drawing,
+                                  clip_gif, read_clip)
+from pkd.preprocess.images import (MAX_IMAGE_SIDE, MAX_INK_FRACTION, MIN_INK_EXTENT, ink_extent, load_image_file,
+                                   prepare_canvas, prepare_drawing, prepare_image)
+
+__all__ = ["GIF_MAGIC", "MAX_CLIP_BYTES", "MAX_GIF_SIDE", "MAX_IMAGE_SIDE", "MAX_INK_FRACTION", "MIN_INK_EXTENT",
+           "NPY_MAGIC", "clip_config", "clip_from_drawing", "clip_gif", "ink_extent", "load_image_file",
+           "prepare_canvas", "prepare_drawing", "prepare_image", "read_clip"]
