@@ -113,8 +113,8 @@ def end_of_run_figures(summary: dict, ensemble: Ensemble, teacher: nn.Module, da
 
     Once every planned student is trained (as many prefix rows as summary["k_planned"]): "anytime" (the
     confidence early-exit curve on test), "anytime_val_fitted" and "anytime_auc" (pkd.anytime). For a clip
-    dataset: "video" (the reversal test and digit identity, video_figures). Moves the ensemble and the teacher to
-    the CPU.
+    dataset: "video" (the reversal test and digit identity, video_figures). Moves the ensemble (and for a clip
+    dataset the teacher) to the CPU.
 
     Args:
         summary: the run's summary so far (run_summary: its "teacher", "prefixes" and "k_planned").

@@ -45,6 +45,32 @@ def test_eval_reads_only_the_reported_splits(tiny_run, tmp_path, monkeypatch):
     assert len(summary["prefixes"]) == len(trained)
 
 
+def test_end_of_run_figures_are_the_ones_training_wrote_and_wait_for_the_last_student(tiny_run):
+    """Training and `pkd eval` share end_of_run_figures: on the saved students it gives the early-exit figures
+    training wrote; a summary with a student still to train gets none."""
+    import torch
+
+    from pkd.artifacts import load_ensemble, load_teacher
+    from pkd.config import config_from_dict
+    from pkd.data.run_data import load_run_data
+    from pkd.evaluate import REPORTED_SPLITS, end_of_run_figures, prefix_rows
+
+    cfg = config_from_dict(tiny_run.config())
+    data_spec, splits = load_run_data(cfg, REPORTED_SPLITS)
+    ensemble, teacher, trained = load_ensemble(tiny_run), load_teacher(tiny_run), tiny_run.summary()
+    rows, logits = prefix_rows(ensemble, cfg.students.arch, data_spec, splits, trained["teacher"]["flops"],
+                               torch.device("cpu"))
+    figures = end_of_run_figures({**trained, "prefixes": rows}, ensemble, teacher, data_spec, splits, logits)
+    assert set(figures) == {"anytime", "anytime_val_fitted", "anytime_auc"}
+    for key in ("anytime", "anytime_val_fitted"):
+        assert len(figures[key]) == len(trained[key])
+        for got, want in zip(figures[key], trained[key]):
+            assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
+    assert figures["anytime_auc"] == pytest.approx(trained["anytime_auc"], rel=1e-9)
+    planned = {**trained, "prefixes": rows, "k_planned": len(rows) + 1}
+    assert end_of_run_figures(planned, ensemble, teacher, data_spec, splits, logits) == {}
+
+
 def test_runs_and_predict_cli(tiny_run, tmp_path):
     out = pkd_ok("runs", str(tiny_run.path.parent)).stdout
     assert tiny_run.name in out and "done" in out
