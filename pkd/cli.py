@@ -227,7 +227,8 @@ def _train_with_torchrun(args: argparse.Namespace) -> int:
     """`train --nproc N`: the same command under `torchrun --standalone --nproc-per-node N` (N processes on this
     machine, gloo on CPU / nccl on GPUs); returns torchrun's exit code."""
     import signal
-    import subprocess
+
+    from pkd.procs import spawn, torchrun_command
 
     if args.nproc < 1:
         raise ValueError(f"--nproc {args.nproc}: give the number of training processes, 1 or more")
@@ -237,10 +238,9 @@ def _train_with_torchrun(args: argparse.Namespace) -> int:
             next(items, None)  # and its value
         elif not item.startswith("--nproc="):
             argv.append(item)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
-               "-m", "pkd", *argv]
+    command = torchrun_command(args.nproc, argv)
     logger.info("starting %s", " ".join(command))
-    child = subprocess.Popen(command)
+    child = spawn(command, stdin=None)  # torchrun's ranks share this process's console and stdin
     signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))  # a Stop reaches it
     return child.wait()
 

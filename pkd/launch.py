@@ -2,8 +2,8 @@
 
 A launched run is an ordinary `python -m pkd train` process in its own session, so it outlives the app, a browser
 reload or a server restart. Its stdout/stderr go to `<run>/console.log`; everything else in the run directory is
-written by the child through `pkd.runs`. This module writes nothing but console.log, and reaps every child it
-starts in a daemon thread so that a finished child never lingers as a zombie (a zombie still answers
+written by the child through `pkd.runs`. This module writes nothing but console.log; pkd.procs starts each child
+and reaps it in a daemon thread so that a finished child never lingers as a zombie (a zombie still answers
 `os.kill(pid, 0)`).
 """
 
@@ -11,44 +11,28 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 from pkd.devices import check_device_choice
-from pkd.procs import process_alive
-from pkd.runs import ACTIVE_STATES, CONSOLE_FILE, MANIFEST_FILE, Run, RunError, State, new_run_dir
+from pkd.procs import child_env, pkd_command, process_alive, spawn
+from pkd.runs import ACTIVE_STATES, CONSOLE_FILE, MANIFEST_FILE, Run, RunError, State, default_runs_dir, new_run_dir
 
 logger = logging.getLogger(__name__)
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the folder holding the `pkd` package
 START_WAIT_S = 60.0  # how long start_run waits for the child to create its run directory
 _CHILDREN: dict[str, subprocess.Popen] = {}  # run path -> process started by this interpreter
 _LOCK = threading.Lock()
 
 
-def _reap(proc: subprocess.Popen) -> None:
-    proc.wait()
-
-
-def _spawn(args: list[str], run_path: Path) -> subprocess.Popen:
-    """Start `python -m pkd <args>` detached, output appended to run_path/console.log, reaped in the background."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    command = [sys.executable, "-m", "pkd", *args]
-    with open(run_path / CONSOLE_FILE, "ab") as console:
-        console.write(f"$ {' '.join(command)}\n".encode())
-        console.flush()
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                                cwd=str(PACKAGE_ROOT), env=env, start_new_session=True, close_fds=True)
+def _spawn(command: list[str], run_path: Path) -> subprocess.Popen:
+    """Start `command` (a pkd_command) detached, output appended to run_path/console.log, reaped in the background."""
+    proc = spawn(command, console=run_path / CONSOLE_FILE, env=child_env(), detach=True)
     with _LOCK:
         _CHILDREN[str(run_path.resolve())] = proc
-    threading.Thread(target=_reap, args=(proc,), name=f"reap-{proc.pid}", daemon=True).start()
     logger.info("started pid %d: %s", proc.pid, " ".join(command))
     return proc
 
@@ -115,8 +99,6 @@ def start_run(
         ValueError: unknown device.
         RunError: the child exited before creating its run (the message carries its last output line).
     """
-    from pkd.runs import default_runs_dir
-
     config_path = Path(config_path).resolve()
     if not config_path.is_file():
         raise FileNotFoundError(f"config file {config_path} not found; see configs/ for examples")
@@ -128,12 +110,9 @@ def start_run(
     runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     path = new_run_dir(runs_dir.resolve(), name or config_path.stem)
     (path / CONSOLE_FILE).touch()
-    args = ["train", "--config", str(config_path), "--run-dir", str(path), "--device", device, "--no-progress"]
-    if not build_kernel:
-        args.append("--no-kernel-build")
-    if int(processes) != 1:
-        args += ["--nproc", str(int(processes))]
-    proc = _spawn([*args, *overrides], path)
+    command = pkd_command("train", "--config", str(config_path), "--run-dir", str(path), "--no-progress",
+                          device=device, build_kernel=build_kernel, processes=processes, after=overrides)
+    proc = _spawn(command, path)
     run = Run(path)
     if wait_s > 0:
         _wait_for_run(proc, run, wait_s)
@@ -174,12 +153,6 @@ def resume_run(run: Run, device: str | None = None, build_kernel: bool = True, p
         raise RunError(f"run {run.name} is still running; stop it before resuming")
     if run.state() == State.DONE:
         raise RunError(f"run {run.name} is already done; nothing to resume")
-    args = ["train", "--resume", str(Path(run.path).resolve()), "--no-progress"]
-    if device is not None:
-        args += ["--device", device]
-    if not build_kernel:
-        args.append("--no-kernel-build")
-    if int(processes) != 1:
-        args += ["--nproc", str(int(processes))]
-    _spawn(args, Path(run.path))
+    _spawn(pkd_command("train", "--resume", str(Path(run.path).resolve()), "--no-progress", device=device,
+                       build_kernel=build_kernel, processes=processes), Path(run.path))
     return run

@@ -7,30 +7,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
-from pkd.launch import PACKAGE_ROOT
-from pkd.procs import lock_busy, process_alive
+from pkd.procs import child_env, local_holder, pkd_command, spawn
 from pkd.runs import atomic_write_bytes, new_run_dir, printable
 from pkd.sweep.folder import LOCKS_DIR, STOP_FILE, SWEEP_LOG, Sweep, held, stop_generation
 from pkd.sweep.space import SweepError
 
 _STARTED: dict[str, subprocess.Popen] = {}  # sweep path -> the process start_sweep started for it (the app)
-
-
-def _child_env() -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
-    return env
-
-
-def _reap(proc: subprocess.Popen) -> None:
-    proc.wait()
 
 
 def start_sweep(n_trials: int, base_path: str | os.PathLike | None = None, space_path: str | os.PathLike | None = None,
@@ -46,15 +32,9 @@ def start_sweep(n_trials: int, base_path: str | os.PathLike | None = None, space
         command = ["--config", str(base_path), "--space", str(space_path)]
     else:
         path, command = Path(sweep_dir).resolve(), []
-    command = [sys.executable, "-m", "pkd", "sweep", "--sweep-dir", str(path), "--trials", str(int(n_trials)),
-               "--workers", str(int(workers)), *command, *(["--device", device] if device else []),
-               *([] if build_kernel else ["--no-kernel-build"])]
-    with open(path / SWEEP_LOG, "ab") as log:
-        log.write(f"$ {' '.join(command)}\n".encode())
-        log.flush()
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=str(PACKAGE_ROOT), env=_child_env(), start_new_session=True)
-    threading.Thread(target=_reap, args=(proc,), daemon=True).start()
+    command = pkd_command("sweep", "--sweep-dir", str(path), "--trials", str(int(n_trials)), "--workers",
+                          str(int(workers)), *command, device=device, build_kernel=build_kernel)
+    proc = spawn(command, console=path / SWEEP_LOG, env=child_env(), detach=True)
     _STARTED[str(path)] = proc
     sweep, deadline = Sweep(path), time.monotonic() + wait_s
     while not sweep.exists() and time.monotonic() < deadline:
@@ -81,14 +61,10 @@ def stop_sweep(sweep: Sweep) -> int:
     signalled = set()
     folder = sweep.path / LOCKS_DIR
     for lock in sorted(folder.glob("*.lock")) if folder.is_dir() else []:
-        try:
-            host, pid, start = lock.read_text(encoding="utf-8").split()
-        except (OSError, ValueError, UnicodeDecodeError):
-            continue
-        if host == socket.gethostname() and pid.isdigit() and int(pid) not in signalled and lock_busy(lock) \
-                and process_alive(int(pid), int(start) if start.isdigit() else None):
-            os.kill(int(pid), signal.SIGTERM)
-            signalled.add(int(pid))
+        pid = local_holder(lock)  # a live process of this machine that holds the lock now
+        if pid is not None and pid not in signalled:
+            os.kill(pid, signal.SIGTERM)
+            signalled.add(pid)
     proc = _STARTED.get(str(sweep.path))
     if proc is not None and proc.poll() is None and proc.pid not in signalled:
         proc.terminate()

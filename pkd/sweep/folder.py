@@ -17,17 +17,15 @@ ordinary run directory: `pkd runs`, `pkd eval` and the app open it):
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from pkd.config import RunConfig, load_config
-from pkd.procs import lock_busy, proc_start_time
+from pkd.procs import lock_busy, record_holder, take_lock
 from pkd.runs import SWEEP_FILE, Run, RunError, list_runs, read_json
 from pkd.sweep.space import OBJECTIVES, Space, SweepError, parse_space
 
@@ -48,14 +46,9 @@ def lock_fd(path: Path, blocking: bool = True) -> int | None:
     and `blocking` is False. The kernel drops the lock when the holder dies, however it dies. The holder writes
     "<host> <pid> <start time>" into the file (what stop_sweep signals)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-    except OSError:
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{socket.gethostname()} {os.getpid()} {proc_start_time(os.getpid())}\n".encode(), 0)
+    fd = take_lock(path, blocking)
+    if fd is not None:
+        record_holder(fd)
     return fd
 
 

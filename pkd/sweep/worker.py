@@ -8,13 +8,11 @@ directory (`train --resume`), so no trial is ever duplicated.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from pkd.launch import PACKAGE_ROOT
+from pkd.procs import child_env, pkd_command, spawn
 from pkd.runs import CONFIG_FILE, MANIFEST_FILE, STUDENTS_DIR, Run, RunError, State, printable
 from pkd.sweep.folder import BASE_RUN, STOP_FILE, Sweep, held, stop_generation
 from pkd.sweep.results import trial_values
@@ -92,35 +90,13 @@ class Stopper:
             self.children.remove(proc)
 
 
-def _die_with_parent() -> None:
-    """In a child, before exec: SIGTERM when the worker that started it dies (Linux prctl PR_SET_PDEATHSIG), so
-    a SIGKILLed sweep's trial stops cleanly, resumable, instead of training on unseen."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-
-
-def _child_env(options: TrialOptions) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
-    if options.threads:
-        env["OMP_NUM_THREADS"] = str(options.threads)
-    return env
-
-
 def _train(run: Run, args: list[str], options: TrialOptions, stopper: Stopper) -> int:
     """`python -m pkd train ARGS` for `run`, output appended to its console log; returns its exit code."""
-    command = [sys.executable, "-m", "pkd", "train", "--no-progress"]
-    command += (["--device", options.device] if options.device else []) + ([] if options.build_kernel else
-                                                                           ["--no-kernel-build"])
-    command += args
+    command = pkd_command("train", "--no-progress", device=options.device, build_kernel=options.build_kernel,
+                          after=args)
     run.path.mkdir(parents=True, exist_ok=True)
-    with open(run.console_path(), "ab") as console:
-        console.write(f"$ {' '.join(command)}\n".encode())
-        console.flush()
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-                                env=_child_env(options), preexec_fn=_die_with_parent)
+    # the trial dies with its worker: a SIGKILLed sweep's trial stops cleanly, resumable, instead of training on unseen
+    proc = spawn(command, console=run.console_path(), env=child_env(options.threads), die_with_parent=True)
     logger.info("%s: training (pid %d)", run.path.name, proc.pid)
     return stopper.wait(proc)
 
@@ -232,10 +208,9 @@ def work(sweep: Sweep, n_trials: int, options: TrialOptions, stopper: Stopper) -
 
 def _spawn_worker(sweep: Sweep, n_trials: int, options: TrialOptions) -> subprocess.Popen:
     """Another worker process on this machine: the same command a worker on another machine runs."""
-    command = [sys.executable, "-m", "pkd", "sweep", "--sweep-dir", str(sweep.path), "--trials", str(n_trials)]
-    command += (["--device", options.device] if options.device else []) + ([] if options.build_kernel else
-                                                                           ["--no-kernel-build"])
-    return subprocess.Popen(command, stdin=subprocess.DEVNULL, env=_child_env(options), preexec_fn=_die_with_parent)
+    command = pkd_command("sweep", "--sweep-dir", str(sweep.path), "--trials", str(n_trials), device=options.device,
+                          build_kernel=options.build_kernel)
+    return spawn(command, env=child_env(options.threads), die_with_parent=True)
 
 
 def run_sweep(sweep_dir: str | os.PathLike, n_trials: int, base_path: str | os.PathLike | None = None,
