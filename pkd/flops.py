@@ -11,8 +11,8 @@ This module is the counter and the rules for torch's own layers; it imports noth
 for pkd's own modules sit beside them and register when pkd.models is imported (always, once a model exists):
 Mamba (analytic, with the scan of state-spaces/mamba#110), RMSNorm and the residual block in pkd.models.mamba,
 Tokenizer and Pool in pkd.models.tokenizers, the ResNet block in pkd.models.teacher; the video teacher's frame
-adapter, temporal mean and cosine head, and open_clip's own modules, in pkd.models.clip_teacher (registered when
-open_clip is first loaded there).
+adapter, temporal mean and cosine head in pkd.models.clip.vificlip, open_clip's own modules in
+pkd.models.clip.open_clip (registered when open_clip is first loaded there).
 
 Letters: B batch, k kernel size.
 """

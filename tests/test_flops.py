@@ -371,7 +371,7 @@ def test_layernorm_gelu_embedding_rules():
 
 @pytest.fixture(scope="module")
 def video_teacher():
-    from pkd.models.clip_teacher import ViFiCLIP
+    from pkd.models.clip import ViFiCLIP
 
     torch.manual_seed(0)
     return ViFiCLIP([f"{d} moving {m}" for d in range(3) for m in ("left", "right")], image_size=16).eval()
@@ -388,7 +388,7 @@ def test_video_teacher_contraction_equals_flop_counter_mode(video_teacher, frame
 
 
 def test_video_teacher_flops_scale_with_frames_and_text_is_separate(video_teacher):
-    from pkd.models.clip_teacher import video_teacher_flops
+    from pkd.models.clip import video_teacher_flops
 
     one, eight = video_teacher_flops(video_teacher, (1, 1, 16, 16)), video_teacher_flops(video_teacher, (8, 1, 16, 16))
     assert eight.per_frame == one.per_frame
@@ -402,11 +402,11 @@ def test_video_teacher_flops_scale_with_frames_and_text_is_separate(video_teache
     assert one.clip.contraction_flops == 2 * 4 * w * 3 * 8 * 8 + 2 * block + 2 * w * e + 2 * e * k
     text = one.text
     assert text.contraction_flops == _flop_counter_math_attention(video_teacher.text_embeddings)
-    assert text.params == sum(p.numel() for p in video_teacher._text_params()) and text.flops > one.clip.flops
+    assert text.params == sum(p.numel() for p in video_teacher.text_params()) and text.flops > one.clip.flops
 
 
 def test_video_teacher_with_prompts_equals_flop_counter_mode():
-    from pkd.models.clip_teacher import ViFiCLIP, video_teacher_flops
+    from pkd.models.clip import ViFiCLIP, video_teacher_flops
 
     torch.manual_seed(0)
     t = ViFiCLIP(["0 moving left", "0 moving right"], image_size=16, n_ctx=4, n_ctx_vision=2).eval()
@@ -422,7 +422,7 @@ def test_video_teacher_with_prompts_equals_flop_counter_mode():
 def test_resnet_video_teacher_contraction_equals_flop_counter_mode(frames, side):
     """pkd-tiny-clip-rn (CLIP's ModifiedResNet image tower): convs, BatchNorms, bottleneck adds and the functional
     attention pool are all counted; the contractions equal FlopCounterMode's (40 px frames resized to 64)."""
-    from pkd.models.clip_teacher import TINY_CLIP_RN, ViFiCLIP
+    from pkd.models.clip import TINY_CLIP_RN, ViFiCLIP
 
     torch.manual_seed(0)
     t = ViFiCLIP(["0 moving left", "0 moving right"], clip_model=TINY_CLIP_RN,

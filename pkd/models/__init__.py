@@ -11,8 +11,8 @@ from pkd.models.registry import (STUDENTS, TEACHERS, build_model, build_student,
 
 # Importing the model modules fills the registries (they import the decorators from pkd.models.registry) and
 # pkd.flops.FLOP_RULES (student imports mamba and tokenizers; each module registers the rules of its own layers).
-# clip_teacher registers vifi_clip; it imports open_clip only when a teacher is built.
-from pkd.models import clip_teacher, student, teacher  # noqa: E402,F401,I001
+# clip registers the video teacher (vifi_clip); it imports open_clip only when a teacher is built.
+from pkd.models import clip, student, teacher  # noqa: E402,F401,I001
 
 __all__ = ["TEACHERS", "STUDENTS", "register_teacher", "register_student", "build_teacher", "build_student",
            "build_model", "teacher_data_params"]

@@ -27,7 +27,7 @@ from pkd.data.run_data import load_run_data
 from pkd.evaluate import (EVAL_BATCH, REPORTED_SPLITS, accuracy, end_of_run_figures, predict_logits, prefix_row,
                           run_summary, split_accuracies, teacher_row)
 from pkd.models import build_model
-from pkd.models.clip_teacher import ViFiCLIP, load_clip_weights
+from pkd.models.clip import ViFiCLIP, load_clip_weights
 from pkd.models.ensemble import PrefixSums, accumulate
 from pkd.runs import Run, read_teacher_logits, teacher_logits_beside
 from pkd.train.losses import boost_weights, kd_loss

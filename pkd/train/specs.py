@@ -16,7 +16,7 @@ from pkd.config import RunConfig, student_optim
 from pkd.data import DatasetSpec, get_dataset_spec
 from pkd.flops import model_cost
 from pkd.models import build_model, teacher_data_params
-from pkd.models.clip_teacher import ViFiCLIP, load_clip_weights
+from pkd.models.clip import ViFiCLIP, load_clip_weights
 
 MAX_MODEL_PARAMS = 50_000_000  # teacher or student; the largest shipped model has about 1.2 M
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from pkd.config import OptimConfig
-from pkd.models.clip_teacher import ViFiCLIP
+from pkd.models.clip import ViFiCLIP
 
 __all__ = ["contrastive_loss", "pretrain_image_text", "finetune_vifi", "bridge_and_prompt", "CAPTION",
            "FrameTextPretraining", "LABEL_SMOOTHING"]
@@ -207,11 +207,12 @@ def bridge_and_prompt(teacher: ViFiCLIP, clips: torch.Tensor, labels: torch.Tens
     teacher.eval()
     if not n_ctx_vision:
         with torch.no_grad():
-            video = torch.cat([teacher._pooled(chunk.to(device)) for chunk in clips.split(optim.batch_size)])  # (N, E)
+            video = torch.cat([teacher.pooled_embedding(chunk.to(device))
+                               for chunk in clips.split(optim.batch_size)])  # (N, E)
     scale = teacher.clip.logit_scale.detach()
 
     def step_loss(idx: torch.Tensor) -> torch.Tensor:
-        pooled = teacher._pooled(clips[idx].to(device)) if n_ctx_vision else video[idx]  # (B, E)
+        pooled = teacher.pooled_embedding(clips[idx].to(device)) if n_ctx_vision else video[idx]  # (B, E)
         logits = teacher.head(pooled, teacher.text_embeddings(), scale)  # (B, K)
         return F.cross_entropy(logits, labels[idx].to(device), label_smoothing=label_smoothing)
 

@@ -15,7 +15,7 @@ from pkd.artifacts import load_ensemble, load_teacher
 from pkd.config import ConfigError, load_config
 from pkd.data import load_split
 from pkd.data.moving_mnist import reverse_clips
-from pkd.models.clip_teacher import ViFiCLIP
+from pkd.models.clip import ViFiCLIP
 from pkd.runs import Run, RunError, State
 from tests.pkd_process import ROOT, child_env, pkd, pkd_ok, start
 
@@ -136,7 +136,7 @@ def test_teacher_checkpoint_loads_a_video_teacher_and_its_logits_cache(runs, tmp
     from safetensors.torch import save_file
 
     from pkd.models import build_model
-    from pkd.models.clip_teacher import load_clip_weights
+    from pkd.models.clip import load_clip_weights
 
     reference = runs[0]
     path = tmp_path / "from-teacher"

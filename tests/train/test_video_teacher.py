@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pkd.config import OptimConfig
-from pkd.models.clip_teacher import ViFiCLIP
+from pkd.models.clip import ViFiCLIP
 from pkd.train.video_teacher import bridge_and_prompt, contrastive_loss, finetune_vifi, pretrain_image_text
 from tests.one_thread import one_thread  # noqa: F401 - autouse fixture
 
