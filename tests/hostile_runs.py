@@ -193,7 +193,8 @@ def untrained_run(path: Path) -> Run:
     from pkd import data as pkd_data
     from pkd.config import load_config
     from pkd.models import build_model
-    from pkd.train.specs import student_specs, teacher_spec
+    from pkd.train.specs import student_specs
+    from pkd.train.teacher import teacher_spec
 
     cfg = load_config(TINY)
     run = Run.create_at(path, cfg.to_dict())

@@ -26,6 +26,9 @@ FORBIDDEN = {
     "pkd/inference.py": ("pkd.train", "pkd.evaluate", "pkd.artifacts", "pkd.runs"),  # models in, one answer out
     "pkd/preprocess": ("pkd.train", "pkd.models", "pkd.evaluate", "pkd.artifacts", "pkd.runs", "pkd.inference"),
     "pkd/runs.py": ("pkd.train", "pkd.models", "pkd.data"),
+    # the generic training path imports no video code (the video teacher's training is looked up by its arch)
+    **{f"pkd/train/{name}.py": ("pkd.models.clip", "pkd.train.video_stage", "pkd.train.video_teacher",
+                                "pkd.data.moving_mnist") for name in ("progressive", "teacher", "context", "specs")},
 }
 
 
@@ -73,6 +76,14 @@ def test_only_the_video_teacher_imports_open_clip():
     assert not offenders, offenders
     top_level = [node for node in ast.parse(allowed.read_text()).body if isinstance(node, (ast.Import, ast.ImportFrom))]
     assert not [n for n in top_level for name in imported_names(n) if name.split(".")[0] == "open_clip"]
+
+
+def test_the_video_teacher_arch_is_spelled_once():
+    """Its name is pkd.config.VIDEO_TEACHER: the model registers under it, the teacher stage looks its training up."""
+    offenders = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in sources("pkd") + sources("app")
+                 if path != ROOT / "pkd" / "config.py" for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.Constant) and node.value == "vifi_clip"]
+    assert not offenders, offenders
 
 
 def imported_names(node: ast.stmt) -> list[str]:

@@ -165,14 +165,3 @@ def test_resume_after_kill_matches_uninterrupted(tiny_run, tmp_path):
     assert [r["solo_acc"] for r in got] == [r["solo_acc"] for r in expected]
     epochs = [r for r in run.metrics() if r["event"] == "epoch" and r["stage"] == "student" and r["student"] == 2]
     assert len(epochs) == 2  # epoch 1 from before the kill, epoch 2 after resume: nothing repeated or lost
-
-
-def test_an_image_teachers_spec_is_only_its_config():
-    """Video teachers take params from the dataset (pkd.models.teacher_data_params); image teachers take none, so an
-    image run's teacher.pt spec, and everything checked against it, is what it was before video mode."""
-    from pkd.config import load_config
-    from pkd.train.specs import teacher_spec
-
-    assert teacher_spec(load_config(TINY)) == {"kind": "teacher", "arch": "mnist_cnn", "params": {}}
-    video = teacher_spec(load_config(TINY, ["data.dataset=moving_mnist", "teacher.arch=vifi_clip"]))
-    assert video["params"]["image_size"] == 48 and len(video["params"]["class_names"]) == 60
