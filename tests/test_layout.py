@@ -4,6 +4,8 @@ pkd/runs.py (the run directory's one writer and reader)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ RUN_FILES = {"status.json", "manifest.json", "metrics.jsonl", "prefix.csv", "sum
 RUN_STATES = {"running", "done", "failed", "stopped", "died", "broken"}
 # package -> packages it must never import (training -> models -> ops; the app reads artifacts only)
 FORBIDDEN = {
-    "app": ("pkd.train",),
+    "app": ("pkd.train", "pkd.sweep.study", "pkd.sweep.worker"),
     "pkd/models": ("pkd.train", "pkd.evaluate", "pkd.artifacts", "pkd.runs", "pkd.data"),
     "pkd/data": ("pkd.train", "pkd.models", "pkd.evaluate", "pkd.artifacts", "pkd.runs"),
     "pkd/ssm": ("pkd.models", "pkd.train"),
@@ -22,6 +24,12 @@ FORBIDDEN = {
     "pkd/artifacts.py": ("pkd.train",),
     "pkd/export.py": ("pkd.train", "pkd.evaluate"),  # deploys saved students; never trains or evaluates
     "pkd/evaluate.py": ("pkd.train",),
+    # a sweep's reading side (the app's) never imports its training side (study.py, worker.py build models)
+    **{f"pkd/sweep/{name}.py": ("pkd.train", "pkd.sweep.study", "pkd.sweep.worker")
+       for name in ("__init__", "space", "folder", "results", "control")},
+    "pkd/procs.py": ("pkd",),  # the lowest layer: child processes and lock files, nothing of pkd
+    "pkd/launch.py": ("pkd.train",),  # the app's: it starts training processes, never trains
+    "pkd/console.py": ("pkd.train", "torch"),  # the CLI's printing: `python -m pkd --help` starts without torch
     "pkd/anytime.py": ("pkd.train", "pkd.evaluate", "pkd.artifacts", "pkd.runs", "pkd.data"),  # logits in, figures out
     "pkd/inference.py": ("pkd.train", "pkd.evaluate", "pkd.artifacts", "pkd.runs"),  # models in, one answer out
     "pkd/preprocess": ("pkd.train", "pkd.models", "pkd.evaluate", "pkd.artifacts", "pkd.runs", "pkd.inference"),
@@ -54,6 +62,21 @@ def test_imports_go_one_way(where):
         bad = [name for name in imported(path) for banned in FORBIDDEN[where]
                if name == banned or name.startswith(banned + ".")]
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_the_app_never_loads_the_trainer():
+    """What the app imports from pkd loads no pkd.train module, even indirectly (the sweep's face leaves out
+    study.py and worker.py, whose pre-flight builds models through the trainer)."""
+    names = sorted({name for path in sources("app") for name in imported(path) if name.split(".")[0] == "pkd"})
+    code = ("import importlib, sys\n"
+            f"for name in {names!r}:\n"
+            "    try:\n"
+            "        importlib.import_module(name)\n"
+            "    except ModuleNotFoundError:\n"
+            "        pass  # a class or a function imported from its module\n"
+            "print(sorted(m for m in sys.modules if m == 'pkd.train' or m.startswith('pkd.train.')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_only_runs_py_spells_run_files_and_states():
