@@ -4,13 +4,15 @@ cached model loading. The UI pieces that draw (the sidebar, the tables) are in a
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
 from app import url_state
 from pkd.data import get_dataset_spec
-from pkd.runs import Run, State, default_runs_dir, list_runs, printable
+from pkd.runs import Run, RunError, State, default_runs_dir, list_runs, printable
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS_DIR = ROOT / "configs"
@@ -182,3 +184,33 @@ def run_or_stop() -> Run:
         st.error(f"Cannot show run {info['name']}: {info['problem']}")
         st.stop()
     return run
+
+
+@dataclass
+class RunModels:
+    """What the Playground and the Clips page need of a run: its dataset, students, teacher and the teacher's FLOPs
+    (None when the summary has none)."""
+
+    spec: Any
+    ensemble: Any
+    teacher: Any
+    teacher_flops: int | None
+
+    @property
+    def residual(self) -> bool:
+        """Residual students answer as a sum: only the prefix's answer counts, not a student's alone."""
+        return self.ensemble.mode == "residual"
+
+
+def load_run_models(run: Run) -> RunModels:
+    """The run's students and teacher (cached), or an error naming the run and st.stop()."""
+    try:
+        spec = get_dataset_spec(run.setting("data", "dataset"))
+        key = run.weights_stamp()
+        ensemble = cached_ensemble(str(run.path), key)
+        teacher = cached_teacher(str(run.path), key) if run.has_teacher() else None
+        teacher_flops = run.summary().get("teacher", {}).get("flops")
+    except (RunError, ValueError, OSError, KeyError) as exc:
+        st.error(f"Cannot load the models of {display_name(run)}: {exc}")
+        st.stop()
+    return RunModels(spec, ensemble, teacher, teacher_flops)

@@ -53,3 +53,12 @@ def show_table(frame, key: str) -> None:
         elif help_text:
             config[column] = st.column_config.Column(column, help=help_text)
     st.dataframe(frame, hide_index=True, width="stretch", key=key, column_config=config)
+
+
+def canvas_data_url(key: str) -> str | None:
+    """The PNG data URL the drawing canvas under session-state `key` last sent (None before the first stroke)."""
+    value = st.session_state.get(key)
+    try:
+        return value["drawing"]["data"]
+    except (TypeError, KeyError):
+        return None

@@ -4,17 +4,16 @@ frame (they read the frames in order)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
-from app import common, glossary
+from app import common, glossary, widgets
 from app.charts import clips as clip_charts
 from app.charts import format as fmt
-from pkd import data as pkd_data
 from pkd import inference, preprocess
 from pkd.data.moving_mnist import MOTIONS, REVERSE_MOTION, reverse_clips, reverse_label
 from pkd.runs import Run, RunError
@@ -29,14 +28,10 @@ ss.setdefault("clips_clear", 0)  # bumped by Clear: a new initial drawing emptie
 
 
 @dataclass
-class Models:
-    """What the page needs of a video run: its dataset, students, teacher and FLOPs."""
+class ClipModels(common.RunModels):
+    """A video run's models and each student's FLOPs up to every frame (for the per-frame cost)."""
 
-    spec: Any
-    ensemble: Any
-    teacher: Any
-    teacher_flops: int | None
-    frame_flops: list[list[int]]
+    frame_flops: list[list[int]] = field(default_factory=list)
 
 
 def video_runs() -> dict[str, str]:
@@ -75,19 +70,15 @@ def cached_frame_flops(path: str, key: tuple) -> list[list[int]]:  # noqa: ARG00
     return inference.frame_flops(common.cached_ensemble(path, key))
 
 
-def load_models(run: Run) -> Models:
+def load_models(run: Run) -> ClipModels:
     """The run's students, teacher and per-frame FLOPs (cached), or an error and st.stop()."""
+    models = common.load_run_models(run)
     try:
-        spec = pkd_data.get_dataset_spec(run.setting("data", "dataset"))
-        key = run.weights_stamp()
-        ensemble = common.cached_ensemble(str(run.path), key)
-        teacher = common.cached_teacher(str(run.path), key) if run.has_teacher() else None
-        teacher_flops = run.summary().get("teacher", {}).get("flops")
-        flops = cached_frame_flops(str(run.path), key)
-    except (RunError, ValueError, OSError, KeyError) as exc:
+        flops = cached_frame_flops(str(run.path), run.weights_stamp())
+    except (RunError, ValueError, OSError) as exc:
         st.error(f"Cannot load the models of {common.display_name(run)}: {exc}")
         st.stop()
-    return Models(spec, ensemble, teacher, teacher_flops, flops)
+    return ClipModels(models.spec, models.ensemble, models.teacher, models.teacher_flops, flops)
 
 
 def on_random(n: int) -> None:
@@ -97,15 +88,8 @@ def on_random(n: int) -> None:
 
 def on_clear() -> None:
     ss.clips_clear += 1
-    ss.clips_ignore = canvas_data_url()  # until the emptied canvas reports back, its old picture counts as blank
+    ss.clips_ignore = widgets.canvas_data_url(CANVAS_KEY)  # until the emptied canvas reports back, its old picture counts as blank
 
-
-def canvas_data_url() -> str | None:
-    value = ss.get(CANVAS_KEY)
-    try:
-        return value["drawing"]["data"]
-    except (TypeError, KeyError):
-        return None
 
 
 def test_clip_controls(spec: Any):
@@ -142,7 +126,7 @@ def drawn_clip(spec: Any, motion: str) -> Any:
                        height=CANVAS_SIZE, drawing_mode="freedraw",
                        initial_drawing={"objects": [], "pkd_clear": ss.clips_clear}, return_image_data=True,
                        key=CANVAS_KEY)
-    url = canvas_data_url()
+    url = widgets.canvas_data_url(CANVAS_KEY)
     image = None
     if result is not None and url is not None and url != ss.get("clips_ignore"):
         try:
@@ -173,7 +157,7 @@ def show_strip(clip: Any, t: int) -> None:
                f"{clip.shape[0]}.")
 
 
-def teacher_panel(report: inference.ClipReport, models: Models) -> None:
+def teacher_panel(report: inference.ClipReport, models: ClipModels) -> None:
     names = list(models.spec.class_names)
     if report.teacher_probs is None:
         st.caption("This run has no saved teacher.")
@@ -189,7 +173,7 @@ def teacher_panel(report: inference.ClipReport, models: Models) -> None:
         st.markdown(f"Played the other way round it says **{back}** ({100 * p_back:.1f}%).")
 
 
-def students_panel(report: inference.ClipReport, models: Models, t: int, truth: str | None) -> None:
+def students_panel(report: inference.ClipReport, models: ClipModels, t: int, truth: str | None) -> None:
     names, k = list(models.spec.class_names), models.ensemble.k
     name, p = clip_charts.answer(report.prefix_probs[t - 1, k - 1], names)
     flops = report.cumulative_flops[t - 1][k - 1]

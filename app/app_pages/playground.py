@@ -4,18 +4,15 @@ added at a time (the step-through), or stopping by itself (anytime mode)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
-from app import common, glossary, url_state
+from app import common, glossary, url_state, widgets
 from app.charts import format as fmt
 from app.charts import playground as playground_charts
-from pkd import data as pkd_data
 from pkd import inference, preprocess
-from pkd.runs import Run, RunError
 
 CANVAS_KEY = "canvas"
 CANVAS_SIZE = 280
@@ -25,36 +22,17 @@ ss.setdefault("pg_source", "canvas")  # "canvas" or "test"
 ss.setdefault("pg_clear", 0)  # bumped by Clear: a new initial drawing empties the canvas
 
 
-@dataclass
-class Models:
-    """What the page needs of the run: its dataset, students, teacher and the teacher's FLOPs."""
-
-    spec: Any
-    ensemble: Any
-    teacher: Any
-    teacher_flops: int | None
-    residual: bool
-
-
-def canvas_data_url() -> str | None:
-    """The PNG data URL the canvas last sent (None before the first stroke)."""
-    value = ss.get(CANVAS_KEY)
-    try:
-        return value["drawing"]["data"]
-    except (TypeError, KeyError):
-        return None
-
 
 def on_clear() -> None:
     ss.pg_clear += 1
-    ss.pg_ignore = canvas_data_url()  # until the emptied canvas reports back, its old picture counts as blank
+    ss.pg_ignore = widgets.canvas_data_url(CANVAS_KEY)  # until the emptied canvas reports back, its old picture counts as blank
     ss.pg_source = "canvas"
 
 
 def on_random(n: int) -> None:
     ss.pg_test_idx = int(np.random.default_rng().integers(n))
     ss.pg_source = "test"
-    ss.pg_seen = canvas_data_url()  # a stroke drawn after this switches back to the canvas
+    ss.pg_seen = widgets.canvas_data_url(CANVAS_KEY)  # a stroke drawn after this switches back to the canvas
 
 
 def on_next(k_total: int) -> None:
@@ -64,20 +42,6 @@ def on_next(k_total: int) -> None:
 
 def on_reset() -> None:
     ss.pg_k = 1
-
-
-def load_models(run: Run) -> Models:
-    """The run's students and teacher (cached), or an error and st.stop()."""
-    try:
-        spec = pkd_data.get_dataset_spec(run.setting("data", "dataset"))
-        key = run.weights_stamp()
-        ensemble = common.cached_ensemble(str(run.path), key)
-        teacher = common.cached_teacher(str(run.path), key) if run.has_teacher() else None
-        summary = run.summary()
-    except (RunError, ValueError, OSError, KeyError) as exc:
-        st.error(f"Cannot load the models of {common.display_name(run)}: {exc}")
-        st.stop()
-    return Models(spec, ensemble, teacher, summary.get("teacher", {}).get("flops"), ensemble.mode == "residual")
 
 
 def draw_panel(spec: Any) -> tuple[Any, int]:
@@ -108,7 +72,7 @@ def draw_panel(spec: Any) -> tuple[Any, int]:
 def pick_image(spec: Any, result: Any, n_test: int) -> tuple[Any, str | None, str | None]:
     """The image to classify: the chosen test digit (its index checked: a bad link falls back to the canvas) or
     the drawing. Returns (image or None, true label or None, why the drawing was refused or None)."""
-    url = canvas_data_url()
+    url = widgets.canvas_data_url(CANVAS_KEY)
     if ss.pg_source == "test" and url is not None and url != ss.get("pg_seen"):
         ss.pg_source = "canvas"  # the user drew after picking a test digit
     index = ss.get("pg_test_idx")
@@ -141,7 +105,7 @@ def show_image(image: Any, truth: str | None) -> None:
     text.caption(f"{image.shape[-1]}x{image.shape[-2]} pixels: {where}")
 
 
-def answer_panel(report: inference.DigitReport, models: Models, truth: str | None) -> int:
+def answer_panel(report: inference.DigitReport, models: common.RunModels, truth: str | None) -> int:
     """How many students to use, what they say together (the main answer), the last one's own vote (secondary,
     labelled) and the teacher's answer; returns the number of students used."""
     names, k_total = list(models.spec.class_names), models.ensemble.k
@@ -172,7 +136,7 @@ def answer_panel(report: inference.DigitReport, models: Models, truth: str | Non
     return k
 
 
-def step_through(report: inference.DigitReport, models: Models, k: int) -> None:
+def step_through(report: inference.DigitReport, models: common.RunModels, k: int) -> None:
     """Add the students one at a time: how the answer, its sureness and the cost change with each one."""
     k_total = models.ensemble.k
     st.subheader("Step through: add one student at a time")
@@ -188,7 +152,7 @@ def step_through(report: inference.DigitReport, models: Models, k: int) -> None:
     st.table(frame.set_index("step"))
 
 
-def anytime_section(image: Any, models: Models) -> None:
+def anytime_section(image: Any, models: common.RunModels) -> None:
     """Anytime mode: the digit stops at the first number of students that is sure enough, or within a budget."""
     st.subheader("Anytime mode: let the digit decide when to stop")
     k_total, spec = models.ensemble.k, models.spec
@@ -229,7 +193,7 @@ def main() -> None:
         st.info(f"**{common.display_name(run)}** has no trained students yet. Pick a finished run in the sidebar, "
                 "or wait for this one on the **Train** page.")
         st.stop()
-    models = load_models(run)
+    models = common.load_run_models(run)
     if models.spec.kind == "clip":
         st.info(f"**{common.display_name(run)}** is a video run: its students read clips frame by frame. The "
                 "**Clips** page plays its test clips, or makes one from your drawing.")
