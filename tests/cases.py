@@ -62,31 +62,34 @@ FAULTS = [
 
 # Faults and inputs of tests in other files: (what, "file::test", what "survived" means there).
 MORE_FAULTS = [
-    ("two `train --resume` of one run at the same instant", "tests/test_writers.py::"
+    ("two `train --resume` of one run at the same instant", "tests/runs/test_one_writer.py::"
      "test_two_resumes_at_the_same_instant_train_the_run_once", "one trains, the other stops; no duplicate record"),
-    ("resume while another process holds the run's writer lock", "tests/test_writers.py::"
+    ("resume while another process holds the run's writer lock", "tests/runs/test_one_writer.py::"
      "test_a_run_held_by_another_process_is_not_resumed", "one-line error; not a byte written; lock gone with it"),
-    ("SIGKILL between a run's creation and its start", "tests/test_writers.py::"
+    ("SIGKILL between a run's creation and its start", "tests/runs/test_one_writer.py::"
      "test_a_run_killed_between_creation_and_start_reads_as_died_and_resumes", "reads as died; resume finishes it"),
-    ("resume of a finished run", "tests/test_writers.py::test_resuming_a_finished_run_is_refused_and_leaves_it_done",
+    ("resume of a finished run", "tests/runs/test_one_writer.py::"
+     "test_resuming_a_finished_run_is_refused_and_leaves_it_done",
      "refused in one line; the run stays done, no file changed"),
-    ("config.yaml edited after creation", "tests/test_writers.py::test_an_edited_config_yaml_is_not_silently_ignored",
+    ("config.yaml edited after creation", "tests/runs/test_one_writer.py::"
+     "test_an_edited_config_yaml_is_not_silently_ignored",
      "resume refuses in one line"),
-    ("manifest.json edited under saved students", "tests/test_writers.py::"
+    ("manifest.json edited under saved students", "tests/runs/test_one_writer.py::"
      "test_a_manifest_edited_under_saved_students_is_a_clear_error", "resume and eval: one line naming the file"),
     ("SIGKILL of rank 1 of a 2-process torchrun run", "tests/train/test_distributed.py::"
      "test_a_killed_rank_stops_the_run_and_resume_finishes_it", "the run stops; resume ends with the same figures"),
 ]
 MORE_INPUTS = [
-    ("path", "--run-dir through a missing folder onto an existing one", "tests/test_writers.py::"
+    ("path", "--run-dir through a missing folder onto an existing one", "tests/runs/test_one_writer.py::"
      "test_run_dir_through_a_missing_folder_onto_an_existing_one_is_refused", 1),
     ("path", "run directory with metrics.jsonl / train.log / students/ / a student file linking out of it",
-     "tests/test_writers.py::test_resume_refuses_a_run_directory_with_links_out_of_it", 4),
-    ("config", "YAML alias bomb under 1 KB", "tests/test_writers.py::test_yaml_alias_bombs_are_refused_at_once", 1),
-    ("config", ".nan / .inf / -.inf in five kinds of field", "tests/test_writers.py::"
+     "tests/runs/test_one_writer.py::test_resume_refuses_a_run_directory_with_links_out_of_it", 4),
+    ("config", "YAML alias bomb under 1 KB", "tests/runs/test_one_writer.py::"
+     "test_yaml_alias_bombs_are_refused_at_once", 1),
+    ("config", ".nan / .inf / -.inf in five kinds of field", "tests/runs/test_one_writer.py::"
      "test_non_finite_numbers_are_refused_before_anything_is_created", 5),
     ("name", "run names outside the rule (leading '-', non-ASCII, 129 chars, '/', '..', tab, empty)",
-     "tests/test_writers.py::test_run_names_outside_the_rule_are_refused_with_the_rule", 8),
+     "tests/runs/test_one_writer.py::test_run_names_outside_the_rule_are_refused_with_the_rule", 8),
     ("cli", "--nproc 0; a world larger than the data", "tests/train/test_distributed.py::test_hostile_process_counts",
      2),
     ("path", "a rank given another run directory than rank 0", "tests/train/test_distributed.py::"

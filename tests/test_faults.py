@@ -4,7 +4,7 @@ app, a read-only disk, no GPU and a missing or broken mamba-ssm. Cases are count
 One uninterrupted reference run (launched by a short-lived "app" process through pkd.launch) trains while a second
 run, started in the same moment in the same folder, is killed at seven points in turn and resumed each time; at the
 end both must hold the same per-prefix accuracies. Kills inside a file write use the test-only fault injection
-$PKD_FAULT="kill:<file>:<n>" (pkd.runs._fault): half the bytes are written, then the process SIGKILLs itself.
+$PKD_FAULT="kill:<file>:<n>" (pkd.runs.io._fault): half the bytes are written, then the process SIGKILLs itself.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The layout's rules, checked on the source: one-way imports, and run-file names and run states spelled only in
-pkd/runs.py (the run directory's one writer and reader)."""
+"""The layout's rules, checked on the source: one-way imports, no module importing its own package's face, and
+run-file names and run states spelled only in pkd/runs/files.py (the run directory's names)."""
 
 from __future__ import annotations
 
@@ -33,11 +33,13 @@ FORBIDDEN = {
     "pkd/anytime.py": ("pkd.train", "pkd.evaluate", "pkd.artifacts", "pkd.runs", "pkd.data"),  # logits in, figures out
     "pkd/inference.py": ("pkd.train", "pkd.evaluate", "pkd.artifacts", "pkd.runs"),  # models in, one answer out
     "pkd/preprocess": ("pkd.train", "pkd.models", "pkd.evaluate", "pkd.artifacts", "pkd.runs", "pkd.inference"),
-    "pkd/runs.py": ("pkd.train", "pkd.models", "pkd.data"),
+    "pkd/runs": ("pkd.train", "pkd.models", "pkd.data"),
     # the generic training path imports no video code (the video teacher's training is looked up by its arch)
     **{f"pkd/train/{name}.py": ("pkd.models.clip", "pkd.train.video_stage", "pkd.train.video_teacher",
                                 "pkd.data.moving_mnist") for name in ("progressive", "teacher", "context", "specs")},
 }
+# packages whose modules import their siblings directly, never their own package's face (its __init__.py)
+NO_RUNNING_BACK = ("pkd/runs",)
 
 
 def sources(where: str) -> list[Path]:
@@ -79,15 +81,43 @@ def test_the_app_never_loads_the_trainer():
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-def test_only_runs_py_spells_run_files_and_states():
+def test_only_the_run_files_module_spells_run_files_and_states():
     offenders = []
     for path in sources("pkd") + sources("app"):
-        if path == ROOT / "pkd" / "runs.py":
+        if path == ROOT / "pkd" / "runs" / "files.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in RUN_FILES | RUN_STATES:
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value!r}")
     assert not offenders, offenders
+
+
+@pytest.mark.parametrize("package", NO_RUNNING_BACK)
+def test_no_module_imports_its_own_package_face(package):
+    """Inside a package a module imports its siblings directly (`from pkd.runs.io import read_json`), never the
+    face that re-exports them (`from pkd.runs import read_json`, `from . import io`): the face imports every
+    module, so running back up to it makes an import circle."""
+    offenders = []
+    for path in sources(package):
+        parts = path.relative_to(ROOT).with_suffix("").parts  # ("pkd", "runs", "io")
+        faces = {".".join(parts[:n]) for n in range(len(package.split("/")), len(parts))}  # own and enclosing ones
+        if path.name == "__init__.py":
+            faces.discard(".".join(parts[:-1]))  # a face imports its own modules
+        offenders += [f"{path.relative_to(ROOT)}:{line} imports {name}"
+                      for line, name in absolute_imports(path, parts[:-1]) if name in faces]
+    assert not offenders, offenders
+
+
+def absolute_imports(path: Path, package: tuple[str, ...]) -> list[tuple[int, str]]:
+    """(line, module) of each import in `path`, a module of `package`, relative ones made absolute."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = list(package[:len(package) - node.level + 1]) if node.level else []
+            out.append((node.lineno, ".".join(base + ([node.module] if node.module else []))))
+    return out
 
 
 def test_only_the_video_teacher_imports_open_clip():
