@@ -215,7 +215,7 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-kernel-build", action="store_true", help="do not build the fused CPU scan kernel")
     p.add_argument("--nproc", type=int, help="train in N processes on this machine under torchrun (gloo on CPU, "
-                   "one GPU each with nccl); for several machines run torchrun yourself (see README)")
+                   "one GPU each with nccl); for several machines run torchrun yourself (see docs/scaling.md)")
     p.add_argument("--teacher-ref", action="store_true", help="share teacher.checkpoint (a pkd teacher file) "
                    "instead of copying it into the run: the run records its path and sha256 (a sweep's trials)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. distill.alpha=0.5")

@@ -73,7 +73,6 @@ def test_layout_lines_have_one_form():
     assert layout_lines() and not bad, f"layout lines not of the form '- `path/` — what it is': {bad}"
 
 
-@pytest.mark.xfail(strict=False, reason="layout in flux")
 def test_layout_section_names_the_tree():
     named = named_paths()
     missing = sorted(path for path in named if not (ROOT / path).exists())

@@ -45,7 +45,7 @@ NUM_CLASSES = 10 * len(MOTIONS)
 
 @dataclasses.dataclass(frozen=True)
 class MovingMnistConfig:
-    """The generator's sizes. Defaults: 8 frames of 48x48, speeds 1-2 px/frame, zoom 0.6x <-> 1.5x (see README).
+    """The generator's sizes. Defaults: 8 frames of 48x48, speeds 1-2 px/frame, zoom 0.6x <-> 1.5x (see docs/data.md).
 
     Attributes:
         frames: T, frames per clip (>= 2).
@@ -380,7 +380,7 @@ def register_moving_mnist(
 MOVING_MNIST = register_moving_mnist("moving_mnist")
 MOVING_MNIST_B2N = register_moving_mnist("moving_mnist_b2n", train_classes=base_classes())
 # moving_mnist with a clip for every one of MNIST's 50,000 train digits (5x the clips; val and test unchanged: each
-# split is drawn with its own seed). Students distilled on it close their digit gap to the teacher (README).
+# split is drawn with its own seed). Students distilled on it close their digit gap to the teacher (docs/results/video.md).
 ALL_TRAIN_DIGITS = MovingMnistConfig(train_clips=50_000)
 MOVING_MNIST_50K = register_moving_mnist("moving_mnist_50k", ALL_TRAIN_DIGITS)
 # Small clips for tests and classroom runs: 4 frames of 40x40 (5x5 patches of 8 px), speeds 1-2 px/frame.
