@@ -39,7 +39,8 @@ FORBIDDEN = {
                                 "pkd.data.moving_mnist") for name in ("progressive", "teacher", "context", "specs")},
 }
 # packages whose modules import their siblings directly, never their own package's face (its __init__.py)
-NO_RUNNING_BACK = ("pkd/runs",)
+NO_RUNNING_BACK = tuple(sorted(folder.relative_to(ROOT).as_posix() for folder in (ROOT / "pkd").rglob("*")
+                             if (folder / "__init__.py").is_file()))  # every package of pkd/, found
 
 
 def sources(where: str) -> list[Path]:
