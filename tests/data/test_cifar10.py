@@ -56,7 +56,7 @@ def test_cifar_missing_files_and_folder(tmp_path: Path, monkeypatch: pytest.Monk
     def no_internet(root: Path) -> None:
         raise RuntimeError("Error downloading cifar-10-python.tar.gz:\n<urlopen error>")
 
-    monkeypatch.setattr(pkd_cifar10, "_download_cifar10_torchvision", no_internet)
+    monkeypatch.setattr(pkd_cifar10, "download_cifar10_torchvision", no_internet)
     with pytest.raises(FileNotFoundError) as info:
         data.load_split("cifar10", "train", tmp_path)
     message = str(info.value)
@@ -69,7 +69,7 @@ def test_cifar_missing_files_and_folder(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_cifar_uses_download_when_folder_is_absent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pkd_cifar10, "_download_cifar10_torchvision", lambda root: _write_cifar(root, per_batch=2))
+    monkeypatch.setattr(pkd_cifar10, "download_cifar10_torchvision", lambda root: _write_cifar(root, per_batch=2))
     assert len(data.load_split("cifar10", "train", tmp_path)) == 9
     data.clear_cache()
 

