@@ -13,6 +13,7 @@ import streamlit as st
 from app import url_state
 from pkd.data import get_dataset_spec
 from pkd.runs import Run, RunError, State, default_runs_dir, list_runs, printable
+from pkd.runs.schema import RunInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS_DIR = ROOT / "configs"
@@ -66,7 +67,7 @@ def default_run(runs: list[Run], infos: dict[str, dict] | None = None) -> Run | 
     """The shipped pretrained MNIST run if present, else the newest finished run, else the newest run (sound
     runs first: one with a `problem` is opened only when there is nothing else)."""
     infos = infos or {str(run.path): run.info() for run in runs}
-    sound = [run for run in runs if not infos[str(run.path)]["problem"]]
+    sound = [run for run in runs if not infos[str(run.path)][RunInfo.PROBLEM]]
     for run in sound:
         if Path(run.path).resolve() == pretrained_dir() / SHIPPED_NAME:
             return run
@@ -94,11 +95,11 @@ def label(run: Run, info: dict | None = None) -> str:
     """A run as pickers show it: name, state and students, or why a broken run cannot be shown."""
     info = info or run.info()
     name = display_name(run, info)
-    if info["problem"]:
-        return f"{name} (broken: {info['problem'][:100]})"
-    if info["state"] == str(State.DONE) and info["k_done"] == info["k_planned"]:
+    if info[RunInfo.PROBLEM]:
+        return f"{name} (broken: {info[RunInfo.PROBLEM][:100]})"
+    if info["state"] == str(State.DONE) and info[RunInfo.K_DONE] == info[RunInfo.K_PLANNED]:
         return name  # short: the sidebar is narrow, and its caption says the rest
-    return f"{name} · {info['k_done']}/{info['k_planned']} students · {info['state']}"
+    return f"{name} · {info[RunInfo.K_DONE]}/{info[RunInfo.K_PLANNED]} students · {info['state']}"
 
 
 def lesson_mode() -> bool:
@@ -180,8 +181,8 @@ def run_or_stop() -> Run:
                 f"`{pretrained_dir() / SHIPPED_NAME}`.")
         st.stop()
     info = run.info()
-    if info["problem"]:
-        st.error(f"Cannot show run {info['name']}: {info['problem']}")
+    if info[RunInfo.PROBLEM]:
+        st.error(f"Cannot show run {info['name']}: {info[RunInfo.PROBLEM]}")
         st.stop()
     return run
 

@@ -10,6 +10,7 @@ import streamlit as st
 from app import common
 from app.charts import format as fmt
 from pkd.runs import Run
+from pkd.runs.schema import RunInfo
 
 
 def sidebar() -> Run | None:
@@ -31,11 +32,12 @@ def sidebar() -> Run | None:
         run = Run(Path(st.session_state[common.RUN_KEY]))
         info = infos[str(run.path)]
         where = "shipped with pkd" if common.location(run) == "pretrained" else "in your runs folder"
-        st.caption(f"{info['dataset']} · {info['mode']} ensemble of {info['k_done']}/{info['k_planned']} students · "
+        st.caption(f"{info['dataset']} · {info['mode']} ensemble of "
+                   f"{info[RunInfo.K_DONE]}/{info[RunInfo.K_PLANNED]} students · "
                    f"state **{info['state']}** · {where}"
                    + ("" if common.lesson_mode() else f"  \n`{run.path}`"))
-        if info["problem"]:
-            st.caption(f":warning: {info['problem']}")
+        if info[RunInfo.PROBLEM]:
+            st.caption(f":warning: {info[RunInfo.PROBLEM]}")
         if not common.lesson_mode():
             st.caption(f"New runs go to `{common.runs_dir()}`")
     return run

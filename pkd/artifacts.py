@@ -16,6 +16,7 @@ from pkd.flops import model_cost
 from pkd.models import build_model, teacher_data_params
 from pkd.models.ensemble import Ensemble
 from pkd.runs import Run, RunError, get_field, load_tensors
+from pkd.runs.schema import SavedModel
 
 
 def load_ensemble(run: Run, k: int | None = None, device: torch.device | str = "cpu", config: dict | None = None
@@ -37,10 +38,10 @@ def load_ensemble(run: Run, k: int | None = None, device: torch.device | str = "
         model = saved_model(cfg, saved, "students", run.student_path(j))
         flops.append(model_cost(model, tuple(saved["spec"]["params"]["image_shape"]))[0])
         students.append(model.to(device))
-        if saved["prev_scale"] != 1.0 and mode != "residual":
+        if saved[SavedModel.PREV_SCALE] != 1.0 and mode != "residual":
             raise RunError(f"{run.student_path(j)}: has a residual prev_scale but the run's mode is {mode}; "
                            "the file belongs to another run")
-        scales.append(saved["prev_scale"])
+        scales.append(saved[SavedModel.PREV_SCALE])
     return Ensemble(students, mode=mode, student_flops=flops, prev_scales=scales).eval()
 
 
@@ -54,7 +55,7 @@ def saved_model(cfg: dict, saved: dict, role: str, path: Path) -> nn.Module:
     check_saved_spec(cfg, saved["spec"], role, path)
     model = build_model(saved["spec"])
     try:
-        model.load_state_dict(saved["state_dict"])
+        model.load_state_dict(saved[SavedModel.STATE_DICT])
     except RuntimeError as exc:
         raise RunError(f"{path}: weights do not fit the saved spec ({load_error(exc)})") from None
     return model.eval()
@@ -65,7 +66,7 @@ def load_saved_weights(model: nn.Module, cfg: dict, saved: dict, role: str, path
     config does not describe, or weights that do not fit, are a one-line RunError naming the file."""
     check_saved_spec(cfg, saved["spec"], role, path)
     try:
-        model.load_state_dict(saved["state_dict"])
+        model.load_state_dict(saved[SavedModel.STATE_DICT])
     except RuntimeError as exc:
         raise RunError(f"{path}: weights do not fit the run's config ({load_error(exc)}); was {role} or "
                        "manifest.json changed after it was saved?") from None
@@ -114,7 +115,7 @@ def load_error(exc: Exception) -> str:
 def load_teacher_weights(path: str, model: nn.Module) -> dict:
     """State dict of a teacher file given by the user: a run's teacher.pt or a bare state_dict (weights only)."""
     obj = load_tensors(Path(path).resolve())
-    state = obj.get("state_dict", obj)
+    state = obj.get(SavedModel.STATE_DICT, obj)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise RunError(f"teacher.checkpoint {path}: not a state_dict of tensors; give a run's teacher.pt")
     try:

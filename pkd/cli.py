@@ -160,6 +160,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     import io
 
     from pkd.runs import atomic_write_bytes, list_runs
+    from pkd.runs.schema import PrefixRow
     from pkd.sweep import front, prefix_points
 
     setup_logging(verbose=args.verbose)
@@ -180,7 +181,8 @@ def cmd_pareto(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"--csv {args.csv}: folder {out.parent} does not exist")
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["run", "k", "cumulative_flops", "share_of_teacher", "val_acc", "test_acc"])
+        writer.writerow(["run", PrefixRow.K, PrefixRow.CUMULATIVE_FLOPS, PrefixRow.SHARE_OF_TEACHER, "val_acc",
+                          "test_acc"])
         writer.writerows([p["run"], p["k"], p["flops"], p["share"], p["val_acc"], p["test_acc"]] for p in points)
         atomic_write_bytes(out, buf.getvalue().encode())
         print(f"wrote {out}")

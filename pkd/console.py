@@ -50,11 +50,14 @@ class Progress:
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
             self.key = key
         self.bar.n = int(100 * info["progress"])
+        from pkd.runs.schema import Metric  # here: this module loads without torch (pkd.runs imports it)
+
+        val_acc = f"val{Metric.ACC_SUFFIX}"
         post = {"epoch": f"{info['epoch']}/{info['epochs']}"}
         if "loss" in info:
             post["loss"] = f"{info['loss']:.4f}"
-        if "val_acc" in info:
-            post["val_acc"] = f"{info['val_acc']:.4f}"
+        if val_acc in info:
+            post[val_acc] = f"{info[val_acc]:.4f}"
         self.bar.set_postfix(post, refresh=True)
 
     def close(self) -> None:
@@ -65,42 +68,64 @@ class Progress:
 
 def print_summary(summary: dict) -> None:
     """The table `pkd train` and `pkd eval` print: the teacher, then every prefix k's FLOPs and accuracy."""
-    teacher = summary.get("teacher", {})
-    print(f"teacher {teacher.get('arch')}: {teacher.get('flops', 0):,} FLOPs/sample, "
-          f"test acc {teacher.get('test_acc', float('nan')):.4f}")
+    from pkd.runs.schema import PrefixRow, Summary, TeacherFigures
+
+    teacher = summary.get(Summary.TEACHER, {})
+    print(f"teacher {teacher.get(TeacherFigures.ARCH)}: {teacher.get(TeacherFigures.FLOPS, 0):,} FLOPs/sample, "
+          f"test acc {teacher.get(TeacherFigures.TEST_ACC, float('nan')):.4f}")
     print(f"{'k':>3} {'student FLOPs':>14} {'cumulative':>12} {'% teacher':>10} {'prefix acc':>11} {'solo acc':>9}")
-    for row in summary.get("prefixes", []):
-        print(f"{row['k']:>3} {row['student_flops']:>14,} {row['cumulative_flops']:>12,} "
-              f"{100 * row['share_of_teacher']:>9.2f}% {row['prefix_acc']:>11.4f} {row['solo_acc']:>9.4f}")
+    for row in summary.get(Summary.PREFIXES, []):
+        print(f"{row[PrefixRow.K]:>3} {row[PrefixRow.STUDENT_FLOPS]:>14,} {row[PrefixRow.CUMULATIVE_FLOPS]:>12,} "
+              f"{100 * row[PrefixRow.SHARE_OF_TEACHER]:>9.2f}% {row[PrefixRow.PREFIX_ACC]:>11.4f} "
+              f"{row[PrefixRow.SOLO_ACC]:>9.4f}")
 
 
 def print_budgets(summary: dict) -> None:
     """`pkd eval`'s lines after the table: the early exit at the val-fitted budgets, the AUC, the reversal test and
     digit identity of clip runs, the drawn digits."""
-    teacher_flops = summary["teacher"]["flops"]
-    for point in summary.get("anytime_val_fitted", []):
-        rule = "every student" if point["confidence"] is None else f"exit at confidence {point['confidence']:.4f}"
-        print(f"early exit, budget {100 * point['budget'] / teacher_flops:5.2f}% of the teacher ({rule}, fitted on "
-              f"val): test acc {point['acc']:.4f} at {100 * point['mean_flops'] / teacher_flops:.2f}% on average")
-    auc = summary.get("anytime_auc", {})
-    if auc.get("test") is not None:
-        print(f"anytime AUC (1%..100% of the teacher's FLOPs, log scale): val {auc['val']:.4f}, test {auc['test']:.4f}")
-    video = summary.get("video")
-    if video:
-        print(f"reversal test ({video['n']} {video['split']} clips played backwards; share whose class changes): "
-              f"teacher {video['teacher_reversal_change']:.4f}, prefixes "
-              + " ".join(f"{k}:{v:.4f}" for k, v in enumerate(video["prefix_reversal_change"], start=1)))
-        print(f"digit identity (the digit of the predicted class): teacher {video['teacher_digit_acc']:.4f}, "
-              "prefixes " + " ".join(f"{k}:{v:.4f}" for k, v in enumerate(video["prefix_digit_acc"], start=1)))
-        if "teacher_hm" in video:
-            print("base-to-novel (base / novel / harmonic mean): teacher " + "/".join(
-                f"{video[f'teacher_{key}']:.4f}" for key in ("base_acc", "novel_acc", "hm")) + ", prefixes " +
-                " ".join(f"{k}:{b:.4f}/{n:.4f}/{h:.4f}" for k, (b, n, h) in enumerate(
-                    zip(video["prefix_base_acc"], video["prefix_novel_acc"], video["prefix_hm"]), start=1)))
-    drawn = summary.get("drawn")
+    from pkd.runs.schema import AnytimeAuc, Summary, TeacherFigures, ValFittedPoint as Point
+
+    teacher_flops = summary[Summary.TEACHER][TeacherFigures.FLOPS]
+    for point in summary.get(Summary.ANYTIME_VAL_FITTED, []):
+        rule = ("every student" if point[Point.CONFIDENCE] is None
+                else f"exit at confidence {point[Point.CONFIDENCE]:.4f}")
+        print(f"early exit, budget {100 * point[Point.BUDGET] / teacher_flops:5.2f}% of the teacher ({rule}, fitted "
+              f"on val): test acc {point[Point.ACC]:.4f} at {100 * point[Point.MEAN_FLOPS] / teacher_flops:.2f}% "
+              "on average")
+    auc = summary.get(Summary.ANYTIME_AUC, {})
+    if auc.get(AnytimeAuc.TEST) is not None:
+        print(f"anytime AUC (1%..100% of the teacher's FLOPs, log scale): val {auc[AnytimeAuc.VAL]:.4f}, "
+              f"test {auc[AnytimeAuc.TEST]:.4f}")
+    if summary.get(Summary.VIDEO):
+        _print_video(summary[Summary.VIDEO])
+    drawn = summary.get(Summary.DRAWN)
     if drawn:
-        print(f"drawn digits ({drawn['n']}, pkd.drawn seed {drawn['seed']}): teacher {drawn['teacher_acc']:.4f}, "
-              "prefixes " + " ".join(f"{k}:{acc:.4f}" for k, acc in enumerate(drawn["prefix_acc"], start=1)))
+        _print_drawn(drawn)
+
+
+def _print_video(video: dict) -> None:
+    """print_budgets' lines of a clip run: the reversal test, digit identity, base-to-novel (with novel classes)."""
+    from pkd.runs.schema import VideoFigures as Video
+
+    print(f"reversal test ({video[Video.N]} {video[Video.SPLIT]} clips played backwards; share whose class "
+          f"changes): teacher {video[Video.TEACHER_REVERSAL_CHANGE]:.4f}, prefixes "
+          + " ".join(f"{k}:{v:.4f}" for k, v in enumerate(video[Video.PREFIX_REVERSAL_CHANGE], start=1)))
+    print(f"digit identity (the digit of the predicted class): teacher {video[Video.TEACHER_DIGIT_ACC]:.4f}, "
+          "prefixes " + " ".join(f"{k}:{v:.4f}" for k, v in enumerate(video[Video.PREFIX_DIGIT_ACC], start=1)))
+    if Video.TEACHER_HM in video:
+        print("base-to-novel (base / novel / harmonic mean): teacher " + "/".join(
+            f"{video[key]:.4f}" for key in (Video.TEACHER_BASE_ACC, Video.TEACHER_NOVEL_ACC, Video.TEACHER_HM))
+            + ", prefixes " + " ".join(f"{k}:{b:.4f}/{n:.4f}/{h:.4f}" for k, (b, n, h) in enumerate(
+                zip(video[Video.PREFIX_BASE_ACC], video[Video.PREFIX_NOVEL_ACC], video[Video.PREFIX_HM]), start=1)))
+
+
+def _print_drawn(drawn: dict) -> None:
+    """print_budgets' line of summary.json's drawn-digit accuracies."""
+    from pkd.runs.schema import DrawnFigures as Drawn
+
+    print(f"drawn digits ({drawn[Drawn.N]}, pkd.drawn seed {drawn[Drawn.SEED]}): teacher "
+          f"{drawn[Drawn.TEACHER_ACC]:.4f}, prefixes "
+          + " ".join(f"{k}:{acc:.4f}" for k, acc in enumerate(drawn[Drawn.PREFIX_ACC], start=1)))
 
 
 def print_front(points: list[dict], split: str) -> None:
@@ -119,6 +144,7 @@ def print_runs(runs: list) -> None:
     """`pkd runs`' table: one line per run (pkd.runs.Run) with its state, dataset, mode, students done of planned,
     teacher and final accuracy, share of the teacher's FLOPs and path (and its problem, if it has one)."""
     from pkd.runs import printable
+    from pkd.runs.schema import RunInfo as Info
 
     print(f"{'state':<8} {'dataset':<8} {'mode':<12} {'K':>5} {'teacher':>8} {'final':>7} {'% teacher':>10}  path")
     def number(value, fmt: str) -> str:  # "-" for figures a run does not have (yet)
@@ -126,10 +152,11 @@ def print_runs(runs: list) -> None:
 
     for run in runs:
         info = run.info()
-        share = f"{100 * info['final_share']:.2f}%" if isinstance(info["final_share"], (int, float)) else "-"
-        print(f"{info['state']:<8} {info['dataset']:<8} {info['mode']:<12} {info['k_done']:>2}/{info['k_planned']:<2} "
-              f"{number(info['teacher_acc'], '.4f'):>8} {number(info['final_acc'], '.4f'):>7} {share:>10}  "
-              f"{printable(info['path'], 400)}" + (f"  problem: {info['problem']}" if info["problem"] else ""))
+        share = f"{100 * info[Info.FINAL_SHARE]:.2f}%" if isinstance(info[Info.FINAL_SHARE], (int, float)) else "-"
+        print(f"{info[Info.STATE]:<8} {info[Info.DATASET]:<8} {info[Info.MODE]:<12} "
+              f"{info[Info.K_DONE]:>2}/{info[Info.K_PLANNED]:<2} "
+              f"{number(info[Info.TEACHER_ACC], '.4f'):>8} {number(info[Info.FINAL_ACC], '.4f'):>7} {share:>10}  "
+              f"{printable(info[Info.PATH], 400)}" + (f"  problem: {info[Info.PROBLEM]}" if info[Info.PROBLEM] else ""))
 
 
 def print_prediction(pred: Any, names: Sequence[str], students: int, top: Any, detail: str = "") -> None:

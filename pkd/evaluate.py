@@ -23,6 +23,7 @@ from pkd.distributed import SINGLE, World, gather_rows, shard_range
 from pkd.flops import model_cost
 from pkd.models.ensemble import Ensemble, PrefixSums
 from pkd.runs import Run
+from pkd.runs.schema import DrawnFigures, PrefixRow, Summary, TeacherFigures, VideoFigures
 
 EVAL_BATCH = 1000
 REPORTED_SPLITS = ("val", "test")  # accuracies in prefix.csv; the train split is never reported
@@ -63,24 +64,26 @@ def prefix_row(k: int, arch: str, student: nn.Module, data_spec: DatasetSpec, pr
                teacher_flops: int, prev_scale: float, accuracies: dict) -> dict:
     """Row k of prefix.csv: the student's size and FLOPs, the prefix's cumulative FLOPs, its accuracies."""
     flops, params = model_cost(student, data_spec.sample_shape)
-    cumulative = (previous[-1]["cumulative_flops"] if previous else 0) + flops
-    return {"k": k, "arch": arch, "params": params, "student_flops": flops, "cumulative_flops": cumulative,
-            "share_of_teacher": cumulative / teacher_flops, "prev_scale": prev_scale, **accuracies}
+    cumulative = (previous[-1][PrefixRow.CUMULATIVE_FLOPS] if previous else 0) + flops
+    return {PrefixRow.K: k, PrefixRow.ARCH: arch, PrefixRow.PARAMS: params, PrefixRow.STUDENT_FLOPS: flops,
+            PrefixRow.CUMULATIVE_FLOPS: cumulative, PrefixRow.SHARE_OF_TEACHER: cumulative / teacher_flops,
+            PrefixRow.PREV_SCALE: prev_scale, **accuracies}
 
 
 def teacher_row(arch: str, teacher: nn.Module, data_spec: DatasetSpec, logits: dict[str, torch.Tensor],
                 splits: dict[str, Split]) -> dict:
     """The teacher's FLOPs, parameters and accuracies (summary.json's "teacher")."""
     flops, params = model_cost(teacher, data_spec.sample_shape)
-    return {"arch": arch, "flops": flops, "params": params,
-            "val_acc": accuracy(logits["val"], splits["val"].labels),
-            "test_acc": accuracy(logits["test"], splits["test"].labels)}
+    return {TeacherFigures.ARCH: arch, TeacherFigures.FLOPS: flops, TeacherFigures.PARAMS: params,
+            TeacherFigures.VAL_ACC: accuracy(logits["val"], splits["val"].labels),
+            TeacherFigures.TEST_ACC: accuracy(logits["test"], splits["test"].labels)}
 
 
 def run_summary(cfg: RunConfig, teacher: dict, rows: list[dict], k_planned: int) -> dict:
     """summary.json without the anytime curve (added once every student is trained)."""
-    return {"name": cfg.name, "dataset": cfg.data.dataset, "mode": cfg.distill.mode, "k_planned": k_planned,
-            "flops_unit": "FLOPs per sample (2 per multiply-add)", "teacher": teacher, "prefixes": rows}
+    return {Summary.NAME: cfg.name, Summary.DATASET: cfg.data.dataset, Summary.MODE: cfg.distill.mode,
+            Summary.K_PLANNED: k_planned, Summary.FLOPS_UNIT: "FLOPs per sample (2 per multiply-add)",
+            Summary.TEACHER: teacher, Summary.PREFIXES: rows}
 
 
 def evaluate_run(run: Run, device: torch.device | str = "cpu", drawn_per_digit: int = DRAWN_PER_DIGIT) -> dict:
@@ -126,12 +129,12 @@ def end_of_run_figures(summary: dict, ensemble: Ensemble, teacher: nn.Module, da
     """
     out = {}
     ensemble.cpu()
-    if len(summary["prefixes"]) == summary["k_planned"]:
+    if len(summary[Summary.PREFIXES]) == summary[Summary.K_PLANNED]:
         labels = {name: splits[name].labels for name in REPORTED_SPLITS}
-        out["anytime"] = anytime_curve(ensemble, student_logits["test"], labels["test"])
+        out[Summary.ANYTIME] = anytime_curve(ensemble, student_logits["test"], labels["test"])
         out.update(anytime_figures(ensemble, student_logits, labels, summary))
     if data_spec.kind == "clip":
-        out["video"] = video_figures(teacher.cpu(), ensemble, data_spec, splits["test"])
+        out[Summary.VIDEO] = video_figures(teacher.cpu(), ensemble, data_spec, splits["test"])
     return out
 
 
@@ -164,9 +167,9 @@ def drawn_figures(teacher: nn.Module, ensemble: Ensemble, data_spec: DatasetSpec
     for student, scale in zip(ensemble.students, ensemble.prev_scales):
         sums.add(predict_logits(student, data_spec, images, cpu), scale)
         prefix_acc.append(accuracy(sums.log_probs(), labels))
-    return {"per_digit": per_digit, "seed": seed, "n": len(labels),
-            "teacher_acc": accuracy(predict_logits(teacher.cpu(), data_spec, images, cpu), labels),
-            "prefix_acc": prefix_acc}
+    return {DrawnFigures.PER_DIGIT: per_digit, DrawnFigures.SEED: seed, DrawnFigures.N: len(labels),
+            DrawnFigures.TEACHER_ACC: accuracy(predict_logits(teacher.cpu(), data_spec, images, cpu), labels),
+            DrawnFigures.PREFIX_ACC: prefix_acc}
 
 
 def video_figures(teacher: nn.Module, ensemble: Ensemble, data_spec: DatasetSpec, split: Split) -> dict:
@@ -200,8 +203,9 @@ def video_figures(teacher: nn.Module, ensemble: Ensemble, data_spec: DatasetSpec
         change.append(c)
         digit.append(d)
         b2n.append(base_to_novel(sums["forward"].log_probs(), split.labels, data_spec.novel_classes))
-    out = {"split": split.split or "test", "n": len(split.labels), "teacher_reversal_change": teacher_change,
-           "teacher_digit_acc": teacher_digit, "prefix_reversal_change": change, "prefix_digit_acc": digit}
+    out = {VideoFigures.SPLIT: split.split or "test", VideoFigures.N: len(split.labels),
+           VideoFigures.TEACHER_REVERSAL_CHANGE: teacher_change, VideoFigures.TEACHER_DIGIT_ACC: teacher_digit,
+           VideoFigures.PREFIX_REVERSAL_CHANGE: change, VideoFigures.PREFIX_DIGIT_ACC: digit}
     if data_spec.novel_classes:
         teacher_b2n = base_to_novel(teacher_logits, split.labels, data_spec.novel_classes)
         for key in ("base_acc", "novel_acc", "hm"):

@@ -40,6 +40,7 @@ from pkd.artifacts import load_ensemble
 from pkd.data import DatasetSpec, get_dataset_spec
 from pkd.models.ensemble import Ensemble
 from pkd.runs import MANIFEST_FILE, Run, get_field
+from pkd.runs.schema import PrefixRow
 
 FORMATS = ("onnx", "pt2")
 SUFFIXES = {"onnx": ".onnx", "pt2": ".pt2"}
@@ -288,8 +289,8 @@ def card_fields(run: Run, k: int, format: str, ensemble: Ensemble, spec: Dataset
                   "std": list(spec.std)},
         "outputs": outputs,
         "flops_per_sample": ensemble.cumulative_flops()[k - 1], "student_flops": ensemble.student_flops,
-        "share_of_teacher": row.get("share_of_teacher"), "test_acc": row.get("prefix_acc"),
-        "val_acc": row.get("prefix_val_acc"), "test_limit": get_field(run.config(), "data", "test_limit"),
+        "share_of_teacher": row.get(PrefixRow.SHARE_OF_TEACHER), "test_acc": row.get(PrefixRow.PREFIX_ACC),
+        "val_acc": row.get(PrefixRow.PREFIX_VAL_ACC), "test_limit": get_field(run.config(), "data", "test_limit"),
     }
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from pkd.devices import check_device_choice
 from pkd.procs import child_env, pkd_command, process_alive, spawn
 from pkd.runs import ACTIVE_STATES, CONSOLE_FILE, MANIFEST_FILE, Run, RunError, State, default_runs_dir, new_run_dir
+from pkd.runs.schema import Status
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def stop_run(run: Run) -> bool:
     recycled pid is never hit. Returns True when a signal was sent.
     """
     status = run.status(raw=True)
-    pid, started = status.get("pid"), status.get("pid_start")
+    pid, started = status.get(Status.PID), status.get(Status.PID_START)
     if State.of(status.get("state")) in ACTIVE_STATES and pid and process_alive(pid, started):
         os.kill(int(pid), signal.SIGTERM)
         logger.info("sent SIGTERM to pid %s (run %s)", pid, run.path)

@@ -144,3 +144,55 @@ def imported_names(node: ast.stmt) -> list[str]:
     if isinstance(node, ast.Import):
         return [alias.name for alias in node.names]
     return [node.module or ""]
+
+
+# Run-record keys: every UPPERCASE text attribute of the classes in pkd/runs/schema.py. A single word ("k", "name",
+# "epoch", "flops", "state") is also a key of other formats and cannot be told apart on the source, so only keys
+# with an underscore are checked, and these single words explicitly (they name nothing else in pkd/ and app/).
+RECORD_WORDS = {"problem", "prefixes", "anytime"}
+# (file, key): the same text as a record key, but another format's key there
+OTHER_FORMATS = {
+    **{("pkd/anytime.py", key): "logits in, figures out: it may not import pkd.runs (FORBIDDEN), so it spells the "
+       "AnytimePoint / ValFittedPoint / AnytimeAuc keys it builds"
+       for key in ("prefix_acc", "prefix_val_acc", "cumulative_flops", "prefixes", "anytime_val_fitted",
+                   "anytime_auc", "low_flops", "high_flops", "mean_flops", "val_mean_flops", "val_acc")},
+    ("pkd/models/clip/weights.py", "state_dict"): "ViFi-CLIP's / open_clip's checkpoint key, not a run's file",
+    **{(path, "scan_backend"): "the function pkd.ssm.scan_backend, not status.json's field"
+       for path in ("pkd/ssm/__init__.py", "pkd/train/job.py", "app/app_pages/train.py")},
+    ("app/app_pages/train.py", "train_"): "the training form's Streamlit widget keys",
+    **{("pkd/sweep/space.py", "anytime_auc"): "the sweep objective's name",
+       ("pkd/sweep/results.py", "anytime_auc"): "the sweep objective's name"},
+    # a sweep's points and trials (pkd.sweep.results) and an export's model card (pkd.export) name their own fields
+    **{(path, key): "a sweep point's / trial's own field" for key in ("val_acc", "test_acc", "_acc", "k_planned")
+       for path in ("pkd/sweep/results.py", "app/charts/sweeps.py", "app/app_pages/sweeps.py", "pkd/console.py",
+                    "pkd/cli.py")},
+    **{("pkd/export.py", key): "the model card's own field"
+       for key in ("val_acc", "test_acc", "student_flops", "share_of_teacher")},
+    **{("app/charts/playground.py", key): "a field of pkd.inference.DigitReport (one input's report)"
+       for key in ("cumulative_flops", "share_of_teacher")},
+}
+
+
+def record_keys() -> set[str]:
+    from pkd.runs import schema
+    keys = {value for cls in vars(schema).values() if isinstance(cls, type) and cls.__module__ == schema.__name__
+            for name, value in vars(cls).items() if name.isupper() and isinstance(value, str)}
+    events = {value for name, value in vars(schema.MetricEvent).items() if name.isupper()}
+    return {key for key in keys if "_" in key} | (RECORD_WORDS & keys) | (events - {"epoch"})
+
+
+def test_only_the_schema_spells_run_record_keys():
+    """Record keys are spelled through pkd.runs.schema's names (`row[PrefixRow.PREFIX_ACC]`), never as text, so a
+    field is renamed or added in one place. ("epoch", a metric event, is also status.json's, a checkpoint's and a
+    metrics record's field and a glossary term: a single word, as above.)"""
+    keys, offenders = record_keys(), []
+    assert {"prefix_acc", "problem", "prefixes", "anytime", "teacher_done", "student_done"} <= keys
+    for path in sources("pkd") + sources("app"):
+        where = str(path.relative_to(ROOT))
+        if where == "pkd/runs/schema.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in keys
+                    and (where, node.value) not in OTHER_FORMATS):
+                offenders.append(f"{where}:{node.lineno} {node.value!r}")
+    assert not offenders, offenders

@@ -17,6 +17,7 @@ from app.charts import format as fmt
 from pkd import inference, preprocess
 from pkd.data.moving_mnist import MOTIONS, REVERSE_MOTION, reverse_clips, reverse_label
 from pkd.runs import Run, RunError
+from pkd.runs.schema import RunInfo
 
 QUICK_CONFIG = "configs/moving-mnist-quick.yaml"
 CANVAS_KEY = "clips_canvas"
@@ -38,7 +39,7 @@ def video_runs() -> dict[str, str]:
     """Sound video runs with students -> their picker labels (path -> label)."""
     out = {}
     for run, info in common.run_infos():
-        if common.dataset_kind(info["dataset"]) == "clip" and not info["problem"] and info["k_done"] > 0:
+        if common.dataset_kind(info["dataset"]) == "clip" and not info[RunInfo.PROBLEM] and info[RunInfo.K_DONE] > 0:
             out[str(run.path)] = common.label(run, info)
     return out
 

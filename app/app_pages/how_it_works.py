@@ -9,12 +9,13 @@ import streamlit as st
 from app import common, diagram, glossary
 from app.charts import format as fmt
 from pkd.runs import RunError
+from pkd.runs.schema import PrefixRow, RunInfo
 
 
 def run_figures() -> tuple[str, list[dict], dict, str]:
     """The chosen run's name, prefix rows, teacher and mode ('', [], {}, 'residual' when there is none to read)."""
     run = common.selected_run()
-    if run is None or run.info()["problem"]:
+    if run is None or run.info()[RunInfo.PROBLEM]:
         return "", [], {}, "residual"
     try:
         summary = run.summary()
@@ -26,7 +27,8 @@ def run_figures() -> tuple[str, list[dict], dict, str]:
 
 def picture(name: str, rows: list[dict], mode: str) -> None:
     """The ensemble diagram of this run (or of three generic students) and what it shows, in words."""
-    students = [{"flops": fmt.human_flops(r.get("student_flops")), "scale": r.get("prev_scale")} for r in rows] \
+    students = [{"flops": fmt.human_flops(r.get(PrefixRow.STUDENT_FLOPS)), "scale": r.get(PrefixRow.PREV_SCALE)}
+                for r in rows] \
         or [{"flops": "a few", "scale": None} for _ in range(3)]
     st.markdown(diagram.ensemble_svg(students, residual=mode != "independent"), unsafe_allow_html=True)
     st.caption(f"The {len(students)} students of {name}, with their FLOPs and learned scales." if name else
@@ -51,8 +53,8 @@ def loss_and_flops(teacher: dict, rows: list[dict]) -> None:
     flops = "**What a FLOP is here.** One multiplication or one addition of two numbers (a multiply-add counts "\
             "as 2), counted for answering one image (not for training)."
     if rows and teacher.get("flops"):
-        ratio = teacher["flops"] / max(rows[0]["student_flops"], 1)
-        flops += (f" Student 1 needs {fmt.human_flops(rows[0]['student_flops'])} FLOPs per image, the teacher "
+        ratio = teacher["flops"] / max(rows[0][PrefixRow.STUDENT_FLOPS], 1)
+        flops += (f" Student 1 needs {fmt.human_flops(rows[0][PrefixRow.STUDENT_FLOPS])} FLOPs per image, the teacher "
                   f"{fmt.human_flops(teacher['flops'])}: {ratio:.0f} times as many.")
     st.markdown(flops)
 

@@ -14,6 +14,7 @@ from app.charts import format as fmt
 from app.charts import results as results_charts
 from app.charts import runs as runs_charts
 from pkd.runs import Run, RunError
+from pkd.runs.schema import AnytimeAuc, PrefixRow, RunInfo, Summary, TeacherFigures
 
 ss = st.session_state
 
@@ -53,7 +54,7 @@ def controls(run: Run) -> tuple[list[str], bool, bool]:
     compare: list[str] = []
     if not common.lesson_mode():
         others = [r for r, i in common.run_infos()
-                  if str(r.path) != str(run.path) and i["k_done"] > 0 and not i["problem"]]
+                  if str(r.path) != str(run.path) and i[RunInfo.K_DONE] > 0 and not i[RunInfo.PROBLEM]]
         labels = {str(r.path): common.label(r) for r in others}
         if "results_compare" in ss:  # drop runs that were deleted or became the selected run
             ss.results_compare = [p for p in ss.results_compare if p in labels]
@@ -70,15 +71,16 @@ def headline(rows: list[dict], teacher: dict, thing: str) -> None:
     """Four numbers: the teacher's accuracy, all students' accuracy, their FLOPs and their share of the teacher's."""
     last = rows[-1]
     metrics = st.columns(2) + st.columns(2)  # two by two: big numbers fit a narrow screen too
-    if teacher.get("test_acc") is not None:
-        metrics[0].metric("teacher's accuracy", fmt.percent(teacher["test_acc"], 2),
+    if teacher.get(TeacherFigures.TEST_ACC) is not None:
+        metrics[0].metric("teacher's accuracy", fmt.percent(teacher[TeacherFigures.TEST_ACC], 2),
                           help=f"{teacher.get('arch')}: {fmt.human_flops(teacher.get('flops'))} FLOPs per {thing}")
-    metrics[1].metric(f"all {last['k']} students together", fmt.percent(last["prefix_acc"], 2),
-                      delta=(f"{100 * (last['prefix_acc'] - teacher['test_acc']):+.2f} points vs the teacher"
-                             if teacher.get("test_acc") is not None else None), delta_color="off")
-    metrics[2].metric(f"their FLOPs per {thing}", fmt.human_flops(last["cumulative_flops"]),
+    metrics[1].metric(f"all {last['k']} students together", fmt.percent(last[PrefixRow.PREFIX_ACC], 2),
+                      delta=(f"{100 * (last[PrefixRow.PREFIX_ACC] - teacher[TeacherFigures.TEST_ACC]):+.2f} points vs "
+                             "the teacher"
+                             if teacher.get(TeacherFigures.TEST_ACC) is not None else None), delta_color="off")
+    metrics[2].metric(f"their FLOPs per {thing}", fmt.human_flops(last[PrefixRow.CUMULATIVE_FLOPS]),
                       help=glossary.HELP["flops"])
-    metrics[3].metric("share of the teacher's FLOPs", fmt.percent(last.get("share_of_teacher"), 2))
+    metrics[3].metric("share of the teacher's FLOPs", fmt.percent(last.get(PrefixRow.SHARE_OF_TEACHER), 2))
 
 
 def series_of(run: Run, rows: list[dict], summary: dict, compare: list[str]) -> list[dict]:
@@ -92,7 +94,7 @@ def series_of(run: Run, rows: list[dict], summary: dict, compare: list[str]) -> 
             st.warning(f"Skipped {common.display_name(other)}: {exc}")
             continue
         if o_rows:
-            fitted = None if common.lesson_mode() else o_summary.get("anytime_val_fitted")
+            fitted = None if common.lesson_mode() else o_summary.get(Summary.ANYTIME_VAL_FITTED)
             out.append(results_charts.run_series(common.display_name(other), o_rows, o_summary,
                                                  unit=sample_kind(other), val_fitted=fitted))
     return out
@@ -100,18 +102,18 @@ def series_of(run: Run, rows: list[dict], summary: dict, compare: list[str]) -> 
 
 def explain_early_exit(summary: dict) -> None:
     """One or two plain sentences per early-exit curve drawn (the fitted one only where summary.json has it)."""
-    if summary.get("anytime"):
+    if summary.get(Summary.ANYTIME):
         st.markdown(
             "**Dotted line: early exit.** Each image asks the students one at a time and stops as soon as the "
             "students so far are sure enough of their answer (say 99% sure). Most digits are easy and stop after "
             "student 1; only the hard ones pay for every student. So on average it costs much less than always "
             "using them all, which is why the dotted line lies above and to the left of the solid one.")
-    fitted = results_charts.val_fitted_points(summary.get("anytime_val_fitted"))
+    fitted = results_charts.val_fitted_points(summary.get(Summary.ANYTIME_VAL_FITTED))
     if fitted and not common.lesson_mode():
-        auc = summary.get("anytime_auc") if isinstance(summary.get("anytime_auc"), dict) else {}
-        auc_text = "" if not all(isinstance(auc.get(s), (int, float)) for s in ("val", "test")) else (
+        auc = summary.get(Summary.ANYTIME_AUC) or {}  # a mapping: checked with the summary (its figures may be null)
+        auc_text = "" if not all(isinstance(auc.get(s), (int, float)) for s in (AnytimeAuc.VAL, AnytimeAuc.TEST)) else (
             f" Anytime AUC (the accuracy averaged over budgets from 1% to 100% of the teacher's FLOPs): "
-            f"validation {fmt.percent(auc['val'], 2)}, test {fmt.percent(auc['test'], 2)}.")
+            f"validation {fmt.percent(auc[AnytimeAuc.VAL], 2)}, test {fmt.percent(auc[AnytimeAuc.TEST], 2)}.")
         st.markdown(
             "**Dash-dot line: early exit fitted on validation** (MSDNet's protocol). For each FLOP budget the "
             "stopping threshold is chosen on the validation images, so that their average cost fits the budget, "
@@ -138,7 +140,7 @@ def compare_table(run: Run, compare: list[str]) -> None:
         runs = [run, *[Run(Path(p)) for p in compare]]
         frame = runs_charts.runs_frame([r.info() for r in runs],
                                        names={str(r.path): common.display_name(r) for r in runs})
-        widgets.show_table(frame.drop(columns=["where", "problem"]), key="results_compare_table")
+        widgets.show_table(frame.drop(columns=["where", RunInfo.PROBLEM]), key="results_compare_table")
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import streamlit as st
 from app import common, widgets
 from app.charts import runs as runs_charts
 from pkd.runs import Run, RunError, State, delete_run
+from pkd.runs.schema import RunInfo
 
 ss = st.session_state
 
@@ -47,7 +48,7 @@ def table(runs: list[Run], infos: dict[str, dict]) -> None:
     names = {str(run.path): common.display_name(run, infos[str(run.path)]) for run in runs}
     frame = runs_charts.runs_frame(list(infos.values()), locations, names)
     if common.lesson_mode():  # the story: which run, how accurate, how cheap
-        frame = frame.drop(columns=["dataset", "started", "where", "problem"])
+        frame = frame.drop(columns=["dataset", "started", "where", RunInfo.PROBLEM])
     widgets.show_table(frame, key="runs_table")
     st.caption("**students** = finished / planned.  **final accuracy** = all finished students together, on the "
                "test set; **% of the teacher's FLOPs** = their work per image as a share of the teacher's.  A "
@@ -106,8 +107,8 @@ def main() -> None:
     chosen = st.selectbox("Run", paths, key="runs_pick", format_func=lambda p: labels.get(p, p))
     run = Run(Path(chosen))
     actions(run, chosen)
-    if infos[chosen]["problem"]:
-        st.error(f"**{infos[chosen]['name']}** is broken: {infos[chosen]['problem']}")
+    if infos[chosen][RunInfo.PROBLEM]:
+        st.error(f"**{infos[chosen]['name']}** is broken: {infos[chosen][RunInfo.PROBLEM]}")
     if not common.lesson_mode():
         details(run)
 

@@ -14,6 +14,7 @@ from pkd import launch
 from pkd.config import ConfigError, load_config
 from pkd.devices import DEVICES
 from pkd.runs import ACTIVE_STATES, LIVE_METRICS_BYTES, RESUMABLE_STATES, Run, RunError, State, list_runs
+from pkd.runs.schema import Metric, MetricEvent, RunInfo, Status, Summary
 
 ss = st.session_state
 FORM_KEYS = {name: f"train_{name}" for name in ("dataset", "k", "schedule", "base", "custom", "mode",
@@ -226,7 +227,7 @@ def live_status() -> None:
     except (RunError, OSError, KeyError) as exc:
         st.warning(f"{run.name}: {exc}")
         return
-    problem = run.info()["problem"]  # e.g. a damaged summary.json or status.json: the panel still shows the rest
+    problem = run.info()[RunInfo.PROBLEM]  # e.g. a damaged summary.json or status.json: the panel still shows the rest
     if problem:
         st.warning(f"{run.name} is broken: {problem}")
     k_planned = len(config.get("students", {}).get("schedule", []) or [])
@@ -245,7 +246,7 @@ def status_header(run: Run, status: dict, state: State, done: int, k_planned: in
     cols[2].metric("students done", f"{done}/{k_planned}")
     with cols[3]:
         st.caption(f"{status.get('message', '')}  \nlast update {age:.0f} s ago · pid {status.get('pid', '-')} · "
-                   f"scan {status.get('scan_backend', '?')} · {run.world_size()} process(es)  \n"
+                   f"scan {status.get(Status.SCAN_BACKEND, '?')} · {run.world_size()} process(es)  \n"
                    f"`{run.path}`")
         buttons = st.columns(2)
         live = state in ACTIVE_STATES
@@ -286,8 +287,10 @@ def cached_live_figures(path: str, key: tuple):  # noqa: ARG001 - key is part of
     """
     run = Run(Path(path))
     metrics, rows, summary = run.metrics(tail_bytes=LIVE_METRICS_BYTES), run.prefix_table(), run.summary()
-    curves = train_charts.training_curves_figure(metrics) if any(r.get("event") == "epoch" for r in metrics) else None
-    teacher = summary.get("teacher") or next((r for r in metrics if r.get("event") == "teacher_done"), {})
+    trained = any(r.get(Metric.EVENT) == MetricEvent.EPOCH for r in metrics)
+    curves = train_charts.training_curves_figure(metrics) if trained else None
+    teacher = summary.get(Summary.TEACHER) or next(
+        (r for r in metrics if r.get(Metric.EVENT) == MetricEvent.TEACHER_DONE), {})
     accuracy = results_charts.accuracy_flops_figure([results_charts.run_series(run.name, rows, summary, teacher)],
                                                     log_x=True) if rows else None
     return curves, accuracy

@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from app.charts.format import COLORS, flops_ticks, human_flops, is_number, pct, share_ticks, students_text
+from pkd.runs.schema import AnytimePoint, PrefixRow, Summary, TeacherFigures, ValFittedPoint
 
 TABLE_COLUMNS = ("student", "model", "parameters", "its FLOPs", "FLOPs so far", "% of the teacher's FLOPs",
                  "alone", "together", "scale s_k")
@@ -35,13 +36,14 @@ def prefix_frame(rows: list[dict]) -> pd.DataFrame:
             "student": int(row["k"]),
             "model": row.get("arch", ""),
             "parameters": row.get("params"),
-            "its FLOPs": row.get("student_flops"),
-            "FLOPs so far": row.get("cumulative_flops"),
-            "% of the teacher's FLOPs": pct(row.get("share_of_teacher")),
-            "alone": pct(row.get("solo_acc")),
-            "together": pct(row.get("prefix_acc")),
+            "its FLOPs": row.get(PrefixRow.STUDENT_FLOPS),
+            "FLOPs so far": row.get(PrefixRow.CUMULATIVE_FLOPS),
+            "% of the teacher's FLOPs": pct(row.get(PrefixRow.SHARE_OF_TEACHER)),
+            "alone": pct(row.get(PrefixRow.SOLO_ACC)),
+            "together": pct(row.get(PrefixRow.PREFIX_ACC)),
             # s_k of E_k = s_k * E_(k-1) + z_k; 1 for plain sums, blank where there is nothing before
-            "scale s_k": f"{row['prev_scale']:.2f}" if int(row["k"]) > 1 and is_number(row.get("prev_scale")) else "",
+            "scale s_k": (f"{row[PrefixRow.PREV_SCALE]:.2f}"
+                          if int(row["k"]) > 1 and is_number(row.get(PrefixRow.PREV_SCALE)) else ""),
         })
     return pd.DataFrame.from_records(records, columns=list(TABLE_COLUMNS))
 
@@ -64,7 +66,8 @@ def run_series(label: str, rows: list[dict], summary: dict, teacher: dict | None
         val_fitted: summary.json's anytime_val_fitted to draw, or None for no such curve.
     """
     return {"label": label, "rows": rows, "teacher": summary.get("teacher", {}) if teacher is None else teacher,
-            "anytime": summary.get("anytime", []), "mode": summary.get("mode"), "unit": unit, "val_fitted": val_fitted}
+            Summary.ANYTIME: summary.get(Summary.ANYTIME, []), "mode": summary.get(Summary.MODE), "unit": unit,
+            "val_fitted": val_fitted}
 
 
 def accuracy_flops_figure(series: list[dict], log_x: bool = False, show_solo: bool = True,
@@ -105,39 +108,40 @@ def _name(item: dict, many: bool, what: str) -> str:
 def _add_solo(fig: go.Figure, item: dict, color: str, many: bool) -> None:
     """Each student alone at its own FLOPs (hidden at first in residual mode: later students are corrections)."""
     rows = item.get("rows") or []
-    if not any(r.get("solo_acc") is not None for r in rows):
+    if not any(r.get(PrefixRow.SOLO_ACC) is not None for r in rows):
         return
     fig.add_trace(go.Scatter(
         visible="legendonly" if item.get("mode") == "residual" else True,
-        x=[r["student_flops"] for r in rows], y=[100 * (r.get("solo_acc") or 0) for r in rows],
+        x=[r[PrefixRow.STUDENT_FLOPS] for r in rows], y=[100 * (r.get(PrefixRow.SOLO_ACC) or 0) for r in rows],
         mode="markers", name=_name(item, many, "each student alone"), legendrank=4,
         marker={"size": 9, "color": "white", "line": {"color": color, "width": 2}, "symbol": "diamond"},
-        customdata=[[r["k"], human_flops(r["student_flops"])] for r in rows],
+        customdata=[[r["k"], human_flops(r[PrefixRow.STUDENT_FLOPS])] for r in rows],
         hovertemplate="student %{customdata[0]} alone: %{y:.2f}%<br>%{customdata[1]} FLOPs<extra></extra>",
     ))
 
 
 def _add_anytime(fig: go.Figure, item: dict, color: str, many: bool) -> None:
     """The fixed-confidence early-exit curve: each image stops at the first prefix that is sure enough."""
-    anytime = [a for a in item.get("anytime") or [] if is_number(a.get("acc")) and is_number(a.get("mean_flops"))]
+    anytime = [a for a in item.get(Summary.ANYTIME) or [] if is_number(a.get(AnytimePoint.ACC)) and
+               is_number(a.get(AnytimePoint.MEAN_FLOPS))]
     if not anytime:
         return
     fig.add_trace(go.Scatter(
-        x=[a["mean_flops"] for a in anytime], y=[100 * a["acc"] for a in anytime], mode="lines+markers",
+        x=[a[AnytimePoint.MEAN_FLOPS] for a in anytime], y=[100 * a[AnytimePoint.ACC] for a in anytime],
+        mode="lines+markers",
         name=_name(item, many, "early exit: stop when sure"), legendrank=2,
         line={"color": color, "dash": "dot", "width": 1.5}, marker={"size": 6, "color": color},
-        customdata=[[a.get("confidence"), human_flops(a["mean_flops"])] for a in anytime],
+        customdata=[[a.get(AnytimePoint.CONFIDENCE), human_flops(a[AnytimePoint.MEAN_FLOPS])] for a in anytime],
         hovertemplate=("stop once %{customdata[0]} sure: %{y:.2f}%<br>%{customdata[1]} FLOPs on average"
                        "<extra></extra>"),
     ))
 
 
 def val_fitted_points(items: Any) -> list[dict]:
-    """The usable points of summary.json's `anytime_val_fitted` (older summaries have none; bad items dropped)."""
-    if not isinstance(items, list):
-        return []
-    return [a for a in items if isinstance(a, dict) and is_number(a.get("acc")) and 0 <= a["acc"] <= 1
-            and is_number(a.get("mean_flops")) and a["mean_flops"] > 0]
+    """The points of summary.json's `anytime_val_fitted` that a log-FLOPs axis can draw (older summaries have none).
+    Their fields were checked when the run read its summary (pkd.runs.validate: a summary with a bad point is a
+    broken run, never drawn); a mean of 0 FLOPs passes that check but has no place on a log axis."""
+    return [a for a in items or [] if a[ValFittedPoint.MEAN_FLOPS] > 0]
 
 
 def _add_val_fitted(fig: go.Figure, item: dict, color: str, many: bool) -> None:
@@ -146,11 +150,13 @@ def _add_val_fitted(fig: go.Figure, item: dict, color: str, many: bool) -> None:
     if not points:
         return
     fig.add_trace(go.Scatter(
-        x=[a["mean_flops"] for a in points], y=[100 * a["acc"] for a in points], mode="lines+markers",
+        x=[a[ValFittedPoint.MEAN_FLOPS] for a in points], y=[100 * a[ValFittedPoint.ACC] for a in points],
+        mode="lines+markers",
         name=_name(item, many, "early exit fitted on validation"), legendrank=3,
         line={"color": color, "dash": "dashdot", "width": 1.5}, opacity=0.7,
         marker={"size": 7, "color": color, "symbol": "square-open"},
-        customdata=[[human_flops(a.get("budget")), human_flops(a["mean_flops"])] for a in points],
+        customdata=[[human_flops(a.get(ValFittedPoint.BUDGET)), human_flops(a[ValFittedPoint.MEAN_FLOPS])]
+                    for a in points],
         hovertemplate=("budget %{customdata[0]} FLOPs: %{y:.2f}% on test<br>%{customdata[1]} FLOPs on average"
                        "<extra></extra>"),
     ))
@@ -158,21 +164,22 @@ def _add_val_fitted(fig: go.Figure, item: dict, color: str, many: bool) -> None:
 
 def _add_prefixes(fig: go.Figure, item: dict, color: str, many: bool, label_points: bool, log_x: bool) -> None:
     """Students 1..k together for every k, each dot labelled with its accuracy (drawn after the curves: on top)."""
-    rows = [r for r in item.get("rows") or [] if is_number(r.get("prefix_acc"))]
+    rows = [r for r in item.get("rows") or [] if is_number(r.get(PrefixRow.PREFIX_ACC))]
     if not rows:
         return
     teacher = item.get("teacher") or {}
-    extra = [(teacher["flops"], 100 * teacher["test_acc"])] if is_number(teacher.get("flops")) and \
-        is_number(teacher.get("test_acc")) and teacher["flops"] > 0 else []
+    extra = [(teacher["flops"], 100 * teacher[TeacherFigures.TEST_ACC])] if is_number(teacher.get("flops")) and \
+        is_number(teacher.get(TeacherFigures.TEST_ACC)) and teacher["flops"] > 0 else []
     fig.add_trace(go.Scatter(
-        x=[r["cumulative_flops"] for r in rows], y=[100 * r["prefix_acc"] for r in rows],
+        x=[r[PrefixRow.CUMULATIVE_FLOPS] for r in rows], y=[100 * r[PrefixRow.PREFIX_ACC] for r in rows],
         mode="lines+markers+text" if label_points else "lines+markers",
         name=_name(item, many, "the first students together"), legendrank=1,
-        text=[f"{100 * r['prefix_acc']:.2f}%" for r in rows],
-        textposition=label_positions([(r["cumulative_flops"], 100 * r["prefix_acc"]) for r in rows], extra, log_x),
+        text=[f"{100 * r[PrefixRow.PREFIX_ACC]:.2f}%" for r in rows],
+        textposition=label_positions([(r[PrefixRow.CUMULATIVE_FLOPS], 100 * r[PrefixRow.PREFIX_ACC]) for r in rows],
+                                     extra, log_x),
         textfont={"size": 14, "color": color}, marker={"size": 11, "color": color}, line={"color": color, "width": 3},
-        customdata=[[students_text(r["k"]), human_flops(r["cumulative_flops"]),
-                     100 * (r.get("share_of_teacher") or 0)] for r in rows],
+        customdata=[[students_text(r["k"]), human_flops(r[PrefixRow.CUMULATIVE_FLOPS]),
+                     100 * (r.get(PrefixRow.SHARE_OF_TEACHER) or 0)] for r in rows],
         hovertemplate=(f"%{{customdata[0]}}: %{{y:.2f}}%<br>%{{customdata[1]}} FLOPs per {item.get('unit', 'image')}"
                        "<br>%{customdata[2]:.2f}% of the teacher's FLOPs<extra></extra>"),
     ))
@@ -181,9 +188,9 @@ def _add_prefixes(fig: go.Figure, item: dict, color: str, many: bool, label_poin
 def _add_teacher(fig: go.Figure, item: dict, color: str, many: bool) -> None:
     """The teacher: a dashed line at its accuracy and a star at its own cost (the students' target, far right)."""
     teacher = item.get("teacher") or {}
-    if not is_number(teacher.get("test_acc")):
+    if not is_number(teacher.get(TeacherFigures.TEST_ACC)):
         return
-    acc = 100 * teacher["test_acc"]
+    acc = 100 * teacher[TeacherFigures.TEST_ACC]
     fig.add_hline(y=acc, line={"color": color, "dash": "dash", "width": 1}, annotation_text=(
         f"{item['label'] + ': ' if many else ''}teacher's accuracy {acc:.2f}%"), annotation_position="top left",
         annotation_font={"color": color, "size": 13})
@@ -247,12 +254,13 @@ def _accuracy_range(series: list[dict], show_anytime: bool) -> list[float]:
     """y range (%) that zooms on the ensembles, early-exit curves and teachers, so 96% vs 99% is visible."""
     values = []
     for item in series:
-        values += [100 * r["prefix_acc"] for r in item.get("rows") or [] if is_number(r.get("prefix_acc"))]
+        values += [100 * r[PrefixRow.PREFIX_ACC] for r in item.get("rows") or []
+                   if is_number(r.get(PrefixRow.PREFIX_ACC))]
         if show_anytime:
-            values += [100 * a["acc"] for a in (item.get("anytime") or []) if is_number(a.get("acc"))]
+            values += [100 * a["acc"] for a in (item.get(Summary.ANYTIME) or []) if is_number(a.get("acc"))]
             values += [100 * a["acc"] for a in val_fitted_points(item.get("val_fitted"))]
-        if is_number((item.get("teacher") or {}).get("test_acc")):
-            values.append(100 * item["teacher"]["test_acc"])
+        if is_number((item.get("teacher") or {}).get(TeacherFigures.TEST_ACC)):
+            values.append(100 * item["teacher"][TeacherFigures.TEST_ACC])
     if not values:
         return [0.0, 100.0]
     low, high = min(values), max(values)

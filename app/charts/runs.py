@@ -11,6 +11,8 @@ import pandas as pd
 
 from app.charts.format import pct
 
+from pkd.runs.schema import RunInfo
+
 
 def runs_frame(infos: list[dict], locations: dict[str, str] | None = None,
                names: dict[str, str] | None = None) -> pd.DataFrame:
@@ -30,16 +32,16 @@ def runs_frame(infos: list[dict], locations: dict[str, str] | None = None,
             "state": info.get("state"),
             "dataset": info.get("dataset"),
             "mode": info.get("mode"),
-            "students": f"{info.get('k_done', 0)}/{info.get('k_planned', 0)}",
-            "teacher's accuracy": pct(info.get("teacher_acc")),
-            "final accuracy": pct(info.get("final_acc")),
-            "% of the teacher's FLOPs": pct(info.get("final_share")),
+            "students": f"{info.get(RunInfo.K_DONE, 0)}/{info.get(RunInfo.K_PLANNED, 0)}",
+            "teacher's accuracy": pct(info.get(RunInfo.TEACHER_ACC)),
+            "final accuracy": pct(info.get(RunInfo.FINAL_ACC)),
+            "% of the teacher's FLOPs": pct(info.get(RunInfo.FINAL_SHARE)),
             "started": dt.datetime.fromtimestamp(created).strftime("%Y-%m-%d %H:%M") if created else "",
             "where": locations.get(info.get("path", ""), ""),
-            "problem": info.get("problem") or "",
+            RunInfo.PROBLEM: info.get(RunInfo.PROBLEM) or "",
         })
     columns = ["run", "state", "dataset", "mode", "students", "teacher's accuracy", "final accuracy",
-               "% of the teacher's FLOPs", "started", "where", "problem"]
+               "% of the teacher's FLOPs", "started", "where", RunInfo.PROBLEM]
     return pd.DataFrame.from_records(records, columns=columns)
 
 

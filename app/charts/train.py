@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 
 from app.charts.format import COLORS, pct
 from pkd.runs import State
+from pkd.runs.schema import Metric, MetricEvent, PrefixRow
 
 FINISHED = (State.DONE,)
 
@@ -20,15 +21,15 @@ def epoch_frame(metrics: list[dict]) -> pd.DataFrame:
     """Epoch records of metrics.jsonl as a table: stage label, epoch, train loss, val accuracy (%)."""
     records = []
     for record in metrics:
-        if record.get("event") != "epoch":
+        if record.get(Metric.EVENT) != MetricEvent.EPOCH:
             continue
         stage = record.get("stage", "?")
         k = record.get("student", 0)
         label = "teacher" if stage == "teacher" else f"student {k}"
         records.append({"stage": label, "k": k, "epoch": record.get("epoch"),
                         "train loss": record.get("train_loss"),
-                        "val accuracy": pct(record.get("val_acc")),
-                        "solo val accuracy": pct(record.get("solo_val_acc"))})
+                        "val accuracy": pct(record.get(f"val{Metric.ACC_SUFFIX}")),
+                        "solo val accuracy": pct(record.get(PrefixRow.SOLO_VAL_ACC))})
     return pd.DataFrame.from_records(records, columns=["stage", "k", "epoch", "train loss", "val accuracy",
                                                         "solo val accuracy"])
 
@@ -66,8 +67,8 @@ def stage_progress(status: dict, metrics: list[dict], k_planned: int) -> list[di
     Returns:
         One dict per stage: label, fraction in [0, 1], text.
     """
-    teacher_done = any(r.get("event") in ("teacher_done", "teacher_loaded") for r in metrics)
-    students_done = {int(r["k"]) for r in metrics if r.get("event") == "student_done" and "k" in r}
+    teacher_done = any(r.get(Metric.EVENT) in (MetricEvent.TEACHER_DONE, MetricEvent.TEACHER_LOADED) for r in metrics)
+    students_done = {int(r["k"]) for r in metrics if r.get(Metric.EVENT) == MetricEvent.STUDENT_DONE and "k" in r}
     finished = status.get("state") in FINISHED
     stage, current, frac = status.get("stage"), int(status.get("student") or 0), float(status.get("progress") or 0)
     out = []

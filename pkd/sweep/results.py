@@ -15,6 +15,7 @@ from typing import Any
 from pkd.anytime import auc_of_rows
 from pkd.pareto import Point, pareto_front
 from pkd.runs import Run, RunError, get_field, printable
+from pkd.runs.schema import PrefixRow, Summary, TeacherFigures
 from pkd.sweep.folder import BASE_RUN, Sweep
 from pkd.sweep.space import OBJECTIVE_NAMES, OBJECTIVES, SweepError
 
@@ -27,18 +28,19 @@ TRIAL_WORDS = {"COMPLETE": "complete", "RUNNING": "training", "FAIL": "fail", "W
 def trial_values(run: Run, objective: str) -> tuple[list[float], dict]:
     """The Optuna values of a finished trial (validation figures only) and what it reports beside them."""
     rows, summary = run.prefix_table(), run.summary()
-    if not rows or rows[-1].get("prefix_val_acc") is None:
+    if not rows or rows[-1].get(PrefixRow.PREFIX_VAL_ACC) is None:
         raise SweepError(f"{run.path}: no validation accuracy in its prefix table")
-    last, teacher_flops = rows[-1], get_field(summary, "teacher", "flops")
-    attrs = {"val_acc": last["prefix_val_acc"], "test_acc": last["prefix_acc"], "flops": last["cumulative_flops"],
-             "share_of_teacher": last.get("share_of_teacher"), "k": len(rows),
-             "auc_val": auc_of_rows(rows, teacher_flops, "prefix_val_acc"),
-             "auc_test": auc_of_rows(rows, teacher_flops, "prefix_acc")}
+    last, teacher_flops = rows[-1], get_field(summary, Summary.TEACHER, TeacherFigures.FLOPS)
+    attrs = {"val_acc": last[PrefixRow.PREFIX_VAL_ACC], "test_acc": last[PrefixRow.PREFIX_ACC],
+             "flops": last[PrefixRow.CUMULATIVE_FLOPS],
+             PrefixRow.SHARE_OF_TEACHER: last.get(PrefixRow.SHARE_OF_TEACHER), "k": len(rows),
+             "auc_val": auc_of_rows(rows, teacher_flops, PrefixRow.PREFIX_VAL_ACC),
+             "auc_test": auc_of_rows(rows, teacher_flops, PrefixRow.PREFIX_ACC)}
     if objective == "anytime_auc":
         if attrs["auc_val"] is None:
             raise SweepError(f"{run.path}: no teacher FLOPs in its summary, so no anytime AUC")
         return [attrs["auc_val"]], attrs
-    return [float(last["prefix_val_acc"]), float(last["cumulative_flops"])], attrs
+    return [float(last[PrefixRow.PREFIX_VAL_ACC]), float(last[PrefixRow.CUMULATIVE_FLOPS])], attrs
 
 
 def _flat(mapping: Any, prefix: str = "") -> dict[str, Any]:
@@ -88,9 +90,10 @@ def prefix_points(runs: list[Run], base: dict | None = None) -> list[dict]:
             continue
         diff = config_diff(base, config) if base is not None else []
         for row in rows:
-            points.append({"run": str(run.path), "name": run.name, "k": row["k"], "k_planned": len(rows),
-                           "flops": row["cumulative_flops"], "share": row.get("share_of_teacher"),
-                           "val_acc": row.get("prefix_val_acc"), "test_acc": row.get("prefix_acc"), "diff": diff})
+            points.append({"run": str(run.path), "name": run.name, "k": row[PrefixRow.K], "k_planned": len(rows),
+                           "flops": row[PrefixRow.CUMULATIVE_FLOPS], "share": row.get(PrefixRow.SHARE_OF_TEACHER),
+                           "val_acc": row.get(PrefixRow.PREFIX_VAL_ACC), "test_acc": row.get(PrefixRow.PREFIX_ACC),
+                           "diff": diff})
     return points
 
 

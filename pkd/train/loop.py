@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pkd.config import OptimConfig
 from pkd.data import DatasetSpec, Split, iterate_batches
 from pkd.distributed import SINGLE, World, all_reduce_sums
+from pkd.runs.schema import Metric
 from pkd.train.recorder import FitState, Recorder
 
 logger = logging.getLogger(__name__)
@@ -124,7 +125,8 @@ def fit(
         parts = train_epoch(trainer, stage, epoch, train, data_spec, loss_fn, recorder, place)
         results = evaluate()
         record = {**stage.info(epoch + 1, (epoch + 1) / stage.optim.epochs), "seconds": time.time() - t0,
-                  "lr": scheduler.get_last_lr()[0], **{f"train_{name}": v for name, v in parts.items()}, **results}
+                  "lr": scheduler.get_last_lr()[0], **{f"{Metric.TRAIN_PREFIX}{name}": v for name, v in parts.items()},
+                  **results}
         del record["progress"]
         recorder.epoch_done({"stage": stage.name, "k": stage.k, "epoch": epoch + 1, "model": model.state_dict(),
                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),

@@ -25,6 +25,7 @@ from pkd.evaluate import REPORTED_SPLITS, accuracy, end_of_run_figures, prefix_r
 from pkd.models import build_model
 from pkd.models.ensemble import PrefixSums, accumulate
 from pkd.runs import Run
+from pkd.runs.schema import Metric, MetricEvent, PrefixRow, SavedModel, TeacherFigures
 from pkd.train.losses import boost_weights, kd_loss
 from pkd.train.context import RunContext, weights_digest
 from pkd.train.loop import Placement, Stage, fit, stage_seed
@@ -159,12 +160,14 @@ def student_stages(ctx: RunContext, teacher: nn.Module, teacher_train_logits: to
         if k <= run.students_saved():
             saved = run.load_student(k)
             load_saved_weights(student, cfg.to_dict(), saved, "students", run.student_path(k))
-            scale = saved["prev_scale"]
+            scale = saved[SavedModel.PREV_SCALE]
         else:
             scale = train_student(ctx, k, student, model_spec, teacher, teacher_train_logits, so_far)
-        row = add_student(ctx, so_far, k, student, model_spec, scale, teacher_figures["flops"], last=k == len(specs))
+        row = add_student(ctx, so_far, k, student, model_spec, scale, teacher_figures[TeacherFigures.FLOPS],
+                          last=k == len(specs))
         recorder.prefix_table(so_far.rows)
-        recorder.log_once("student_done", {"k": k}, spec=model_spec, **{key: v for key, v in row.items() if key != "k"})
+        recorder.log_once(MetricEvent.STUDENT_DONE, {PrefixRow.K: k}, spec=model_spec,
+                          **{key: v for key, v in row.items() if key != PrefixRow.K})
         recorder.summary(run_summary(cfg, teacher_figures, so_far.rows, len(specs)))
     return so_far, len(specs)
 
@@ -211,8 +214,9 @@ def train_student(ctx: RunContext, k: int, student: nn.Module, model_spec: dict,
     def evaluate():
         logits = ctx.logits(student, val.inputs)
         scale = float(prev_scale.detach())
-        return {"val_acc": accuracy(so_far.sums["val"].log_probs_with(logits, scale), val.labels),
-                "solo_val_acc": accuracy(logits, val.labels), **({"prev_scale": scale} if learned else {})}
+        return {f"val{Metric.ACC_SUFFIX}": accuracy(so_far.sums["val"].log_probs_with(logits, scale), val.labels),
+                PrefixRow.SOLO_VAL_ACC: accuracy(logits, val.labels),
+                **({PrefixRow.PREV_SCALE: scale} if learned else {})}
 
     fit(trained, Stage("student", k, optim, cfg.seed), train, ctx.data_spec, objective, evaluate, ctx.recorder,
         ctx.place, ctx.recorder.resume_state("student", k))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from pkd.runs import Run
+from pkd.runs.schema import MetricEvent
 
 ProgressFn = Callable[[dict], None]
 
@@ -55,13 +56,15 @@ class Recorder:
     def epoch_done(self, checkpoint: dict, record: dict) -> None:
         """An epoch's resume checkpoint, then its metrics record (a kill in between re-logs it on resume)."""
         self.run.save_checkpoint(checkpoint)
-        self.run.log_metrics("epoch", **record)
+        self.run.log_metrics(MetricEvent.EPOCH, **record)
 
     def resume_state(self, stage: str, k: int) -> FitState | None:
         """The checkpoint of (stage, k) if the run's checkpoint is one; re-logs its epoch record if a kill lost it."""
         state = checkpoint_state(self.run, stage, k)
-        if state and state.record and not self.has_event("epoch", stage=stage, student=k, epoch=state.epoch):
-            self.run.log_metrics("epoch", **state.record)  # killed between the checkpoint and its metrics line
+        if state and state.record and not self.has_event(MetricEvent.EPOCH, stage=stage, student=k,
+                                                         epoch=state.epoch):
+            # killed between the checkpoint and its metrics line
+            self.run.log_metrics(MetricEvent.EPOCH, **state.record)
         return state
 
     def stage_done(self) -> None:

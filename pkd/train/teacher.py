@@ -23,6 +23,7 @@ from pkd.data import DatasetSpec, get_dataset_spec
 from pkd.evaluate import accuracy, teacher_row
 from pkd.models import build_model, teacher_data_params
 from pkd.runs import read_teacher_logits, teacher_logits_beside
+from pkd.runs.schema import Metric, MetricEvent
 from pkd.train.context import RunContext, weights_digest
 from pkd.train.loop import Stage, fit, stage_seed
 
@@ -60,7 +61,7 @@ class TeacherTraining:
             return {"loss": F.cross_entropy(logits, train.labels[idx].to(logits.device))}
 
         def evaluate():
-            return {"val_acc": accuracy(ctx.logits(teacher, val.inputs), val.labels)}
+            return {f"val{Metric.ACC_SUFFIX}": accuracy(ctx.logits(teacher, val.inputs), val.labels)}
 
         stage = Stage("teacher", 0, ctx.cfg.teacher.optim, ctx.cfg.seed)
         fit(teacher, stage, train, ctx.data_spec, loss, evaluate, ctx.recorder, ctx.place,
@@ -111,7 +112,7 @@ def teacher_stage(ctx: RunContext) -> tuple[nn.Module, dict[str, torch.Tensor], 
         load_saved_weights(teacher, cfg.to_dict(), run.load_teacher(), "teacher", run.teacher_path())
     elif cfg.teacher.checkpoint:
         state = training.load_file(cfg.teacher.checkpoint, teacher)
-        ctx.recorder.log("teacher_loaded", source=cfg.teacher.checkpoint)
+        ctx.recorder.log(MetricEvent.TEACHER_LOADED, source=cfg.teacher.checkpoint)
         if training.after_load(ctx, teacher):  # e.g. bridge and prompt on a loaded (fine-tuned) video teacher
             state = {k: v.cpu() for k, v in teacher.state_dict().items()}
         ctx.recorder.save_teacher(state, model_spec)
@@ -120,7 +121,7 @@ def teacher_stage(ctx: RunContext) -> tuple[nn.Module, dict[str, torch.Tensor], 
     logits = teacher_logits(ctx, teacher)  # (N, C) per split
     figures = teacher_row(cfg.teacher.arch, teacher.cpu(), ctx.data_spec, logits, ctx.splits)
     teacher.to(ctx.device)
-    ctx.recorder.log_once("teacher_done", {}, **figures)
+    ctx.recorder.log_once(MetricEvent.TEACHER_DONE, {}, **figures)
     return teacher.eval(), logits, figures
 
 

@@ -16,6 +16,7 @@ from pkd.config import VIDEO_TEACHER, RunConfig
 from pkd.data import DatasetSpec
 from pkd.data.moving_mnist import digit_of
 from pkd.evaluate import EVAL_BATCH, accuracy
+from pkd.runs.schema import Metric, MetricEvent
 from pkd.models.clip import ViFiCLIP, load_clip_weights
 from pkd.train.context import RunContext
 from pkd.train.loop import Stage, fit, stage_seed
@@ -78,9 +79,9 @@ class TeacherPhase:
     def resume_state(self, stage: str, k: int) -> FitState | None:
         """The phase's checkpoint (stage "pretrain" or "teacher"); re-logs its epoch record if a kill lost it."""
         state = checkpoint_state(self.recorder.run, stage, k)
-        if state and state.record and not self.recorder.has_event("epoch", stage="teacher", phase=self.phase,
+        if state and state.record and not self.recorder.has_event(MetricEvent.EPOCH, stage="teacher", phase=self.phase,
                                                                    epoch=state.epoch):
-            self.recorder.log("epoch", **state.record)
+            self.recorder.log(MetricEvent.EPOCH, **state.record)
         return state
 
 
@@ -98,12 +99,12 @@ def train_video_teacher(ctx: RunContext, teacher: ViFiCLIP, model_spec: dict) ->
     cfg, train, val = ctx.cfg, ctx.splits["train"], ctx.splits["val"]
     if cfg.teacher.init:
         load_clip_weights(teacher, cfg.teacher.init)
-        ctx.recorder.log_once("teacher_init", {}, source=cfg.teacher.init)
+        ctx.recorder.log_once(MetricEvent.TEACHER_INIT, {}, source=cfg.teacher.init)
 
     def evaluate():
         with torch.no_grad():  # CLIP's cap on the temperature, once an epoch
             teacher.clip.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        return {"val_acc": accuracy(ctx.logits(teacher, val.inputs), val.labels)}
+        return {f"val{Metric.ACC_SUFFIX}": accuracy(ctx.logits(teacher, val.inputs), val.labels)}
 
     pretrain, prompt = cfg.teacher.pretrain, cfg.teacher.prompt
     epochs = pretrain.epochs + cfg.teacher.optim.epochs + prompt.epochs
@@ -156,19 +157,20 @@ def prompt_stage(ctx: RunContext, teacher: ViFiCLIP, phase: TeacherPhase) -> Non
     def accuracies(names=("val", "test")) -> dict:
         with torch.no_grad():
             text = teacher.text_embeddings()  # (K, E)
-            return {f"{name}_acc": accuracy(teacher.head(video[name], text, teacher.clip.logit_scale).cpu(),
-                                            ctx.splits[name].labels) for name in names}
+            return {f"{name}{Metric.ACC_SUFFIX}": accuracy(
+                teacher.head(video[name], text, teacher.clip.logit_scale).cpu(), ctx.splits[name].labels)
+                for name in names}
 
-    phase.log_once("prompt_start", {}, **accuracies())
+    phase.log_once(MetricEvent.PROMPT_START, {}, **accuracies())
     start, epochs = time.time(), cfg.teacher.prompt.epochs
 
     def on_epoch(epoch: int, loss: float) -> None:
         record = {"stage": "teacher", "phase": "prompt", "student": 0, "epoch": epoch, "epochs": epochs,
-                  "seconds": time.time() - start, "train_loss": loss, **accuracies(("val",))}
-        phase.log_once("epoch", {key: record[key] for key in ("stage", "phase", "epoch")},
+                  "seconds": time.time() - start, f"{Metric.TRAIN_PREFIX}loss": loss, **accuracies(("val",))}
+        phase.log_once(MetricEvent.EPOCH, {key: record[key] for key in ("stage", "phase", "epoch")},
                        **{key: v for key, v in record.items() if key not in ("stage", "phase", "epoch")})
         phase.progress({"stage": "teacher", "student": 0, "epoch": epoch, "epochs": epochs,
-                        "progress": epoch / epochs}, done_epoch=True, val_acc=record["val_acc"])
+                        "progress": epoch / epochs}, done_epoch=True, val_acc=record[f"val{Metric.ACC_SUFFIX}"])
 
     bridge_and_prompt(teacher, spec.normalize(train.inputs), train.labels, cfg.teacher.prompt, n_ctx=teacher.n_ctx,
                       ctx_init=teacher.ctx_init, n_ctx_vision=teacher.prompt_params()["n_ctx_vision"],
