@@ -16,6 +16,7 @@ import math
 import torch
 
 from pkd.models.ensemble import Ensemble, PrefixSums
+from pkd.runs.schema import AnytimeAuc, AnytimePoint, PrefixRow, Summary, TeacherFigures, ValFittedPoint
 
 CONFIDENCE_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 
@@ -40,7 +41,7 @@ def anytime_curve(ensemble: Ensemble, student_logits: list[torch.Tensor], labels
     out = []
     for level in levels:
         acc, flops = exit_figures(top, right, cumulative, level)
-        out.append({"confidence": level, "acc": acc, "mean_flops": flops})
+        out.append({AnytimePoint.CONFIDENCE: level, AnytimePoint.ACC: acc, AnytimePoint.MEAN_FLOPS: flops})
     return out
 
 
@@ -126,8 +127,9 @@ def val_fitted_curve(ensemble: Ensemble, student_logits: dict[str, list[torch.Te
             continue
         val_acc, val_flops = exit_figures(val_top, val_right, cumulative, confidence)
         acc, flops = exit_figures(test_top, test_right, cumulative, confidence)
-        out.append({"budget": float(budget), "confidence": confidence, "val_acc": val_acc,
-                    "val_mean_flops": val_flops, "acc": acc, "mean_flops": flops})
+        out.append({ValFittedPoint.BUDGET: float(budget), ValFittedPoint.CONFIDENCE: confidence,
+                    ValFittedPoint.VAL_ACC: val_acc, ValFittedPoint.VAL_MEAN_FLOPS: val_flops,
+                    ValFittedPoint.ACC: acc, ValFittedPoint.MEAN_FLOPS: flops})
     return out
 
 
@@ -146,9 +148,10 @@ def anytime_auc(points: list[tuple[float, float]], low: float, high: float) -> f
     return area / (math.log(high) - math.log(low))
 
 
-def auc_of_rows(rows: list[dict], teacher_flops: float, key: str = "prefix_acc") -> float | None:
+def auc_of_rows(rows: list[dict], teacher_flops: float, key: str = PrefixRow.PREFIX_ACC) -> float | None:
     """anytime_auc of prefix rows over budgets AUC_LOW_SHARE..1 of the teacher's FLOPs (None without figures)."""
-    points = [(r["cumulative_flops"], r[key]) for r in rows if r.get(key) is not None and r.get("cumulative_flops")]
+    points = [(r[PrefixRow.CUMULATIVE_FLOPS], r[key]) for r in rows
+              if r.get(key) is not None and r.get(PrefixRow.CUMULATIVE_FLOPS)]
     if not points or not teacher_flops or teacher_flops <= 0:
         return None
     return anytime_auc(points, AUC_LOW_SHARE * teacher_flops, teacher_flops)
@@ -158,9 +161,10 @@ def anytime_figures(ensemble: Ensemble, student_logits: dict[str, list[torch.Ten
                     labels: dict[str, torch.Tensor], summary: dict) -> dict:
     """summary.json's budget keys: "anytime_val_fitted" (val_fitted_curve) and "anytime_auc" (val and test AUC over
     budgets from AUC_LOW_SHARE of the teacher's FLOPs to all of them). `summary`: its "teacher" and "prefixes"."""
-    teacher_flops = float(summary["teacher"]["flops"])
-    rows = summary["prefixes"]
-    return {"anytime_val_fitted": val_fitted_curve(ensemble, student_logits, labels),
-            "anytime_auc": {"val": auc_of_rows(rows, teacher_flops, "prefix_val_acc"),
-                            "test": auc_of_rows(rows, teacher_flops, "prefix_acc"),
-                            "low_flops": AUC_LOW_SHARE * teacher_flops, "high_flops": teacher_flops}}
+    teacher_flops = float(summary[Summary.TEACHER][TeacherFigures.FLOPS])
+    rows = summary[Summary.PREFIXES]
+    return {Summary.ANYTIME_VAL_FITTED: val_fitted_curve(ensemble, student_logits, labels),
+            Summary.ANYTIME_AUC: {AnytimeAuc.VAL: auc_of_rows(rows, teacher_flops, PrefixRow.PREFIX_VAL_ACC),
+                                  AnytimeAuc.TEST: auc_of_rows(rows, teacher_flops, PrefixRow.PREFIX_ACC),
+                                  AnytimeAuc.LOW_FLOPS: AUC_LOW_SHARE * teacher_flops,
+                                  AnytimeAuc.HIGH_FLOPS: teacher_flops}}
