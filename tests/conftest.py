@@ -1,4 +1,4 @@
-"""Fixtures shared across the test tree: MNIST, loaded once per session."""
+"""Fixtures shared across the test tree: MNIST, loaded once per session, and a small trained video run."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from pkd import data
+from pkd.runs import Run
 from pkd.data import mnist as pkd_mnist
+from tests.video_run import video_run_path
 
 
 def _has_mnist(root: Path) -> bool:
@@ -59,3 +61,9 @@ def repository_left_as_it_was():
     added = {line for line in _repo_changes() - before  # test-output/: the browser tests' screenshots, by design
              if not any(part in line for part in ("__pycache__", ".pytest_cache", "test-output/"))}
     assert not added, f"tests changed the repository: {sorted(added)[:10]}"
+
+
+@pytest.fixture(scope="session")
+def video_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """A small trained video run (tests/video_run.py), shared by the clip tests of one test process."""
+    return Run(video_run_path(tmp_path_factory))

@@ -13,9 +13,7 @@ from pkd.artifacts import load_ensemble, load_teacher
 from pkd.data import get_dataset_spec, load_split
 from pkd.data.moving_mnist import reverse_clips
 from pkd.models.ensemble import Ensemble, PrefixSums
-from pkd.runs import Run
 from tests.one_thread import one_thread  # noqa: F401 - autouse: tiny models, one thread
-from tests.video_run import video_run_path
 
 
 class Pixels(nn.Module):
@@ -57,11 +55,6 @@ def test_predict_digit_matches_the_ensemble():
 
 
 # ------------------------------------------------------------------------------------------------ clips
-
-@pytest.fixture(scope="session")
-def video_run(tmp_path_factory) -> Run:
-    return Run(video_run_path(tmp_path_factory))
-
 
 @pytest.fixture(scope="module")
 def models(video_run):

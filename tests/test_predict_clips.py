@@ -11,18 +11,11 @@ from pkd.artifacts import load_ensemble
 from pkd.data import get_dataset_spec, load_split
 from pkd.inference import frame_flops
 from pkd.preprocess import clip_gif, read_clip
-from pkd.runs import Run
 from tests.hostile_clips import hostile_files
 from tests.one_thread import one_thread  # noqa: F401 - autouse: tiny models, one thread
 from tests.pkd_process import child_env, pkd
-from tests.video_run import video_run_path
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture(scope="session")
-def video_run(tmp_path_factory) -> Run:
-    return Run(video_run_path(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")

@@ -13,19 +13,12 @@ from pkd import inference
 from pkd.artifacts import load_ensemble, load_teacher
 from pkd.data import get_dataset_spec, load_split
 from pkd.data.moving_mnist import reverse_clips, reverse_label
-from pkd.runs import Run
 from tests.app.test_pages import canvas_value, drawn_one
 from tests.app.trained import ROOT, copy_run
-from tests.video_run import video_run_path
 
 streamlit_testing = pytest.importorskip("streamlit.testing.v1")
 MAIN = str(ROOT / "app" / "main.py")
 TIMEOUT = 90
-
-
-@pytest.fixture(scope="session")
-def video_run(tmp_path_factory) -> Run:
-    return Run(video_run_path(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")
