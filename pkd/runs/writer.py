@@ -8,7 +8,6 @@ status.json back through the Run's `status()` and the recorded config through `c
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
 import logging
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from pkd.procs import proc_start_time, process_alive
+from pkd.procs import proc_start_time, process_alive, take_lock
 from pkd.runs.files import (CONFIG_FILE, CONSOLE_FILE, LOCK_FILE, MANIFEST_FILE, MAX_JSON_BYTES, METRICS_FILE,
                             PREFIX_FILE, STATUS_FILE, STUDENTS_DIR, SUMMARY_FILE, RunError, State, check_contained,
                             new_run_dir)
@@ -123,16 +122,13 @@ class RunWriter:
         self.check_contained()
         path = self.path / LOCK_FILE
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            fd = take_lock(path, blocking=False)
         except OSError as exc:
             raise write_error(path, exc) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+        if fd is None:
             pid = self.status().get(Status.PID)
             raise RunError(f"run {self.path.name} is being trained by another process (pid {pid}); "
-                           "stop it first, or wait for it to finish") from None
+                           "stop it first, or wait for it to finish")
         _HELD_LOCKS[str(self.path)] = fd
 
     def check_contained(self) -> None:
