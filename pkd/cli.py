@@ -3,18 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
 from pathlib import Path
 
 from pkd.console import (print_budgets, print_front, print_per_frame, print_prediction, print_runs, print_summary,
                          setup_logging)
 from pkd.devices import DEVICES
+from pkd.procs import spawn, torchrun_command
+
+logger = logging.getLogger("pkd")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.nproc is not None:
+        return train_with_torchrun(args)  # this process only starts torchrun: no torch, no trainer
     from pkd.train.job import run_job
 
     return run_job(args)
+
+
+def train_with_torchrun(args: argparse.Namespace) -> int:
+    """`train --nproc N`: the same command under `torchrun --standalone --nproc-per-node N` (N processes on this
+    machine, gloo on CPU / nccl on GPUs); returns torchrun's exit code."""
+    if args.nproc < 1:
+        raise ValueError(f"--nproc {args.nproc}: give the number of training processes, 1 or more")
+    argv, items = [], iter(args.raw_argv)
+    for item in items:
+        if item == "--nproc":
+            next(items, None)  # and its value
+        elif not item.startswith("--nproc="):
+            argv.append(item)
+    command = torchrun_command(args.nproc, argv)
+    logger.info("starting %s", " ".join(command))
+    child = spawn(command, stdin=None)  # torchrun's ranks share this process's console and stdin
+    signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))  # a Stop reaches it
+    return child.wait()
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ Opens the run (a new one, created only once its config has passed every check, o
 torchrun world when started under torchrun (rank 0 is the run's one writer; the other ranks only read it), sets up
 logging and the scan kernel, turns SIGTERM into a clean stop, trains, and records how the run ended in its status.
 Exit codes: 0 done, 3 stopped (resumable), 130 interrupted; a failure is recorded, then raised for the CLI to print
-in one line. `train --nproc N` hands the same command to torchrun instead (pkd.procs starts it).
+in one line. (`train --nproc N` never loads this module: pkd.cli hands the same command to torchrun.)
 
 `args` is the `train` command's namespace (pkd.cli): config, overrides, run_dir, runs_dir, resume, device,
 no_progress, no_kernel_build, nproc, teacher_ref, verbose and raw_argv; run_job sets `exit_rank` for the CLI, which
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from pkd.console import Progress, print_summary, setup_logging
 from pkd.devices import resolve_device
 from pkd.distributed import (SINGLE, World, barrier, broadcast_object, close_world, init_world, leave_world,
                              world_from_env)
-from pkd.procs import spawn, torchrun_command
 from pkd.runs import Run, State, check_teacher_file, default_runs_dir, resolve_run, write_error
 from pkd.train.progressive import train_run
 from pkd.train.signals import StopRequested, install_stop_handler
@@ -37,10 +35,8 @@ logger = logging.getLogger("pkd")
 
 
 def run_job(args: argparse.Namespace) -> int:
-    """`pkd train`: train (or resume) one run in this process, or in `--nproc` processes under torchrun; returns
-    the exit code."""
-    if args.nproc is not None:
-        return _train_with_torchrun(args)
+    """`pkd train` in this process (a torchrun rank included: `--nproc` is handled by pkd.cli before this module,
+    with its torch and trainer imports, is loaded); returns the exit code."""
     world = _join_world(args)
     args.exit_rank = world.distributed  # a torchrun rank ends through distributed.exit_rank (main)
     try:
@@ -169,23 +165,6 @@ def _train_in_world(args: argparse.Namespace, world: World) -> int:
         print(f"run directory: {run.path}")
     return 0
 
-
-def _train_with_torchrun(args: argparse.Namespace) -> int:
-    """`train --nproc N`: the same command under `torchrun --standalone --nproc-per-node N` (N processes on this
-    machine, gloo on CPU / nccl on GPUs); returns torchrun's exit code."""
-    if args.nproc < 1:
-        raise ValueError(f"--nproc {args.nproc}: give the number of training processes, 1 or more")
-    argv, items = [], iter(args.raw_argv)
-    for item in items:
-        if item == "--nproc":
-            next(items, None)  # and its value
-        elif not item.startswith("--nproc="):
-            argv.append(item)
-    command = torchrun_command(args.nproc, argv)
-    logger.info("starting %s", " ".join(command))
-    child = spawn(command, stdin=None)  # torchrun's ranks share this process's console and stdin
-    signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM))  # a Stop reaches it
-    return child.wait()
 
 
 def _check_scan_backend(device: torch.device) -> None:
