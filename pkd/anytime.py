@@ -107,6 +107,13 @@ def exit_figures(top: torch.Tensor, right: torch.Tensor, cumulative: list[float]
     return float(correct) / n, float(torch.tensor(cumulative, dtype=torch.float64)[stop].sum()) / n
 
 
+def default_budgets(cumulative: list[float]) -> list[float]:
+    """BUDGET_POINTS budgets, geometric from the first prefix's cumulative FLOPs to the last's."""
+    first, last = cumulative[0], cumulative[-1]
+    ratio = (last / first) ** (1 / (BUDGET_POINTS - 1)) if 0 < first < last else 1.0
+    return [first * ratio ** i for i in range(BUDGET_POINTS - 1)] + [last] if ratio > 1 else [last]
+
+
 def val_fitted_curve(ensemble: Ensemble, student_logits: dict[str, list[torch.Tensor]],
                      labels: dict[str, torch.Tensor], budgets: list[float] | None = None) -> list[dict]:
     """Early exit under FLOP budgets, MSDNet style: per budget, the threshold fitted on val (the largest whose val
@@ -114,23 +121,66 @@ def val_fitted_curve(ensemble: Ensemble, student_logits: dict[str, list[torch.Te
     student's cost are left out. Default budgets: BUDGET_POINTS, geometric from the first prefix to the last.
     `student_logits` / `labels`: {"val": ..., "test": ...} every student's (N, C) logits and the (N,) labels."""
     cumulative = [float(c) for c in ensemble.cumulative_flops()]
-    if budgets is None:
-        first, last = cumulative[0], cumulative[-1]
-        ratio = (last / first) ** (1 / (BUDGET_POINTS - 1)) if 0 < first < last else 1.0
-        budgets = [first * ratio ** i for i in range(BUDGET_POINTS - 1)] + [last] if ratio > 1 else [last]
-    val_top, val_right = prefix_confidences(ensemble, student_logits["val"], labels["val"])
-    test_top, test_right = prefix_confidences(ensemble, student_logits["test"], labels["test"])
+    val = prefix_confidences(ensemble, student_logits["val"], labels["val"])
+    test = prefix_confidences(ensemble, student_logits["test"], labels["test"])
+    return fitted_points(val, test, cumulative, default_budgets(cumulative) if budgets is None else budgets)
+
+
+def budgeted_curve(val_probs: torch.Tensor, val_labels: torch.Tensor, test_probs: torch.Tensor,
+                   test_labels: torch.Tensor, cumulative: list[float], budgets: list[float] | None = None
+                   ) -> list[dict]:
+    """val_fitted_curve from any combiner's prefix probabilities (pkd.combiners.prefix_probs): per FLOP budget the
+    early-exit threshold fitted on val, measured on test (ValFittedPoint items; budgets that even stopping
+    every sample at k = 1 exceeds are left out).
+
+    Args:
+        val_probs, test_probs: (K, N, C) every prefix's class probabilities on the split.
+        val_labels, test_labels: (N,) labels.
+        cumulative: K cumulative FLOPs per sample of prefixes 1..K.
+        budgets: mean FLOPs per sample to fit (default default_budgets(cumulative)).
+    """
+    def top_right(probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        best = probs.max(dim=-1)  # (K, N)
+        return best.values, best.indices == labels[None]
+
+    cumulative = [float(c) for c in cumulative]
+    return fitted_points(top_right(val_probs, val_labels), top_right(test_probs, test_labels), cumulative,
+                         default_budgets(cumulative) if budgets is None else budgets)
+
+
+def fitted_points(val: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
+                  cumulative: list[float], budgets: list[float]) -> list[dict]:
+    """ValFittedPoint items: per budget, fit_confidence on val's (top, right), then exit_figures on val and test."""
     out = []
     for budget in budgets:
-        fits, confidence = fit_confidence(val_top, cumulative, budget)
+        fits, confidence = fit_confidence(val[0], cumulative, budget)
         if not fits:
             continue
-        val_acc, val_flops = exit_figures(val_top, val_right, cumulative, confidence)
-        acc, flops = exit_figures(test_top, test_right, cumulative, confidence)
+        val_acc, val_flops = exit_figures(*val, cumulative, confidence)
+        acc, flops = exit_figures(*test, cumulative, confidence)
         out.append({ValFittedPoint.BUDGET: float(budget), ValFittedPoint.CONFIDENCE: confidence,
                     ValFittedPoint.VAL_ACC: val_acc, ValFittedPoint.VAL_MEAN_FLOPS: val_flops,
                     ValFittedPoint.ACC: acc, ValFittedPoint.MEAN_FLOPS: flops})
     return out
+
+
+def monotonicity_shares(probs: torch.Tensor, labels: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Conditional monotonicity (Jazbec et al., NeurIPS 2023) of an anytime model, per step from prefix k to k+1:
+    the share of samples whose probability of the true class drops, and the share whose answer flips from right
+    to wrong. An anytime model should rarely get worse on a sample by computing more.
+
+    Args:
+        probs: (K, N, C) every prefix's class probabilities (pkd.combiners.prefix_probs).
+        labels: (N,).
+    Returns:
+        (drops, flips): K - 1 shares each, item k-1 the step from prefix k to k + 1 (empty for one prefix).
+    """
+    n = max(probs.shape[1], 1)
+    true_prob = probs.gather(2, labels[None, :, None].expand(probs.shape[0], -1, 1))[..., 0]  # (K, N)
+    right = probs.argmax(dim=-1) == labels[None]  # (K, N)
+    drops = (true_prob[1:] < true_prob[:-1]).sum(dim=1)  # (K-1,)
+    flips = (right[:-1] & ~right[1:]).sum(dim=1)  # (K-1,)
+    return [int(d) / n for d in drops], [int(f) / n for f in flips]
 
 
 def anytime_auc(points: list[tuple[float, float]], low: float, high: float) -> float:
