@@ -3,6 +3,11 @@
 A digit (`predict_digit` -> DigitReport): every prefix's answer, each student's own vote and the teacher's; where
 the anytime ensemble stops under a FLOP budget or a confidence threshold (`anytime_digit`).
 
+What distillation does with that image (`digit_soft_targets`): the teacher's probabilities at temperature T beside
+the student's and the loss between them, computed by pkd.kd's loss itself. How a student reads it
+(`read_tokens`): its answer and its memory (the first layer's SSM state) after every token, fed one at a time
+through the recurrent `Mamba.step`.
+
 A clip (`clip_report` -> ClipReport): the students read a clip in time order, so their answer exists after every
 frame: `stream_prefix_probs` feeds the frames one at a time through each student's streaming API
 (`MambaClassifier.start_stream` / `stream`), so the answer after frame t is computed from frames 1..t only, and
@@ -26,10 +31,11 @@ import torch.nn as nn
 from pkd.data.moving_mnist import reverse_clips
 from pkd.data.spec import DatasetSpec
 from pkd.flops import count_flops
+from pkd.kd import SoftTargets, soft_targets
 from pkd.models.ensemble import Ensemble, PrefixSums
 
-__all__ = ["ClipReport", "DigitReport", "anytime_digit", "clip_report", "frame_flops", "predict_digit",
-           "stream_logits", "stream_prefix_probs", "teacher_probs"]
+__all__ = ["ClipReport", "DigitReport", "TokenReading", "anytime_digit", "clip_report", "digit_soft_targets",
+           "frame_flops", "predict_digit", "read_tokens", "stream_logits", "stream_prefix_probs", "teacher_probs"]
 
 
 # --------------------------------------------------------------------------------------------- one image
@@ -103,6 +109,86 @@ def anytime_digit(
     cls = int(pred.classes[0])
     return {"class": cls, "prob": float(pred.probs[0, cls]), "k_used": int(pred.k_used[0]),
             "flops": int(pred.flops[0])}
+
+
+@torch.no_grad()
+def trained_logits(ensemble: Ensemble, x: torch.Tensor, k: int) -> torch.Tensor:
+    """The logits student k's loss compares with the teacher's: in a residual ensemble the running sum E_k of
+    students 1..k (student k learns to correct the sum), in an independent one student k's own z_k.
+
+    Args:
+        x: (B, Ch, H, W) normalised images. k: 1..K.
+    Returns:
+        (B, C) logits.
+    """
+    k = ensemble._check_k(k)
+    if ensemble.mode != "residual":
+        return ensemble.students[k - 1](x)  # (B, C)
+    sums = PrefixSums(ensemble.mode)
+    for student, scale in zip(ensemble.students[:k], ensemble.prev_scales[:k]):
+        sums.add(student(x), scale)
+    return sums.logits  # (B, C)
+
+
+@torch.no_grad()
+def digit_soft_targets(
+    ensemble: Ensemble,
+    spec: DatasetSpec,
+    image: torch.Tensor,
+    teacher: nn.Module,
+    k: int,
+    label: int,
+    alpha: float,
+    temperature: float,
+) -> SoftTargets:
+    """The distillation loss of student k on one image, part by part (pkd.kd.soft_targets on the run's models).
+
+    Args:
+        image: (Ch, H, W) pixels in [0, 1]. k: which student's loss (1..K). label: the true class.
+        alpha, temperature: the loss's alpha and T (the run's own, or a learner's choice).
+    """
+    x = spec.normalize(image[None].float())  # (1, Ch, H, W)
+    return soft_targets(trained_logits(ensemble, x, k)[0], teacher(x).float()[0], label, alpha, temperature)
+
+
+@dataclasses.dataclass
+class TokenReading:
+    """A student reading one image token by token (rows of pixels, or patches).
+
+    Attributes:
+        probs: (L, C) the student's probabilities after tokens 1..t (row t), equal to its forward pass of them.
+        states: (L, ED, N) its first layer's SSM state (its memory) after token t.
+        tokens: "rows", "cols" or "patch": what a token is. per_token: rows (or columns) per token, or the patch side.
+        stem: True when the tokens are cut from a conv stem's feature map rather than from the pixels.
+    """
+
+    probs: torch.Tensor
+    states: torch.Tensor
+    tokens: str
+    per_token: int
+    stem: bool = False
+
+
+@torch.no_grad()
+def read_tokens(student: nn.Module, spec: DatasetSpec, image: torch.Tensor) -> TokenReading:
+    """Feed one image's tokens to a student one at a time through its recurrent state (``stream``: the first
+    token fills the zero state, each later one is one ``Mamba.step``), keeping its answer and memory after each.
+
+    Args:
+        student: a MambaClassifier of images (eval mode). image: (Ch, H, W) pixels in [0, 1].
+    """
+    if not hasattr(student, "start_stream") or len(getattr(student, "image_shape", ())) != 3:
+        raise ValueError(f"{type(student).__name__} does not read images token by token (no streaming API)")
+    tokens = student.tokenize(spec.normalize(image[None].float()))  # (1, L, F)
+    state, probs, states = student.start_stream(1), [], []
+    for t in range(tokens.shape[1]):
+        logits = student.stream(tokens[:, t:t + 1], state)[0, -1]  # (C,)
+        probs.append(torch.softmax(logits.float(), dim=-1))
+        states.append(state.params.key_value_memory_dict[0][1][0].clone())  # (ED, N) of layer 0
+    layout = student.tokenizer
+    per_token = layout.patch if layout.tokens == "patch" else layout.rows_per_token
+    return TokenReading(torch.stack(probs), torch.stack(states), layout.tokens, int(per_token),
+                        getattr(student, "stem", None) is not None)
 
 
 # --------------------------------------------------------------------------------------------- one clip

@@ -120,3 +120,40 @@ def test_report_teacher_is_blind_to_order_and_students_are_not(models):
     assert inference.clip_report(ensemble, spec, clip).teacher_probs is None
     with pytest.raises(ValueError, match="one clip of shape"):
         inference.clip_report(ensemble, spec, clip[:2], teacher)
+
+
+# ------------------------------------------------------------------------------------------------ teaching views
+
+def test_digit_soft_targets_compare_the_teacher_with_the_sum_student_k_is_trained_on():
+    spec = get_dataset_spec("mnist")
+    ensemble = Ensemble([Pixels(0), Pixels(1)], mode="residual", student_flops=[1, 1], prev_scales=[1.0, 0.5])
+    teacher, image = Pixels(9), torch.rand(1, 28, 28)
+    out = inference.digit_soft_targets(ensemble, spec, image, teacher, k=2, label=3, alpha=0.2, temperature=4.0)
+    x = spec.normalize(image[None])
+    with torch.no_grad():
+        e2 = 0.5 * ensemble.students[0](x) + ensemble.students[1](x)  # E_2 = s_2 E_1 + z_2
+        want_t, want_s = torch.softmax(teacher(x) / 4.0, -1)[0], torch.softmax(e2 / 4.0, -1)[0]
+    assert torch.tensor(out.teacher_soft) == pytest.approx(want_t, abs=1e-6)
+    assert torch.tensor(out.student_soft) == pytest.approx(want_s, abs=1e-6)
+    independent = Ensemble([Pixels(0), Pixels(1)], mode="independent", student_flops=[1, 1])
+    alone = inference.digit_soft_targets(independent, spec, image, teacher, k=2, label=3, alpha=0.2, temperature=1.0)
+    with torch.no_grad():
+        assert torch.tensor(alone.student_plain) == pytest.approx(torch.softmax(independent.students[1](x), -1)[0], abs=1e-6)
+
+
+def test_read_tokens_answers_after_each_row_as_the_forward_pass_of_those_rows():
+    from pkd.models.student import MambaClassifier
+
+    torch.manual_seed(0)
+    student = MambaClassifier(d_model=8, d_state=4, n_layers=2).eval()
+    spec, image = get_dataset_spec("mnist"), torch.rand(1, 28, 28)
+    reading = inference.read_tokens(student, spec, image)
+    assert reading.probs.shape == (28, 10) and reading.states.shape == (28, 16, 4) and reading.tokens == "rows"
+    tokens = student.tokenize(spec.normalize(image[None]))
+    with torch.no_grad():
+        for t in (1, 2, 14, 28):
+            want = torch.softmax(student.forward_tokens(tokens[:, :t]), -1)[0]
+            assert reading.probs[t - 1] == pytest.approx(want, abs=1e-5)
+    assert not torch.equal(reading.states[0], reading.states[-1])  # the memory changes as it reads
+    with pytest.raises(ValueError, match="token by token"):
+        inference.read_tokens(Pixels(0), spec, image)

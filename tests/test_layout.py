@@ -32,6 +32,8 @@ FORBIDDEN = {
     "pkd/console.py": ("pkd.train", "torch"),  # the CLI's printing: `python -m pkd --help` starts without torch
     "pkd/anytime.py": ("pkd.train", "pkd.evaluate", "pkd.artifacts", "pkd.runs", "pkd.data"),  # logits in, figures out
     "pkd/inference.py": ("pkd.train", "pkd.evaluate", "pkd.artifacts", "pkd.runs"),  # models in, one answer out
+    "pkd/kd.py": ("pkd.train", "pkd.models", "pkd.runs", "pkd.data"),  # the KD loss: logits in, its parts out
+    "pkd/hard_inputs.py": ("pkd.train", "pkd.evaluate", "pkd.artifacts", "pkd.runs"),  # models in, answers out
     "pkd/preprocess": ("pkd.train", "pkd.models", "pkd.evaluate", "pkd.artifacts", "pkd.runs", "pkd.inference"),
     "pkd/runs": ("pkd.train", "pkd.models", "pkd.data"),
     # the generic training path imports no video code (the video teacher's training is looked up by its arch)
