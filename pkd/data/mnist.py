@@ -80,13 +80,14 @@ def _mnist_splits(parts: dict[str, tuple[np.ndarray, np.ndarray]], where: str) -
             for split, (x, y) in parts.items()}
 
 
-def _read_idx(path: Path, dims: tuple[int, ...]) -> np.ndarray:
-    """Read an IDX file of unsigned bytes (plain or gzip) whose shape must be ``dims``."""
+def _read_idx(path: Path, dims: tuple[int, ...], dataset: str = "MNIST") -> np.ndarray:
+    """Read an IDX file of unsigned bytes (plain or gzip) whose shape must be ``dims`` (``dataset`` names the
+    data set the file should come from, for the error)."""
     try:
         with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
             data = f.read()
     except (OSError, EOFError) as exc:
-        raise ValueError(f"{path}: cannot read it ({exc}); replace it with a genuine MNIST file") from None
+        raise ValueError(f"{path}: cannot read it ({exc}); replace it with a genuine {dataset} file") from None
     header = 4 + 4 * len(dims)
     if len(data) < header or data[:4] != bytes([0, 0, 8, len(dims)]):
         raise ValueError(f"{path}: not an IDX file of unsigned bytes with {len(dims)} dimensions")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pkd.data import cifar10 as pkd_cifar10
+from pkd.data import fashion_mnist as pkd_fashion_mnist
 from pkd.data import mnist as pkd_mnist
 
 
@@ -19,6 +20,7 @@ def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pkd_mnist, "fetch_mnist_from_pypi", fail)
     monkeypatch.setattr(pkd_mnist, "download_mnist_torchvision", fail)
     monkeypatch.setattr(pkd_cifar10, "download_cifar10_torchvision", fail)
+    monkeypatch.setattr(pkd_fashion_mnist, "download_fashion_torchvision", fail)
 
 
 class Evil:

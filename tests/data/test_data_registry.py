@@ -13,7 +13,7 @@ from pkd import data
 
 def test_unknown_dataset_lists_choices() -> None:
     assert data.get_dataset_spec("mnist") is data.MNIST
-    choices = ("cifar10, mnist, moving_mnist, moving_mnist_50k, moving_mnist_b2n, moving_mnist_small, "
+    choices = ("cifar10, fashion_mnist, mnist, moving_mnist, moving_mnist_50k, moving_mnist_b2n, moving_mnist_small, "
                "moving_mnist_small_b2n")
     with pytest.raises(ValueError, match=rf"^unknown dataset 'x'; choose one of: {choices}$"):
         data.get_dataset_spec("x")

@@ -1,0 +1,123 @@
+"""Fashion-MNIST (Zalando: 28x28 grey photos of 10 kinds of clothes and shoes; train 55,000 / val 5,000 /
+test 10,000) and the places it is read from.
+
+Shape letters: N examples in a split. Sources, in order: the four original IDX files (plain or .gz) in
+``<root>/FashionMNIST/raw`` (torchvision's layout) or ``<root>/fashion-mnist``, where ``root`` is the data
+directory the user names (``data.root``, ``$PKD_DATA_DIR``); then Debian's package ``dataset-fashion-mnist``
+(``/usr/share/datasets/fashion-mnist``); then torchvision's download into ``<root>/FashionMNIST/raw``.
+Validation is the last 5,000 of the official 60,000 training images, fixed. Shapes, labels and the official
+class counts (6,000 per class in train, 1,000 in test) are verified whatever the source: a damaged or foreign
+file is refused with a one-line error that names it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pkd.data.mnist import _find_raw, _read_idx
+from pkd.data.registry import DATA_DIR_ENV, check_labels, register_dataset
+from pkd.data.spec import DatasetSpec, Split
+
+logger = logging.getLogger(__name__)
+
+FASHION_RAW_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
+ROOT_SUBDIRS = ("FashionMNIST/raw", "fashion-mnist")  # torchvision's layout, the Debian folder's name
+FASHION_TRAIN_COUNT = 6_000  # per class, official 60k training set
+FASHION_TEST_COUNT = 1_000  # per class, official 10k test set
+FASHION_VAL_SIZE = 5_000  # the last 5,000 training images are the validation split
+INSTALL_HINT = "apt-get install dataset-fashion-mnist"
+
+FASHION_MNIST = DatasetSpec(
+    name="fashion_mnist",
+    sample_shape=(1, 28, 28),
+    num_classes=10,
+    class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot"),
+    mean=(0.2860,),  # of the 60k training pixels in [0, 1]
+    std=(0.3530,),
+    max_shift=2,
+    hflip=True,  # a garment seen in a mirror is the same garment
+)
+
+
+def _check_counts(labels: np.ndarray, per_class: int, path: Path) -> None:
+    counts = np.bincount(labels, minlength=10)
+    if not (counts == per_class).all():
+        raise ValueError(f"{path}: labels have class counts {tuple(int(c) for c in counts)}, official "
+                         f"Fashion-MNIST has {per_class} of each class; this is not the standard Fashion-MNIST")
+
+
+def read_fashion_raw(raw_dir: Path) -> dict[str, Split]:
+    """The three splits from the four original IDX files in raw_dir (each plain or .gz).
+
+    Returns:
+        {"train", "val", "test"} Splits: images (N, 1, 28, 28) float32 k/255, labels (N,) int64.
+    """
+    paths = {key: _find_raw(raw_dir, stem) for key, stem in FASHION_RAW_FILES.items()}
+    missing = [FASHION_RAW_FILES[k] for k, p in paths.items() if p is None]
+    if missing:
+        raise FileNotFoundError(f"{raw_dir} has only part of the Fashion-MNIST files: missing {', '.join(missing)} "
+                                "(plain or .gz); add them or move the folder away")
+    x_train = _read_idx(paths["train_images"], (60_000, 28, 28), "Fashion-MNIST")
+    y_train = check_labels(_read_idx(paths["train_labels"], (60_000,), "Fashion-MNIST"), 60_000, 10,
+                           str(paths["train_labels"]))
+    x_test = _read_idx(paths["test_images"], (10_000, 28, 28), "Fashion-MNIST")
+    y_test = check_labels(_read_idx(paths["test_labels"], (10_000,), "Fashion-MNIST"), 10_000, 10,
+                          str(paths["test_labels"]))
+    _check_counts(y_train, FASHION_TRAIN_COUNT, paths["train_labels"])
+    _check_counts(y_test, FASHION_TEST_COUNT, paths["test_labels"])
+    t = 60_000 - FASHION_VAL_SIZE
+    parts = {"train": (x_train[:t], y_train[:t]), "val": (x_train[t:], y_train[t:]), "test": (x_test, y_test)}
+    return {split: Split(torch.from_numpy(x).unsqueeze(1).to(torch.float32).div_(255.0),  # (N, 1, 28, 28)
+                         torch.from_numpy(y), "fashion_mnist", split)
+            for split, (x, y) in parts.items()}
+
+
+def find_fashion_dir(root: Path) -> Path | None:
+    """The first folder holding any of the original files: under root (as named), else Debian's; None if none."""
+    for folder in [root / sub for sub in ROOT_SUBDIRS] + [DEBIAN_DIR]:
+        if any(_find_raw(folder, stem) for stem in FASHION_RAW_FILES.values()):
+            return folder
+    return None
+
+
+def download_fashion_torchvision(root: Path) -> Path:
+    """Let torchvision download the four original files into root/FashionMNIST/raw (needs internet)."""
+    from torchvision.datasets import FashionMNIST as TorchvisionFashionMNIST
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):  # torchvision prints its progress
+        try:
+            TorchvisionFashionMNIST(str(root), train=True, download=True)
+        finally:
+            logger.info("torchvision: %s", " | ".join(out.getvalue().split("\n"))[:2000])
+    return root / "FashionMNIST" / "raw"
+
+
+@register_dataset(FASHION_MNIST)
+def _load_fashion_mnist(root: Path) -> dict[str, Split]:
+    """Fashion-MNIST from root's files, else Debian's, else torchvision's download into root."""
+    folder = find_fashion_dir(root)
+    if folder is not None:
+        return read_fashion_raw(folder)
+    try:
+        return read_fashion_raw(download_fashion_torchvision(root))
+    except (OSError, RuntimeError, ImportError) as exc:
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    raise FileNotFoundError(
+        f"Fashion-MNIST is not in {root / ROOT_SUBDIRS[0]} nor {DEBIAN_DIR} and could not be downloaded ({why}); "
+        f"run `{INSTALL_HINT}` (Debian/Ubuntu), or put train-images-idx3-ubyte.gz etc. in "
+        f"{root / ROOT_SUBDIRS[0]} (or set {DATA_DIR_ENV})"
+    )
