@@ -1,7 +1,10 @@
-"""App performance: server start -> Results rendered in Chromium; drawn digit -> all K prefix predictions;
-training throughput with and without a browser watching the Train page. Prints figures, asserts nothing.
+"""App performance: each page's first and repeated open and the server's memory after every page on every shipped
+run (side by side with an older commit: --compare REF); server start -> Results rendered in Chromium; drawn digit ->
+all K prefix predictions; training throughput with and without a browser watching the Train page. Prints figures,
+asserts nothing.
 
     python bench/app.py [--run pretrained/mnist] [--config configs/tiny.yaml] [--skip-browser] [--skip-train]
+    python bench/app.py --pages-only [--compare 2f4de0e]   # page times and memory only (docs/app.md)
 
 Check `uptime` first: on a shared 2-core machine the numbers move with the load (the throughput runs alternate
 watched and unwatched runs so both see similar conditions).
@@ -31,20 +34,27 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def start_server(env: dict) -> tuple[subprocess.Popen, str, float]:
-    """Start the app; returns the process, its URL and seconds until /_stcore/health answered."""
+def start_server(env: dict, root: Path = ROOT) -> tuple[subprocess.Popen, str, float]:
+    """Start the app of the tree at `root`; returns the process, its URL and seconds until /_stcore/health answered."""
     port = free_port()
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(root / "app" / "main.py"),
                              "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port",
                              str(port), "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false", "--runner.postScriptGC", "false"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     while True:
         try:
@@ -77,6 +87,83 @@ def bench_startup(env: dict, repeats: int) -> None:
                 proc.terminate()
                 proc.wait(timeout=30)
         browser.close()
+
+
+PAGES = ("", "playground", "clips", "how_it_works", "train", "runs", "sweeps")  # URL paths; "" = Results
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(resident now, peak resident) of a process in MB, from /proc/PID/status."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def open_page(browser, url: str) -> float:
+    """Seconds from navigation until the page's script has run to its end (in a new tab = a new session)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        t0 = time.perf_counter()
+        page.goto(url)
+        page.locator("[data-testid='stApp'][data-test-script-state='notRunning'] h1").first.wait_for(timeout=180_000)
+        return time.perf_counter() - t0
+    finally:
+        page.close()
+
+
+def page_figures(tree: Path, env: dict, runs: list[str]) -> dict:
+    """Serve the app of `tree` and open each page on `runs[0]` twice (first open, re-open), then every page on every
+    run; returns {"first": {page: s}, "again": {page: s}, "slowest": (s, url), "rss": MB, "peak": MB}."""
+    from playwright.sync_api import sync_playwright
+
+    proc, url, _ = start_server(env, tree)
+    out: dict = {"first": {}, "again": {}, "slowest": (0.0, "")}
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+            for path in PAGES:
+                for when in ("first", "again"):
+                    out[when][path or "results"] = open_page(browser, f"{url}/{path}?run={runs[0]}")
+            for run in runs:
+                for path in PAGES:
+                    seconds = open_page(browser, f"{url}/{path}?run={run}")
+                    out["slowest"] = max(out["slowest"], (seconds, f"/{path}?run={run}"))
+            browser.close()
+        out["rss"], out["peak"] = rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return out
+
+
+def old_tree(ref: str, into: Path) -> Path:
+    """The repository at commit `ref`, extracted with `git archive` into `into` (no worktree, nothing changed here)."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def bench_pages(env: dict, compare: str | None) -> None:
+    """Each page's first open and re-open, and the server's memory after every page on every shipped run."""
+    from pkd.runs import list_runs
+
+    shipped = Path(env["PKD_PRETRAINED_DIR"])
+    runs = [Path(r.path).relative_to(shipped).as_posix() for r in list_runs(shipped)]
+    runs.sort(key=lambda r: r != "mnist")  # the app's default run first
+    print(f"\n== page opens in Chromium (a new tab each, the script run to its end) and server memory after every "
+          f"page on each of the {len(runs)} shipped runs ({shipped})")
+    trees = {"this tree": ROOT}
+    with tempfile.TemporaryDirectory(prefix="pkd-bench-old-") as tmp:
+        if compare:
+            trees[compare] = old_tree(compare, Path(tmp))
+        figures = {name: page_figures(tree, dict(env, PYTHONPATH=str(tree)), runs) for name, tree in trees.items()}
+    names = list(figures)
+    print(f"  {'page':<14}" + "".join(f"{name + ' first / again (s)':>34}" for name in names))
+    for page in figures[names[0]]["first"]:
+        print(f"  {page:<14}" + "".join(f"{f['first'].get(page, float('nan')):>25.2f} / {f['again'].get(page, float('nan')):5.2f}"
+                                       for f in figures.values()))
+    for name, f in figures.items():
+        print(f"  {name}: slowest open of all pages x runs {f['slowest'][0]:.2f} s ({f['slowest'][1]}); server "
+              f"memory after all of them {f['rss']:.0f} MB resident, peak {f['peak']:.0f} MB")
 
 
 def drawn_seven() -> np.ndarray:
@@ -232,17 +319,24 @@ def main() -> None:
                         "runs, e.g. --override students.optim.epochs=1 (repeatable)")
     parser.add_argument("--skip-browser", action="store_true", help="no Chromium figures")
     parser.add_argument("--skip-train", action="store_true", help="no training throughput figures")
+    parser.add_argument("--pages-only", action="store_true", help="only the page times and server memory")
+    parser.add_argument("--compare", metavar="REF", help="also time the app of this git commit (an older release), "
+                        "side by side")
     args = parser.parse_args()
     run_path = Path(args.run).resolve()
     if not (run_path / "manifest.json").is_file():
         raise SystemExit(f"{run_path} is not a run; pass --run DIR (e.g. a tiny run you trained)")
-    print(f"load average: {os.getloadavg()}; torch threads {torch.get_num_threads()}")
+    print(f"load average: {os.getloadavg()}; torch threads {torch.get_num_threads()}; "
+          f"CPU: {cpu_name()}, {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="pkd-bench-") as tmp:
         pretrained = Path(tmp) / "pretrained"
         pretrained.mkdir()
         shutil.copytree(run_path, pretrained / "mnist", ignore=shutil.ignore_patterns("checkpoint.pt"))  # opens on it
         env = dict(os.environ, PKD_RUNS_DIR=str(Path(tmp) / "runs"), PKD_PRETRAINED_DIR=str(pretrained),
                    PYTHONPATH=str(ROOT))
+        if args.pages_only:
+            bench_pages(dict(env, PKD_PRETRAINED_DIR=str(ROOT / "pretrained")), args.compare)
+            return
         bench_prediction(run_path, args.repeats)
         if not args.skip_browser:
             if shutil.which("chromium") is None:

@@ -149,13 +149,44 @@ def show_clip(clip: Any) -> None:
              caption=f"playing on a loop: {clip.shape[0]} frames of {side}x{side} pixels, shown {scale}x")
 
 
-def show_strip(clip: Any, t: int) -> None:
-    """The frames in a row, those after frame t dimmed: what the students have read so far."""
-    strip = [np.clip(frame[0].numpy() * (1.0 if i < t else 0.25), 0.0, 1.0) for i, frame in enumerate(clip)]
-    st.image(strip, width=max(40, min(90, 440 // len(strip))), clamp=True,
-             caption=[f"frame {i + 1}" + (" ✓" if i < t else "") for i in range(len(strip))])
-    st.caption(f"✓ = the {t} frame{'s' if t > 1 else ''} the students have read so far; the teacher always sees all "
-               f"{clip.shape[0]}.")
+def views_side_by_side(clip: Any, t: int, report: inference.ClipReport, models: ClipModels,
+                       truth_motion: str | None) -> None:
+    """What the teacher sees (the frames averaged: no direction left) beside what the students read (the frames
+    in order, drawn on top of each other with a fading trail), then the frames one by one in a row."""
+    side, frames = clip.shape[-1], clip.shape[0]
+    factor = max(1, 150 // side)
+    cols = st.columns([1, 1, 1.5], gap="medium")
+    with cols[0]:
+        st.markdown("**What the teacher sees**")
+        st.image(clip_charts.enlarge(clip_charts.average_frame(clip), factor), clamp=True, width=side * factor,
+                 caption=f"all {frames} frames averaged into one picture: no first frame, no last")
+    with cols[1]:
+        st.markdown("**What the students read**")
+        st.image(clip_charts.enlarge(clip_charts.onion_skin(clip, t), factor), clamp=True, width=side * factor,
+                 caption=f"frames 1 to {t} in order, on top of each other: the latest white, the older ones a "
+                         "fading blue trail behind it")
+    with cols[2]:
+        teacher_direction(report, models, truth_motion)
+    strip_factor = max(1, min(factor, 900 // (frames * side)))
+    st.image(clip_charts.frame_row(clip, t, strip_factor), clamp=True,
+             caption=f"Frame by frame, left to right: frame 1 to {frames}, each with the trail of the frames before "
+                     f"it; the students have read {t} of them (dimmed = not read yet), the teacher takes all {frames} "
+                     "at once.")
+
+
+def teacher_direction(report: inference.ClipReport, models: ClipModels, truth_motion: str | None) -> None:
+    """One line on the teacher's motion: an average has no direction, so the motion it names is a guess."""
+    if report.teacher_probs is None or truth_motion is None:
+        return
+    said = clip_charts.answer(report.teacher_probs, list(models.spec.class_names))[0].split(" ", 1)[-1]
+    if said != truth_motion:
+        st.markdown(f"The digit is **{truth_motion}**; the teacher says **{said}**. Its average has no before and "
+                    "after: it loses the direction altogether (not only left vs right), so the motion it names "
+                    "is a guess.")
+    else:
+        st.markdown(f"The teacher names the motion right here (**{said}**), but its average would be the same "
+                    "played backwards: it cannot know the direction, only guess it.")
+    st.markdown("The students read the frames in order: the trail shows them where the digit comes from.")
 
 
 def teacher_panel(report: inference.ClipReport, models: ClipModels) -> None:
@@ -187,10 +218,11 @@ def students_panel(report: inference.ClipReport, models: ClipModels, t: int, tru
 
 def main() -> None:
     st.title("Clips")
-    st.markdown("The **teacher** averages what it sees in the frames, so it cannot tell *moving left* from *moving "
-                "right*: a clip and the same clip played backwards get exactly the same answer. The **students** "
-                "read the frames in order, one after another, so they can tell which way the digit moves, and "
-                "answer after every frame.")
+    st.markdown("The **teacher** averages what it sees in the frames, and an average has no first or last frame: "
+                "it loses the direction altogether (left or right, up or down, growing or shrinking), and a clip "
+                "and the same clip played backwards get exactly the same answer. The **students** read the frames "
+                "in order, one after another, so they can tell which way the digit moves, and answer after every "
+                "frame.")
     top = st.columns([1, 0.9, 1.2], gap="medium", vertical_alignment="bottom")
     with top[0]:
         run = pick_run()
@@ -207,9 +239,11 @@ def main() -> None:
         if split is not None:
             clip, label = split.inputs[ss.clips_idx], int(split.labels[ss.clips_idx])
             truth_of = lambda back: names[reverse_label(label) if back else label]  # noqa: E731
+            motion_of = lambda back: MOTIONS[int(reverse_label(label) if back else label) % len(MOTIONS)]  # noqa: E731
         elif motion is not None:
             clip = drawn_clip(models.spec, motion)
-            truth_of = lambda back: f"your digit, {MOTIONS[REVERSE_MOTION[MOTIONS.index(motion)]] if back else motion}"  # noqa: E731
+            motion_of = lambda back: MOTIONS[REVERSE_MOTION[MOTIONS.index(motion)]] if back else motion  # noqa: E731
+            truth_of = lambda back: f"your digit, {motion_of(back)}"  # noqa: E731
         else:
             clip = None
         if clip is None:
@@ -220,13 +254,13 @@ def main() -> None:
             ss.clips_frame = frames  # first visit, a bad link, or a run with fewer frames
         show_clip(shown)
         t = st.slider("After frame", 1, frames, key="clips_frame", help=glossary.HELP["frame"])
-        show_strip(shown, t)
     report = inference.clip_report(models.ensemble, models.spec, shown, models.teacher, models.frame_flops)
     with right:
         teacher_panel(report, models)
         students_panel(report, models, t, truth_of(back))
-        st.plotly_chart(clip_charts.confidence_figure(report, names, t), key="clips_chart", width="stretch",
-                        config={"displayModeBar": False})
+    views_side_by_side(shown, t, report, models, motion_of(back))
+    st.plotly_chart(clip_charts.confidence_figure(report, names, t), key="clips_chart", width="stretch",
+                    config={"displayModeBar": False})
     if not common.lesson_mode():
         with st.expander("Every frame, every number of students"):
             st.table(clip_charts.every_frame_frame(report, names).set_index("after frame"))

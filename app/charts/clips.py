@@ -5,8 +5,10 @@ Shape letters: T frames, K students, C classes.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import torch
 
 from app.charts.format import COLORS, human_flops, students_text
 from pkd.inference import ClipReport
@@ -68,3 +70,50 @@ def confidence_figure(report: ClipReport, class_names: list[str], frame: int | N
                              "range": [0.8, report.frames + 0.2]},
                       yaxis={"title": "how sure of its answer (%)", "range": [0, min(100.0, 100 * top * 1.25 + 2)]})
     return fig
+
+
+TRAIL = np.array([0.30, 0.60, 1.00])  # the colour of the frames before the latest one (blue), latest = white
+TRAIL_FADE = 0.85  # each older frame of a trail is drawn this much fainter than the next
+
+
+def average_frame(clip: torch.Tensor) -> np.ndarray:
+    """What the video teacher's temporal mean amounts to, as a picture: the clip's frames averaged, (S, S) in [0, 1].
+
+    Args:
+        clip: (T, 1, S, S) frames in [0, 1].
+    """
+    return clip[:, 0].float().mean(0).clamp(0, 1).numpy()
+
+
+def onion_skin(clip: torch.Tensor, upto: int) -> np.ndarray:
+    """Frames 1..upto drawn on top of each other: the latest white, the ones before it ever fainter blue, so the
+    trail points back to where the digit came from. (S, S, 3) float in [0, 1].
+
+    Args:
+        clip: (T, 1, S, S) frames in [0, 1].
+        upto: how many frames (1..T).
+    """
+    frames = clip[:upto, 0].float().clamp(0, 1).numpy()  # (upto, S, S)
+    out = np.zeros((*frames.shape[1:], 3))
+    for i, frame in enumerate(frames):
+        age = upto - 1 - i
+        colour = np.ones(3) if age == 0 else TRAIL * TRAIL_FADE ** (age - 1)
+        out = np.maximum(out, frame[..., None] * colour)
+    return out
+
+
+def enlarge(image: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement by a whole factor (crisp pixels on screen): (H, W[, 3]) -> (H f, W f[, 3])."""
+    return image.repeat(factor, 0).repeat(factor, 1)
+
+
+def frame_row(clip: torch.Tensor, read: int, factor: int, gap: int = 6) -> np.ndarray:
+    """The clip's frames in one row, each with the trail of the frames before it (onion_skin); the frames after
+    `read` dimmed. (S f, T (S f + gap) - gap, 3) uint8, the gaps white."""
+    frames, side = clip.shape[0], clip.shape[-1] * factor
+    row = np.full((side, frames * (side + gap) - gap, 3), 255, dtype=np.uint8)
+    for i in range(frames):
+        cell = onion_skin(clip, i + 1) if i < read else 0.25 * clip[i, 0].float().clamp(0, 1).numpy()[..., None]
+        cell = np.broadcast_to(enlarge(cell, factor), (side, side, 3))
+        row[:, i * (side + gap):i * (side + gap) + side] = (255 * cell).round().astype(np.uint8)
+    return row

@@ -21,6 +21,7 @@ Shape letters: N clips, M source digits, T frames, C channels (1), S canvas side
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pkd.data.registry import SPLITS, load_split, register_dataset
+from pkd.data.registry import SPLITS, LazySplits, load_split, register_dataset
 from pkd.data.spec import DatasetSpec, Split
 
 __all__ = ["MOTIONS", "MovingMnistConfig", "Clips", "MOVING_MNIST", "MOVING_MNIST_50K", "MOVING_MNIST_B2N",
@@ -363,16 +364,15 @@ def register_moving_mnist(
     novel = () if train_classes is None else tuple(c for c in range(NUM_CLASSES) if c not in set(train_classes))
     spec = moving_mnist_spec(name, cfg, novel)
 
+    def make(i: int, split: str, root: Path) -> Split:
+        mnist = load_split("mnist", split, root)
+        classes = None if split == "test" else train_classes
+        made = generate_clips(mnist.inputs, mnist.labels, getattr(cfg, f"{split}_clips"), cfg, [cfg.seed, i], classes)
+        return Split(made.frames, made.labels, name, split)
+
     @register_dataset(spec)
-    def _load(root: Path) -> dict[str, Split]:
-        splits = {}
-        for i, split in enumerate(SPLITS):
-            mnist = load_split("mnist", split, root)
-            classes = None if split == "test" else train_classes
-            made = generate_clips(mnist.inputs, mnist.labels, getattr(cfg, f"{split}_clips"), cfg, [cfg.seed, i],
-                                  classes)
-            splits[split] = Split(made.frames, made.labels, name, split)
-        return splits
+    def _load(root: Path) -> LazySplits:  # a split's clips are made when it is first asked for
+        return LazySplits({split: functools.partial(make, i, split, root) for i, split in enumerate(SPLITS)})
 
     return spec
 

@@ -2,8 +2,9 @@
 (The specs by name, DATASETS and get_dataset_spec, live in pkd.data.spec beside the types, so that Split.spec
 reads them without importing this module.)
 
-Shape letters: N examples in a split. A loader maps the data directory to {"train", "val", "test"} Splits; what
-it returns is checked here once against its spec, whoever wrote it.
+Shape letters: N examples in a split. A loader maps the data directory to {"train", "val", "test"} Splits (a dict,
+or LazySplits that build a split only when it is asked for: the app shows test clips without making the 50,000
+train clips); each split it returns is checked here against its spec, whoever wrote it.
 
 Data directory: an explicit ``root`` argument, else ``$PKD_DATA_DIR``, else ``$XDG_CACHE_HOME/pkd/data``
 (``~/.cache/pkd/data``). Loaders only read files found there; downloads go next to them atomically.
@@ -11,9 +12,10 @@ Data directory: an explicit ``root`` argument, else ``$PKD_DATA_DIR``, else ``$X
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +25,37 @@ from pkd.data.spec import DATASETS, DatasetSpec, Split, get_dataset_spec
 SPLITS = ("train", "val", "test")
 DATA_DIR_ENV = "PKD_DATA_DIR"
 
-Loader = Callable[[Path], dict[str, Split]]
+Loader = Callable[[Path], Mapping[str, Split]]
 LOADERS: dict[str, Loader] = {}  # by dataset name, beside its spec in DATASETS (pkd.data.spec)
+
+
+class LazySplits(Mapping[str, Split]):
+    """{"train", "val", "test"} -> Split, each built by its function on first access and kept.
+
+    A loader returns this when its splits are costly and independent (generated clips), so that `load_split(name,
+    "test")` builds the test split alone.
+    """
+
+    def __init__(self, builders: Mapping[str, Callable[[], Split]]) -> None:
+        self._builders = dict(builders)
+        self._built: dict[str, Split] = {}
+        self._lock = threading.Lock()  # the app's sessions are threads: a split is built once
+
+    def __getitem__(self, split: str) -> Split:
+        with self._lock:
+            if split not in self._built:
+                self._built[split] = self._builders[split]()
+            return self._built[split]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._builders)
+
+    def __len__(self) -> int:
+        return len(self._builders)
+
+    def built(self) -> tuple[str, ...]:
+        """The splits built so far."""
+        return tuple(self._built)
 
 
 def register_dataset(spec: DatasetSpec) -> Callable[[Loader], Loader]:
@@ -71,23 +102,41 @@ def load_split(name: str, split: str, root: str | os.PathLike[str] | None = None
     get_dataset_spec(name)
     if split not in SPLITS:
         raise ValueError(f"unknown split '{split}'; choose one of: {', '.join(SPLITS)}")
-    return _load_dataset(name, str(resolve_data_root(root)))[split]
+    part = _load_dataset(name, str(resolve_data_root(root)))[split]
+    if tuple(part.inputs.shape[1:]) != DATASETS[name].sample_shape or part.dataset != name or part.split != split:
+        raise ValueError(f"loader for '{name}' returned a bad {split} split: {tuple(part.inputs.shape)}")
+    return part
 
 
-@functools.lru_cache(maxsize=4)
-def _load_dataset(name: str, root: str) -> dict[str, Split]:
-    splits = LOADERS[name](Path(root))
-    spec = DATASETS[name]
-    for split in SPLITS:  # loaders are checked here once, whoever wrote them
-        part = splits[split]
-        if tuple(part.inputs.shape[1:]) != spec.sample_shape or part.dataset != name or part.split != split:
-            raise ValueError(f"loader for '{name}' returned a bad {split} split: {tuple(part.inputs.shape)}")
-    return splits
+def built_splits(name: str, root: str | os.PathLike[str] | None = None) -> tuple[str, ...]:
+    """The splits of a dataset this process holds in memory (all three once an eager loader has run; those asked
+    for when its loader returns LazySplits; none before the first ``load_split``)."""
+    splits = _CACHE.get((name, str(resolve_data_root(root))))
+    if splits is None:
+        return ()
+    return splits.built() if isinstance(splits, LazySplits) else tuple(splits)
+
+
+CACHED_DATASETS = 4  # datasets kept loaded per process, least recently used dropped first
+_CACHE: OrderedDict[tuple[str, str], Mapping[str, Split]] = OrderedDict()  # (name, data root) -> its splits
+_CACHE_LOCK = threading.RLock()  # re-entrant: a loader may load another dataset (clips are made from MNIST)
+
+
+def _load_dataset(name: str, root: str) -> Mapping[str, Split]:
+    key = (name, root)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = LOADERS[name](Path(root))
+            while len(_CACHE) > CACHED_DATASETS:
+                _CACHE.popitem(last=False)
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
 
 
 def clear_cache() -> None:
     """Forget every split loaded so far (the next ``load_split`` reads the files again)."""
-    _load_dataset.cache_clear()
+    with _CACHE_LOCK:
+        _CACHE.clear()
 
 
 def check_labels(labels: np.ndarray, n: int, num_classes: int, where: str) -> np.ndarray:

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 
+import numpy
 import pytest
+import torch
 
 from app.charts import clips as clip_charts
 from pkd import inference
 from pkd.artifacts import load_ensemble, load_teacher
 from pkd.data import get_dataset_spec, load_split
 from pkd.data.moving_mnist import reverse_clips, reverse_label
+from pkd.runs import Run
 from tests.app.test_pages import canvas_value, drawn_one
 from tests.app.trained import ROOT, copy_run
 
@@ -76,7 +79,7 @@ def test_the_page_tells_the_story_on_a_video_run(video_env, library):
     at = open_link({"run": "tiny-video"})
     assert at.title[0].value == "Clips"
     intro = at.markdown[0].value
-    assert "cannot tell *moving left* from *moving right*" in intro and "read the frames in order" in intro
+    assert "loses the direction altogether" in intro and "read the frames in order" in intro
     assert at.selectbox(key="clips_run").value == str(video_env / "tiny-video")
     assert answers(at, frames) == expected(library, test.inputs[0], frames)
     lines = teacher_lines(at)
@@ -88,6 +91,43 @@ def test_the_page_tells_the_story_on_a_video_run(video_env, library):
     assert f"for {ensemble.cumulative_flops()[-1]:,} FLOPs so far" in texts(at, "caption")
     assert len(chart_y(at)) == ensemble.k and all(len(y) == frames for y in chart_y(at))
     assert at.query_params["clip"] == "0" and at.query_params["run"] == "tiny-video"
+
+
+def test_the_teacher_view_beside_the_students_reading(video_env, library):
+    """The teacher's picture is the frames' average (the same played backwards) and the page names the motion it
+    guesses against the clip's; the students' picture is the frames read so far with their trail (order matters)."""
+    spec, ensemble, teacher, test, _ = library
+    frames = spec.sample_shape[0]
+    at = open_link({"run": "tiny-video", "clip": "3", "frame": "2"})
+    shown = texts(at, "markdown")
+    assert "**What the teacher sees**" in shown and "**What the students read**" in shown
+    report = inference.clip_report(ensemble, spec, test.inputs[3], teacher)
+    said = clip_charts.answer(report.teacher_probs, list(spec.class_names))[0].split(" ", 1)[1]
+    truth = spec.class_names[int(test.labels[3])].split(" ", 1)[1]
+    line = next(m for m in at.markdown if "the teacher says" in m.value or "The teacher names" in m.value).value
+    assert (f"The digit is **{truth}**; the teacher says **{said}**" in line) == (said != truth)
+    clip = test.inputs[3]
+    assert torch.allclose(torch.from_numpy(clip_charts.average_frame(clip)), clip[:, 0].mean(0))
+    assert numpy.allclose(clip_charts.average_frame(clip), clip_charts.average_frame(reverse_clips(clip)), atol=1e-6)
+    skin = clip_charts.onion_skin(clip, frames)  # (S, S, 3): latest frame white, older ones blue
+    assert skin.shape == (*clip.shape[-2:], 3) and not numpy.array_equal(skin, clip_charts.onion_skin(
+        reverse_clips(clip), frames))
+    assert numpy.array_equal(clip_charts.onion_skin(clip, 1), numpy.repeat(clip[0, 0].numpy()[..., None], 3, -1))
+    row = clip_charts.frame_row(clip, 2, 2)  # T frames of 2S px in one row, 6 px apart
+    assert row.shape == (2 * clip.shape[-1], frames * (2 * clip.shape[-1] + 6) - 6, 3) and row.dtype == numpy.uint8
+
+
+def test_opening_clips_makes_only_the_test_clips(video_env):
+    """The data layer builds the split the page shows: no training clips (50,000 of them for moving_mnist_50k)."""
+    from app import common
+    from pkd import data
+
+    dataset = str(Run(video_env / "tiny-video").setting("data", "dataset"))
+    data.clear_cache()
+    common.cached_test_split.clear()
+    at = open_link({"run": "tiny-video"})
+    assert at.number_input(key="clips_idx").value == 0
+    assert data.built_splits(dataset) == ("test",)
 
 
 def test_backwards_flips_the_students_answers_but_not_the_teachers(video_env, library):

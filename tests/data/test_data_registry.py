@@ -57,5 +57,5 @@ def test_loader_output_is_checked(scratch_registry: None, tmp_path: Path) -> Non
     def load(root: Path) -> dict[str, data.Split]:
         return {s: data.Split(torch.rand(3, 1, 5, 4), torch.arange(3), "wrong", s) for s in data.SPLITS}
 
-    with pytest.raises(ValueError, match=r"loader for 'wrong' returned a bad train split: \(3, 1, 5, 4\)"):
+    with pytest.raises(ValueError, match=r"loader for 'wrong' returned a bad val split: \(3, 1, 5, 4\)"):
         data.load_split("wrong", "val", tmp_path)

@@ -268,3 +268,15 @@ def test_more_train_clips_leave_val_and_test_as_they_are(scratch_registry: None,
             assert len(more) == 2 * len(few) and not torch.equal(more.inputs[:len(few)], few.inputs)
         else:
             assert torch.equal(few.inputs, more.inputs) and torch.equal(few.labels, more.labels)
+
+
+def test_a_split_is_made_only_when_asked_for(scratch_registry: None, mnist_root: Path) -> None:
+    """Showing test clips must not make the train clips (50,000 of them = 3.7 GB for moving_mnist_50k): the loader
+    makes a split on first access, once."""
+    mm.register_moving_mnist("mm_small", SMALL)
+    assert data.built_splits("mm_small", mnist_root) == ()
+    test = data.load_split("mm_small", "test", mnist_root)
+    assert data.built_splits("mm_small", mnist_root) == ("test",)
+    assert data.load_split("mm_small", "test", mnist_root) is test
+    data.load_split("mm_small", "val", mnist_root)
+    assert sorted(data.built_splits("mm_small", mnist_root)) == ["test", "val"]
