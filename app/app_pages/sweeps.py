@@ -198,16 +198,29 @@ def importances(path: str, stamp: float) -> dict:  # noqa: ARG001 - stamp is par
 
 st.subheader("Which settings mattered")
 journal = chosen.path / pkd_sweep.JOURNAL_FILE
+names = pkd_sweep.OBJECTIVE_NAMES[meta["objective"]]
+searched = list(dict.fromkeys(p for t in trials if t["state"] == "complete" for p in t["params"]))
+drawn = {name: [p for p in searched if pkd_sweep.can_change(p, name)] for name in names}
+fixed = {name: [p for p in searched if p not in drawn[name]] for name in names}
+never = "; ".join(f"{', '.join(f'`{p}`' for p in ps)} cannot change {name} (it depends on the students' sizes "
+                  "alone), so they are not ranked or drawn for it" for name, ps in fixed.items() if ps)
+if counts["complete"] < pkd_sweep.MIN_TRIALS_FOR_IMPORTANCE:
+    st.warning(f"With {counts['complete']} complete trials (fewer than {pkd_sweep.MIN_TRIALS_FOR_IMPORTANCE}), a "
+               "ranking of the settings by importance is not reliable: it fits noise. Below is each setting "
+               "against each objective instead, one dot per trial with its trend; a trend over a few dots is a "
+               "hint to test with seeds, not a finding.")
+    if searched:
+        st.plotly_chart(sweep_charts.settings_figure(trials, names, drawn), key="sweeps_settings", width="stretch")
+    if never:
+        st.caption(never + ".")
+    st.stop()
 try:
-    found = importances(str(chosen.path), journal.stat().st_mtime if journal.is_file() else 0.0) \
-        if counts["complete"] >= 2 else {}
+    found = importances(str(chosen.path), journal.stat().st_mtime if journal.is_file() else 0.0)
 except (pkd_sweep.SweepError, ValueError, KeyError, RuntimeError, OSError) as exc:
     found = {}
     st.warning(f"No parameter importances: {exc}")
 if found:
     st.plotly_chart(sweep_charts.importance_figure(found), key="sweeps_importance", width="stretch")
     st.caption("Optuna's importance of each searched setting for each objective (PED-ANOVA, its default: how much "
-               "the setting decides whether a trial is among the best; over the complete trials, so only a hint "
-               "with few of them). schedule.j.* are student j's sizes.")
-else:
-    st.caption("Parameter importances appear once 2 trials are complete.")
+               f"the setting decides whether a trial is among the best), over {counts['complete']} complete trials. "
+               "schedule.j.* are student j's sizes. " + (never + "." if never else ""))

@@ -7,8 +7,10 @@ import html
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from app.charts.format import COLORS, flops_ticks, human_flops, pct, percent, students_text
 
@@ -104,6 +106,65 @@ def importance_figure(importances: dict[str, dict[str, float]]) -> go.Figure:
     fig.update_layout(barmode="group", height=120 + 40 * max(len(params), 1), xaxis_title="importance (PED-ANOVA)",
                       yaxis={"autorange": "reversed"}, margin={"t": 30}, legend={"orientation": "h", "y": -0.25})
     return fig
+
+
+def settings_figure(trials: list[dict], objective_names: tuple[str, ...], drawn: dict[str, list[str]]) -> go.Figure:
+    """Each searched setting (a row) against each objective (a column) over the complete trials: one dot per trial
+    and its trend (a least-squares line for a number with 3 or more distinct values, else the mean per value).
+
+    Args:
+        trials: pkd.sweep.trial_table rows (state, values, params).
+        drawn: objective name -> the settings to draw against it (the ones that can change it); a panel whose
+            setting cannot change its objective is left empty and says so.
+    """
+    done = [t for t in trials if t["state"] == "complete" and t["values"]]
+    params = list(dict.fromkeys(p for names in drawn.values() for p in names))
+    fig = make_subplots(rows=max(1, len(params)), cols=len(objective_names), horizontal_spacing=0.12,
+                        vertical_spacing=min(0.3 / max(1, len(params)), 0.06), column_titles=list(objective_names))
+    for row, param in enumerate(params, start=1):
+        for col, name in enumerate(objective_names, start=1):
+            if param not in drawn.get(name, []):
+                ref = fig.get_subplot(row, col)  # paper coordinates: an axis without traces is not drawn
+                fig.add_annotation(text=f"{html.escape(param)} cannot change {name}", showarrow=False,
+                                   xref="paper", yref="paper", x=sum(ref.xaxis.domain) / 2,
+                                   y=sum(ref.yaxis.domain) / 2, font={"size": 12, "color": "#888888"})
+                fig.update_xaxes(visible=False, row=row, col=col)
+                fig.update_yaxes(visible=False, row=row, col=col)
+                continue
+            pairs = [(t["params"][param], _objective(t["values"][col - 1], name)) for t in done if param in t["params"]]
+            _add_setting_panel(fig, pairs, row, col, param, name)
+        fig.update_xaxes(title_text=param, title_standoff=2, row=row)
+    fig.update_layout(height=60 + 190 * max(1, len(params)), showlegend=False, margin={"t": 40},
+                      font={"size": 12})
+    return fig
+
+
+def _objective(value: float, name: str) -> float:
+    """An objective as drawn: accuracies in percent, FLOPs as they are."""
+    return value if "FLOPs" in name else 100 * value
+
+
+def _add_setting_panel(fig: go.Figure, pairs: list[tuple], row: int, col: int, param: str, name: str) -> None:
+    xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+    shown = xs if numeric else [str(x) for x in xs]
+    fig.add_trace(go.Scatter(x=shown, y=ys, mode="markers", marker={"size": 8, "color": COLORS[0]},
+                             hovertemplate=f"{html.escape(param)} = %{{x}}<br>{name}: %{{y:.4g}}<extra></extra>"),
+                  row=row, col=col)
+    if numeric and len(set(xs)) >= 3:
+        slope, intercept = np.polyfit(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float), 1)
+        line_x = [min(xs), max(xs)]
+        fig.add_trace(go.Scatter(x=line_x, y=[slope * x + intercept for x in line_x], mode="lines",
+                                 line={"color": COLORS[1], "width": 1.5, "dash": "dash"}, hoverinfo="skip"),
+                      row=row, col=col)
+    else:
+        values = sorted(set(shown), key=lambda v: (isinstance(v, str), v))
+        means = [float(np.mean([y for x, y in zip(shown, ys) if x == v])) for v in values]
+        fig.add_trace(go.Scatter(x=values, y=means, mode="lines+markers", marker={"symbol": "line-ew-open",
+                                 "size": 16, "color": COLORS[1]}, line={"color": COLORS[1], "width": 1.5,
+                                 "dash": "dash"}, hovertemplate="mean %{y:.4g}<extra></extra>"), row=row, col=col)
+    fig.update_yaxes(type="log", row=row, col=col) if "FLOPs" in name else fig.update_yaxes(
+        ticksuffix="%", row=row, col=col)
 
 
 def _pct(value: Any) -> float | None:

@@ -15,10 +15,10 @@ reading a sweep never loads the trainer.
 
 from pkd.sweep.control import log_tail, request_stop, start_sweep, stop_sweep
 from pkd.sweep.folder import JOURNAL_FILE, Sweep, find_sweeps
-from pkd.sweep.results import (TRIAL_WORDS, front, param_importances, prefix_points, sweep_counts, sweep_points,
-                               trial_table)
+from pkd.sweep.results import (MIN_TRIALS_FOR_IMPORTANCE, TRIAL_WORDS, can_change, front, param_importances,
+                               prefix_points, sweep_counts, sweep_points, trial_table)
 from pkd.sweep.space import OBJECTIVE_NAMES, OBJECTIVES, SweepError, load_space
 
-__all__ = ["JOURNAL_FILE", "OBJECTIVES", "OBJECTIVE_NAMES", "TRIAL_WORDS", "Sweep", "SweepError", "find_sweeps",
+__all__ = ["MIN_TRIALS_FOR_IMPORTANCE", "can_change", "JOURNAL_FILE", "OBJECTIVES", "OBJECTIVE_NAMES", "TRIAL_WORDS", "Sweep", "SweepError", "find_sweeps",
            "front", "load_space", "log_tail", "param_importances", "prefix_points", "request_stop", "start_sweep",
            "stop_sweep", "sweep_counts", "sweep_points", "trial_table"]

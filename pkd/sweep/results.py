@@ -21,6 +21,10 @@ from pkd.sweep.space import OBJECTIVE_NAMES, OBJECTIVES, SweepError
 
 logger = logging.getLogger(__name__)
 
+# below this many complete trials a ranking of settings by importance is fitting noise (6 trials ranked distill.alpha
+# first for FLOPs, which it cannot change): the app shows each setting against each objective instead
+MIN_TRIALS_FOR_IMPORTANCE = 20
+COST_OBJECTIVES = ("cumulative FLOPs",)  # OBJECTIVE_NAMES that only the students' sizes decide
 # how the app and the CLI name Optuna's trial states (a trial in progress is "training")
 TRIAL_WORDS = {"COMPLETE": "complete", "RUNNING": "training", "FAIL": "fail", "WAITING": "waiting", "PRUNED": "pruned"}
 
@@ -127,10 +131,18 @@ def trial_table(sweep: Sweep) -> list[dict]:
     return rows
 
 
+def can_change(param: str, objective_name: str) -> bool:
+    """Whether a searched setting can change an objective at all: FLOPs per sample depend on the students' sizes
+    (schedule.*) alone, never on how they are trained (distill.alpha, distill.temperature, students.optim.*, seed);
+    accuracy and anytime AUC can depend on every setting."""
+    return objective_name not in COST_OBJECTIVES or param.startswith("schedule.")
+
+
 def param_importances(sweep: Sweep) -> dict[str, dict[str, float]]:
     """Optuna's parameter importances (its default evaluator, PED-ANOVA: how much each setting decides whether a
-    trial is among the best) for each objective, once 2 or more trials are complete ({} before, or when Optuna
-    cannot tell). PED-ANOVA ranks for low values, so a maximised objective is negated."""
+    trial is among the best) for each objective, over only the settings that can change it (can_change), once 2 or
+    more trials are complete ({} before, or when Optuna cannot tell). PED-ANOVA ranks for low values, so a
+    maximised objective is negated. With fewer than MIN_TRIALS_FOR_IMPORTANCE trials the ranking is noise."""
     import optuna
     from optuna.trial import TrialState
 
@@ -139,13 +151,17 @@ def param_importances(sweep: Sweep) -> dict[str, dict[str, float]]:
         return {}
     out = {}
     meta = sweep.meta()
+    searched = sorted({p for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) for p in t.params})
     for i, (name, direction) in enumerate(zip(OBJECTIVE_NAMES[meta["objective"]], OBJECTIVES[meta["objective"]])):
         sign = -1.0 if direction == "maximize" else 1.0
+        params = [p for p in searched if can_change(p, name)]
+        if not params:
+            continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "few trials" and direction notes: the page says what it shows
                 out[name] = dict(optuna.importance.get_param_importances(
-                    study, target=lambda t, i=i, sign=sign: sign * t.values[i]))
+                    study, params=params, target=lambda t, i=i, sign=sign: sign * t.values[i]))
         except (RuntimeError, ValueError, ZeroDivisionError) as exc:
             logger.info("no importances for %s yet: %s", name, exc)
     return out

@@ -38,6 +38,26 @@ def chart(at) -> dict:
     return json.loads(at.get("plotly_chart")[0].proto.spec)
 
 
+def test_page_refuses_to_rank_settings_on_few_trials_and_never_ranks_alpha_for_flops(app_env, shipped_sweep):
+    """6 trials: no importance ranking (it fits noise: alpha came first for FLOPs, which it cannot change), each
+    setting against each objective instead, and alpha / temperature left out of FLOPs with the reason said."""
+    complete = sum(t["state"] == "complete" for t in pkd_sweep.trial_table(shipped_sweep))
+    assert 2 <= complete < pkd_sweep.MIN_TRIALS_FOR_IMPORTANCE
+    found = pkd_sweep.param_importances(shipped_sweep)
+    assert "distill.alpha" in found["val accuracy"]
+    assert found["cumulative FLOPs"] and all(p.startswith("schedule.") for p in found["cumulative FLOPs"])
+    at = open_sweeps()
+    assert any("not reliable" in w.value and f"{complete} complete trials" in w.value for w in at.warning)
+    specs = {c.proto.id: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+    assert not any("importance" in json.dumps(s["layout"].get("xaxis", {})) for s in specs.values())
+    (settings,) = [s for s in specs.values() if "cannot change" in json.dumps(s["layout"].get("annotations", []))]
+    notes = [a["text"] for a in settings["layout"]["annotations"]]
+    assert "distill.alpha cannot change cumulative FLOPs" in notes
+    assert "distill.temperature cannot change cumulative FLOPs" in notes
+    assert not any(n.startswith("schedule.") and "cannot" in n for n in notes)  # sizes do change FLOPs
+    assert any("`distill.alpha`" in c.value and "cannot change cumulative FLOPs" in c.value for c in at.caption)
+
+
 def test_page_shows_every_point_of_the_shipped_sweep_and_its_front(app_env, shipped_sweep):
     at = open_sweeps()
     assert at.title[0].value == "Sweeps"
@@ -53,7 +73,7 @@ def test_page_shows_every_point_of_the_shipped_sweep_and_its_front(app_env, ship
     hover = " ".join(h for t in runs for h in t["hovertext"])
     assert "trial-000" in hover and "distill.alpha = " in hover  # run, k and how it differs from the base
     assert len(at.dataframe[0].value) == len(front)
-    assert len(at.get("plotly_chart")) == 2, "no parameter-importance chart"
+    assert len(at.get("plotly_chart")) == 2, "no chart of the settings against the objectives"
 
     at.radio(key="sweeps_split").set_value("test").run()
     (line,) = [t for t in chart(at)["data"] if t["name"] == "Pareto front"]
