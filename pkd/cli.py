@@ -73,9 +73,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     image = preprocess.load_image_file(args.image)
     x = preprocess.prepare_image(spec, image)
     if x is None:
-        print("no digit found in the image (it is blank): nothing to classify")
+        print(f"no {'object' if spec.photos else 'digit'} found in the image (it is blank): nothing to classify")
         return 2
-    if spec.sample_shape == (1, 28, 28) and preprocess.ink_extent(image) < preprocess.MIN_INK_EXTENT:
+    if spec.sample_shape == (1, 28, 28) and not spec.photos and preprocess.ink_extent(image) < preprocess.MIN_INK_EXTENT:
         print("too little ink in the image (a dot or a speck, not a digit): nothing to classify; draw the whole digit")
         return 2
     ensemble = load_ensemble(run)

@@ -101,6 +101,9 @@ def print_budgets(summary: dict) -> None:
     drawn = summary.get(Summary.DRAWN)
     if drawn:
         _print_drawn(drawn)
+    photos = summary.get(Summary.PHOTOS)
+    if photos:
+        _print_photos(photos)
 
 
 def _print_video(video: dict) -> None:
@@ -117,6 +120,15 @@ def _print_video(video: dict) -> None:
             f"{video[key]:.4f}" for key in (Video.TEACHER_BASE_ACC, Video.TEACHER_NOVEL_ACC, Video.TEACHER_HM))
             + ", prefixes " + " ".join(f"{k}:{b:.4f}/{n:.4f}/{h:.4f}" for k, (b, n, h) in enumerate(
                 zip(video[Video.PREFIX_BASE_ACC], video[Video.PREFIX_NOVEL_ACC], video[Video.PREFIX_HM]), start=1)))
+
+
+def _print_photos(photos: dict) -> None:
+    """print_budgets' line of summary.json's accuracies on the re-photographed set."""
+    from pkd.runs.schema import PhotoFigures as Photos
+
+    print(f"re-photographed test images ({photos[Photos.N]}, pkd.photos seed {photos[Photos.SEED]}): teacher "
+          f"{photos[Photos.TEACHER_ACC]:.4f}, prefixes "
+          + " ".join(f"{k}:{acc:.4f}" for k, acc in enumerate(photos[Photos.PREFIX_ACC], start=1)))
 
 
 def _print_drawn(drawn: dict) -> None:

@@ -19,11 +19,14 @@ from pkd.data import DatasetSpec, Split, resolve_data_root
 from pkd.data.moving_mnist import digit_of, reverse_clips
 from pkd.data.run_data import load_run_data
 from pkd.drawn import cached_drawn_digits
+from pkd.photos import PER_CLASS as PHOTO_PER_CLASS
+from pkd.photos import SEED as PHOTO_SEED
+from pkd.photos import photo_set
 from pkd.distributed import SINGLE, World, gather_rows, shard_range
 from pkd.flops import model_cost
 from pkd.models.ensemble import Ensemble, PrefixSums
 from pkd.runs import Run
-from pkd.runs.schema import DrawnFigures, PrefixRow, Summary, TeacherFigures, VideoFigures
+from pkd.runs.schema import DrawnFigures, PhotoFigures, PrefixRow, Summary, TeacherFigures, VideoFigures
 
 EVAL_BATCH = 1000
 REPORTED_SPLITS = ("val", "test")  # accuracies in prefix.csv; the train split is never reported
@@ -90,7 +93,8 @@ def evaluate_run(run: Run, device: torch.device | str = "cpu", drawn_per_digit: 
     """Recompute every figure of a run from its saved weights; rewrite prefix.csv and summary.json.
 
     The summary is the one training writes (teacher row, prefixes, and once every planned student is trained the
-    early-exit curve, val-fitted budgets and AUC) plus, for MNIST runs, accuracies on the drawn-digit set.
+    early-exit curve, val-fitted budgets and AUC) plus, for MNIST runs, accuracies on the drawn-digit set, and for
+    Fashion-MNIST runs (a spec with ``photos``) on the re-photographed set (``drawn_per_digit`` 0 skips both).
     """
     cfg = config_from_dict(run.config())
     device = torch.device(device)
@@ -106,6 +110,8 @@ def evaluate_run(run: Run, device: torch.device | str = "cpu", drawn_per_digit: 
     summary.update(end_of_run_figures(summary, ensemble, teacher, data_spec, splits, student_logits))
     if cfg.data.dataset == "mnist" and drawn_per_digit > 0:
         summary["drawn"] = drawn_figures(teacher, ensemble.cpu(), data_spec, drawn_per_digit)
+    if data_spec.photos and drawn_per_digit > 0:
+        summary[Summary.PHOTOS] = photo_figures(teacher, ensemble.cpu(), data_spec, splits["test"])
     run.write_summary(summary)
     return summary
 
@@ -170,6 +176,21 @@ def drawn_figures(teacher: nn.Module, ensemble: Ensemble, data_spec: DatasetSpec
     return {DrawnFigures.PER_DIGIT: per_digit, DrawnFigures.SEED: seed, DrawnFigures.N: len(labels),
             DrawnFigures.TEACHER_ACC: accuracy(predict_logits(teacher.cpu(), data_spec, images, cpu), labels),
             DrawnFigures.PREFIX_ACC: prefix_acc}
+
+
+def photo_figures(teacher: nn.Module, ensemble: Ensemble, data_spec: DatasetSpec, test: Split,
+                  per_class: int = PHOTO_PER_CLASS, seed: int = PHOTO_SEED) -> dict:
+    """summary.json's "photos": teacher and prefix 1..K accuracies on the re-photographed test images (pkd.photos),
+    read through the app's picture path."""
+    images, labels = photo_set(test, per_class, seed)  # (N, 1, 28, 28), (N,)
+    cpu = torch.device("cpu")
+    sums, prefix_acc = PrefixSums(ensemble.mode), []
+    for student, scale in zip(ensemble.students, ensemble.prev_scales):
+        sums.add(predict_logits(student, data_spec, images, cpu), scale)
+        prefix_acc.append(accuracy(sums.log_probs(), labels))
+    return {PhotoFigures.PER_CLASS: per_class, PhotoFigures.SEED: seed, PhotoFigures.N: len(labels),
+            PhotoFigures.TEACHER_ACC: accuracy(predict_logits(teacher.cpu(), data_spec, images, cpu), labels),
+            PhotoFigures.PREFIX_ACC: prefix_acc}
 
 
 def video_figures(teacher: nn.Module, ensemble: Ensemble, data_spec: DatasetSpec, split: Split) -> dict:

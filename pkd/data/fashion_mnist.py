@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ FASHION_TRAIN_COUNT = 6_000  # per class, official 60k training set
 FASHION_TEST_COUNT = 1_000  # per class, official 10k test set
 FASHION_VAL_SIZE = 5_000  # the last 5,000 training images are the validation split
 INSTALL_HINT = "apt-get install dataset-fashion-mnist"
+SAMPLE_FILE = Path(__file__).with_name("fashion_mnist_sample.npz")  # shipped: 100 test images of each class
 
 FASHION_MNIST = DatasetSpec(
     name="fashion_mnist",
@@ -49,6 +51,7 @@ FASHION_MNIST = DatasetSpec(
     std=(0.3530,),
     max_shift=2,
     hflip=True,  # a garment seen in a mirror is the same garment
+    photos=True,
 )
 
 
@@ -83,6 +86,29 @@ def read_fashion_raw(raw_dir: Path) -> dict[str, Split]:
     return {split: Split(torch.from_numpy(x).unsqueeze(1).to(torch.float32).div_(255.0),  # (N, 1, 28, 28)
                          torch.from_numpy(y), "fashion_mnist", split)
             for split, (x, y) in parts.items()}
+
+
+def load_test_sample(path: Path = SAMPLE_FILE) -> tuple[Split, torch.Tensor]:
+    """The 1,000 test images shipped with pkd (the first 100 of each class, in test order; 0.4 MB), for the
+    Playground when the dataset itself is not installed: read without pickle and checked like the full files.
+
+    Returns:
+        (Split of the images (1000, 1, 28, 28) and labels (1000,), test split "test"), and their indices in the
+        official 10,000-image test set (1000,) int64.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            images, labels, index = npz["images"], npz["labels"], npz["index"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not pkd's Fashion-MNIST sample ({exc}); reinstall pkd") from None
+    n = len(labels)
+    if images.dtype != np.uint8 or images.shape != (n, 28, 28) or index.shape != (n,) or index.dtype.kind not in "iu" \
+            or (n and (index.min() < 0 or index.max() >= 10_000)):
+        raise ValueError(f"{path}: expected uint8 images (N, 28, 28) with N labels and test indices, got "
+                         f"{images.dtype} {images.shape}, {index.dtype} {index.shape}")
+    y = torch.from_numpy(check_labels(labels, n, 10, str(path)))
+    x = torch.from_numpy(images).unsqueeze(1).to(torch.float32).div_(255.0)  # (N, 1, 28, 28)
+    return Split(x, y, "fashion_mnist", "test"), torch.from_numpy(index.astype(np.int64))
 
 
 def find_fashion_dir(root: Path) -> Path | None:

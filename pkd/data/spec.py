@@ -30,6 +30,8 @@ class DatasetSpec:
     every class and evaluation reports base and novel accuracy apart.
     ``class_groups``: a group index per class (Moving MNIST: the digit), the coarser labels a teacher may be
     trusted on alone (``distill.soft_target: groups``); empty if the dataset has none.
+    ``photos``: the images are photos of one object each (Fashion-MNIST), so a user's picture is trimmed to the
+    object and fills the frame (``pkd.preprocess.prepare_photo``), and nobody is asked to draw one.
     """
 
     name: str
@@ -44,6 +46,7 @@ class DatasetSpec:
     motion_labels: bool = False
     novel_classes: tuple[int, ...] = ()
     class_groups: tuple[int, ...] = ()
+    photos: bool = False
 
     def __post_init__(self) -> None:
         if len(self.sample_shape) not in (3, 4) or min(self.sample_shape) < 1:

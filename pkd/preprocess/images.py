@@ -180,7 +180,8 @@ def prepare_canvas(image_data: np.ndarray | None) -> torch.Tensor | None:
 def prepare_image(spec: DatasetSpec, image: np.ndarray) -> torch.Tensor | None:
     """Turn any picture (e.g. from ``load_image_file``) into one input image for ``spec``'s models.
 
-    For 28x28 grayscale datasets (MNIST) the picture goes through ``prepare_drawing``; a mostly light picture
+    For a spec with ``photos`` (Fashion-MNIST) the picture goes through ``pkd.preprocess.photos.prepare_photo``.
+    For other 28x28 grayscale datasets (MNIST) it goes through ``prepare_drawing``; a mostly light picture
     (median brightness above 1/2: dark ink on paper) is inverted first. Other datasets get the picture resized
     (antialiased) to their (H, W), RGBA composited over black, gray repeated to 3 channels where needed.
 
@@ -189,11 +190,16 @@ def prepare_image(spec: DatasetSpec, image: np.ndarray) -> torch.Tensor | None:
         image: (H, W), (H, W, 3) or (H, W, 4) uint8 (0..255) or float ([0, 1]) array.
 
     Returns:
-        (C, H, W) float32 in [0, 1] (not normalised), or None for a blank MNIST-style drawing.
+        (C, H, W) float32 in [0, 1] (not normalised), or None for a blank MNIST-style drawing or a photo in
+        which no object stands out.
     """
     if spec.kind != "image":
         raise ValueError(f"dataset '{spec.name}' takes clips {spec.sample_shape}; a picture makes one image")
     channels, height, width = spec.sample_shape
+    if spec.photos and spec.sample_shape == (1, 28, 28):
+        from pkd.preprocess.photos import prepare_photo  # its module imports this one
+
+        return prepare_photo(image)
     if spec.sample_shape == (1, 28, 28):
         return prepare_drawing(image, invert=_is_light(image))
     if channels not in (1, 3):

@@ -43,10 +43,10 @@ from pkd.runs.io import (FAULT_ENV, atomic_write_bytes, atomic_write_json, load_
 from pkd.runs.listing import delete_run, is_sweep_dir, list_runs, resolve_run, safe_child
 from pkd.runs.run import Run
 from pkd.runs.schema import (ANYTIME_RULES, AUC_RULES, CONFIG_SECTIONS, CONFIG_TEXTS, DRAWN_RULES, MANIFEST_RULES,
-                             METRIC_RULES, PREFIX_COLUMNS, PREFIX_FILLED, PREFIX_REQUIRED, PREFIX_RULES,
+                             METRIC_RULES, PHOTO_RULES, PREFIX_COLUMNS, PREFIX_FILLED, PREFIX_REQUIRED, PREFIX_RULES,
                              STATUS_RULES, SUMMARY_RULES, TEACHER_REF_RULES, TEACHER_RULES, VAL_FITTED_RULES,
                              VIDEO_LISTS, VIDEO_RULES, AnytimeAuc, AnytimePoint, DrawnFigures, Manifest, Metric,
-                             MetricEvent, PrefixRow, RunInfo, SavedModel, Stage, Status, Summary, TeacherFigures,
+                             MetricEvent, PhotoFigures, PrefixRow, RunInfo, SavedModel, Stage, Status, Summary, TeacherFigures,
                              TeacherLogits, TeacherRef, ValFittedPoint, VideoFigures)
 from pkd.runs.validate import get_field
 from pkd.runs.weights import check_teacher_file, file_sha256, read_teacher_logits, teacher_logits_beside
@@ -64,10 +64,10 @@ __all__ = [
     "FAULT_ENV", "atomic_write_bytes", "atomic_write_json", "load_tensors", "open_regular", "printable",
     "read_bounded", "read_json", "save_tensors", "write_error",
     # schema: record keys and rules
-    "AnytimeAuc", "AnytimePoint", "DrawnFigures", "Manifest", "Metric", "MetricEvent", "PrefixRow", "RunInfo",
+    "AnytimeAuc", "AnytimePoint", "DrawnFigures", "Manifest", "Metric", "MetricEvent", "PhotoFigures", "PrefixRow", "RunInfo",
     "SavedModel", "Stage", "Status", "Summary", "TeacherFigures", "TeacherLogits", "TeacherRef", "ValFittedPoint",
     "VideoFigures", "PREFIX_COLUMNS", "ANYTIME_RULES", "AUC_RULES", "CONFIG_SECTIONS", "CONFIG_TEXTS",
-    "DRAWN_RULES", "MANIFEST_RULES", "METRIC_RULES", "PREFIX_FILLED", "PREFIX_REQUIRED", "PREFIX_RULES",
+    "DRAWN_RULES", "MANIFEST_RULES", "METRIC_RULES", "PHOTO_RULES", "PREFIX_FILLED", "PREFIX_REQUIRED", "PREFIX_RULES",
     "STATUS_RULES", "SUMMARY_RULES", "TEACHER_REF_RULES", "TEACHER_RULES", "VAL_FITTED_RULES", "VIDEO_LISTS",
     "VIDEO_RULES",
     # validate

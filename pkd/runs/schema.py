@@ -82,6 +82,16 @@ class DrawnFigures:
     PREFIX_ACC = "prefix_acc"  # one accuracy per prefix k = 1..K
 
 
+class PhotoFigures:
+    """summary.json's "photos": accuracies on the re-photographed Fashion-MNIST set (pkd.photos)."""
+
+    PER_CLASS = "per_class"
+    SEED = "seed"
+    N = "n"
+    TEACHER_ACC = "teacher_acc"
+    PREFIX_ACC = "prefix_acc"  # one accuracy per prefix k = 1..K
+
+
 class VideoFigures:
     """summary.json's "video" of a clip run: the reversal test, digit identity and (with novel classes) base-to-novel
     accuracies; each prefix_* a list with one share per prefix k = 1..K."""
@@ -114,6 +124,7 @@ class Summary:
     ANYTIME_VAL_FITTED = "anytime_val_fitted"  # ValFittedPoint items
     ANYTIME_AUC = "anytime_auc"  # AnytimeAuc
     DRAWN = "drawn"  # DrawnFigures
+    PHOTOS = "photos"  # PhotoFigures
     VIDEO = "video"  # VideoFigures
 
 
@@ -273,6 +284,8 @@ TEACHER_RULES = {TeacherFigures.ARCH: NAME_RULE, TeacherFigures.FLOPS: FLOPS_RUL
                  TeacherFigures.VAL_ACC: ACCURACY_RULE}
 DRAWN_RULES = {DrawnFigures.PER_DIGIT: ("int", 1, 10**6), DrawnFigures.SEED: ("int", -2**63, 2**64),
                DrawnFigures.N: ("int", 1, 10**7), DrawnFigures.TEACHER_ACC: ACCURACY_RULE}
+PHOTO_RULES = {PhotoFigures.PER_CLASS: ("int", 1, 10**6), PhotoFigures.SEED: ("int", -2**63, 2**64),
+               PhotoFigures.N: ("int", 1, 10**7), PhotoFigures.TEACHER_ACC: ACCURACY_RULE}
 VIDEO_RULES = {VideoFigures.SPLIT: NAME_RULE, VideoFigures.N: ("int", 1, 10**7),
                VideoFigures.TEACHER_REVERSAL_CHANGE: ACCURACY_RULE, VideoFigures.TEACHER_DIGIT_ACC: ACCURACY_RULE}
 VIDEO_LISTS = (VideoFigures.PREFIX_REVERSAL_CHANGE, VideoFigures.PREFIX_DIGIT_ACC)  # one share per prefix k = 1..K

@@ -15,8 +15,8 @@ from pkd.config import MAX_STUDENTS
 from pkd.runs.files import MAX_JSON_DEPTH, MAX_METRICS_LINE, WRITTEN_STATES, RunError
 from pkd.runs.io import printable, too_deep
 from pkd.runs.schema import (ACCURACY_RULE, ANYTIME_RULES, AUC_NULLABLE, AUC_REQUIRED, AUC_RULES, CONFIG_SECTIONS,
-                             CONFIG_TEXTS, DRAWN_RULES, MANIFEST_RULES, METRIC_RULES, NAME_RULE, PREFIX_COLUMNS,
-                             PREFIX_FILLED, PREFIX_REQUIRED, PREFIX_RULES, STATUS_RULES, SUMMARY_RULES,
+                             CONFIG_TEXTS, DRAWN_RULES, MANIFEST_RULES, METRIC_RULES, NAME_RULE, PHOTO_RULES,
+                             PREFIX_COLUMNS, PREFIX_FILLED, PREFIX_REQUIRED, PREFIX_RULES, STATUS_RULES, SUMMARY_RULES,
                              TEACHER_REF_RULES, TEACHER_RULES, VAL_FITTED_NULLABLE, VAL_FITTED_REQUIRED,
                              VAL_FITTED_RULES, VIDEO_LISTS, VIDEO_RULES, DrawnFigures, Manifest, Metric, PrefixRow,
                              Status, Summary)
@@ -144,7 +144,9 @@ def summary_problem(summary: dict) -> str | None:
         problem = _mapping_problem(summary[Summary.ANYTIME_AUC], AUC_RULES, f"{Summary.ANYTIME_AUC}.", AUC_REQUIRED,
                                   AUC_NULLABLE)
     if problem is None and Summary.DRAWN in summary:
-        problem = _drawn_problem(summary[Summary.DRAWN])
+        problem = _robustness_problem(Summary.DRAWN, summary[Summary.DRAWN], DRAWN_RULES)
+    if problem is None and Summary.PHOTOS in summary:
+        problem = _robustness_problem(Summary.PHOTOS, summary[Summary.PHOTOS], PHOTO_RULES)
     if problem is None and Summary.VIDEO in summary:
         problem = _video_problem(summary[Summary.VIDEO])
     return problem
@@ -164,15 +166,16 @@ def _video_problem(video: Any) -> str | None:
     return problem
 
 
-def _drawn_problem(drawn: Any) -> str | None:
-    """What is wrong with summary.json's "drawn" (accuracies on the drawn-digit set); None when sound."""
-    if not isinstance(drawn, dict):
-        return f"drawn is {_show(drawn)}, not a mapping"
-    problem = _mapping_problem(drawn, DRAWN_RULES, "drawn.", tuple(DRAWN_RULES))
-    accs = drawn.get(DrawnFigures.PREFIX_ACC)
+def _robustness_problem(key: str, figures: Any, rules: dict) -> str | None:
+    """What is wrong with summary.json's "drawn" or "photos" (teacher and prefix accuracies on a robustness set,
+    DrawnFigures / PhotoFigures, whose PREFIX_ACC is the same name); None when sound."""
+    if not isinstance(figures, dict):
+        return f"{key} is {_show(figures)}, not a mapping"
+    problem = _mapping_problem(figures, rules, f"{key}.", tuple(rules))
+    accs = figures.get(DrawnFigures.PREFIX_ACC)
     if problem is None and (not isinstance(accs, list) or len(accs) > MAX_STUDENTS):
-        return f"drawn.prefix_acc is {_show(accs)}, not a list of up to {MAX_STUDENTS} accuracies"
-    return problem or next(filter(None, (_field_problem(f"drawn.prefix_acc[{i}]", v, ACCURACY_RULE)
+        return f"{key}.prefix_acc is {_show(accs)}, not a list of up to {MAX_STUDENTS} accuracies"
+    return problem or next(filter(None, (_field_problem(f"{key}.prefix_acc[{i}]", v, ACCURACY_RULE)
                                          for i, v in enumerate(accs))), None)
 
 

@@ -114,3 +114,26 @@ def test_partial_or_absent_files_say_how_to_install(tmp_path: Path, monkeypatch:
     _write_idx(raw / "t10k-labels-idx1-ubyte", np.repeat(np.arange(10), 1_000))
     with pytest.raises(FileNotFoundError, match="missing train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-i"):
         data.load_split("fashion_mnist", "test", tmp_path)
+
+
+@needs_debian
+def test_the_shipped_sample_is_the_real_test_images(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    no_download(monkeypatch)
+    sample, index = fm.load_test_sample()
+    test = data.load_split("fashion_mnist", "test", tmp_path)
+    assert len(sample) == 1_000 and np.bincount(sample.labels.numpy()).tolist() == [100] * 10
+    assert torch.equal(sample.inputs, test.inputs[index]) and torch.equal(sample.labels, test.labels[index])
+    data.clear_cache()
+
+
+def test_a_damaged_sample_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "sample.npz"
+    bad.write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ValueError, match=rf"^{bad}: not pkd's Fashion-MNIST sample"):
+        fm.load_test_sample(bad)
+    np.savez(bad, images=np.zeros((3, 28, 28), np.uint8), labels=np.zeros(3, np.uint8), index=np.array([0, 1, 10_000]))
+    with pytest.raises(ValueError, match="expected uint8 images"):
+        fm.load_test_sample(bad)
+    np.savez(bad, images=np.zeros((2, 28, 28), np.uint8), labels=np.array([0, 11], np.uint8), index=np.arange(2))
+    with pytest.raises(ValueError, match="labels must lie in 0..9"):
+        fm.load_test_sample(bad)
