@@ -14,7 +14,8 @@ from app.charts import format as fmt
 from app.charts import results as results_charts
 from app.charts import runs as runs_charts
 from pkd.runs import Run, RunError
-from pkd.runs.schema import AnytimeAuc, PrefixRow, RunInfo, Summary, TeacherFigures
+from pkd.data import get_dataset_spec
+from pkd.runs.schema import AnytimeAuc, PrefixRow, RunInfo, Summary, TeacherFigures, VideoFigures
 
 ss = st.session_state
 
@@ -67,20 +68,91 @@ def controls(run: Run) -> tuple[list[str], bool, bool]:
     return compare, scale == "log", anytime
 
 
-def headline(rows: list[dict], teacher: dict, thing: str) -> None:
-    """Four numbers: the teacher's accuracy, all students' accuracy, their FLOPs and their share of the teacher's."""
-    last = rows[-1]
+def is_motion(summary: dict) -> bool:
+    """Whether the run's classes name a digit and its motion (Moving MNIST): its accuracy is digit-and-motion."""
+    try:
+        return get_dataset_spec(str(summary.get(Summary.DATASET))).motion_labels
+    except (KeyError, ValueError):
+        return False
+
+
+def measure_of(run: Run, summary: dict) -> str:
+    """What the page's accuracies measure and on which samples, in words: 'digit-and-motion accuracy (60 classes)
+    on the 2,000 test clips of moving_mnist' / 'accuracy (10 classes) on the test set of mnist'."""
+    dataset = summary.get(Summary.DATASET) or run.info()["dataset"]
+    try:
+        spec = get_dataset_spec(str(dataset))
+        classes, motion = spec.num_classes, spec.motion_labels
+    except (KeyError, ValueError):
+        classes, motion = None, False
+    what = ("digit-and-motion accuracy" if motion else "accuracy") + (f" ({classes} classes)" if classes else "")
+    video = summary.get(Summary.VIDEO) or {}
+    if video.get(VideoFigures.N):
+        return f"{what} on the {video[VideoFigures.N]:,} {video.get(VideoFigures.SPLIT, 'test')} clips of {dataset}"
+    try:
+        limit = run.setting("data", "test_limit")
+    except (RunError, OSError, KeyError):
+        limit = None
+    return f"{what} on " + (f"the first {limit:,} samples of {dataset}'s test set" if limit else
+                            f"the test set of {dataset}")
+
+
+def headline(run: Run, rows: list[dict], summary: dict, thing: str) -> None:
+    """Four numbers: the teacher's accuracy, all students' accuracy, their FLOPs and their share of the teacher's;
+    the measure and test set said under them, and the gap's noise verdict once it has been tested."""
+    teacher, last = summary.get(Summary.TEACHER, {}), rows[-1]
     metrics = st.columns(2) + st.columns(2)  # two by two: big numbers fit a narrow screen too
-    if teacher.get(TeacherFigures.TEST_ACC) is not None:
-        metrics[0].metric("teacher's accuracy", fmt.percent(teacher[TeacherFigures.TEST_ACC], 2),
+    has_teacher = teacher.get(TeacherFigures.TEST_ACC) is not None
+    what = ": digit and motion" if is_motion(summary) else ""
+    if has_teacher:
+        metrics[0].metric(f"teacher's accuracy{what}", fmt.percent(teacher[TeacherFigures.TEST_ACC], 2),
                           help=f"{teacher.get('arch')}: {fmt.human_flops(teacher.get('flops'))} FLOPs per {thing}")
-    metrics[1].metric(f"all {last['k']} students together", fmt.percent(last[PrefixRow.PREFIX_ACC], 2),
-                      delta=(f"{100 * (last[PrefixRow.PREFIX_ACC] - teacher[TeacherFigures.TEST_ACC]):+.2f} points vs "
-                             "the teacher"
-                             if teacher.get(TeacherFigures.TEST_ACC) is not None else None), delta_color="off")
+    verdict = noise_verdict(run)
+    gap = last[PrefixRow.PREFIX_ACC] - teacher[TeacherFigures.TEST_ACC] if has_teacher else None
+    metrics[1].metric(f"all {last['k']} students together{what}", fmt.percent(last[PrefixRow.PREFIX_ACC], 2),
+                      delta=None if gap is None else (f"{100 * gap:+.2f} points vs the teacher"
+                                                      + (f" · {verdict.verdict}" if verdict else "")),
+                      delta_color="off")
     metrics[2].metric(f"their FLOPs per {thing}", fmt.human_flops(last[PrefixRow.CUMULATIVE_FLOPS]),
                       help=glossary.HELP["flops"])
     metrics[3].metric("share of the teacher's FLOPs", fmt.percent(last.get(PrefixRow.SHARE_OF_TEACHER), 2))
+    st.caption(f"Accuracies here: {measure_of(run, summary)}."
+               + ("" if gap is None or verdict else " Whether the gap to the teacher is more than noise is not "
+                  "tested yet (McNemar's test, below the table)."))
+
+
+def noise_verdict(run: Run):
+    """The McNemar test of all students vs the teacher if this session has run it for these weights, else None."""
+    found = ss.get("results_noise")
+    return found["test"] if found and found["key"] == (str(run.path), run.weights_stamp()) else None
+
+
+def video_identity(summary: dict) -> None:
+    """Clip runs: digit identity beside digit-and-motion for the teacher and every prefix, and why the teacher's
+    digit-and-motion accuracy is low."""
+    video, teacher = summary.get(Summary.VIDEO) or {}, summary.get(Summary.TEACHER) or {}
+    digits = video.get(VideoFigures.PREFIX_DIGIT_ACC)
+    if not digits:
+        return
+    rows = summary.get(Summary.PREFIXES) or []
+    st.subheader("Digit identity and digit-and-motion, side by side")
+    st.markdown(
+        "The teacher is low on digit-and-motion because it averages its frames' features over time, so it cannot "
+        "see their order: a digit moving left and the same digit moving right look alike to it (played backwards, "
+        f"its answer changes on {fmt.percent(video.get(VideoFigures.TEACHER_REVERSAL_CHANGE), 1)} of the clips). "
+        "On **digit identity** alone, the part the teacher can know, compare it with the students below.")
+    cols = st.columns(2)
+    last = digits[-1]
+    if video.get(VideoFigures.TEACHER_DIGIT_ACC) is not None:
+        cols[0].metric("teacher: digit identity (10 digits)", fmt.percent(video[VideoFigures.TEACHER_DIGIT_ACC], 2))
+        cols[1].metric(f"all {len(digits)} students: digit identity (10 digits)", fmt.percent(last, 2),
+                       delta=f"{100 * (last - video[VideoFigures.TEACHER_DIGIT_ACC]):+.2f} points vs the teacher",
+                       delta_color="off")
+    widgets.show_table(results_charts.video_frame(teacher, rows, video), key="results_video_table")
+    st.caption(f"On the {video.get(VideoFigures.N, 0):,} {video.get(VideoFigures.SPLIT, 'test')} clips. "
+               "**digit and motion**: the class (which digit, moving which way); **digit identity**: only whether "
+               "the digit is right; **changes when reversed**: the share of clips whose answer changes when played "
+               "backwards (a model that reads the motion changes it on every clip).")
 
 
 def series_of(run: Run, rows: list[dict], summary: dict, compare: list[str]) -> list[dict]:
@@ -154,13 +226,14 @@ def main() -> None:
         st.info(f"**{common.display_name(run)}** has no finished students yet (state: {run.info()['state']}). "
                 "Watch it train on the **Train** page; this page fills in as students finish.")
         return
-    headline(rows, summary.get("teacher", {}), thing)
+    headline(run, rows, summary, thing)
     series = series_of(run, rows, summary, compare)
     if series:
         st.plotly_chart(results_charts.accuracy_flops_figure(series, log_x=log_x, show_anytime=show_anytime),
                         key="results_chart", width="stretch")
     if show_anytime:
         explain_early_exit(summary)
+    video_identity(summary)
     table(run, rows)
     if not common.lesson_mode():
         compare_table(run, compare)

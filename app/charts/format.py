@@ -13,8 +13,9 @@ COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e3
 # columns of the app's tables that hold percentages (0..100): shown with a % sign (st.column_config)
 PERCENT_COLUMNS = frozenset({"% of the teacher's FLOPs", "alone", "together",
                              "teacher's accuracy", "final accuracy", "val accuracy", "test accuracy",
-                             "solo val accuracy"})
-COUNT_COLUMNS = frozenset({"parameters", "its FLOPs", "FLOPs so far", "FLOPs per image"})  # shown as 1,234,567
+                             "solo val accuracy", "anytime AUC (test)", "digit and motion", "digit identity",
+                             "changes when reversed"})
+COUNT_COLUMNS = frozenset({"parameters", "its FLOPs", "FLOPs so far", "FLOPs per image", "FLOPs per sample"})  # shown as 1,234,567
 COLUMN_HELP = {  # column -> its tooltip
     "student": "Student k: the k-th student trained (1 = the cheapest, trained first).",
     "model": "The kind of network: mamba = a Mamba model that reads the image one row at a time.",

@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from app.charts.format import COLORS, flops_ticks, human_flops, is_number, pct, share_ticks, students_text
-from pkd.runs.schema import AnytimePoint, PrefixRow, Summary, TeacherFigures, ValFittedPoint
+from pkd.runs.schema import AnytimePoint, PrefixRow, Summary, TeacherFigures, ValFittedPoint, VideoFigures
 
 TABLE_COLUMNS = ("student", "model", "parameters", "its FLOPs", "FLOPs so far", "% of the teacher's FLOPs",
                  "alone", "together", "scale s_k")
@@ -46,6 +46,23 @@ def prefix_frame(rows: list[dict]) -> pd.DataFrame:
                           if int(row["k"]) > 1 and is_number(row.get(PrefixRow.PREV_SCALE)) else ""),
         })
     return pd.DataFrame.from_records(records, columns=list(TABLE_COLUMNS))
+
+
+VIDEO_COLUMNS = ("who", "digit and motion", "digit identity", "changes when reversed")
+
+
+def video_frame(teacher: dict, rows: list[dict], video: dict) -> pd.DataFrame:
+    """A clip run's teacher and prefixes 1..K on digit-and-motion (prefix.csv / the teacher's test accuracy), digit
+    identity and the reversal test (summary.json's "video"), as percentages."""
+    digit, change = video.get(VideoFigures.PREFIX_DIGIT_ACC) or [], video.get(VideoFigures.PREFIX_REVERSAL_CHANGE) or []
+    records = [{"who": "teacher", "digit and motion": pct(teacher.get(TeacherFigures.TEST_ACC)),
+                "digit identity": pct(video.get(VideoFigures.TEACHER_DIGIT_ACC)),
+                "changes when reversed": pct(video.get(VideoFigures.TEACHER_REVERSAL_CHANGE))}]
+    for i, row in enumerate(rows):
+        records.append({"who": students_text(row[PrefixRow.K]), "digit and motion": pct(row.get(PrefixRow.PREFIX_ACC)),
+                        "digit identity": pct(digit[i]) if i < len(digit) else None,
+                        "changes when reversed": pct(change[i]) if i < len(change) else None})
+    return pd.DataFrame.from_records(records, columns=list(VIDEO_COLUMNS))
 
 
 def table_csv(frame: pd.DataFrame) -> bytes:

@@ -1,0 +1,56 @@
+"""AppTest of the Results page's headline: it names its measure and test set, and a video run shows digit identity
+beside the 60 digit-and-motion classes for the teacher and every prefix, with why the teacher is low there."""
+
+from __future__ import annotations
+
+import pytest
+
+from pkd.runs import Run
+from tests.app.trained import ROOT
+
+streamlit_testing = pytest.importorskip("streamlit.testing.v1")
+MAIN = str(ROOT / "app" / "main.py")
+
+
+def open_results(run: Run):
+    at = streamlit_testing.AppTest.from_file(MAIN, default_timeout=120).run()
+    assert not at.exception, at.exception
+    at.session_state["run"] = str(run.path)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_a_video_run_shows_digit_identity_beside_digit_and_motion(app_env, shipped_root):
+    run = Run(shipped_root / "moving-mnist")
+    if not (run.path / "summary.json").is_file():
+        pytest.skip("no shipped moving-mnist run")
+    summary, rows = run.summary(), run.prefix_table()
+    video = summary["video"]
+    at = open_results(run)
+    metrics = {m.label: m for m in at.metric}
+    assert metrics["teacher's accuracy: digit and motion"].value == f"{100 * summary['teacher']['test_acc']:.2f}%"
+    together = metrics[f"all {len(rows)} students together: digit and motion"]
+    gap = 100 * (rows[-1]["prefix_acc"] - summary["teacher"]["test_acc"])
+    assert together.delta.startswith(f"{gap:+.2f} points vs the teacher")
+    identity = metrics[f"all {len(rows)} students: digit identity (10 digits)"]
+    assert identity.value == f"{100 * video['prefix_digit_acc'][-1]:.2f}%"
+    assert metrics["teacher: digit identity (10 digits)"].value == f"{100 * video['teacher_digit_acc']:.2f}%"
+    captions = " ".join(c.value for c in at.caption)
+    assert f"digit-and-motion accuracy (60 classes) on the {video['n']:,} test clips" in captions
+    assert any("averages its frames' features over time" in m.value and "cannot see their order" in m.value
+               for m in at.markdown)
+    table = next(t.value for t in at.dataframe if "digit identity" in t.value.columns)
+    assert list(table["who"]) == ["teacher", "student 1"] + [f"students 1–{r['k']}" for r in rows[1:]]
+    assert list(table["digit identity"]) == pytest.approx(
+        [round(100 * v, 2) for v in [video["teacher_digit_acc"], *video["prefix_digit_acc"]]])
+    assert list(table["digit and motion"]) == pytest.approx(
+        [round(100 * v, 2) for v in [summary["teacher"]["test_acc"], *[r["prefix_acc"] for r in rows]]])
+
+
+def test_an_image_run_names_its_measure_and_test_set(app_env, shipped_root):
+    run = Run(shipped_root / "mnist")
+    at = open_results(run)
+    captions = " ".join(c.value for c in at.caption)
+    assert "Accuracies here: accuracy (10 classes) on the test set of mnist" in captions
+    assert not any("digit identity" in m.label for m in at.metric)  # images have no motion to tell apart
