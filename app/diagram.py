@@ -81,3 +81,52 @@ def _text(x: float, y: float, text: str, color: str, size: int, bold: bool = Fal
     weight = ' font-weight="bold"' if bold else ""
     return (f'<text x="{x}" y="{y}" fill="{color}" font-size="{size}" text-anchor="{anchor}"{weight}>'
             f"{html.escape(text)}</text>")
+
+
+ORANGE, GREEN = "#ff7f0e", "#2ca02c"
+TOP, LOSS_Y, LABEL_Y = 38, 168, 262  # the teacher's line, the loss boxes' top, the label's line
+
+
+def distillation_svg(k_total: int, residual: bool = True, alpha: float | None = None,
+                     temperature: float | None = None) -> str:
+    """The teacher in the picture: its soft answers softmax(t/T) flow into every student's loss with weight 1 - α,
+    the true label y with weight α, and student k's own answer (E_k in a residual ensemble, z_k alone otherwise).
+
+    Args:
+        k_total: students drawn. alpha, temperature: the run's α and T (written on the arrows when given).
+    Returns:
+        An <svg> element (width 100%).
+    """
+    k_total = max(k_total, 1)
+    width, height = LEFT + 30 + COLUMN * k_total, 318
+    a = f"α = {alpha:g}" if alpha is not None else "α"
+    weight = f"1 − α = {1 - alpha:.2g}" if alpha is not None else "1 − α"
+    soft = f"softmax(t / T), T = {temperature:g}" if temperature is not None else "softmax(t / T)"
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
+             f'style="max-width:{int(width * 1.5)}px" role="img" aria-label="distillation: the teacher and '
+             f'{k_total} students" font-family="sans-serif" font-size="14">',
+             '<defs><marker id="arrow-kd" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
+             f'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="{GREY}"/></marker></defs>',
+             _box(10, TOP - 25, 130, 50, "teacher", "big CNN, logits t", ORANGE),
+             _kd_line(140, TOP, LEFT + 30 + COLUMN * (k_total - 1) + 30, TOP, ORANGE, arrow=False),
+             _text(150, TOP - 8, f"soft answers: {soft}", ORANGE, 12, anchor="start"),
+             _box(10, LABEL_Y - 25, 130, 50, "true label y", "e.g. 7", GREEN),
+             _kd_line(140, LABEL_Y, LEFT + 30 + COLUMN * (k_total - 1) + 75, LABEL_Y, GREEN, arrow=False)]
+    for j in range(k_total):
+        k, x = j + 1, LEFT + 30 + COLUMN * j  # x: the loss box's left edge
+        own = (f"E_{k} (1–{k})" if k > 1 else "z_1") if residual else f"z_{k} alone"
+        parts += [_kd_line(x + 22, TOP, x + 22, LOSS_Y, ORANGE), _text(x + 18, 150, weight if j == 0 else
+                                                                        "1 − α", ORANGE, 12, anchor="end"),
+                  _box(x + 40, 70, 100, 44, f"student {k}", own, BLUE), _kd_line(x + 90, 114, x + 90, LOSS_Y, BLUE),
+                  _box(x, LOSS_Y, 140, 50, f"loss {k}", "α·CE + (1−α)·T²·KL", RED),
+                  _kd_line(x + 75, LABEL_Y, x + 75, LOSS_Y + 50, GREEN),
+                  _text(x + 80, LABEL_Y - 12, a if j == 0 else "α", GREEN, 12, anchor="start")]
+    parts.append(_text(10, 308, "Each student learns by making its loss small: copy the teacher's soft answers "
+                                "(KL) and get the label right (CE).", GREY, 13, anchor="start"))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _kd_line(x0: float, y0: float, x1: float, y1: float, color: str, arrow: bool = True) -> str:
+    end = ' marker-end="url(#arrow-kd)"' if arrow else ""
+    return f'<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y1}" stroke="{color}" stroke-width="2"{end}/>'

@@ -12,7 +12,7 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts only app/ on s
 import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
-from app import common, widgets  # noqa: E402
+from app import common, lesson, widgets  # noqa: E402
 
 # One image at a time gains nothing from a second thread, and on a busy machine (training beside the app) a
 # 2-thread batch-1 forward pass waits for a free core: measured 7 ms with 1 thread vs 74 ms with 2.
@@ -34,11 +34,16 @@ page = st.navigation(list(PAGES.values()))
 name = next((n for n, p in PAGES.items() if p.url_path == page.url_path), "results")
 goto = st.session_state.pop(common.GOTO_KEY, None)
 if goto in PAGES:
+    if common.LESSON_KEY in st.session_state:  # this run ends before the sidebar's toggle: keep lesson mode on
+        st.session_state[common.LESSON_KEY] = st.session_state[common.LESSON_KEY]
     st.switch_page(PAGES[goto])
 common.read_url(name)  # a shared link or a reload: the URL's state first
 widgets.sidebar()
 common.write_url(name)  # the widgets' values are already in session state; a page that calls st.stop() ends here
+lesson_card = st.container()  # lesson mode's step card, at the top; filled once the page has run (its ticks)
 try:
     page.run()
 finally:  # what the page itself set (a default number of students, a clamped value)
+    with lesson_card:
+        lesson.card(name)
     common.write_url(name)

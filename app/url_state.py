@@ -144,7 +144,10 @@ def run_ids(groups: list[tuple[str, list[tuple[str, str]]]]) -> dict[str, str]:
     return out
 
 
-GLOBAL_FIELDS = [Field("run", "run", "id"), Field("lesson", "lesson", "bool", default=False)]
+GLOBAL_FIELDS = [Field("run", "run", "id"), Field("lesson", "lesson", "bool", default=False),
+                 # lesson mode's path: the step shown and the steps done ("1,2"; checked in app/lesson.py)
+                 Field("step", "lesson_step", "int", default=1, low=1, high=7, when=("lesson", True)),
+                 Field("ticked", "lesson_done", "text", default="", when=("lesson", True))]
 STOP_RULES = ("confidence", "budget")  # the Playground's anytime stop rules
 PAGE_FIELDS: dict[str, list[Field]] = {
     "results": [Field("axis", "results_xscale", "choice", "log", ("log", "linear")),
@@ -154,12 +157,13 @@ PAGE_FIELDS: dict[str, list[Field]] = {
                    Field("digit", "pg_test_idx", "int", low=0, high=10**7, when=("pg_source", "test")),
                    Field("stop", "pg_anytime", "choice", "confidence", STOP_RULES),
                    Field("conf", "pg_conf", "float", 0.9, low=0.5, high=0.999),
-                   Field("budget", "pg_budget", "int", low=1, high=10**15, when=("pg_anytime", "budget"))],
+                   Field("budget", "pg_budget", "int", low=1, high=10**15, when=("pg_anytime", "budget")),
+                   Field("T", "soft_T", "float", low=1, high=10)],
     "clips": [Field("clip", "clips_idx", "int", low=0, high=10**7, when=("clips_source", "test")),
               Field("back", "clips_back", "bool", False), Field("frame", "clips_frame", "int", low=1, high=1024)],
     "train": [Field("config", "train_config", "text"), Field("watch", "train_pick", "id")],
     "runs": [Field("pick", "runs_pick", "id")],
     "sweeps": [Field("sweep", "sweeps_pick", "id"), Field("split", "sweeps_split", "choice", "val", ("val", "test")),
                Field("axis", "sweeps_xscale", "choice", "log", ("log", "linear"))],
-    "how": [],
+    "how": [Field("row", "how_read", "int", low=1, high=1024), Field("digit", "how_digit", "int", 0, low=0, high=10**7)],
 }

@@ -19,8 +19,9 @@ def sidebar() -> Run | None:
     infos = {str(run.path): run.info() for run in runs}
     labels = {str(run.path): common.label(run, infos[str(run.path)]) for run in runs}
     with st.sidebar:
-        st.toggle("Lesson mode", key=common.LESSON_KEY, help="For a class: hides the advanced controls (overlays, α "
-                  "and temperature, devices, export, sweeps) and keeps the story. Kept in the page's link.")
+        st.toggle("Lesson mode", key=common.LESSON_KEY, help="For a class: a numbered path through the pages, one thing "
+                  "to do at each step, ticked off when done; hides the advanced controls (overlays, α and "
+                  "temperature, devices, export, sweeps). The step and the ticks are kept in the page's link.")
         st.markdown("### Run")
         if not runs:
             st.info("No runs yet. Start one on the **Train** page.")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import common, diagram, glossary
+from app import common, diagram, glossary, reading, soft_targets
 from app.charts import format as fmt
 from pkd.runs import RunError
 from pkd.runs.schema import PrefixRow, RunInfo
@@ -59,6 +59,38 @@ def loss_and_flops(teacher: dict, rows: list[dict]) -> None:
     st.markdown(flops)
 
 
+def teacher_picture(k_total: int, mode: str) -> None:
+    """The teacher in the picture: its soft answers into every student's loss, the label with weight α."""
+    temperature, alpha = soft_targets.run_defaults()
+    st.subheader("Where the teacher comes in")
+    st.markdown(diagram.distillation_svg(k_total, residual=mode != "independent", alpha=alpha,
+                                         temperature=temperature), unsafe_allow_html=True)
+    st.markdown("The teacher answers every training image once. Its scores t, divided by the **temperature T** and "
+                "turned into probabilities, are its **soft answers**; each student's loss compares them with the "
+                "student's own (KL) and adds the error on the **true label** (CE), weighted by **α**.")
+
+
+def one_test_digit() -> None:
+    """The soft targets and a student reading, on a test digit the class picks (image runs with a teacher)."""
+    run = common.selected_run()
+    if run is None or run.info()[RunInfo.PROBLEM] or run.students_saved() == 0 or \
+            common.dataset_kind(run.setting("data", "dataset")) != "image":
+        st.caption("Pick an image run with trained students in the sidebar to see its teacher and students at work "
+                   "on a test digit.")
+        return
+    models = common.load_run_models(run)
+    split = common.cached_test_split(models.spec.name)
+    ss = st.session_state
+    if not isinstance(ss.get("how_digit"), int) or not 0 <= ss.how_digit < len(split):
+        ss.how_digit = 0
+    index = st.number_input("Test digit shown below (its number in the test set)", 0, len(split) - 1,
+                            key="how_digit")
+    label = int(split.labels[index])
+    st.caption(f"Test digit #{index}: a {models.spec.class_names[label]}.")
+    soft_targets.panel(models, split.inputs[index], label, 1, key="how_soft", source=f"test:{index}")
+    reading.section(models, split.inputs[index])
+
+
 def glossary_section() -> None:
     with st.expander("Glossary: every word the app uses", expanded=False):
         for term, text in glossary.TERMS.items():
@@ -72,7 +104,9 @@ def main() -> None:
                 "the better the answer, so you can stop whenever the answer is good enough (*anytime inference*).")
     name, rows, teacher, mode = run_figures()
     picture(name, rows, mode)
+    teacher_picture(len(rows) or 3, mode)
     loss_and_flops(teacher, rows)
+    one_test_digit()
     glossary_section()
 
 

@@ -3,13 +3,14 @@ added at a time (the step-through), or stopping by itself (anytime mode)."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
-from app import common, glossary, url_state, widgets
+from app import common, glossary, hard_digits, lesson, soft_targets, url_state, widgets
 from app.charts import format as fmt
 from app.charts import playground as playground_charts
 from pkd import inference, preprocess
@@ -38,6 +39,7 @@ def on_random(n: int) -> None:
 def on_next(k_total: int) -> None:
     """Step-through: one student more (the slider follows)."""
     ss.pg_k = min(int(ss.get("pg_k") or 1) + 1, k_total)
+    lesson.note("added")
 
 
 def on_reset() -> None:
@@ -66,6 +68,7 @@ def draw_panel(spec: Any) -> tuple[Any, int]:
         st.caption(f"Test set unavailable: {exc}")
     buttons[1].button("Random digit", key="pg_random", help="A random digit from the test set, with its true label.", on_click=on_random, args=(max(n_test, 1),),
                       disabled=n_test == 0, width="stretch")
+    hard_digits.hard_button(disabled=n_test == 0)
     return result, n_test
 
 
@@ -90,6 +93,22 @@ def pick_image(spec: Any, result: Any, n_test: int) -> tuple[Any, str | None, st
     return None, None, None
 
 
+def input_id() -> str:
+    """Which input is shown ('test:17' or a drawing's fingerprint): a new one restarts the step-through."""
+    if ss.pg_source == "test":
+        return f"test:{ss.get('pg_test_idx')}"
+    url = widgets.canvas_data_url(CANVAS_KEY) or ""
+    return "draw:" + hashlib.sha1(url.encode()).hexdigest()[:12]
+
+
+def restart_on_new_input(source: str) -> None:
+    """After each new drawing or test digit the step-through starts again at student 1 (a link's own k is kept:
+    the first input of a session is not new)."""
+    if ss.get("pg_input") not in (None, source):
+        ss.pg_k = 1
+    ss.pg_input = source
+
+
 def show_image(image: Any, truth: str | None) -> None:
     """The 28x28 picture the models get, enlarged, beside where it came from."""
     picture, text = st.columns([1, 1.2])
@@ -110,12 +129,16 @@ def answer_panel(report: inference.DigitReport, models: common.RunModels, truth:
     labelled) and the teacher's answer; returns the number of students used."""
     names, k_total = list(models.spec.class_names), models.ensemble.k
     if not isinstance(ss.get("pg_k"), int) or not 1 <= ss.pg_k <= k_total:
-        ss.pg_k = k_total  # first visit, a bad link, or another run with fewer students was picked
+        ss.pg_k = 1  # first visit, a bad link, or another run with fewer students: the step-through's start
     k = st.slider("Students used", 1, k_total, key="pg_k", help=glossary.HELP["students"]) if k_total > 1 else 1
     probs = report.prefix_probs[k - 1]
     cls = int(np.argmax(probs))
     who = "Student 1 says" if k == 1 else f"Students 1–{k} together say"
     st.markdown(f"### {who} **{names[cls]}** ({100 * probs[cls]:.0f}% sure)")
+    st.caption(hard_digits.sure_is_not_right(probs[cls], None if truth is None else names[cls] == truth))
+    hard = hard_digits.hard_caption(k_total)
+    if hard:
+        st.caption(hard)
     share = report.share_of_teacher[k - 1]
     st.caption(f"cost: {report.cumulative_flops[k - 1]:,} FLOPs per image"
                + (f" = {100 * share:.2f}% of the teacher's" if share is not None else "")
@@ -216,6 +239,9 @@ def main() -> None:
                 st.info("The canvas is blank: draw a digit (or press *Random digit*) and the students will "
                         "guess it.")
             return
+        source = input_id()
+        restart_on_new_input(source)
+        lesson.note("answered")
         report = inference.predict_digit(models.ensemble, models.spec, image, models.teacher, models.teacher_flops)
         elapsed_ms = 1000 * (time.perf_counter() - started)
         k = answer_panel(report, models, truth)
@@ -229,6 +255,9 @@ def main() -> None:
     frame = playground_charts.prefix_predictions_frame(report.as_dict(), list(models.spec.class_names))
     st.table(frame.set_index("students used"))
     anytime_section(image, models)
+    soft_targets.panel(models, image, list(models.spec.class_names).index(truth) if truth is not None else None, k,
+                       source=source, teacher_probs=report.teacher_probs)
+    hard_digits.galleries(models, k, float(ss.get("pg_conf", 0.9)))
 
 
 main()

@@ -101,8 +101,7 @@ def test_bad_link_values_fall_back_to_the_defaults_without_a_traceback(app_env, 
 def test_step_through_adds_one_student_at_a_time_and_resets(app_env, shipped_k):
     if shipped_k < 2:
         pytest.skip("one student: nothing to step through")
-    at = open_link({"digit": "17"}, "playground")
-    at.button(key="pg_step_reset").click().run()
+    at = open_link({"digit": "17"}, "playground")  # the step-through starts at student 1
     assert at.session_state["pg_k"] == 1 and "Student 1 says" in texts(at, "markdown")
     steps = lambda: next(t.value for t in at.table if "what changed" in t.value.columns)  # noqa: E731
     assert list(steps()["what changed"]) == ["first answer"] and at.button(key="pg_step_reset").disabled
@@ -114,6 +113,8 @@ def test_step_through_adds_one_student_at_a_time_and_resets(app_env, shipped_k):
         assert f"Students 1–{k} together say" in texts(at, "markdown")
     assert at.button(key="pg_step_next").disabled and "All students are in" in texts(at, "markdown")
     assert "corrects the running sum" in texts(at, "caption")  # a residual student is a correction, said plainly
+    at.button(key="pg_step_reset").click().run()
+    assert at.session_state["pg_k"] == 1 and at.button(key="pg_step_reset").disabled
 
 
 # ------------------------------------------------------------------------------------------------ lesson mode
