@@ -29,9 +29,19 @@ _CHILDREN: dict[str, subprocess.Popen] = {}  # run path -> process started by th
 _LOCK = threading.Lock()
 
 
-def _spawn(command: list[str], run_path: Path) -> subprocess.Popen:
-    """Start `command` (a pkd_command) detached, output appended to run_path/console.log, reaped in the background."""
-    proc = spawn(command, console=run_path / CONSOLE_FILE, env=child_env(), detach=True)
+def threads_for_load(load: float | None = None, cores: int | None = None) -> int | None:
+    """Torch threads for a training process started now: 1 when the machine is busy (its 1-minute load average at
+    least half its cores), else None (torch's default, one per core). Measured on a busy 2-core machine: 2 threads
+    per process are many times slower than 1 (each waits for a free core at every step)."""
+    load = os.getloadavg()[0] if load is None else load
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    return 1 if load >= cores / 2 else None
+
+
+def _spawn(command: list[str], run_path: Path, threads: int | None = None) -> subprocess.Popen:
+    """Start `command` (a pkd_command) detached, output appended to run_path/console.log, reaped in the background;
+    `threads`: OMP_NUM_THREADS of the child (None: inherited)."""
+    proc = spawn(command, console=run_path / CONSOLE_FILE, env=child_env(threads), detach=True)
     with _LOCK:
         _CHILDREN[str(run_path.resolve())] = proc
     logger.info("started pid %d: %s", proc.pid, " ".join(command))
@@ -79,6 +89,7 @@ def start_run(
     build_kernel: bool = True,
     wait_s: float = START_WAIT_S,
     processes: int = 1,
+    threads: int | None = None,
 ) -> Run:
     """Launch `python -m pkd train` for a new run in a fresh directory and return that run.
 
@@ -91,6 +102,8 @@ def start_run(
         build_kernel: let training build the fused CPU scan kernel (about a minute once, then cached).
         wait_s: wait this long for the child to create its run (0: return at once).
         processes: training processes (more than 1: data-parallel under torchrun, `train --nproc`).
+        threads: torch threads of each training process (OMP_NUM_THREADS; None: this process's setting), e.g.
+            threads_for_load().
 
     Returns:
         The Run; its directory holds console.log and, once the child has started, the run files.
@@ -113,7 +126,7 @@ def start_run(
     (path / CONSOLE_FILE).touch()
     command = pkd_command("train", "--config", str(config_path), "--run-dir", str(path), "--no-progress",
                           device=device, build_kernel=build_kernel, processes=processes, after=overrides)
-    proc = _spawn(command, path)
+    proc = _spawn(command, path, threads)
     run = Run(path)
     if wait_s > 0:
         _wait_for_run(proc, run, wait_s)
@@ -139,7 +152,8 @@ def stop_run(run: Run) -> bool:
     return False
 
 
-def resume_run(run: Run, device: str | None = None, build_kernel: bool = True, processes: int = 1) -> Run:
+def resume_run(run: Run, device: str | None = None, build_kernel: bool = True, processes: int = 1,
+               threads: int | None = None) -> Run:
     """Continue a stopped, failed or died run in a new detached process (same directory, console.log appended).
 
     Raises:
@@ -155,5 +169,5 @@ def resume_run(run: Run, device: str | None = None, build_kernel: bool = True, p
     if run.state() == State.DONE:
         raise RunError(f"run {run.name} is already done; nothing to resume")
     _spawn(pkd_command("train", "--resume", str(Path(run.path).resolve()), "--no-progress", device=device,
-                       build_kernel=build_kernel, processes=processes), Path(run.path))
+                       build_kernel=build_kernel, processes=processes), Path(run.path), threads)
     return run

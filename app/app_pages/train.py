@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -20,12 +21,17 @@ ss = st.session_state
 FORM_KEYS = {name: f"train_{name}" for name in ("dataset", "k", "schedule", "base", "custom", "mode",
                                                 "learn_prev_scale", "alpha", "temperature", "teacher_epochs",
                                                 "student_epochs", "device")}
-WATCH_KEY = "train_watch"
+WATCH_KEY = "train_watch"  # the run this browser session started last
+STARTED_KEY = "train_started"  # the line saying it started, shown after the rerun that disables Start
+TOY_CONFIG = "mnist-toy"  # seconds: offered first, for a class that cannot wait a minute
 
 
 def config_files() -> dict[str, Path]:
-    """The shipped configs by name (configs/*.yaml)."""
-    return {p.stem: p for p in sorted(common.CONFIGS_DIR.glob("*.yaml"))}
+    """The shipped configs by name (configs/*.yaml), the classroom ones first: the toy run, then the quick one."""
+    first = (TOY_CONFIG, "mnist-quick")
+    paths = sorted(common.CONFIGS_DIR.glob("*.yaml"), key=lambda p: (first.index(p.stem) if p.stem in first
+                                                                      else len(first), p.stem))
+    return {p.stem: p for p in paths}
 
 
 def load_defaults() -> None:
@@ -65,17 +71,31 @@ def device_info() -> str:
 
 
 def start(config_path: Path, overrides: list[str], device: str, build_kernel: bool, processes: int = 1) -> None:
+    """Launch the run, remember it as this browser's, and rerun: Start is then drawn disabled until it ends."""
+    threads = launch.threads_for_load()
     try:
         load_config(config_path, overrides)  # fail here, with the field named, before launching anything
         with st.spinner("Starting the training process ..."):
             run = launch.start_run(config_path, overrides, common.runs_dir(), device, build_kernel=build_kernel,
-                                   processes=processes)
+                                   processes=processes, threads=threads)
     except (ConfigError, RunError, ValueError, OSError) as exc:
         st.error(f"Could not start training: {exc}")
         return
     ss[WATCH_KEY] = str(run.path)
-    st.success(f"Started **{run.name}** (pid {run.status().get('pid', '?')}). It keeps running if you close this "
-               "tab; come back to this page to watch it.")
+    busy = (f" The machine is busy (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores), so each training "
+            "process uses 1 thread: 2 threads are many times slower there." if threads == 1 else "")
+    ss[STARTED_KEY] = (f"Started **{run.name}** (pid {run.status().get('pid', '?')}). It keeps running if you close "
+                       f"this tab; come back to this page to watch it.{busy}  \nOverrides: "
+                       + (" ".join(f"`{o}`" for o in overrides) or "none"))
+    st.rerun()
+
+
+def active_runs() -> tuple[Run | None, list[Run]]:
+    """This browser's run while it trains (the one it started), and the other runs training now."""
+    mine = ss.get(WATCH_KEY)
+    active = [run for run in list_runs(common.runs_dir()) if run.state() in ACTIVE_STATES]
+    own = next((run for run in active if str(run.path) == mine), None)
+    return own, [run for run in active if run is not own]
 
 
 # ------------------------------------------------------------------------------------------------ the form
@@ -88,8 +108,9 @@ if not common.lesson_mode():
 
 
 def default_config(configs: dict[str, Path]) -> str:
-    """The classroom config if it can run here (its teacher file exists), else tiny, else the first."""
-    for name in ("mnist-quick", "tiny"):
+    """The toy classroom config if it can run here (its teacher file exists), else the quick one, else tiny, else
+    the first."""
+    for name in (TOY_CONFIG, "mnist-quick", "tiny"):
         if name in configs:
             try:
                 load_config(configs[name])
@@ -116,10 +137,24 @@ def form_section() -> None:
         return
     defaults = ss.train_defaults
 
+    if ss.train_config == TOY_CONFIG:
+        st.caption("**mnist-toy** trains in seconds (3 tiny students, 2,000 training images, the shipped teacher): "
+                   "for a class that cannot wait. **mnist-quick** is the real thing in a minute or two.")
+    own, others = active_runs()
     with st.form("train_form"):
         form_fields()
-        submitted = st.form_submit_button("Start training", type="primary", key="train_start")
-    if submitted:
+        submitted = st.form_submit_button("Start training", type="primary", key="train_start",
+                                          disabled=own is not None)
+    if ss.get(STARTED_KEY):
+        st.success(ss.pop(STARTED_KEY))
+    if own is not None:
+        st.info(f"**{own.name}**, started from this browser, is training: Start is off until it ends (or you "
+                "press Stop below), so a second press does not start a second run.")
+    elif others:
+        names = ", ".join(f"**{run.name}**" for run in others[:3])
+        st.warning(f"Another run is training on this machine ({names}): a new run now shares the CPU with it and "
+                   "both go slower.")
+    if submitted and own is None:
         # in lesson mode the advanced widgets are not drawn: their values are the config's
         values = {name: ss.get(key, defaults[name]) for name, key in FORM_KEYS.items()}
         try:
@@ -127,7 +162,6 @@ def form_section() -> None:
         except ValueError as exc:
             st.error(str(exc))
         else:
-            st.caption("Overrides: " + (" ".join(f"`{o}`" for o in overrides) or "none"))
             start(configs[ss.train_config], overrides, values["device"], bool(ss.get("train_build_kernel", True)),
                   int(ss.get("train_processes", 1)))
 
@@ -231,20 +265,26 @@ def live_status() -> None:
     if problem:
         st.warning(f"{run.name} is broken: {problem}")
     k_planned = len(config.get("students", {}).get("schedule", []) or [])
-    status_header(run, status, state, len(rows), k_planned)
-    status_messages(run, status, state, metrics, k_planned)
+    times = train_charts.stage_times(status, metrics, train_charts.stage_plan(config), time.time())
+    status_header(run, status, state, len(rows), k_planned, times)
+    status_messages(run, status, state, metrics, k_planned, times)
 
 
-def status_header(run: Run, status: dict, state: State, done: int, k_planned: int) -> None:
-    """The watched run's state, stage and students done, its process line, and Stop / Resume."""
+def status_header(run: Run, status: dict, state: State, done: int, k_planned: int, times: dict) -> None:
+    """The watched run's state, stage, students done, time spent and left, its process line, and Stop / Resume."""
     stage = status.get("stage", "")
     where = "teacher" if stage == "teacher" else (f"student {status.get('student')}" if stage == "student" else "-")
     age = time.time() - float(status.get("updated") or time.time())
-    cols = st.columns([1, 1, 1, 2])
+    cols = st.columns([1, 1, 1, 1, 1, 2])
     cols[0].metric("state", str(state))
     cols[1].metric("stage", where if state in (State.RUNNING, *RESUMABLE_STATES) else "-")
     cols[2].metric("students done", f"{done}/{k_planned}")
-    with cols[3]:
+    cols[3].metric("time so far", train_charts.clock(times["elapsed"]))
+    cols[4].metric("about left", "-" if state != State.RUNNING else
+                   train_charts.clock(times["left"]) if times["left"] is not None else "...",
+                   help="From the pace of the stage in progress and the seconds per epoch of the students so far; "
+                        "later students are wider, so the real time is rather longer.")
+    with cols[5]:
         st.caption(f"{status.get('message', '')}  \nlast update {age:.0f} s ago · pid {status.get('pid', '-')} · "
                    f"scan {status.get(Status.SCAN_BACKEND, '?')} · {run.world_size()} process(es)  \n"
                    f"`{run.path}`")
@@ -257,25 +297,46 @@ def status_header(run: Run, status: dict, state: State, done: int, k_planned: in
                              disabled=state not in RESUMABLE_STATES):
             try:
                 launch.resume_run(run, build_kernel=bool(ss.get("train_build_kernel", True)),
-                                  processes=run.world_size())
+                                  processes=run.world_size(), threads=launch.threads_for_load())
                 st.toast(f"Resumed {run.name}")
             except (RunError, ValueError, OSError) as exc:
                 st.error(str(exc))
 
 
-def status_messages(run: Run, status: dict, state: State, metrics: list, k_planned: int) -> None:
-    """What went wrong (died, failed), the per-stage progress bars and, when useful, the console output."""
+def status_messages(run: Run, status: dict, state: State, metrics: list, k_planned: int, times: dict) -> None:
+    """What went wrong (died, failed), the way to the finished run, the per-stage progress bars and, when useful,
+    the console output."""
+    if state == State.DONE:
+        open_finished(run)
     if state == State.DIED:
         st.error("The training process is gone without finishing (killed, or the machine restarted). "
                  "Press **Resume** to continue from its last checkpoint.")
     elif state == State.FAILED:
         st.error(f"Training failed: {status.get('message', '')}")
-    for item in train_charts.stage_progress(status, metrics, k_planned):
+    for item in train_charts.stage_progress(status, metrics, k_planned, times):
         st.progress(item["fraction"], text=item["text"])
     ended_badly = state in (State.FAILED, State.DIED)
     if ended_badly or (state not in (State.RUNNING, State.DONE) and launch.console_tail(run)):
         with st.expander("console output"):
             st.code(launch.console_tail(run)[-3000:] or "(empty)")
+
+
+def open_finished(run: Run) -> None:
+    """'Open this run in Results / Playground (/ Clips)': buttons that pick it in the sidebar and switch page."""
+    pages = [("results", "Results"), ("playground", "Playground")]
+    if common.dataset_kind(run.setting("data", "dataset")) == "clip":
+        pages.append(("clips", "Clips"))
+    st.success(f"**{common.display_name(run)}** is done. Open it:")
+    cols = st.columns(len(pages) + 2)
+    for col, (page, title) in zip(cols, pages):
+        if col.button(f"in {title}", key=f"train_open_{page}", icon=":material/open_in_new:",
+                      on_click=open_in, args=(str(run.path), page)):
+            st.rerun(scope="app")  # a fragment's button reruns the fragment alone: main.py switches the page
+
+
+def open_in(path: str, page: str) -> None:
+    ss[common.RUN_KEY] = path
+    ss[common.GOTO_KEY] = page
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
@@ -309,11 +370,11 @@ def live_charts() -> None:
     except (RunError, OSError) as exc:
         st.warning(f"{run.name}: {exc}")
         return
-    left, right = st.columns(2)
+    chart_or_caption("Loss and validation accuracy per epoch, one panel per stage: each student has its own loss "
+                     "(it learns what the students before it still get wrong), so compare within a panel, not "
+                     "across", curves, "train_curves", "(appears after the first epoch)")
+    left, _ = st.columns([2, 1])
     with left:
-        chart_or_caption("Loss and validation accuracy per epoch", curves, "train_curves",
-                         "(appears after the first epoch)")
-    with right:
         chart_or_caption("Accuracy vs cumulative FLOPs, growing as students finish", accuracy, "train_curve",
                          "(appears when the first student has finished)")
 

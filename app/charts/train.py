@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 
 from app.charts.format import COLORS, pct
 from pkd.runs import State
-from pkd.runs.schema import Metric, MetricEvent, PrefixRow
+from pkd.runs.schema import Metric, MetricEvent, PrefixRow, Stage, Status
 
 FINISHED = (State.DONE,)
 
@@ -35,34 +35,129 @@ def epoch_frame(metrics: list[dict]) -> pd.DataFrame:
 
 
 def training_curves_figure(metrics: list[dict]) -> go.Figure:
-    """Training loss and validation accuracy per epoch, one line per stage (teacher, student 1..K).
-
-    The x axis counts epochs across the whole run, so the stages follow each other left to right.
-    """
+    """Training loss (top row) and validation accuracy (bottom row) per epoch, one small panel per stage (teacher,
+    student 1..K), each with its own epoch axis: a student's loss is its own (it learns what the students before it
+    got wrong), so the panels must not read as one curve falling across students. A stage of one epoch is a large
+    labelled marker, not an invisible dot."""
     frame = epoch_frame(metrics)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "validation accuracy (%)"))
-    step = 0
-    for i, (label, part) in enumerate(frame.groupby("stage", sort=False)):
-        color = "#444444" if label == "teacher" else COLORS[(i - 1) % len(COLORS)]
-        xs = list(range(step + 1, step + len(part) + 1))
-        step += len(part)
-        fig.add_trace(go.Scatter(x=xs, y=part["train loss"], mode="lines+markers", name=label,
-                                 line={"color": color}, legendgroup=label), row=1, col=1)
-        fig.add_trace(go.Scatter(x=xs, y=part["val accuracy"], mode="lines+markers", name=label,
-                                 line={"color": color}, legendgroup=label, showlegend=False), row=1, col=2)
-    fig.update_xaxes(title_text="epoch (all stages in order)", rangemode="tozero")
-    fig.update_layout(height=320, margin={"l": 50, "r": 20, "t": 40, "b": 40},
-                      legend={"orientation": "h", "yanchor": "bottom", "y": -0.45, "x": 0})
+    stages = list(dict.fromkeys(frame["stage"]))
+    fig = make_subplots(rows=2, cols=max(1, len(stages)), horizontal_spacing=0.05,
+                        vertical_spacing=0.12, column_titles=stages or None,
+                        row_titles=["training loss", "val. accuracy (%)"])
+    for i, label in enumerate(stages):
+        part = frame[frame["stage"] == label]
+        color = "#444444" if label == "teacher" else COLORS[(int(part["k"].iloc[0]) - 1) % len(COLORS)]
+        single = len(part) == 1
+        for row, column, fmt in ((1, "train loss", "{:.3g}"), (2, "val accuracy", "{:.1f}")):
+            fig.add_trace(go.Scatter(
+                x=part["epoch"], y=part[column], name=label, legendgroup=label, showlegend=False,
+                mode="markers+text" if single else "lines+markers", line={"color": color, "width": 3},
+                marker={"size": 14 if single else 7, "color": color},
+                text=[fmt.format(v) if v == v else "" for v in part[column]] if single else None,
+                textposition="top center", hovertemplate=f"{label}, epoch %{{x}}: %{{y:.4g}}<extra></extra>"),
+                row=row, col=i + 1)
+        epochs = int(part["epoch"].max())
+        fig.update_xaxes(range=[0.5, epochs + 0.5], dtick=max(1, epochs // 4), row=1, col=i + 1)
+        fig.update_xaxes(range=[0.5, epochs + 0.5], dtick=max(1, epochs // 4), title_text="epoch", row=2, col=i + 1)
+    fig.update_layout(height=420, margin={"l": 50, "r": 30, "t": 40, "b": 40})
     return fig
 
 
-def stage_progress(status: dict, metrics: list[dict], k_planned: int) -> list[dict]:
+def stage_plan(config: dict) -> list[tuple[str, int]]:
+    """(label, epochs) of every stage of a run's resolved config: the teacher (0 epochs when it is loaded), then
+    students 1..K (a schedule entry's own optim.epochs, else the students' common one)."""
+    teacher = int(((config.get("teacher") or {}).get("optim") or {}).get("epochs") or 0)
+    students = config.get("students") or {}
+    common_epochs = int((students.get("optim") or {}).get("epochs") or 1)
+    plan = [("teacher", teacher)]
+    for k, entry in enumerate(students.get("schedule") or [], 1):
+        plan.append((f"student {k}", int(((entry or {}).get("optim") or {}).get("epochs") or common_epochs)))
+    return plan
+
+
+def stage_times(status: dict, metrics: list[dict], plan: list[tuple[str, int]], now: float) -> dict:
+    """Seconds spent and, while a run trains, about how many are left, per stage and for the whole run.
+
+    The stage in progress is projected from its own pace (seconds so far / its progress); a stage still waiting
+    from the seconds per epoch of the latest student epoch (or of the stage in progress), times its epochs: later
+    students are wider, so the run's estimate is rather low than high. Unknown figures are None.
+
+    Args:
+        status: Run.status() (state, stage, student, progress, started, updated).
+        metrics: metrics.jsonl records (epoch, teacher_done/teacher_loaded and student_done events, with times).
+        plan: stage_plan of the run's config.
+        now: the current time (time.time()).
+
+    Returns:
+        {"stages": {label: {"elapsed": s | None, "left": s | None}}, "elapsed": s | None, "left": s | None}.
+    """
+    ends: dict[int, float] = {}  # stage index (0 teacher, k student k) -> time it ended
+    per_epoch = None
+    for record in metrics:
+        event, when = record.get(Metric.EVENT), record.get(Metric.TIME)
+        if event in (MetricEvent.TEACHER_DONE, MetricEvent.TEACHER_LOADED) and when:
+            ends[0] = float(when)
+        elif event == MetricEvent.STUDENT_DONE and when and record.get(PrefixRow.K):
+            ends[int(record[PrefixRow.K])] = float(when)
+        elif event == MetricEvent.EPOCH and record.get(Metric.STAGE) == Stage.STUDENT and record.get(Metric.SECONDS):
+            per_epoch = float(record[Metric.SECONDS])
+    started = status.get(Status.STARTED)
+    running = State.of(status.get(Status.STATE)) == State.RUNNING
+    current = None
+    if running:
+        current = 0 if status.get(Status.STAGE) == Stage.TEACHER else int(status.get(Status.STUDENT) or 0)
+    stages, left_total, start = {}, 0.0, float(started) if started else None
+    for index, (label, epochs) in enumerate(plan):
+        elapsed = left = None
+        if index in ends:
+            elapsed, left = (ends[index] - start if start else None), 0.0
+            start = ends[index]
+        elif index == current and start is not None:
+            elapsed = max(0.0, now - start)
+            progress = float(status.get(Status.PROGRESS) or 0.0)
+            if progress >= 0.05:
+                left = elapsed * (1 - progress) / progress
+                per_epoch = per_epoch or (elapsed / progress / max(1, epochs) if index else None)
+            elif per_epoch and index:
+                left = max(0.0, per_epoch * epochs - elapsed)
+        elif running and current is not None and index > current:
+            left = per_epoch * epochs if per_epoch and index else (0.0 if index == 0 else None)
+        stages[label] = {"elapsed": elapsed, "left": left}
+        if running and index >= (current or 0) and index not in ends:
+            left_total = None if left is None or left_total is None else left_total + left
+    end_time = now if running else status.get(Status.UPDATED)
+    total = float(end_time) - float(started) if started and end_time else None
+    return {"stages": stages, "elapsed": total, "left": left_total if running else None}
+
+
+def clock(seconds: float | None) -> str:
+    """'0:45', '2:05', '1:03:20' (what a metric tile has room for; '?' for None)."""
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+
+
+def duration(seconds: float | None) -> str:
+    """'45 s', '2 min 05 s', '1 h 03 min' ('?' for None)."""
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def stage_progress(status: dict, metrics: list[dict], k_planned: int, times: dict | None = None) -> list[dict]:
     """Progress of each stage of a run: teacher then students 1..K.
 
     Args:
         status: Run.status() (stage, student, progress within the current stage, state).
         metrics: Run.metrics() records (teacher_done / teacher_loaded / student_done events).
         k_planned: number of students in the config.
+        times: stage_times of the run (adds "done in 14 s", "12 s so far, about 20 s left"), optional.
 
     Returns:
         One dict per stage: label, fraction in [0, 1], text.
@@ -72,6 +167,7 @@ def stage_progress(status: dict, metrics: list[dict], k_planned: int) -> list[di
     finished = status.get("state") in FINISHED
     stage, current, frac = status.get("stage"), int(status.get("student") or 0), float(status.get("progress") or 0)
     out = []
+    timed = (times or {}).get("stages", {})
     if teacher_done or finished or stage == "student":
         out.append({"label": "teacher", "fraction": 1.0, "text": "teacher: done"})
     else:
@@ -87,7 +183,19 @@ def stage_progress(status: dict, metrics: list[dict], k_planned: int) -> list[di
             out.append({"label": label, "fraction": value, "text": _progress_text(label, status, True, value)})
         else:
             out.append({"label": label, "fraction": 0.0, "text": f"{label}: waiting"})
+    for item in out:
+        item["text"] += _time_text(timed.get(item["label"]), item["fraction"])
     return out
+
+
+def _time_text(times: dict | None, fraction: float) -> str:
+    if not times or times.get("elapsed") is None:
+        return ""
+    if fraction >= 1.0:
+        return f" in {duration(times['elapsed'])}"
+    left = times.get("left")
+    return f" · {duration(times['elapsed'])} so far" + (f", about {duration(left)} left" if left is not None else
+                                                         ", estimating the time left ...")
 
 
 def _progress_text(label: str, status: dict, running: bool, value: float) -> str:

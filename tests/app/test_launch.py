@@ -83,8 +83,11 @@ def test_resume_refuses_live_and_finished_runs(tmp_path):
 
 def test_start_stop_resume_a_real_run(tmp_path):
     """Start, stop mid-teacher, resume: the resumed process continues the same run and trains on."""
-    run = launch.start_run(TINY_CONFIG, FAST, runs_dir=tmp_path, device="cpu", name="life", build_kernel=False)
+    run = launch.start_run(TINY_CONFIG, FAST, runs_dir=tmp_path, device="cpu", name="life", build_kernel=False,
+                           threads=1)
     try:
+        environ = Path(f"/proc/{launch.child_process(run).pid}/environ").read_bytes().split(b"\0")
+        assert b"OMP_NUM_THREADS=1" in environ  # a busy machine: one thread per training process
         assert run.path.parent == tmp_path.resolve() and run.name.startswith("life-")
         assert (run.path / "manifest.json").is_file()  # start_run waited for the child to create the run
         assert run.config()["students"]["optim"]["epochs"] == 1
@@ -113,3 +116,8 @@ def test_start_stop_resume_a_real_run(tmp_path):
         proc = launch.child_process(run)
         if proc is not None:
             proc.wait(timeout=60)
+
+
+def test_one_thread_per_process_when_the_machine_is_busy():
+    assert launch.threads_for_load(load=1.0, cores=2) == 1 and launch.threads_for_load(load=7.5, cores=16) is None
+    assert launch.threads_for_load(load=0.2, cores=2) is None and launch.threads_for_load(load=8.0, cores=16) == 1

@@ -217,6 +217,9 @@ def test_train_page_starts_a_run_and_lists_it(app_env):
         run = runs[0]
         assert run.config()["students"]["optim"]["epochs"] == 1  # the form's change reached the run
         assert "Started" in texts(at, "success")
+        assert at.button(key="train_start").disabled  # a second press cannot start a second run
+        assert "started from this browser, is training" in texts(at, "info")
+        assert [m.label for m in at.metric[3:5]] == ["time so far", "about left"]
         assert at.session_state["train_pick"] == str(run.path)  # the live panel follows the new run
         assert run.name in " ".join(str(o) for o in at.selectbox(key="train_pick").options)
         deadline = time.time() + 90
@@ -229,12 +232,26 @@ def test_train_page_starts_a_run_and_lists_it(app_env):
         while run.state() == "running" and time.time() < deadline:
             time.sleep(0.2)
         assert run.state() == "stopped"
+        at.run()
+        assert not at.button(key="train_start").disabled and at.metric[4].value == "-"
+        assert re.fullmatch(r"\d+:\d\d", at.metric[3].value)  # the time it trained
     finally:
         for run in runs:
             launch.stop_run(run)
             proc = launch.child_process(run)
             if proc is not None:
                 proc.wait(timeout=60)
+
+
+def test_train_page_leads_to_the_finished_run_and_offers_the_toy_config_first(app_env, shipped_root):
+    run = Run(copy_run(shipped_run(shipped_root).path, app_env, "finished"))
+    at = open_app("train")
+    assert at.selectbox(key="train_config").value == "mnist-toy" == at.selectbox(key="train_config").options[0]
+    assert "trains in seconds" in texts(at, "caption")
+    assert "**finished** is done" in texts(at, "success") and not at.button(key="train_start").disabled
+    at.button(key="train_open_playground").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["run"] == str(run.path) and at.title[0].value == "Playground"
 
 
 def test_train_page_shows_a_dead_run_as_died_with_resume(app_env, shipped_root):
