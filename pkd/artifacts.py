@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from pkd.config import MAX_STUDENT_SIZES, VIDEO_TEACHER
 from pkd.data import get_dataset_spec
 from pkd.flops import model_cost
 from pkd.models import build_model, teacher_data_params
@@ -53,6 +54,7 @@ def load_teacher(run: Run, device: torch.device | str = "cpu") -> nn.Module:
 def saved_model(cfg: dict, saved: dict, role: str, path: Path) -> nn.Module:
     """Build a saved {spec, state_dict} model (refusing specs the run's config does not describe), in eval mode."""
     check_saved_spec(cfg, saved["spec"], role, path)
+    check_spec_budget(saved["spec"], saved[SavedModel.STATE_DICT], path)
     model = build_model(saved["spec"])
     try:
         model.load_state_dict(saved[SavedModel.STATE_DICT])
@@ -104,6 +106,30 @@ def check_saved_spec(cfg: dict, model_spec: dict, role: str, path: Path) -> None
     if not ok:
         raise RunError(f"{path}: holds a {model_spec.get('arch')!r} model that the run's config does not describe; "
                        "the file was replaced or belongs to another run")
+
+
+def check_spec_budget(model_spec: dict, state: dict, path: Path) -> None:
+    """Before a saved model is built: a student's sizes within the config's bounds (MAX_STUDENT_SIZES), and the
+    model the spec describes no larger than the numbers the file holds (counted on the meta device: nothing is
+    allocated), so a hostile spec cannot make pkd allocate more than the weights file itself. RunError naming it."""
+    params = model_spec.get("params") if isinstance(model_spec.get("params"), dict) else {}
+    if model_spec.get("kind", "student") == "student":
+        for key, limit in MAX_STUDENT_SIZES.items():
+            value = params.get(key)
+            if isinstance(value, int) and not 1 <= value <= limit:
+                raise RunError(f"{path}: its spec asks for {key} {value} (pkd builds 1..{limit}); the file is "
+                               "damaged or hostile and was not built")
+    if model_spec.get("arch") == VIDEO_TEACHER:
+        return  # built from its own config's fixed architecture (and its prompt cache), never from a spec's sizes
+    held = sum(t.numel() for t in state.values() if isinstance(t, torch.Tensor)) if isinstance(state, dict) else 0
+    try:
+        with torch.device("meta"):
+            need = sum(p.numel() for p in build_model(model_spec).parameters())
+    except (ValueError, TypeError, RuntimeError, NotImplementedError):
+        return  # building it for real names what is wrong
+    if need > held:
+        raise RunError(f"{path}: its spec describes a model of {need:,} parameters but the file holds only {held:,} "
+                       "numbers; the file is damaged or hostile and was not built")
 
 
 def load_error(exc: Exception) -> str:

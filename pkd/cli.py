@@ -184,7 +184,8 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     import csv
     import io
 
-    from pkd.runs import atomic_write_bytes, list_runs
+    from pkd.runs import list_runs
+    from pkd.runs.place import output_file, write_output
     from pkd.runs.schema import PrefixRow
     from pkd.sweep import front, prefix_points
 
@@ -199,17 +200,15 @@ def cmd_pareto(args: argparse.Namespace) -> int:
             raise ValueError(f"{item}: holds no pkd runs")
         runs += [run for run in found if run.path.resolve() not in {r.path.resolve() for r in runs}]
     points = front(prefix_points(runs), args.on)
+    out = output_file(args.csv, "--csv", args.force) if args.csv else None  # checked before anything is printed
     print_front(points, args.on)
-    if args.csv:
-        out = Path(args.csv).resolve()
-        if not out.parent.is_dir():
-            raise FileNotFoundError(f"--csv {args.csv}: folder {out.parent} does not exist")
+    if out is not None:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["run", PrefixRow.K, PrefixRow.CUMULATIVE_FLOPS, PrefixRow.SHARE_OF_TEACHER, "val_acc",
                           "test_acc"])
         writer.writerows([p["run"], p["k"], p["flops"], p["share"], p["val_acc"], p["test_acc"]] for p in points)
-        atomic_write_bytes(out, buf.getvalue().encode())
+        write_output(out, buf.getvalue().encode(), "--csv")
         print(f"wrote {out}")
     return 0
 
@@ -332,6 +331,8 @@ def _add_pareto_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--on", choices=["val", "test"], default="val", help="accuracy the front is chosen on "
                    "(default val; both are printed)")
     p.add_argument("--csv", help="also write the front to this CSV file")
+    p.add_argument("--force", action="store_true", help="replace the --csv file if it exists (never a file of a run "
+                   "or a sweep)")
     p.set_defaults(func=cmd_pareto)
 
 

@@ -7,10 +7,13 @@ process (pkd.train.job) print through this module. Nothing heavy is imported her
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from pathlib import Path
 from typing import Any, Sequence
+
+from pkd.procs import open_console
 
 def setup_logging(log_file: Path | None = None, verbose: bool = False, rank: int = 0) -> None:
     """Log to stderr (and `log_file`); ranks after 0 mark their lines with their rank."""
@@ -24,7 +27,9 @@ def setup_logging(log_file: Path | None = None, verbose: bool = False, rank: int
     stream.setFormatter(fmt)
     root.addHandler(stream)
     if log_file is not None:
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        # never through a link, never a FIFO (it would block): pkd.procs.open_console's rules
+        file_handler = logging.StreamHandler(io.TextIOWrapper(open_console(log_file), encoding="utf-8",
+                                                              line_buffering=True))
         file_handler.setFormatter(fmt)
         root.addHandler(file_handler)
 

@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import tempfile
 import time
 import warnings
@@ -39,7 +38,8 @@ from pkd import __version__, ssm
 from pkd.artifacts import load_ensemble
 from pkd.data import DatasetSpec, get_dataset_spec
 from pkd.models.ensemble import Ensemble
-from pkd.runs import MANIFEST_FILE, Run, get_field
+from pkd.runs import Run, get_field
+from pkd.runs.place import clear_stale_temps, holder, write_output
 from pkd.runs.schema import PrefixRow
 
 FORMATS = ("onnx", "pt2")
@@ -156,13 +156,17 @@ def _check_not_in_a_run(run: Run, target: Path) -> None:
     """Refuse a resolved target inside a run directory (the nearest folder with a manifest above it), except
     this run's own export/ folder."""
     own = run.path.resolve()
-    holder = next((folder for folder in target.parents if (folder / MANIFEST_FILE).is_file()), None)
-    if holder is None or (holder == own and target.is_relative_to(own / EXPORT_DIR)):
+    found = holder(target)
+    if found is not None and found[1] == "sweep":
+        raise ValueError(f"--out {target} lies inside the sweep folder {found[0]}; its files are written by the sweep "
+                         "only: write outside it")
+    holder_dir = found[0] if found is not None else None
+    if holder_dir is None or (holder_dir == own and target.is_relative_to(own / EXPORT_DIR)):
         return
-    if holder == own:
+    if holder_dir == own:
         raise ValueError(f"--out {target} lies inside run {run.name} outside its {EXPORT_DIR}/ folder; write into "
                          f"{own / EXPORT_DIR} or outside the run")
-    raise ValueError(f"--out {target} lies inside another run directory, {holder}; write outside it (a run's files "
+    raise ValueError(f"--out {target} lies inside another run directory, {holder_dir}; write outside it (a run's files "
                      "are written only by that run)")
 
 
@@ -319,19 +323,9 @@ def card_markdown(card: dict) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder + os.replace (a link planted at the path is replaced, not
-    followed); OSError with one line naming the file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise type(exc)(exc.errno, f"cannot write {path} ({exc.strerror or exc}); choose another --out") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write via a temp file in the same folder + os.replace (pkd.runs.place: never half-written; a link planted at
+    the path is replaced, not followed); OSError with one line naming the file."""
+    write_output(path, data, "--out")
 
 
 # ------------------------------------------------------------------------------------------------ the entry point
@@ -361,6 +355,7 @@ def export_prefix(run: Run, k: int, format: str = "onnx", out: str | os.PathLike
     card.update(file=path.name, bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), opset=opset, check=check,
                 created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     card_json, card_md = card_paths(path)
+    clear_stale_temps(path.parent)  # what an export killed mid-write left
     _write_atomic(path, data)
     _write_atomic(card_json, (json.dumps(card, indent=1) + "\n").encode())
     _write_atomic(card_md, card_markdown(card).encode())

@@ -20,6 +20,7 @@ from pathlib import Path
 from pkd.devices import check_device_choice
 from pkd.procs import child_env, pkd_command, process_alive, spawn
 from pkd.runs import ACTIVE_STATES, CONSOLE_FILE, MANIFEST_FILE, Run, RunError, State, default_runs_dir, new_run_dir
+from pkd.runs.place import tail_bytes
 from pkd.runs.schema import Status
 
 logger = logging.getLogger(__name__)
@@ -56,12 +57,10 @@ def child_process(run: Run) -> subprocess.Popen | None:
 
 def console_tail(run: Run, max_chars: int = 4000) -> str:
     """The end of the run's console.log ("" if there is none)."""
-    path = Path(run.path) / CONSOLE_FILE
-    if not path.is_file():
-        return ""
-    with open(path, "rb") as fh:
-        fh.seek(max(0, path.stat().st_size - max_chars))
-        return fh.read().decode("utf-8", errors="replace")
+    try:
+        return tail_bytes(Path(run.path) / CONSOLE_FILE, max_chars).decode("utf-8", errors="replace")
+    except (OSError, RunError) as exc:  # a FIFO, a device or a folder in its place: never read
+        return f"(console.log cannot be read: {exc})"
 
 
 def _wait_for_run(proc: subprocess.Popen, run: Run, wait_s: float) -> None:
@@ -168,6 +167,7 @@ def resume_run(run: Run, device: str | None = None, build_kernel: bool = True, p
         raise RunError(f"run {run.name} is still running; stop it before resuming")
     if run.state() == State.DONE:
         raise RunError(f"run {run.name} is already done; nothing to resume")
+    run.check_contained()  # console.log (appended to here, before the child starts) must not lead out of the run
     _spawn(pkd_command("train", "--resume", str(Path(run.path).resolve()), "--no-progress", device=device,
                        build_kernel=build_kernel, processes=processes), Path(run.path), threads)
     return run

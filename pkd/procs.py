@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the folder holding the `pkd` package
 
@@ -76,7 +78,7 @@ def spawn(command: list[str], *, console: Path | None = None, env: dict[str, str
     Returns:
         The child; the caller waits for it unless it is detached.
     """
-    with open(console, "ab") if console is not None else contextlib.nullcontext() as out:
+    with open_console(console) if console is not None else contextlib.nullcontext() as out:
         if out is not None:
             out.write(f"$ {' '.join(command)}\n".encode())
             out.flush()
@@ -86,6 +88,23 @@ def spawn(command: list[str], *, console: Path | None = None, env: dict[str, str
     if detach:
         reap(proc)
     return proc
+
+
+def open_console(path: Path) -> BinaryIO:
+    """`path` opened for appending a child's output: created if missing, never through a symbolic link (O_NOFOLLOW)
+    and never a FIFO or a device (opened non-blocking, checked on the open descriptor), so that a planted link
+    cannot carry the output out of its folder and a FIFO cannot block the caller. OSError naming the file."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        why = {errno.ELOOP: "it is a symbolic link", errno.ENXIO: "not a regular file: a FIFO"}.get(
+            exc.errno, exc.strerror or str(exc))
+        raise OSError(exc.errno, f"cannot write the log {path} ({why}); remove it or fix the folder") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"cannot write the log {path} (not a regular file); remove it")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "ab")
 
 
 def reap(proc: subprocess.Popen) -> None:
@@ -127,7 +146,10 @@ def take_lock(path: Path, blocking: bool = True) -> int | None:
     """An open descriptor holding an exclusive flock on `path` (created; never through a symbolic link), or None
     when another process holds it and `blocking` is False. The kernel drops the lock when the holder dies, however
     it dies. OSError when the file cannot be opened."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device planted at the lock's name
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"lock file {path} is not a regular file; remove it")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
     except OSError:
@@ -139,7 +161,7 @@ def take_lock(path: Path, blocking: bool = True) -> int | None:
 def lock_busy(path: Path) -> bool:
     """Some process holds the flock on `path` right now (probed with a shared, non-blocking lock; never waits)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO never blocks us
     except OSError:
         return False
     try:
@@ -162,7 +184,12 @@ def local_holder(path: Path) -> int | None:
     """The pid recorded in lock file `path` (record_holder) when that process is on this machine, holds the lock
     now and is alive with the recorded start time (a recycled pid is never named); None otherwise."""
     try:
-        host, pid, start = path.read_text(encoding="utf-8").split()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            text = os.read(fd, 4096) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        finally:
+            os.close(fd)
+        host, pid, start = text.decode("utf-8").split()
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     if host == socket.gethostname() and pid.isdigit() and lock_busy(path) \

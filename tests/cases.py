@@ -1,7 +1,7 @@
 """The fault-and-abuse case table with its counts (issue 5). `python tests/cases.py` prints it.
 
-Faults are real runs of configs/tiny.yaml in tests/test_faults.py; bad inputs are the CASES table of
-tests/test_hostile.py. tests/test_faults.py::test_case_counts keeps this list tied to the tests that exist.
+Faults are real runs of configs/tiny.yaml in tests/test_faults.py; bad inputs are the CASES tables of
+tests/test_hostile.py and tests/test_hostile_surfaces.py. tests/test_faults.py::test_case_counts keeps this list tied to the tests that exist.
 """
 
 from __future__ import annotations
@@ -78,6 +78,14 @@ MORE_FAULTS = [
      "test_a_manifest_edited_under_saved_students_is_a_clear_error", "resume and eval: one line naming the file"),
     ("SIGKILL of rank 1 of a 2-process torchrun run", "tests/train/test_distributed.py::"
      "test_a_killed_rank_stops_the_run_and_resume_finishes_it", "the run stops; resume ends with the same figures"),
+    ("SIGKILL of a sweep's worker mid-trial (shared teacher)", "tests/test_faults_surfaces.py::"
+     "test_a_sweep_worker_killed_mid_trial_is_adopted_and_resumed",
+     "the same command adopts the trial (its stored overrides checked) and resumes it: one trial, complete"),
+    ("SIGKILL of a sweep mid-trial (base-run teacher), continued by 2 workers", "tests/sweep/test_sweep_worker.py::"
+     "test_killed_sweep_continues_to_three_trials_without_a_duplicate", "trial adopted and resumed; no duplicate"),
+    ("SIGKILL of `pkd export` mid-write of its file, then of its model card", "tests/test_faults_surfaces.py::"
+     "test_export_killed_mid_write_is_resumed_or_refused_cleanly",
+     "the dead export's temp file removed; a whole file without its card refused in one line; --force finishes"),
 ]
 MORE_INPUTS = [
     ("path", "--run-dir through a missing folder onto an existing one", "tests/runs/test_one_writer.py::"
@@ -99,8 +107,9 @@ MORE_INPUTS = [
 
 def hostile_cases() -> list:
     from test_hostile import CASES
+    from test_hostile_surfaces import CASES as SURFACES  # sweep folder, export, pareto, Resume, clips, specs
 
-    return CASES
+    return CASES + SURFACES
 
 
 def counts() -> dict[str, int]:

@@ -532,4 +532,4 @@ def test_case_counts():
         file, test = where.split("::")
         assert f"def {test}(" in (ROOT / file).read_text(), where
     counts = cases.counts()
-    assert counts["hard_kills"] == len(KILL_CHAIN) + 2 and counts["bad_inputs"] >= 25 and counts["data_lost"] == 0
+    assert counts["hard_kills"] == len(KILL_CHAIN) + 5 and counts["bad_inputs"] >= 25 and counts["data_lost"] == 0

@@ -64,7 +64,11 @@ def start(kind: str) -> None:
 
 
 def stop(path: str) -> None:
-    count = pkd_sweep.stop_sweep(pkd_sweep.Sweep(Path(path)))
+    try:
+        count = pkd_sweep.stop_sweep(pkd_sweep.Sweep(Path(path)))
+    except (pkd_sweep.SweepError, OSError) as exc:  # a lock folder or file that is not pkd's (a link, a FIFO)
+        ss.sweeps_message = ("error", f"Could not stop the sweep: {exc}")
+        return
     ss.sweeps_message = ("info", f"Asked {count} worker process(es) to stop; the running trials save a checkpoint "
                                  "and continue when the sweep is continued." if count else
                          "No worker of this sweep runs on this machine.")

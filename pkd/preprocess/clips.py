@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -115,13 +116,16 @@ def read_clip(path: str | os.PathLike[str], spec: DatasetSpec) -> torch.Tensor:
         raise FileNotFoundError(f"clip file not found: {path}")
     if not path.is_file():
         raise ValueError(f"{path}: is not a file; give an animated GIF or a .npy clip")
-    if path.stat().st_size > MAX_CLIP_BYTES:
-        raise ValueError(f"{path}: {path.stat().st_size:,} bytes is too large for a clip (at most "
-                         f"{MAX_CLIP_BYTES:,})")
-    with open(path, "rb") as fh:
+    with _open_file(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > MAX_CLIP_BYTES:
+            raise ValueError(f"{path}: {size:,} bytes is too large for a clip (at most {MAX_CLIP_BYTES:,})")
         head = fh.read(8)
+        if head[:6] == NPY_MAGIC:
+            fh.seek(0)
+            _check_npy_header(fh, path, size, frames, side)  # before numpy allocates anything
     if head[:6] in GIF_MAGIC:
-        pixels = _gif_frames(path, side)  # (T', S, S) float
+        pixels = _gif_frames(path, side, frames)  # (T', S, S) float
     elif head[:6] == NPY_MAGIC:
         pixels = _npy_frames(path, side)
     else:
@@ -133,8 +137,45 @@ def read_clip(path: str | os.PathLike[str], spec: DatasetSpec) -> torch.Tensor:
     return clip.expand(frames, channels, side, side).contiguous() if channels != 1 else clip
 
 
-def _gif_frames(path: Path, side: int) -> np.ndarray:
-    """(T', S, S) float64 in [0, 1] from every frame of a GIF."""
+def _open_file(path: Path) -> io.BufferedReader:
+    """`path` opened for reading; ValueError unless it is a regular file (opened non-blocking and checked on the
+    descriptor, so a FIFO or a device swapped in cannot block the reader)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{path}: is not a file; give an animated GIF or a .npy clip")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _check_npy_header(fh: io.BufferedReader, path: Path, size: int, frames: int, side: int) -> None:
+    """The .npy header (shape, dtype, data size) checked against the run's clips before anything is allocated:
+    (T, S, S) or (T, 1, S, S) of a number type, T = `frames`, and exactly the bytes that shape needs."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(fh)
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise ValueError(f"{path}: not a readable .npy file ({(str(exc).splitlines() or ['?'])[0][:200]})") from None
+    if dtype.hasobject:
+        raise ValueError(f"{path}: refused, a .npy clip must be a plain numeric array without pickled objects")
+    if dtype.kind not in "iufb":
+        raise ValueError(f"{path}: dtype {dtype} is not a number type; use float32 in [0, 1] or uint8")
+    frame = tuple(shape[1:]) in ((side, side), (1, side, side))
+    if not frame:
+        raise ValueError(f"{path}: array of shape {shape}; this run takes (T, {side}, {side}) or "
+                         f"(T, 1, {side}, {side})")
+    if shape[0] != frames:
+        raise ValueError(f"{path}: has {shape[0]} frames but this run's clips have {frames}; give a clip of "
+                         f"{frames} frames")
+    need = math.prod(shape) * dtype.itemsize
+    if size - fh.tell() != need:
+        raise ValueError(f"{path}: not a readable .npy file (its header promises {need:,} bytes of data, the file "
+                         f"holds {size - fh.tell():,})")
+
+
+def _gif_frames(path: Path, side: int, frames: int) -> np.ndarray:
+    """(T', S, S) float64 in [0, 1] from every frame of a GIF (its size and frame count checked first)."""
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
     try:
@@ -142,6 +183,9 @@ def _gif_frames(path: Path, side: int) -> np.ndarray:
             if max(im.size) > MAX_GIF_SIDE or getattr(im, "n_frames", 1) > 1024:
                 raise ValueError(f"{path}: {im.size[0]}x{im.size[1]} px, {getattr(im, 'n_frames', 1)} frames is "
                                  f"not a clip (sides up to {MAX_GIF_SIDE} px, up to 1024 frames)")
+            if getattr(im, "n_frames", 1) != frames:
+                raise ValueError(f"{path}: has {getattr(im, 'n_frames', 1)} frames but this run's clips have "
+                                 f"{frames}; give a clip of {frames} frames")
             out = [np.asarray(frame.convert("L").resize((side, side), Image.Resampling.BILINEAR, reducing_gap=None),
                               dtype=np.float64) / 255.0
                    if frame.size != (side, side) else np.asarray(frame.convert("L"), dtype=np.float64) / 255.0

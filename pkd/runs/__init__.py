@@ -22,6 +22,8 @@ States (`State`): created, running, done, failed, stopped; a running run whose p
 The package, one concept per module (each imports its siblings directly, never this face):
     files.py     file names, State, reader limits, the run-name rule, RunError
     io.py        atomic writes (with $PKD_FAULT fault injection), bounded reads, tensor files, printable
+    place.py     where pkd may write (inside the named folder, never through a link, never replacing what it did
+                 not create unless asked) and non-blocking, bounded reads of logs
     schema.py    every record's keys (PrefixRow, Summary, Status, MetricEvent, RunInfo, ...) and their rules
     validate.py  the checks of parsed records against those rules
     writer.py    RunWriter: creating a run, the writer lock, status, metrics and result tables

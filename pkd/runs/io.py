@@ -51,18 +51,22 @@ def _fault(path: Path, fh: Any, data: bytes) -> None:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
 
-def write_error(path: Path, exc: OSError) -> OSError:
+RUN_FIX = "free disk space or make the run directory writable, then continue with `python -m pkd train --resume <run>`"
+
+
+def write_error(path: Path, exc: OSError, fix: str = RUN_FIX) -> OSError:
     """The same kind of OSError, with a one-line message naming the file and the fix."""
     reason = exc.strerror or exc.__class__.__name__
-    return type(exc)(exc.errno, f"cannot write {path} ({reason}); free disk space or make the run directory "
-                                "writable, then continue with `python -m pkd train --resume <run>`")
+    return type(exc)(exc.errno, f"cannot write {path} ({reason}); {fix}")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same folder + fsync + os.replace (never half-written).
+def atomic_write_bytes(path: Path, data: bytes, fix: str = RUN_FIX) -> None:
+    """Write `data` to `path` via a temp file in the same folder + fsync + os.replace (never half-written; a link
+    planted at `path` is replaced, never followed).
 
     Raises:
-        OSError: the disk refused the write (full, read-only); the message names `path`, which is unchanged.
+        OSError: the disk refused the write (full, read-only); the message names `path`, which is unchanged, and
+            `fix`, what to do.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -74,7 +78,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        raise write_error(path, exc) from None
+        raise write_error(path, exc, fix) from None
     finally:
         try:
             tmp.unlink()

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from pkd.procs import proc_start_time, process_alive, take_lock
+from pkd.procs import proc_start_time, take_lock
 from pkd.runs.files import (CONFIG_FILE, CONSOLE_FILE, LOCK_FILE, MANIFEST_FILE, MAX_JSON_BYTES, METRICS_FILE,
                             PREFIX_FILE, STATUS_FILE, STUDENTS_DIR, SUMMARY_FILE, RunError, State, check_contained,
                             new_run_dir)
 from pkd.runs.io import append_line, atomic_write_bytes, atomic_write_json, read_bounded, write_error
+from pkd.runs.place import clear_stale_temps
 from pkd.runs.schema import PREFIX_COLUMNS, Manifest, Metric, Status
 
 logger = logging.getLogger(__name__)
@@ -166,11 +167,7 @@ class RunWriter:
         except OSError as exc:
             raise write_error(path, exc) from None
         for folder in (self.path, self.path / STUDENTS_DIR):
-            for tmp in folder.glob(".*.tmp") if folder.is_dir() else []:
-                parts = tmp.name.split(".")
-                if len(parts) >= 4 and parts[-3].isdigit() and int(parts[-3]) != os.getpid() \
-                        and not process_alive(int(parts[-3])):
-                    tmp.unlink(missing_ok=True)
+            clear_stale_temps(folder)
 
     # -------------------------------------------------------------------------- metrics and results
     def log_metrics(self, event: str, **fields: Any) -> None:

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from pkd.procs import child_env, local_holder, pkd_command, spawn
-from pkd.runs import atomic_write_bytes, new_run_dir, printable
+from pkd.runs import RunError, atomic_write_bytes, new_run_dir, printable
+from pkd.runs.place import tail_bytes
 from pkd.sweep.folder import LOCKS_DIR, STOP_FILE, SWEEP_LOG, Sweep, held, stop_generation
 from pkd.sweep.space import SweepError
 
@@ -74,11 +75,8 @@ def stop_sweep(sweep: Sweep) -> int:
 
 def log_tail(sweep: Sweep, max_chars: int = 4000) -> list[str]:
     """The last lines of the sweep's sweep.log (what a sweep started from the app printed)."""
-    path = sweep.path / SWEEP_LOG
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(max(0, path.stat().st_size - max_chars))
-            text = fh.read().decode("utf-8", errors="replace")
-    except OSError:
-        return []
+    try:  # never blocks: a FIFO or a device in its place is not read
+        text = tail_bytes(sweep.path / SWEEP_LOG, max_chars).decode("utf-8", errors="replace")
+    except (OSError, RunError) as exc:
+        return [printable(f"(sweep.log cannot be read: {exc})", 300)]
     return [printable(line, 300) for line in text.splitlines() if line.strip()]

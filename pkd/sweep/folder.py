@@ -26,7 +26,9 @@ from typing import Any, Iterator
 
 from pkd.config import RunConfig, load_config
 from pkd.procs import lock_busy, record_holder, take_lock
-from pkd.runs import SWEEP_FILE, Run, RunError, list_runs, read_json
+from pkd.runs import SWEEP_FILE, Run, RunError, list_runs, read_bounded, read_json
+from pkd.runs.place import inside
+from pkd.sweep.journal_check import load_study
 from pkd.sweep.space import OBJECTIVES, Space, SweepError, parse_space
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ def lock_fd(path: Path, blocking: bool = True) -> int | None:
     """An open descriptor holding an exclusive flock on `path` (created), or None when another process holds it
     and `blocking` is False. The kernel drops the lock when the holder dies, however it dies. The holder writes
     "<host> <pid> <start time>" into the file (what stop_sweep signals)."""
+    if path.parent.is_symlink():
+        raise SweepError(f"{path.parent} is a symbolic link; a sweep writes only inside its folder: remove it")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = take_lock(path, blocking)
     if fd is not None:
@@ -119,17 +123,26 @@ class Sweep:
         return [f"teacher.checkpoint={json.dumps(teacher['path'])}"] if teacher.get("source") == BASE_RUN else []
 
     def storage(self) -> Any:
+        """The Optuna storage of journal.log (created when missing; never through a link)."""
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        return JournalStorage(JournalFileBackend(str(self.path / JOURNAL_FILE)))
+        return JournalStorage(JournalFileBackend(str(self.own(JOURNAL_FILE))))
 
     def study(self) -> Any:
-        import optuna
-
-        return optuna.load_study(study_name=STUDY_NAME, storage=self.storage())
+        """The sweep's Optuna study, its journal checked first (journal_check): SweepError in one line naming
+        journal.log when it is empty, foreign, damaged or not a regular file."""
+        return load_study(self.storage, self.path / JOURNAL_FILE, STUDY_NAME)
 
     def trial_dir(self, number: int) -> Path:
-        return self.path / trial_name(number)
+        return self.own(trial_name(number))
+
+    def own(self, name: str) -> Path:
+        """The sweep's own file or folder `name` for writing; SweepError when it is a symbolic link (a trial folder
+        replaced by a link would carry the trial's files, and their deletion, out of the sweep)."""
+        try:
+            return inside(self.path, name)  # pkd.runs.place: the one rule for where pkd writes
+        except RunError as exc:
+            raise SweepError(f"{exc}; then run the sweep again") from None
 
     def lock_path(self, name: str) -> Path:
         return self.path / LOCKS_DIR / f"{name}.lock"
@@ -147,9 +160,9 @@ class Sweep:
 
 def stop_generation(sweep_path: Path) -> int:
     """The number in the sweep's stop-request file (0 when there is none or it is unreadable)."""
-    try:
-        text = (Path(sweep_path) / STOP_FILE).read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
+    try:  # never blocks: a FIFO or a device in its place reads as no request
+        text = read_bounded(Path(sweep_path) / STOP_FILE, 64, "a stop request").decode("ascii").strip()
+    except (OSError, RunError, UnicodeDecodeError):
         return 0
     return int(text) if text.isdigit() and len(text) < 19 else 0
 

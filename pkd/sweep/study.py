@@ -27,8 +27,9 @@ from optuna.trial import TrialState
 from pkd.config import ConfigError, RunConfig, load_config
 from pkd.runs import (SWEEP_FILE, Run, RunError, atomic_write_bytes, atomic_write_json, check_teacher_file,
                       printable)
-from pkd.sweep.folder import (BASE_RUN, LOCKS_DIR, SPACE_FILE, STUDY_NAME, SWEEP_LOG, Sweep, held, lock_fd,
-                              trial_name)
+from pkd.sweep.folder import (BASE_RUN, JOURNAL_FILE, LOCKS_DIR, SPACE_FILE, STUDY_NAME, SWEEP_LOG, Sweep, held,
+                              lock_fd, trial_name)
+from pkd.sweep.journal_check import check_overrides
 from pkd.sweep.space import OBJECTIVES, Space, SweepError, load_space, suggest, trial_overrides
 from pkd.train.specs import check_models  # the sweep runs training; the app never imports this module
 
@@ -157,6 +158,19 @@ def open_sweep(sweep_dir: str | os.PathLike, base_path: str | os.PathLike | None
 
 # ----------------------------------------------------------------------------------------------- handing out trials
 
+def trusted_problem(sweep: Sweep, number: int, overrides: Any, space: Space, base: RunConfig) -> str:
+    """Why a trial's stored overrides must not be trained ("" when they may): not written by a worker that lived to
+    record them, not what pkd writes for the space (journal_check), or not a valid, trainable config."""
+    if overrides is None:
+        return "its worker died while setting it up"
+    try:
+        check_overrides(overrides, space, base, f"trial {number} in {sweep.path / JOURNAL_FILE}")
+        trial_config(sweep.base_file, sweep.teacher_overrides() + overrides)
+    except (SweepError, ConfigError, ValueError, RunError) as exc:
+        return printable(exc, 500)
+    return ""
+
+
 @dataclass
 class Job:
     """A trial this worker holds (its lock `fd`) and trains."""
@@ -184,8 +198,9 @@ def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _adopt(sweep: Sweep, study: Any) -> Job | None:
-    """A trial left running by a worker that is gone (its lock is free): this worker takes it over."""
+def _adopt(sweep: Sweep, study: Any, space: Space, base: RunConfig) -> Job | None:
+    """A trial left running by a worker that is gone (its lock is free): this worker takes it over, once its
+    stored overrides are checked against the space and the config schema (journal_check; else it fails)."""
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         fd = lock_fd(sweep.lock_path(trial_name(frozen.number)), blocking=False)
         if fd is None:
@@ -195,8 +210,10 @@ def _adopt(sweep: Sweep, study: Any) -> Job | None:
         if frozen.number not in now:  # finished while we looked
             os.close(fd)
             continue
-        if not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
-            set_attrs(study, frozen._trial_id, {"error": "its worker died while setting it up"})
+        problem = trusted_problem(sweep, frozen.number, overrides, space, base)
+        if problem:
+            logger.warning("trial %d is not resumed: %s", frozen.number, problem)
+            set_attrs(study, frozen._trial_id, {"error": problem})
             study.tell(frozen.number, state=TrialState.FAIL)
             os.close(fd)
             continue
@@ -230,7 +247,7 @@ def next_job(sweep: Sweep, study: Any, n_trials: int, space: Space, base: RunCon
     the study has fewer than `n_trials` trials that did not fail. None when there is nothing left to do."""
     with held(sweep.lock_path("ask")):
         while True:
-            job = _adopt(sweep, study)
+            job = _adopt(sweep, study, space, base)
             if job is not None:
                 return job
             trials = study.get_trials(deepcopy=False)

@@ -107,6 +107,9 @@ def _clear_unstarted(path: Path) -> None:
     if not path.is_dir():
         return
     for entry in path.iterdir():
+        if entry.is_symlink():
+            raise SweepError(f"{entry} is a symbolic link; a sweep writes only inside its folder: move the folder "
+                             f"{path.name} away and run the sweep again")
         if entry.name == CONFIG_FILE or entry.name.endswith(".tmp"):
             entry.unlink()
         elif entry.name == STUDENTS_DIR and entry.is_dir() and not any(entry.iterdir()):
@@ -146,7 +149,7 @@ def ensure_teacher(sweep: Sweep, options: TrialOptions, stopper: Stopper) -> boo
     the others wait for it); every trial then shares its teacher.pt. False when stopped on request."""
     if sweep.meta()["teacher"]["source"] != BASE_RUN:
         return True
-    base = Run(sweep.path / BASE_RUN)
+    base = Run(sweep.own(BASE_RUN))
     with held(sweep.lock_path(BASE_RUN)):
         if (base.path / MANIFEST_FILE).is_file() and base.state() == State.DONE:
             return True
@@ -166,8 +169,8 @@ def run_trial(sweep: Sweep, study: Any, job: Job, options: TrialOptions, stopper
     trial is left running in the journal (the next worker resumes it)."""
     run = Run(sweep.trial_dir(job.number))
     share = ["--teacher-ref"] if sweep.meta()["teacher"]["share"] else []
-    fresh = ["--config", str(sweep.base_file), "--run-dir", str(run.path), *share, *sweep.teacher_overrides(),
-             *job.overrides]
+    fresh = ["--config", str(sweep.base_file), "--run-dir", str(run.path), *share,
+             "--", *sweep.teacher_overrides(), *job.overrides]  # after "--": never read as options
     state = train_to_end(run, fresh, options, stopper)
     if state == State.DONE:
         try:

@@ -14,6 +14,7 @@ ends a torchrun rank through pkd.distributed.exit_rank.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -120,8 +121,9 @@ def _prepare_process(args: argparse.Namespace, run: Run, cfg: RunConfig, world: 
     """Logging (rank 0 also into train.log), the writer's start record, the scan kernel; returns the device."""
     try:
         setup_logging(run.log_path() if world.is_writer else None, args.verbose, rank=world.rank)
-    except OSError as exc:
-        raise write_error(run.log_path(), exc) from None
+    except OSError as exc:  # a link or a FIFO in train.log's place is named as such (pkd.procs.open_console)
+        raise (exc if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EINVAL) else write_error(run.log_path(), exc)) \
+            from None
     device = resolve_device(args.device or cfg.device)  # again, now that train.log records its choice
     if world.is_writer:
         run.mark_started(message=f"device {device}" + (f", {world.size} processes" if world.distributed else ""))

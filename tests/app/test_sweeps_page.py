@@ -121,3 +121,28 @@ def test_a_sweep_started_from_the_page_runs_detached_and_stops(app_env):
     assert not found.active()
     base = Run(Path(found.path) / "base")
     assert not base.is_active()
+
+
+def test_a_hostile_sweep_folder_gets_one_line_and_never_blocks_the_page(app_env, shipped_sweep):
+    """Issue 31: a foreign line in one sweep's journal is a one-line error on the page, not an exception; FIFOs in
+    another's sweep.log, stop-request and lock files are shown as unreadable, never read (the page finishes)."""
+    import os
+    import shutil
+
+    foreign = Path(shutil.copytree(shipped_sweep.path, app_env / "foreign"))
+    with open(foreign / "journal.log", "ab") as fh:
+        fh.write(b"not optuna\n")
+    fifos = Path(shutil.copytree(shipped_sweep.path, app_env / "fifos"))
+    (fifos / ".locks").mkdir(exist_ok=True)
+    for name in ("sweep.log", "stop-request", ".locks/trial-009.lock"):
+        (fifos / name).unlink(missing_ok=True)
+        os.mkfifo(fifos / name)
+    at = open_sweeps()
+    at.selectbox(key="sweeps_pick").set_value(str(foreign)).run()
+    assert not at.exception, at.exception
+    assert len(at.error) == 1 and "journal.log line" in at.error[0].value and "not an Optuna journal record" in \
+        at.error[0].value and "start a new sweep" in at.error[0].value
+    at.selectbox(key="sweeps_pick").set_value(str(fifos)).run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    assert "not running" in " ".join(c.value for c in at.caption)
+    assert any("sweep.log cannot be read" in c.value for c in at.code)
