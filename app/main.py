@@ -39,6 +39,7 @@ if goto in PAGES:
     st.switch_page(PAGES[goto])
 common.read_url(name)  # a shared link or a reload: the URL's state first
 widgets.sidebar()
+link_slot = st.sidebar.empty()  # 'Copy link', filled last: the link then holds what the page itself set
 common.write_url(name)  # the widgets' values are already in session state; a page that calls st.stop() ends here
 lesson_card = st.container()  # lesson mode's step card, at the top; filled once the page has run (its ticks)
 try:
@@ -47,3 +48,4 @@ finally:  # what the page itself set (a default number of students, a clamped va
     with lesson_card:
         lesson.card(name)
     common.write_url(name)
+    widgets.copy_link(link_slot, page.url_path)

@@ -3,6 +3,7 @@ tables with their number formats and column tooltips. What they read comes from 
 
 from __future__ import annotations
 
+import urllib.parse
 from pathlib import Path
 
 import streamlit as st
@@ -44,17 +45,32 @@ def sidebar() -> Run | None:
     return run
 
 
+def copy_link(slot, url_path: str) -> None:
+    """'Copy link' in the sidebar: the address of this exact view (page, run and settings, as the URL keeps them)
+    in a box with a copy button, for a teacher to share with the class."""
+    base = (st.context.url or "").rstrip("/")  # None in a test harness: the link is then relative
+    query = urllib.parse.urlencode(st.query_params.to_dict())
+    link = f"{base}/{url_path}" + (f"?{query}" if query else "")
+    with slot.container(), st.popover("Copy link", icon=":material/link:", width="stretch",
+                                      help="The link to exactly this view, to share with a class."):
+        st.caption("This view's link: the page, the run and its settings. Copy it with the icon at its right, "
+                   "then paste it in a chat or on the board.")
+        st.code(link, language=None, wrap_lines=True)
+
+
 def show_table(frame, key: str) -> None:
-    """st.dataframe with a % sign on the percentage columns and a tooltip on each column that has one."""
+    """st.dataframe with a % sign on the percentage columns, a tooltip on each column that has one, and each column
+    as wide as its content (fmt.column_widths), so a wide table is not cut off on the right of a laptop's screen."""
     config = {}
+    widths = fmt.column_widths(frame)
     for column in frame.columns:
-        help_text = fmt.COLUMN_HELP.get(column)
+        help_text, width = fmt.COLUMN_HELP.get(column), widths[column]
         if column in fmt.PERCENT_COLUMNS:
-            config[column] = st.column_config.NumberColumn(column, format="%.2f%%", help=help_text)
+            config[column] = st.column_config.NumberColumn(column, format="%.2f%%", help=help_text, width=width)
         elif column in fmt.COUNT_COLUMNS:
-            config[column] = st.column_config.NumberColumn(column, format="localized", help=help_text)
-        elif help_text:
-            config[column] = st.column_config.Column(column, help=help_text)
+            config[column] = st.column_config.NumberColumn(column, format="localized", help=help_text, width=width)
+        else:
+            config[column] = st.column_config.Column(column, help=help_text, width=width)
     st.dataframe(frame, hide_index=True, width="stretch", key=key, column_config=config)
 
 

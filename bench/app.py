@@ -90,6 +90,8 @@ def bench_startup(env: dict, repeats: int) -> None:
 
 
 PAGES = ("", "playground", "clips", "how_it_works", "train", "runs", "sweeps")  # URL paths; "" = Results
+RUN_PAGES = ("", "playground", "clips", "how_it_works")  # the pages that load what a run holds (models, data)
+QUIET_S = 1.0  # a page has finished when its script stays finished this long (a query-string update reruns it)
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -99,20 +101,29 @@ def rss_mb(pid: int) -> tuple[float, float]:
 
 
 def open_page(browser, url: str) -> float:
-    """Seconds from navigation until the page's script has run to its end (in a new tab = a new session)."""
+    """Seconds from navigation until the page's script has run to its end and stayed there QUIET_S (in a new tab =
+    a new session; the quiet time is not counted)."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
+    state = "document.querySelector('[data-testid=stApp]')?.getAttribute('data-test-script-state')"
     try:
         t0 = time.perf_counter()
         page.goto(url)
-        page.locator("[data-testid='stApp'][data-test-script-state='notRunning'] h1").first.wait_for(timeout=180_000)
-        return time.perf_counter() - t0
+        page.locator("[data-testid='stApp'][data-test-script-state='notRunning'] h1").first.wait_for(timeout=300_000)
+        done = time.perf_counter()
+        while time.perf_counter() - done < QUIET_S:
+            if page.evaluate(state) != "notRunning":
+                page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(timeout=300_000)
+                done = time.perf_counter()
+            page.wait_for_timeout(50)
+        return done - t0
     finally:
         page.close()
 
 
 def page_figures(tree: Path, env: dict, runs: list[str]) -> dict:
-    """Serve the app of `tree` and open each page on `runs[0]` twice (first open, re-open), then every page on every
-    run; returns {"first": {page: s}, "again": {page: s}, "slowest": (s, url), "rss": MB, "peak": MB}."""
+    """Serve the app of `tree` and open each page on `runs[0]` twice (first open, re-open), then each page that
+    loads a run's models or data on every run; returns {"first": {page: s}, "again": {page: s}, "slowest": (s,
+    url), "rss": MB, "peak": MB}."""
     from playwright.sync_api import sync_playwright
 
     proc, url, _ = start_server(env, tree)
@@ -124,7 +135,7 @@ def page_figures(tree: Path, env: dict, runs: list[str]) -> dict:
                 for when in ("first", "again"):
                     out[when][path or "results"] = open_page(browser, f"{url}/{path}?run={runs[0]}")
             for run in runs:
-                for path in PAGES:
+                for path in RUN_PAGES:
                     seconds = open_page(browser, f"{url}/{path}?run={run}")
                     out["slowest"] = max(out["slowest"], (seconds, f"/{path}?run={run}"))
             browser.close()
@@ -150,12 +161,15 @@ def bench_pages(env: dict, compare: str | None) -> None:
     runs = [Path(r.path).relative_to(shipped).as_posix() for r in list_runs(shipped)]
     runs.sort(key=lambda r: r != "mnist")  # the app's default run first
     print(f"\n== page opens in Chromium (a new tab each, the script run to its end) and server memory after every "
-          f"page on each of the {len(runs)} shipped runs ({shipped})")
+          f"page on each of the {len(runs)} shipped runs ({shipped})", flush=True)
     trees = {"this tree": ROOT}
     with tempfile.TemporaryDirectory(prefix="pkd-bench-old-") as tmp:
-        if compare:
-            trees[compare] = old_tree(compare, Path(tmp))
-        figures = {name: page_figures(tree, dict(env, PYTHONPATH=str(tree)), runs) for name, tree in trees.items()}
+        if compare:  # a folder holding an older checkout, or a commit of this repository
+            trees[compare] = Path(compare) if (Path(compare) / "app").is_dir() else old_tree(compare, Path(tmp))
+        figures = {}
+        for name, tree in trees.items():
+            figures[name] = page_figures(tree, dict(env, PYTHONPATH=str(tree)), runs)
+            print(f"  {name}: {figures[name]}", flush=True)
     names = list(figures)
     print(f"  {'page':<14}" + "".join(f"{name + ' first / again (s)':>34}" for name in names))
     for page in figures[names[0]]["first"]:
@@ -321,7 +335,7 @@ def main() -> None:
     parser.add_argument("--skip-train", action="store_true", help="no training throughput figures")
     parser.add_argument("--pages-only", action="store_true", help="only the page times and server memory")
     parser.add_argument("--compare", metavar="REF", help="also time the app of this git commit (an older release), "
-                        "side by side")
+                        "or of a folder holding an older checkout, side by side")
     args = parser.parse_args()
     run_path = Path(args.run).resolve()
     if not (run_path / "manifest.json").is_file():

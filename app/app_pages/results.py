@@ -195,11 +195,14 @@ def explain_early_exit(summary: dict) -> None:
 def table(run: Run, rows: list[dict]) -> None:
     """The per-student table with its explanation and (outside lesson mode) its CSV."""
     st.subheader(f"Per student: {common.display_name(run)}")
+    residual = run.info()[RunInfo.MODE] != "independent"  # independent students have no scale s_k
     st.caption("**alone**: the student on its own (in a residual ensemble, students after the first learn a "
                "correction to the sum before them, so alone they can score low).  **together**: students 1 to this "
-               "one, the ensemble's accuracy.  FLOPs are per image.  **scale s_k**: the number student k learned to "
-               "multiply the sum of the students before it by (1 = plain sum).  Hover a column's name for more.")
-    frame = results_charts.prefix_frame(rows)
+               "one, the ensemble's accuracy.  FLOPs are per image.  "
+               + ("**scale s_k**: the number student k learned to multiply the sum of the students before it by "
+                  "(1 = plain sum).  " if residual else "")
+               + "Hover a column's name for more.")
+    frame = results_charts.prefix_frame(rows, residual)
     widgets.show_table(frame, key="results_table")
     if not common.lesson_mode():
         st.download_button("Download this table (CSV)", results_charts.table_csv(frame),

@@ -47,8 +47,12 @@ def table(runs: list[Run], infos: dict[str, dict]) -> None:
     locations = {str(run.path): common.location(run) for run in runs}
     names = {str(run.path): common.display_name(run, infos[str(run.path)]) for run in runs}
     frame = runs_charts.runs_frame(list(infos.values()), locations, names)
+    # when and where each run started is said for the chosen run below the table: the table fits a laptop's screen
+    frame = frame.drop(columns=["started", "where"])
+    if not (frame[RunInfo.PROBLEM] != "").any():  # a column for broken runs only when there is one
+        frame = frame.drop(columns=[RunInfo.PROBLEM])
     if common.lesson_mode():  # the story: which run, how accurate, how cheap
-        frame = frame.drop(columns=["dataset", "started", "where", RunInfo.PROBLEM])
+        frame = frame.drop(columns=["dataset", RunInfo.PROBLEM], errors="ignore")
     widgets.show_table(frame, key="runs_table")
     st.caption("**students** = finished / planned.  **final accuracy** = all finished students together, on the "
                "test set; **% of the teacher's FLOPs** = their work per image as a share of the teacher's.  A "
@@ -106,6 +110,9 @@ def main() -> None:
         ss.runs_pick = ss.get(common.RUN_KEY) if ss.get(common.RUN_KEY) in paths else paths[0]
     chosen = st.selectbox("Run", paths, key="runs_pick", format_func=lambda p: labels.get(p, p))
     run = Run(Path(chosen))
+    row = runs_charts.runs_frame([infos[chosen]], {chosen: common.location(run)}).iloc[0]
+    st.caption(f"Started {row['started'] or 'at an unknown time'} · "
+               + ("shipped with pkd (in pretrained/)" if row["where"] == "pretrained" else "in your runs folder"))
     actions(run, chosen)
     if infos[chosen][RunInfo.PROBLEM]:
         st.error(f"**{infos[chosen]['name']}** is broken: {infos[chosen][RunInfo.PROBLEM]}")

@@ -189,7 +189,7 @@ if not common.lesson_mode():
 
 with st.expander(f"Trials ({len(trials)})"):
     names = pkd_sweep.OBJECTIVE_NAMES[meta["objective"]]
-    st.dataframe(sweep_charts.trials_frame(trials, names), hide_index=True, width="stretch", key="sweeps_trials_table")
+    widgets.show_table(sweep_charts.trials_frame(trials, names), key="sweeps_trials_table")
     tail = pkd_sweep.log_tail(chosen)
     if tail:
         st.code("\n".join(tail[-30:]))

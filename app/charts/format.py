@@ -100,3 +100,19 @@ def nice_step(raw: float) -> float:
         return 1.0
     power = 10 ** math.floor(math.log10(raw))
     return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
+def column_widths(frame, char_px: float = 6.8, header_px: float = 6.2, pad_px: int = 18,
+                  most_px: int = 240) -> dict[str, int]:
+    """Pixel widths that fit each column's header and longest shown value (at most `most_px`): a table sized to its
+    content instead of the grid's roomier default, so it fits a laptop's screen without cutting columns off.
+
+    Args:
+        frame: the table (pandas DataFrame); numbers are measured as shown, with 2 decimals.
+    """
+    widths = {}
+    for column in frame.columns:
+        values = [f"{v:,.2f}" if isinstance(v, float) else str(v) for v in frame[column].tolist()]
+        longest = max([len(str(column)) * header_px, *(len(v) * char_px for v in values)])
+        widths[column] = min(most_px, int(longest) + pad_px)
+    return widths

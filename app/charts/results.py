@@ -20,15 +20,16 @@ TABLE_COLUMNS = ("student", "model", "parameters", "its FLOPs", "FLOPs so far", 
                  "alone", "together", "scale s_k")
 
 
-def prefix_frame(rows: list[dict]) -> pd.DataFrame:
+def prefix_frame(rows: list[dict], residual: bool = True) -> pd.DataFrame:
     """The per-student table of one run (one row per prefix k), with display column names.
 
     Args:
         rows: prefix.csv rows (k, arch, params, student_flops, cumulative_flops, share_of_teacher, solo_acc,
             prefix_acc, prev_scale).
+        residual: a residual run; independent students have no scale s_k, so that column is left out.
 
     Returns:
-        DataFrame with TABLE_COLUMNS; accuracies and shares as percentages (0..100).
+        DataFrame with TABLE_COLUMNS (less "scale s_k" unless residual); accuracies and shares in percent (0..100).
     """
     records = []
     for row in rows:
@@ -45,7 +46,8 @@ def prefix_frame(rows: list[dict]) -> pd.DataFrame:
             "scale s_k": (f"{row[PrefixRow.PREV_SCALE]:.2f}"
                           if int(row["k"]) > 1 and is_number(row.get(PrefixRow.PREV_SCALE)) else ""),
         })
-    return pd.DataFrame.from_records(records, columns=list(TABLE_COLUMNS))
+    frame = pd.DataFrame.from_records(records, columns=list(TABLE_COLUMNS))
+    return frame if residual else frame.drop(columns=["scale s_k"])
 
 
 VIDEO_COLUMNS = ("who", "digit and motion", "digit identity", "changes when reversed")
@@ -105,6 +107,7 @@ def accuracy_flops_figure(series: list[dict], log_x: bool = False, show_solo: bo
     """
     fig = go.Figure()
     many = len(series) > 1
+    teacher_labels = _teacher_labels(series, many)
     for i, item in enumerate(series):
         color = COLORS[i % len(COLORS)]
         if show_solo:
@@ -113,9 +116,28 @@ def accuracy_flops_figure(series: list[dict], log_x: bool = False, show_solo: bo
             _add_anytime(fig, item, color, many)
             _add_val_fitted(fig, item, color, many)
         _add_prefixes(fig, item, color, many, label_points=i == 0, log_x=log_x)
-        _add_teacher(fig, item, color, many)
+        _add_teacher(fig, item, color, many, teacher_labels.get(i))
     _layout(fig, series, log_x, show_anytime)
     return fig
+
+
+TEACHER_LABEL_PLACES = ("top left", "bottom left", "top center", "bottom center")  # overlaid runs' labels apart
+
+
+def _teacher_labels(series: list[dict], many: bool) -> dict[int, tuple[str, str]]:
+    """The text and place of each run's teacher-accuracy label: runs whose teachers score the same (to 0.01%)
+    share one label naming them all; different accuracies get different places, so no two labels overlap."""
+    groups: dict[float, list[int]] = {}
+    for i, item in enumerate(series):
+        acc = (item.get("teacher") or {}).get(TeacherFigures.TEST_ACC)
+        if is_number(acc):
+            groups.setdefault(round(100 * acc, 2), []).append(i)
+    out = {}
+    for place, (acc, members) in enumerate(groups.items()):
+        names = ", ".join(series[i]["label"] for i in members)
+        out[members[0]] = (f"{names + ': ' if many else ''}teacher's accuracy {acc:.2f}%",
+                           TEACHER_LABEL_PLACES[place % len(TEACHER_LABEL_PLACES)])
+    return out
 
 
 def _name(item: dict, many: bool, what: str) -> str:
@@ -202,15 +224,16 @@ def _add_prefixes(fig: go.Figure, item: dict, color: str, many: bool, label_poin
     ))
 
 
-def _add_teacher(fig: go.Figure, item: dict, color: str, many: bool) -> None:
-    """The teacher: a dashed line at its accuracy and a star at its own cost (the students' target, far right)."""
+def _add_teacher(fig: go.Figure, item: dict, color: str, many: bool, label: tuple[str, str] | None) -> None:
+    """The teacher: a dashed line at its accuracy (with its label (text, place), unless another run's label already
+    names it) and a star at its own cost (the students' target, far right)."""
     teacher = item.get("teacher") or {}
     if not is_number(teacher.get(TeacherFigures.TEST_ACC)):
         return
     acc = 100 * teacher[TeacherFigures.TEST_ACC]
-    fig.add_hline(y=acc, line={"color": color, "dash": "dash", "width": 1}, annotation_text=(
-        f"{item['label'] + ': ' if many else ''}teacher's accuracy {acc:.2f}%"), annotation_position="top left",
-        annotation_font={"color": color, "size": 13})
+    named = {"annotation_text": label[0], "annotation_position": label[1],
+             "annotation_font": {"color": color, "size": 13}} if label else {}
+    fig.add_hline(y=acc, line={"color": color, "dash": "dash", "width": 1}, **named)
     if is_number(teacher.get("flops")) and teacher["flops"] > 0:
         fig.add_trace(go.Scatter(
             x=[teacher["flops"]], y=[acc], mode="markers+text", name=_name(item, many, "teacher"), legendrank=0,

@@ -36,7 +36,7 @@ def runs_frame(infos: list[dict], locations: dict[str, str] | None = None,
             "teacher's accuracy": pct(info.get(RunInfo.TEACHER_ACC)),
             "final accuracy": pct(info.get(RunInfo.FINAL_ACC)),
             "% of the teacher's FLOPs": pct(info.get(RunInfo.FINAL_SHARE)),
-            "started": dt.datetime.fromtimestamp(created).strftime("%Y-%m-%d %H:%M") if created else "",
+            "started": dt.datetime.fromtimestamp(created).strftime("%d %b %H:%M") if created else "",
             "where": locations.get(info.get("path", ""), ""),
             RunInfo.PROBLEM: info.get(RunInfo.PROBLEM) or "",
         })

@@ -29,3 +29,13 @@ def test_number_formats():
     assert fmt.pct(0.9) == 90.0 and fmt.pct(None) is None  # a table's percentage column: None is an empty cell
     assert fmt.students_text(1) == "student 1" and fmt.students_text(3) == "students 1–3"
     assert fmt.is_number(0.5) and not fmt.is_number(True) and not fmt.is_number(float("nan"))
+
+
+def test_table_columns_are_as_wide_as_their_content():
+    import pandas as pd
+
+    frame = pd.DataFrame({"run": ["mnist", "moving-mnist-independent"], "state": ["done", "done"],
+                          "final accuracy": [99.37, 92.9]})
+    widths = fmt.column_widths(frame)
+    assert widths["run"] > widths["final accuracy"] > widths["state"]  # the longest value, or the header
+    assert fmt.column_widths(pd.DataFrame({"x": ["y" * 500]}))["x"] == 240  # a long text is capped

@@ -108,6 +108,8 @@ def test_results_log_axis_and_overlay(app_env, shipped_root):
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     names = " ".join(trace.get("name", "") for trace in spec["data"])
     assert "other-run" in names and "mnist" in names
+    link = at.get("code")[-1].value  # the sidebar's 'Copy link': this view, overlay and axis included
+    assert link.startswith("/?") and "compare=other-run" in link and "axis=linear" in link
 
 
 def test_results_without_runs_says_where_to_start(monkeypatch, tmp_path):
@@ -272,7 +274,9 @@ def test_runs_page_lists_opens_and_deletes_with_confirmation(app_env, shipped_ro
     at = open_app("runs")
     frame = at.dataframe[0].value
     assert "victim" in list(frame["run"]) and "mnist" in list(frame["run"])
+    assert "problem" not in frame.columns and "started" not in frame.columns  # fits a laptop's screen
     at.selectbox(key="runs_pick").set_value(str(victim)).run()
+    assert "in your runs folder" in texts(at, "caption")  # when and where, for the chosen run
     at.button(key="runs_delete").click().run()
     assert victim.is_dir(), "deleted without confirmation"
     assert "cannot be undone" in texts(at, "warning")

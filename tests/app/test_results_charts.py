@@ -34,6 +34,26 @@ def test_prefix_frame_has_display_columns_in_percent():
     assert all(column in fmt.COLUMN_HELP for column in frame.columns)  # every column has a tooltip
 
 
+def test_independent_runs_have_no_scale_column():
+    frame = results_charts.prefix_frame(ROWS, residual=False)
+    assert "scale s_k" not in frame.columns and list(frame.columns) == list(results_charts.TABLE_COLUMNS[:-1])
+
+
+def test_overlaid_teachers_labels_never_overlap():
+    """Runs sharing a teacher (same accuracy) share one label naming both; different accuracies get different
+    places on their lines."""
+    other = {**TEACHER, "test_acc": 0.985}
+    same = results_charts.accuracy_flops_figure([{"label": "a", "rows": ROWS, "teacher": TEACHER},
+                                                 {"label": "b", "rows": ROWS, "teacher": TEACHER}])
+    texts = [a.text for a in same.layout.annotations if "teacher's accuracy" in (a.text or "")]
+    assert texts == ["a, b: teacher's accuracy 99.00%"]
+    apart = results_charts.accuracy_flops_figure([{"label": "a", "rows": ROWS, "teacher": TEACHER},
+                                                  {"label": "b", "rows": ROWS, "teacher": other}])
+    labels = [a for a in apart.layout.annotations if "teacher's accuracy" in (a.text or "")]
+    assert [a.text for a in labels] == ["a: teacher's accuracy 99.00%", "b: teacher's accuracy 98.50%"]
+    assert labels[0].yanchor != labels[1].yanchor  # one above its line, one below
+
+
 def test_accuracy_flops_figure_one_labelled_point_per_prefix_teacher_point_and_overlay():
     fig = results_charts.accuracy_flops_figure([{"label": "a", "rows": ROWS, "teacher": TEACHER, "anytime": ANYTIME}])
     solo, anytime, ensemble, teacher, top_axis = fig.data  # the ensemble on top of the curves, then the teacher
