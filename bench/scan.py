@@ -3,7 +3,10 @@
 Times forward + backward (median of --reps) at batch 64, d_inner 64, N 16, fp32, and prints a table with the
 ratio of each pkd backend to the faster baseline and its max abs difference from the loop. Asserts nothing.
 
-    python bench/scan.py --lengths 28 196 784 --reps 5 --threads 2
+    python bench/scan.py --lengths 28 196 784 --reps 5 --threads 2 [--lanes 8 16]
+
+It prints the CPU, its vector extension and the kernel's lane width first; ``--lanes`` adds a cpp column per forced
+kernel width (``PKD_SCAN_LANES``), timed in the same run.
 
 Needs `pip install mambapy` for the pscan column (skipped when missing). Builds the kernel once if needed.
 """
@@ -23,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pkd import ssm  # noqa: E402
+from pkd.ssm.cpu_kernel import LANES_ENV, describe_kernel  # noqa: E402
 
 Scan = Callable[..., torch.Tensor]
 
@@ -51,13 +55,19 @@ def mambapy_pscan(u, delta, A, B, C, D):
     return y.transpose(1, 2)  # (B, ED, L)
 
 
-def pkd_backend(name: str) -> Scan:
+def pkd_backend(name: str, lanes: int | None = None) -> Scan:
+    """selective_scan on backend `name`, the fused kernel forced to `lanes` SIMD lanes when given."""
+
     def run(u, delta, A, B, C, D):
         os.environ[ssm.BACKEND_ENV] = name
+        if lanes is not None:
+            os.environ[LANES_ENV] = str(lanes)
         try:
             return ssm.selective_scan(u, delta, A, B, C, D)
         finally:
             os.environ.pop(ssm.BACKEND_ENV, None)
+            if lanes is not None:
+                os.environ.pop(LANES_ENV, None)
 
     return run
 
@@ -103,6 +113,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--nst", type=int, default=16)
+    parser.add_argument("--lanes", type=int, nargs="*", default=[], choices=[4, 8, 16],
+                        help="also time the cpp backend forced to these lane widths")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
@@ -114,11 +126,12 @@ def main() -> None:
     except ImportError:
         have_pscan = False
         print("mambapy not installed (pip install mambapy): pscan column skipped")
+    print(describe_kernel())
     print(f"uptime: {os.popen('uptime').read().strip()}")
     print(f"batch {args.batch}, d_inner {args.dim}, N {args.nst}, fp32, fwd+bwd, {args.threads} threads, "
           f"median of {args.reps}; ratio = best baseline time / pkd time")
     header = f"{'L':>5} {'loop s':>9} {'pscan s':>9} {'cpp s':>9} {'torch s':>9} {'cpp x':>7} {'torch x':>8}" \
-             f" {'cpp diff':>9} {'torch diff':>10}"
+             f" {'cpp diff':>9} {'torch diff':>10}" + "".join(f" {f'cpp {w}l s':>9} {f'{w}l x':>6}" for w in args.lanes)
     print(header)
     for length in args.lengths:
         tensors = inputs(length, args.batch, args.dim, args.nst)
@@ -132,9 +145,12 @@ def main() -> None:
                 continue
             t, y = time_fwd_bwd(pkd_backend(name), tensors, args.reps)
             row[name] = (t, (y - y_loop).abs().max().item())
+        forced = [time_fwd_bwd(pkd_backend("cpp", w), tensors, args.reps)[0] if have_kernel else float("nan")
+                  for w in args.lanes]
         (t_cpp, d_cpp), (t_torch, d_torch) = row["cpp"], row["torch"]
         print(f"{length:>5} {t_loop:>9.4f} {t_pscan:>9.4f} {t_cpp:>9.4f} {t_torch:>9.4f} {best / t_cpp:>7.1f}"
-              f" {best / t_torch:>8.2f} {d_cpp:>9.1e} {d_torch:>10.1e}", flush=True)
+              f" {best / t_torch:>8.2f} {d_cpp:>9.1e} {d_torch:>10.1e}"
+              + "".join(f" {t:>9.4f} {best / t:>6.1f}" for t in forced), flush=True)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,9 @@ def main() -> None:
     if torch.cuda.is_available():
         setups += [("cuda", 1)] + ([("cuda", torch.cuda.device_count())] if torch.cuda.device_count() > 1 else [])
     results = {setup: measure(folder, setup[1], setup[0], args.train_limit) for setup in setups}
+    from pkd.ssm.cpu_kernel import describe_kernel  # after the runs: the kernel they built is in the cache
+
+    print(describe_kernel())
     print(f"{'device':<6} {'procs':>5} {'teacher samples/s':>18} {'student samples/s':>18} {'efficiency (t/s)':>17}")
     for (device, nproc), r in results.items():
         base = results[(device, 1)]

@@ -133,6 +133,9 @@ def cmd_backends(args: argparse.Namespace) -> int:  # noqa: ARG001
         for name, state in ssm.available_backends().items():
             print(f"  {name}: {state}")
         print(f"scan backend on cpu: {ssm.scan_backend('cpu')}")
+        from pkd.ssm.cpu_kernel import describe_kernel
+
+        print(f"CPU: {describe_kernel()}")
     return 0
 
 

@@ -6,6 +6,11 @@ under ``$PKD_CACHE_DIR`` (default ``~/.cache/pkd``), and loaded instantly from t
 The kernel is also the custom operator ``pkd::scan_fwd`` (backward ``pkd::scan_bwd``) with fake implementations, so
 ``torch.export`` traces a model that uses it. Letters: B batch, ED channels (expand * d_model), L sequence length,
 N state size, G groups of B/C, W SIMD lanes.
+
+Lanes: every build holds the 4-, 8- and 16-lane kernels; :func:`pick_lanes` chooses one per call, at most
+:func:`preferred_lanes`: what the compiler's vector target suits (16 with AVX-512, 8 with AVX/AVX2, 4 with NEON or
+SSE2), or ``$PKD_SCAN_LANES`` (4, 8 or 16) to force one (the tests run every width on every machine). One build per
+CPU, so no two widths share or overwrite a cache entry.
 """
 
 from __future__ import annotations
@@ -27,13 +32,15 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
+from pkd.ssm.cpu_info import cpu_model, describe_cpu, kernel_flags, vector_extension
 from pkd.ssm.layout import BACKEND_ENV, ScanLayout, needs_grad
 
 logger = logging.getLogger("pkd.ssm")  # the package's one logger: its lines read "pkd.ssm:" as before the split
 
 CACHE_ENV = "PKD_CACHE_DIR"
+LANES_ENV = "PKD_SCAN_LANES"
+LANE_WIDTHS = (4, 8, 16)
 _KERNEL_SOURCE = Path(__file__).resolve().parent / "csrc" / "selective_scan.cpp"
-_KERNEL_FLAGS = ["-O3", "-fopenmp", "-march=native", "-ffp-contract=fast"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -58,21 +65,23 @@ def _cache_dir() -> Path:
 
 
 def _cpu_signature() -> str:
-    """The CPU model and flags: the kernel is compiled with -march=native, so a cached build is per CPU type."""
+    """The CPU model and flags: the kernel is compiled for the native CPU, so a cached build is per CPU type."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return platform.processor() or platform.machine()
-    keep = [ln for ln in lines if ln.startswith(("model name", "flags"))][:2]
-    return "\n".join(keep) or platform.machine()
+        lines = []
+    keep = [ln for ln in lines if ln.startswith(("model name", "flags", "Features", "CPU part"))][:3]
+    return "\n".join(keep) or f"{cpu_model()} {vector_extension()}"
 
 
 @functools.lru_cache(maxsize=1)
 def _kernel_key() -> str:
-    """Hash of the kernel source, torch and Python versions, compiler flags and CPU (computed once per process)."""
+    """Hash of the kernel source, torch and Python versions, compiler and flags, and CPU (once per process)."""
     digest = hashlib.sha256()
+    cflags, ldflags = kernel_flags()
     for part in (_KERNEL_SOURCE.read_bytes(), torch.__version__.encode(), sys.version.encode(),
-                 " ".join(_KERNEL_FLAGS).encode(), _cpu_signature().encode()):
+                 " ".join(cflags + ldflags).encode(), os.environ.get("CXX", "c++").encode(),
+                 _cpu_signature().encode()):
         digest.update(part)
     return digest.hexdigest()[:16]
 
@@ -142,17 +151,21 @@ def build_cpu_kernel(verbose: bool = True) -> bool:
             logger.info("building the fused CPU scan kernel once (about a minute); cached in %s", build_dir)
         from torch.utils.cpp_extension import load
 
+        cflags, ldflags = kernel_flags()
         try:
-            KERNEL.module = load(name=name, sources=[str(_KERNEL_SOURCE)], extra_cflags=_KERNEL_FLAGS,
-                                 extra_ldflags=["-fopenmp"], build_directory=str(build_dir), verbose=False)
+            KERNEL.module = load(name=name, sources=[str(_KERNEL_SOURCE)], extra_cflags=cflags,
+                                 extra_ldflags=ldflags, build_directory=str(build_dir), verbose=False)
         except Exception as exc:  # compiler errors come as RuntimeError/subprocess errors; keep one line
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            KERNEL.error = f"building the fused CPU scan kernel failed ({first}); using the pure-torch scan"
+            KERNEL.error = (f"building the fused CPU scan kernel for {platform.system()} {platform.machine()} "
+                            f"failed ({first}); using the pure-torch scan")
             logger.warning(KERNEL.error)
             return False
         KERNEL.error = None
         if verbose:
-            logger.info("fused CPU scan kernel ready")
+            openmp = "" if "-fopenmp" in cflags else " (built without OpenMP: one thread per scan)"
+            logger.info("fused CPU scan kernel ready: %s, %d lanes%s", KERNEL.module.vector_isa(),
+                        KERNEL.module.preferred_lanes(), openmp)
         return True
 
 
@@ -168,38 +181,78 @@ def _loaded_kernel() -> Any:
     return kernel
 
 
-def _lanes(dim: int, *operands: torch.Tensor) -> int:
-    """SIMD lanes the kernel picks (pick_lanes in selective_scan.cpp): 16 when ED and the channels per group of
-    every grouped (B, G, L, N) operand are multiples of 16, else 8. It shapes the checkpoints."""
-    per_group = [dim // M.shape[1] for M in operands if M.dim() == 4 and M.shape[1] > 1]
-    return 16 if dim % 16 == 0 and all(h % 16 == 0 for h in per_group) else 8
+def preferred_lanes() -> int:
+    """The most lanes a call may use: ``$PKD_SCAN_LANES`` when set, else what the built kernel's vector target suits
+    (16 with AVX-512, 8 with AVX/AVX2, 4 with NEON/SSE2; 8 before any build)."""
+    value = os.environ.get(LANES_ENV, "").strip()
+    if value:
+        if value not in {str(w) for w in LANE_WIDTHS}:
+            raise ValueError(f"{LANES_ENV}={value!r} is not a lane width; choose one of 4, 8, 16 or unset it")
+        return int(value)
+    kernel = load_cached_kernel()
+    return int(kernel.preferred_lanes()) if kernel is not None else 8
+
+
+def pick_lanes(dim: int, per_group: list[int], preferred: int) -> int:
+    """SIMD lanes W for one call: the widest W <= preferred such that every group of a grouped B/C (``per_group``
+    channels each) fills whole blocks, and, for 16 lanes, ED does too (narrower blocks pad the last one). The
+    checkpoints are shaped by it (their last dimension), so the backward pass reads it back from them."""
+    for w in sorted(LANE_WIDTHS, reverse=True):
+        if w <= preferred and all(h % w == 0 for h in per_group) and (dim % w == 0 or w <= 8):
+            return w
+    raise ValueError(f"no lane width fits {per_group} channels per group; the torch backend runs this layout")
+
+
+def _per_group(dim: int, *operands: torch.Tensor) -> list[int]:
+    """Channels per group of every grouped (B, G, L, N) kernel operand."""
+    return [dim // M.shape[1] for M in operands if M.dim() == 4 and M.shape[1] > 1]
 
 
 def cpp_takes(layout: ScanLayout, dim: int) -> bool:
-    """Whether the fused kernel runs this layout: real A, and whole 8-lane blocks per group of a grouped B/C."""
+    """Whether the fused kernel runs this layout: real A, and whole 4-lane blocks per group of a grouped B/C."""
     groups = [g for g in (layout.b_groups, layout.c_groups) if g > 1]
-    return not layout.complex and all((dim // g) % 8 == 0 for g in groups)
+    return not layout.complex and all((dim // g) % min(LANE_WIDTHS) == 0 for g in groups)
+
+
+def describe_kernel() -> str:
+    """One line for benchmark output and ``pkd backends``: the CPU, its vector extension, the kernel's compile
+    target and lane width, e.g. "AMD EPYC (x86_64, AVX2, 2 cores); cpp kernel: AVX2 build, 8 lanes"."""
+    info = kernel_info()
+    if info["kernel_target"] is None:
+        return f"{describe_cpu()}; cpp kernel: not built"
+    forced = f" (forced by {LANES_ENV})" if info["lanes_forced"] else ""
+    return f"{describe_cpu()}; cpp kernel: {info['kernel_target']} build, {info['lanes']} lanes{forced}"
+
+
+def kernel_info() -> dict[str, str | int | None]:
+    """What ``python -m pkd backends`` and the benchmarks print: the CPU, its vector extension, the extension the
+    kernel was compiled for and the lane width in use (None where the kernel is not built)."""
+    kernel = load_cached_kernel()
+    return {"cpu": cpu_model(), "cpu_vector_extension": vector_extension(),
+            "kernel_target": kernel.vector_isa() if kernel is not None else None,
+            "lanes": preferred_lanes() if kernel is not None else None,
+            "lanes_forced": os.environ.get(LANES_ENV) or None}
 
 
 @torch.library.custom_op("pkd::scan_fwd", mutates_args=())
 def scan_fwd_op(u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bt: torch.Tensor, Ct: torch.Tensor,
-                D: Optional[torch.Tensor], z: Optional[torch.Tensor], want_last: bool, save: bool
+                D: Optional[torch.Tensor], z: Optional[torch.Tensor], want_last: bool, save: bool, lanes: int
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Kernel forward on float32 contiguous u, dt (B, ED, L), A (ED, N), Bt, Ct (B, L, N), (B, G, L, N) or fixed
-    (ED, N), D (ED,), z (B, ED, L).
+    (ED, N), D (ED,), z (B, ED, L), with W = lanes (4, 8 or 16; :func:`pick_lanes`).
 
     Returns:
         out (B, ED, L); last state (B, ED, N) if want_last; if save, checkpoints (B, ED/W, ceil(L/16), N, W) and
         y before the gate (B, ED, L) when z is given. Outputs not asked for are empty (0,) tensors.
     """
-    out, last, ckpt, ypre = _loaded_kernel().fwd(u, dt, A, Bt, Ct, D, z, want_last, save)
+    out, last, ckpt, ypre = _loaded_kernel().fwd(u, dt, A, Bt, Ct, D, z, want_last, save, lanes)
     return out, last, ckpt, ypre
 
 
 @scan_fwd_op.register_fake
-def _scan_fwd_fake(u, dt, A, Bt, Ct, D, z, want_last, save):
+def _scan_fwd_fake(u, dt, A, Bt, Ct, D, z, want_last, save, lanes):
     batch, dim, length = u.shape
-    nst, lanes = A.shape[1], _lanes(dim, Bt, Ct)
+    nst = A.shape[1]
     empty = u.new_empty(0)
     last = u.new_empty(batch, dim, nst) if want_last else empty
     ckpt = u.new_empty(batch, (dim + lanes - 1) // lanes, (length + 15) // 16, nst, lanes) if save else u.new_empty(0)
@@ -227,7 +280,7 @@ def _scan_bwd_fake(gout, glast, ckpt, ypre, u, dt, A, Bt, Ct, D, z):
 
 
 def _scan_setup_context(ctx, inputs, output) -> None:
-    u, dt, A, Bt, Ct, D, z, want_last, save = inputs
+    u, dt, A, Bt, Ct, D, z, want_last, save, _lanes = inputs
     _, _, ckpt, ypre = output
     ctx.want_last, ctx.save = want_last, save
     ctx.save_for_backward(ckpt, ypre, u, dt, A, Bt, Ct, D, z)
@@ -242,7 +295,7 @@ def _scan_backward(ctx, gout, glast, _gckpt, _gypre):
                                                  D, z)
     gBt, gCt = [g.sum(0) if M.dim() == 2 else g for g, M in ((gBt, Bt), (gCt, Ct))]  # a fixed one: (ED, N)
     return (gu, gdt, gA.sum(0), gBt, gCt, gD.sum(0) if D is not None else None,  # (ED, N), (ED,)
-            gz if z is not None else None, None, None)
+            gz if z is not None else None, None, None, None)
 
 
 torch.library.register_autograd("pkd::scan_fwd", _scan_backward, setup_context=_scan_setup_context)
@@ -268,6 +321,8 @@ def scan_cpp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_st
     if delta_softplus:
         dt = F.softplus(dt)
     save = needs_grad(u, delta, A, B, C, D, z, delta_bias)  # keep checkpoints only for a backward pass
-    out, last, _, _ = scan_fwd_op(*_cpp_args(u, dt, A, B, C, D, z), return_last_state or save, save)
+    args = _cpp_args(u, dt, A, B, C, D, z)
+    lanes = pick_lanes(u.shape[1], _per_group(u.shape[1], args[3], args[4]), preferred_lanes())
+    out, last, _, _ = scan_fwd_op(*args, return_last_state or save, save, lanes)
     out = out.to(u.dtype)
     return (out, last) if return_last_state else out

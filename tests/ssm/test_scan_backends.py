@@ -8,17 +8,22 @@ import pytest
 import torch
 
 from pkd import ssm
+from pkd.ssm.cpu_kernel import LANES_ENV
 from tests.ssm.scan_inputs import NAMES, OPTIONS, SHAPES, assert_close, make_inputs, run_with_grads
 from tests.ssm.upstream import (GRID, Case, assert_upstream_close, run_case, upstream_inputs, upstream_kernel_precision,
                                 upstream_ref, upstream_result, upstream_tolerances)
 
 
-@pytest.mark.parametrize("backend", ["torch", "cpp"])
+@pytest.mark.parametrize("backend", ["torch", "cpp4", "cpp8", "cpp16"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(k for k, v in o.items() if v) or "plain")
 def test_backend_matches_reference(backend, shape, options, monkeypatch, request):
-    if backend == "cpp":
+    """Every backend, and the fused kernel at each lane width (forced with $PKD_SCAN_LANES, whatever this CPU
+    prefers), against the reference loop."""
+    if backend.startswith("cpp"):
         request.getfixturevalue("cpp_kernel")
+        monkeypatch.setenv(LANES_ENV, backend[3:])
+        backend = "cpp"
     monkeypatch.setenv(ssm.BACKEND_ENV, backend)
     inputs = make_inputs(*shape, **options)
     y0, last0, g0 = run_with_grads(ssm.selective_scan_ref, inputs, options["softplus"])

@@ -61,7 +61,8 @@ def _layout_args(b_shape, c_shape, *, dim=48, complex_a=False, dtype=torch.float
     ((2, 4, 5), (2, 4, 5), False, "cpp"),
     ((48, 4), (2, 3, 4, 5), False, "cpp"),      # fixed B, 16 channels per group of C
     ((2, 6, 4, 5), (2, 4, 5), False, "cpp"),    # 8 channels per group
-    ((2, 12, 4, 5), (2, 4, 5), False, "torch"),  # 4 channels per group: not whole 8-lane blocks
+    ((2, 12, 4, 5), (2, 4, 5), False, "cpp"),   # 4 channels per group: 4-lane blocks
+    ((2, 24, 4, 5), (2, 4, 5), False, "torch"),  # 2 channels per group: not whole 4-lane blocks
     ((2, 4, 10), (48, 4), True, "torch"),       # complex A
 ])
 def test_cpp_routes_what_it_cannot_run_to_torch(cpp_kernel, b_shape, c_shape, complex_a, expected):

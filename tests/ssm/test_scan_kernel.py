@@ -1,5 +1,6 @@
 """The fused CPU kernel (pkd.ssm.cpu_kernel): split across threads, never built by a scan, loaded from its cache without
-compiling, a clear False without compiler or ninja, its cache key, and its custom operator's fake implementations."""
+compiling, a clear False without compiler or ninja, its cache key, its custom operator's fake implementations, and its
+lane width: chosen for the CPU, forced by $PKD_SCAN_LANES, every width run on every machine, named by `pkd backends`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import torch
 import torch.utils.cpp_extension
 
 from pkd import ssm
-from pkd.ssm.cpu_kernel import KERNEL, load_cached_kernel, scan_fwd_op
+from pkd.ssm.cpu_info import cpu_model, kernel_flags, vector_extension
+from pkd.ssm.cpu_kernel import (KERNEL, LANE_WIDTHS, LANES_ENV, describe_kernel, kernel_info, load_cached_kernel,
+                                pick_lanes, preferred_lanes, scan_fwd_op)
+from tests.pkd_process import child_env, pkd_ok
 from tests.ssm.scan_inputs import NAMES, assert_close, make_inputs, run_with_grads
 
 
@@ -90,5 +94,82 @@ def test_kernel_custom_op_fakes_match_every_layout(cpp_kernel, b_shape, c_shape)
     u, dt, z = (torch.rand(2, 48, 9, generator=g) for _ in range(3))
     A, D = -torch.rand(48, 4, generator=g), torch.randn(48, generator=g)
     Bt, Ct = (torch.randn(s, generator=g) for s in (b_shape, c_shape))
-    args = [t.requires_grad_() for t in (u, dt, A, Bt, Ct, D, z)] + [True, True]
-    torch.library.opcheck(scan_fwd_op, args, test_utils=["test_faketensor", "test_autograd_registration"])
+    per_group = [48 // M.shape[1] for M in (Bt, Ct) if M.dim() == 4 and M.shape[1] > 1]
+    for lanes in sorted({pick_lanes(48, per_group, w) for w in LANE_WIDTHS}):
+        args = [t.detach().requires_grad_() for t in (u, dt, A, Bt, Ct, D, z)] + [True, True, lanes]
+        torch.library.opcheck(scan_fwd_op, args, test_utils=["test_faketensor", "test_autograd_registration"])
+        assert scan_fwd_op(*args)[2].shape[-1] == lanes  # the checkpoints carry the width to the backward
+
+
+@pytest.mark.parametrize("lanes", LANE_WIDTHS)
+@pytest.mark.parametrize("b_shape, c_shape", [((48, 4), (2, 3, 4, 9)), ((2, 12, 4, 9), (48, 4)),
+                                              ((2, 6, 4, 9), (2, 3, 4, 9))],
+                         ids=["fixed-B-16-per-group-C", "4-per-group-B-fixed-C", "grouped-8-and-16"])
+def test_every_lane_width_runs_grouped_and_fixed_layouts(cpp_kernel, lanes, b_shape, c_shape, monkeypatch):
+    """At each forced width the kernel takes the widest blocks that fit the groups: same results and gradients as
+    the reference loop, with D, z, bias and softplus."""
+    monkeypatch.setenv(ssm.BACKEND_ENV, "cpp")
+    monkeypatch.setenv(LANES_ENV, str(lanes))
+    inputs = make_inputs(2, 48, 9, 4, D=True, z=True, bias=True, softplus=True)
+    g = torch.Generator().manual_seed(3)
+    inputs["B"], inputs["C"] = (torch.randn(s, generator=g) for s in (b_shape, c_shape))
+    y0, last0, g0 = run_with_grads(ssm.selective_scan_ref, inputs, True)
+    y1, last1, g1 = run_with_grads(ssm.selective_scan, inputs, True)
+    assert_close("y", y1, y0)
+    assert_close("last_state", last1, last0)
+    for name in g0:
+        assert_close(f"grad {name}", g1[name], g0[name])
+
+
+def test_pick_lanes_takes_the_widest_block_that_fits():
+    assert pick_lanes(64, [], 16) == 16 and pick_lanes(64, [], 8) == 8 and pick_lanes(64, [], 4) == 4
+    assert pick_lanes(72, [], 16) == 8  # 16 lanes only when ED fills whole blocks
+    assert pick_lanes(20, [], 16) == 8  # narrower widths pad the last block
+    assert pick_lanes(48, [16, 8], 16) == 8 and pick_lanes(48, [4], 16) == 4
+    with pytest.raises(ValueError, match="torch backend"):
+        pick_lanes(48, [2], 16)
+
+
+def test_lane_width_comes_from_the_cpu_or_the_environment(cpp_kernel, monkeypatch):
+    """Unforced, the width is what the kernel's compile target suits (16 with AVX-512F, 8 with AVX/AVX2, 4
+    otherwise); $PKD_SCAN_LANES forces one and a bad value is a one-line error naming the variable."""
+    monkeypatch.delenv(LANES_ENV, raising=False)
+    suits = {"AVX-512F": 16, "AVX2": 8, "AVX": 8}.get(cpp_kernel.vector_isa(), 4)
+    assert preferred_lanes() == cpp_kernel.preferred_lanes() == suits
+    info = kernel_info()
+    assert info["lanes"] == suits and info["kernel_target"] == cpp_kernel.vector_isa() and info["cpu"]
+    monkeypatch.setenv(LANES_ENV, "4")
+    assert preferred_lanes() == 4 and "4 lanes (forced by PKD_SCAN_LANES)" in describe_kernel()
+    monkeypatch.setenv(LANES_ENV, "12")
+    with pytest.raises(ValueError, match="PKD_SCAN_LANES='12' is not a lane width"):
+        preferred_lanes()
+
+
+def test_backends_command_names_cpu_extension_and_width(cpp_kernel):
+    """`python -m pkd backends` prints the CPU model, its vector extension, the kernel's target and width."""
+    proc = pkd_ok("backends", env=child_env(PKD_SCAN_LANES="8"))
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("CPU: "))
+    assert cpu_model() in line and vector_extension() in line
+    assert f"cpp kernel: {cpp_kernel.vector_isa()} build, 8 lanes (forced by PKD_SCAN_LANES)" in line
+
+
+@pytest.mark.parametrize("system, machine, arch, openmp", [
+    ("Linux", "x86_64", "-march=native", True), ("Linux", "aarch64", "-mcpu=native", True),
+    ("Darwin", "arm64", "-mcpu=native", False), ("Darwin", "x86_64", "-march=native", False),
+    ("Linux", "riscv64", None, True)])
+def test_kernel_flags_per_platform(system, machine, arch, openmp, monkeypatch):
+    """Native tuning where the flag exists on that architecture; no -fopenmp on macOS (Apple clang has none)."""
+    monkeypatch.delenv("PKD_KERNEL_CFLAGS", raising=False)
+    cflags, ldflags = kernel_flags(system, machine)
+    assert ("-fopenmp" in cflags) is openmp and ("-fopenmp" in ldflags) is openmp
+    assert [f for f in cflags if f.startswith(("-march", "-mcpu"))] == ([arch] if arch else [])
+    monkeypatch.setenv("PKD_KERNEL_CFLAGS", "-mno-avx512f -DX=1")
+    assert kernel_flags(system, machine)[0][-2:] == ["-mno-avx512f", "-DX=1"]
+
+
+def test_vector_extension_reads_cpu_flags():
+    assert vector_extension("fpu sse2 avx avx2 fma avx512f", "x86_64") == "AVX-512F"
+    assert vector_extension("fpu sse2 avx avx2 fma bmi2", "x86_64") == "AVX2"
+    assert vector_extension("fp asimd evtstrm aes", "aarch64") == "NEON"
+    assert vector_extension("", "arm64") == "NEON"  # macOS lists no flags; Apple silicon has NEON
+    assert vector_extension("fpu", "riscv64") == "none known"

@@ -1,7 +1,7 @@
 // Fused CPU selective scan (Mamba-1 S6) with mamba_ssm.selective_scan_fn semantics, forward and backward.
 //
-// Letters: B batch, ED channels, L length, N state size, W channel lanes per SIMD block (16, or 8 when ED is not
-// a multiple of 16). Work is split over (b, block of W channels) tasks with at::parallel_for (torch's OpenMP pool,
+// Letters: B batch, ED channels, L length, N state size, W channel lanes per SIMD block (4, 8 or 16: the caller
+// picks it, see pkd/ssm/cpu_kernel.py pick_lanes; kPreferredLanes is what the compiler's target suits). Work is split over (b, block of W channels) tasks with at::parallel_for (torch's OpenMP pool,
 // contiguous ranges per thread); inside a task every operation is on GCC vector types holding W channels, so the
 // recurrence over t vectorises without horizontal reductions. The state x (N vectors) stays in a thread-local
 // array in L1. B and C arrive transposed to (B, L, N) so the values of one step are contiguous. exp is an inlined
@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstring>
 #include <mutex>
+#include <string>
 #include <vector>
 
 namespace {
@@ -30,9 +31,38 @@ namespace {
 using torch::Tensor;
 using OptTensor = c10::optional<Tensor>;
 
-// One SIMD block of W channel lanes as a GCC/Clang vector type: zmm with AVX-512, split into ymm/xmm otherwise.
+// The widest lane count whose N = 16 state vectors still fit the target's vector registers: a 16-lane vector is a
+// zmm register with AVX-512 but a pair of ymm registers with AVX2, where the states of a block spill (measured on
+// an AVX2 EPYC: 3.8x slower per channel than 8 lanes). NEON and SSE2 registers hold 4 floats.
+#if defined(__AVX512F__)
+constexpr int kPreferredLanes = 16;
+constexpr const char* kVectorIsa = "AVX-512F";
+#elif defined(__AVX2__)
+constexpr int kPreferredLanes = 8;
+constexpr const char* kVectorIsa = "AVX2";
+#elif defined(__AVX__)
+constexpr int kPreferredLanes = 8;
+constexpr const char* kVectorIsa = "AVX";
+#elif defined(__ARM_NEON) || defined(__ARM_NEON__)
+constexpr int kPreferredLanes = 4;
+constexpr const char* kVectorIsa = "NEON";
+#elif defined(__SSE2__)
+constexpr int kPreferredLanes = 4;
+constexpr const char* kVectorIsa = "SSE2";
+#else
+constexpr int kPreferredLanes = 4;
+constexpr const char* kVectorIsa = "portable (no SIMD extension known to the compiler)";
+#endif
+
+// One SIMD block of W channel lanes as a GCC/Clang vector type: one register when the target has W-float vectors,
+// split into narrower registers by the compiler otherwise. Every width is compiled on every target.
 template <int W>
 struct Lane;
+template <>
+struct Lane<4> {
+  typedef float f __attribute__((vector_size(16)));
+  typedef int32_t i __attribute__((vector_size(16)));
+};
 template <>
 struct Lane<8> {
   typedef float f __attribute__((vector_size(32)));
@@ -85,6 +115,13 @@ static inline void fold_level(typename Lane<W>::f* v, int count) {
   for (int i = 0; i < count; ++i) v[i] = fold<W, G>(v[2 * i], v[2 * i + 1]);
 }
 
+// All levels of the transpose-reduce, from groups of G lanes down to single lanes.
+template <int W, int G>
+static inline void fold_levels(typename Lane<W>::f* v) {
+  fold_level<W, G>(v, G / 2);
+  if constexpr (G > 2) fold_levels<W, G / 2>(v);
+}
+
 constexpr int bit_reverse(int x, int bits) {
   int r = 0;
   for (int i = 0; i < bits; ++i) r |= ((x >> i) & 1) << (bits - 1 - i);
@@ -95,21 +132,12 @@ constexpr int bit_reverse(int x, int bits) {
 template <int W>
 static inline void add_lane_sums(const typename Lane<W>::f* src, int64_t rows, float* dst) {
   typedef typename Lane<W>::f vf;
-  constexpr int bits = W == 16 ? 4 : 3;
+  constexpr int bits = W == 16 ? 4 : (W == 8 ? 3 : 2);
   int64_t i = 0;
   for (; i + W <= rows; i += W) {
     vf v[W];
     for (int k = 0; k < W; ++k) v[k] = src[i + k];
-    if constexpr (W == 16) {
-      fold_level<W, 16>(v, 8);
-      fold_level<W, 8>(v, 4);
-      fold_level<W, 4>(v, 2);
-      fold_level<W, 2>(v, 1);
-    } else {
-      fold_level<W, 8>(v, 4);
-      fold_level<W, 4>(v, 2);
-      fold_level<W, 2>(v, 1);
-    }
+    fold_levels<W, W>(v);
     for (int l = 0; l < W; ++l) dst[i + bit_reverse(l, bits)] += v[0][l];
   }
   for (; i < rows; ++i) {
@@ -477,18 +505,18 @@ void backward_impl(const Inputs& p, const float* gout, const float* glast, const
   });
 }
 
-// 16 lanes when ED and every group's channel count are multiples of 16, else 8 (a group must fill whole blocks).
-int pick_lanes(const Inputs& p) {
-  auto fits = [&](int64_t groups, int64_t per_group, int64_t w) { return groups <= 1 || per_group % w == 0; };
-  const int W = p.dim % 16 == 0 && fits(p.gB, p.hB, 16) && fits(p.gC, p.hC, 16) ? 16 : 8;
-  TORCH_CHECK(fits(p.gB, p.hB, W) && fits(p.gC, p.hC, W),
-              "pkd scan kernel: grouped B/C need a multiple of 8 channels per group (use the torch backend)");
-  return W;
+// Checks the lane count the caller chose: 4, 8 or 16, and whole blocks in every group of a grouped B/C.
+int check_lanes(const Inputs& p, int64_t lanes) {
+  TORCH_CHECK(lanes == 4 || lanes == 8 || lanes == 16, "pkd scan kernel: lanes must be 4, 8 or 16, got ", lanes);
+  auto fits = [&](int64_t groups, int64_t per_group) { return groups <= 1 || per_group % lanes == 0; };
+  TORCH_CHECK(fits(p.gB, p.hB) && fits(p.gC, p.hC), "pkd scan kernel: grouped B/C need a multiple of ", lanes,
+              " channels per group (use fewer lanes or the torch backend)");
+  return static_cast<int>(lanes);
 }
 
 // Calls f(lanes, fixed B?, fixed C?) with the three as compile-time constants.
 template <typename F>
-void dispatch(const Inputs& p, F&& f) {
+void dispatch(const Inputs& p, int W, F&& f) {
   auto with_c = [&](auto lanes, auto fb) {
     if (p.gC == 0) {
       f(lanes, fb, std::true_type{});
@@ -503,21 +531,23 @@ void dispatch(const Inputs& p, F&& f) {
       with_c(lanes, std::false_type{});
     }
   };
-  if (pick_lanes(p) == 16) {
+  if (W == 16) {
     with_b(std::integral_constant<int, 16>{});
-  } else {
+  } else if (W == 8) {
     with_b(std::integral_constant<int, 8>{});
+  } else {
+    with_b(std::integral_constant<int, 4>{});
   }
 }
 
 // Returns [out (B, ED, L), last state (B, ED, N) or empty, checkpoints (B, ED/W, ceil(L/16), N, W) or empty,
 // y before the gate (B, ED, L) or empty]. dt = softplus(delta + bias) or delta. With save (autograd), the
-// checkpoints, and y before the gate when z is given, are returned for bwd.
+// checkpoints, and y before the gate when z is given, are returned for bwd. lanes: W, 4, 8 or 16.
 std::vector<Tensor> fwd(const Tensor& u, const Tensor& dt, const Tensor& A, const Tensor& Bt, const Tensor& Ct,
-                        const OptTensor& D, const OptTensor& z, bool want_last, bool save) {
+                        const OptTensor& D, const OptTensor& z, bool want_last, bool save, int64_t lanes) {
   const Inputs p = make_inputs(u, dt, A, Bt, Ct, D, z);
   auto opt = u.options();
-  const int W = pick_lanes(p);
+  const int W = check_lanes(p, lanes);
   Tensor out = torch::empty({p.batch, p.dim, p.len}, opt);
   Tensor last = want_last ? torch::empty({p.batch, p.dim, p.nst}, opt) : torch::empty({0}, opt);
   Tensor ckpt = save ? torch::empty({p.batch, (p.dim + W - 1) / W, num_chunks(p.len), p.nst, W}, opt)
@@ -527,19 +557,21 @@ std::vector<Tensor> fwd(const Tensor& u, const Tensor& dt, const Tensor& A, cons
   float* cp = save ? ckpt.data_ptr<float>() : nullptr;
   float* yp = (save && z.has_value()) ? ypre.data_ptr<float>() : nullptr;
   float* op = out.data_ptr<float>();
-  dispatch(p, [&](auto lanes, auto fb, auto fc) {
+  dispatch(p, W, [&](auto lanes, auto fb, auto fc) {
     forward_impl<decltype(lanes)::value, decltype(fb)::value, decltype(fc)::value>(p, op, lp, cp, yp);
   });
   return {out, last, ckpt, ypre};
 }
 
 // Returns [gu, gdt (B, ED, L), gA per batch row (B, ED, N), gBt, gCt (B, L, N) / (B, G, L, N), or per batch row
-// (B, ED, N) when fixed, gD per batch row (B, ED) or empty, gz (B, ED, L) or empty].
+// (B, ED, N) when fixed, gD per batch row (B, ED) or empty, gz (B, ED, L) or empty]. W is the checkpoints' last
+// dimension (the lanes of the forward pass).
 std::vector<Tensor> bwd(const Tensor& gout, const OptTensor& glast, const Tensor& ckpt, const Tensor& ypre,
                         const Tensor& u, const Tensor& dt, const Tensor& A, const Tensor& Bt, const Tensor& Ct,
                         const OptTensor& D, const OptTensor& z) {
   const Inputs p = make_inputs(u, dt, A, Bt, Ct, D, z);
-  const int W = pick_lanes(p);
+  TORCH_CHECK(ckpt.dim() == 5, "pkd scan kernel: bad checkpoints");
+  const int W = check_lanes(p, ckpt.size(4));
   TORCH_CHECK(gout.is_contiguous() && gout.scalar_type() == at::kFloat, "pkd scan kernel: bad output grad");
   TORCH_CHECK(ckpt.is_contiguous() && ckpt.numel() == p.batch * ((p.dim + W - 1) / W) * num_chunks(p.len) * p.nst * W,
               "pkd scan kernel: bad checkpoints");
@@ -560,7 +592,7 @@ std::vector<Tensor> bwd(const Tensor& gout, const OptTensor& glast, const Tensor
   float* gDp = D.has_value() ? gD.data_ptr<float>() : nullptr;
   float* gzp = z.has_value() ? gz.data_ptr<float>() : nullptr;
   const float* yp = z.has_value() ? ypre.data_ptr<float>() : nullptr;
-  dispatch(p, [&](auto lanes, auto fb, auto fc) {
+  dispatch(p, W, [&](auto lanes, auto fb, auto fc) {
     backward_impl<decltype(lanes)::value, decltype(fb)::value, decltype(fc)::value>(
         p, gout.data_ptr<float>(), gl, ckpt.data_ptr<float>(), yp, gu.data_ptr<float>(), gdt.data_ptr<float>(),
         gA.data_ptr<float>(), gBt.data_ptr<float>(), gCt.data_ptr<float>(), gDp, gzp);
@@ -573,4 +605,6 @@ std::vector<Tensor> bwd(const Tensor& gout, const OptTensor& glast, const Tensor
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fwd", &fwd, "selective scan forward");
   m.def("bwd", &bwd, "selective scan backward");
+  m.def("preferred_lanes", [] { return kPreferredLanes; }, "lanes the compiler's vector target suits");
+  m.def("vector_isa", [] { return std::string(kVectorIsa); }, "the SIMD extension the kernel was compiled for");
 }
