@@ -15,8 +15,10 @@ import math
 
 import torch
 
+from pkd.combiners import COMBINERS, prefix_probs
 from pkd.models.ensemble import Ensemble, PrefixSums
-from pkd.runs.schema import AnytimeAuc, AnytimePoint, PrefixRow, Summary, TeacherFigures, ValFittedPoint
+from pkd.runs.schema import (AnytimeAuc, AnytimePoint, CombinerFigures, PrefixRow, Summary, TeacherFigures,
+                             ValFittedPoint)
 
 CONFIDENCE_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 
@@ -218,3 +220,22 @@ def anytime_figures(ensemble: Ensemble, student_logits: dict[str, list[torch.Ten
                                   AnytimeAuc.TEST: auc_of_rows(rows, teacher_flops, PrefixRow.PREFIX_ACC),
                                   AnytimeAuc.LOW_FLOPS: AUC_LOW_SHARE * teacher_flops,
                                   AnytimeAuc.HIGH_FLOPS: teacher_flops}}
+
+
+def combiner_figures(ensemble: Ensemble, student_logits: dict[str, list[torch.Tensor]],
+                     labels: dict[str, torch.Tensor], combiners: tuple[str, ...] = COMBINERS) -> dict:
+    """summary.json's "combiners": per pkd.combiners name, every prefix's test and val accuracy, its conditional
+    monotonicity shares on test and its val-fitted budgeted curve (CombinerFigures), from the students' logits.
+    `student_logits` / `labels`: {"val": K tensors (N, C), "test": ...} and the (N,) labels."""
+    cumulative = [float(c) for c in ensemble.cumulative_flops()]
+    out = {}
+    for name in combiners:
+        probs = {split: prefix_probs(student_logits[split], name, ensemble.prev_scales) for split in ("val", "test")}
+        acc = {split: [float(x) for x in (probs[split].argmax(-1) == labels[split][None]).double().mean(dim=1)]
+               for split in probs}  # K accuracies per split
+        drops, flips = monotonicity_shares(probs["test"], labels["test"])
+        out[name] = {CombinerFigures.PREFIX_ACC: acc["test"], CombinerFigures.PREFIX_VAL_ACC: acc["val"],
+                     CombinerFigures.TRUE_PROB_DROP: drops, CombinerFigures.RIGHT_TO_WRONG: flips,
+                     CombinerFigures.BUDGETED: budgeted_curve(probs["val"], labels["val"], probs["test"],
+                                                              labels["test"], cumulative)}
+    return out

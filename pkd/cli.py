@@ -17,6 +17,10 @@ logger = logging.getLogger("pkd")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from pkd.runs.files import GROUP_FILE  # names only: no torch
+
+    if args.seeds is not None or (args.resume and (Path(args.resume) / GROUP_FILE).is_file()):
+        return train_seed_group(args)
     if args.nproc is not None:
         return train_with_torchrun(args)  # this process only starts torchrun: no torch, no trainer
     from pkd.train.job import run_job
@@ -42,6 +46,28 @@ def train_with_torchrun(args: argparse.Namespace) -> int:
     return child.wait()
 
 
+def train_seed_group(args: argparse.Namespace) -> int:
+    """`train --config C --seeds 0,1,2` (a new seed group) or `train --resume GROUP`: every member in its own
+    training process (pkd.train.seeds), then the group's accuracy per k over the seeds."""
+    from pkd.groups import SeedGroup, group_prefixes
+    from pkd.report import print_group
+    from pkd.train.seeds import create_group, train_group
+
+    setup_logging(verbose=args.verbose)
+    if args.nproc is not None:
+        raise ValueError("--seeds trains its members one after the other in one process each; drop --nproc")
+    if args.resume:
+        if args.seeds is not None or args.config or args.overrides:
+            raise ValueError("--resume GROUP continues a seed group with its own config and seeds; drop --seeds, "
+                             "--config and overrides")
+        group = SeedGroup(Path(args.resume).resolve())
+    else:
+        group = create_group(args)
+    code = train_group(group, args)
+    print_group(str(group.path), group_prefixes(group.members()))
+    return code
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from pkd.devices import resolve_device
     from pkd.evaluate import evaluate_run
@@ -52,6 +78,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     summary = evaluate_run(run, device=resolve_device(args.device))
     print_summary(summary)
     print_budgets(summary)
+    from pkd.combiners import native_combiner
+    from pkd.report import print_combiner
+
+    print_combiner(summary, args.combiner or native_combiner(run.setting("distill", "mode")))
     return 0
 
 
@@ -216,6 +246,36 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_group(args: argparse.Namespace) -> int:
+    from pkd.groups import group_prefixes, runs_of
+    from pkd.report import print_group
+
+    for item in args.paths:
+        print_group(item, group_prefixes(runs_of(item)))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Two runs: McNemar per k (their models answer the test set again); two groups: the paired-seed difference."""
+    from pkd.groups import compare_groups, runs_of
+    from pkd.report import print_group_comparison, print_run_comparison
+    from pkd.runs import Run, is_group_dir
+
+    setup_logging(verbose=args.verbose)
+    groups = [is_group_dir(Path(p)) for p in (args.a, args.b)]
+    if all(groups):
+        print_group_comparison(args.a, args.b, compare_groups(runs_of(args.a), runs_of(args.b)))
+        return 0
+    if any(groups):
+        raise ValueError("compare two runs (McNemar per sample) or two seed groups (paired by seed), not one of each")
+    from pkd.compare import compare_runs
+    from pkd.runs import resolve_run
+
+    run_a, run_b = (resolve_run(p, args.runs_dir) for p in (args.a, args.b))
+    print_run_comparison(str(run_a.path), str(run_b.path), compare_runs(run_a, run_b, args.combiner))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pkd", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -229,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_command(sub)
     _add_sweep_command(sub)
     _add_pareto_command(sub)
+    _add_group_command(sub)
+    _add_compare_command(sub)
     return parser
 
 
@@ -247,6 +309,8 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
                    "one GPU each with nccl); for several machines run torchrun yourself (see docs/scaling.md)")
     p.add_argument("--teacher-ref", action="store_true", help="share teacher.checkpoint (a pkd teacher file) "
                    "instead of copying it into the run: the run records its path and sha256 (a sweep's trials)")
+    p.add_argument("--seeds", help="a seed group: one run per seed (e.g. 0,1,2) of the config, sharing one teacher, "
+                   "in one folder (--run-dir, or auto-named); `--resume GROUP` continues it (docs/comparisons.md)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. distill.alpha=0.5")
     p.set_defaults(func=cmd_train)
 
@@ -257,6 +321,9 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run directory or name")
     p.add_argument("--runs-dir")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--combiner", choices=["sum", "mean-prob", "product"], help="also print the anytime figures of "
+                   "this way of combining the students (default: the run's own: sum for residual, mean-prob for "
+                   "independent; product: Jazbec et al.'s product of experts)")
     p.set_defaults(func=cmd_eval)
 
 
@@ -337,6 +404,29 @@ def _add_pareto_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="replace the --csv file if it exists (never a file of a run "
                    "or a sweep)")
     p.set_defaults(func=cmd_pareto)
+
+
+def _add_group_command(sub: argparse._SubParsersAction) -> None:
+    """`pkd group` and its options."""
+    p = sub.add_parser("group", help="a seed group's (or any runs') accuracy per prefix k: mean ± SE over seeds")
+    p.add_argument("paths", nargs="+", metavar="GROUP", help="seed group folders (pkd train --seeds), or folders "
+                   "of runs")
+    p.set_defaults(func=cmd_group)
+
+
+def _add_compare_command(sub: argparse._SubParsersAction) -> None:
+    """`pkd compare` and its options."""
+    p = sub.add_parser("compare", help="is A ahead of B? two runs: McNemar per k; two seed groups: paired seeds",
+                       description="Per prefix k: for two runs, McNemar's exact test on the test samples one gets "
+                                   "right and the other wrong (their students answer the test set again); for two "
+                                   "seed groups, the test accuracy difference paired by seed (mean ± SE, wins, "
+                                   "paired t-test). Says 'within noise' when the test does not separate them.")
+    p.add_argument("a", metavar="A", help="run or seed group")
+    p.add_argument("b", metavar="B", help="run or seed group (the same kind as A)")
+    p.add_argument("--combiner", choices=["sum", "mean-prob", "product"], help="runs: combine each run's students "
+                   "this way (default: each run's own)")
+    p.add_argument("--runs-dir")
+    p.set_defaults(func=cmd_compare)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from pkd.anytime import anytime_curve, anytime_figures
+from pkd.anytime import anytime_curve, anytime_figures, combiner_figures, monotonicity_shares
 from pkd.artifacts import load_ensemble, load_teacher
 from pkd.config import RunConfig, config_from_dict
 from pkd.data import DatasetSpec, Split, resolve_data_root
@@ -57,10 +57,22 @@ def accuracy(log_probs_or_logits: torch.Tensor, labels: torch.Tensor) -> float:
     return int((log_probs_or_logits.argmax(dim=-1) == labels).sum()) / len(labels)
 
 
-def split_accuracies(split_name: str, sums: PrefixSums, logits: torch.Tensor, labels: torch.Tensor) -> dict:
-    """The prefix's and the newest student's own accuracy on one split (test: prefix_acc, val: prefix_val_acc)."""
+def split_accuracies(split_name: str, sums: PrefixSums, logits: torch.Tensor, labels: torch.Tensor,
+                     before: torch.Tensor | None = None) -> dict:
+    """The prefix's and the newest student's own accuracy on one split (test: prefix_acc, val: prefix_val_acc);
+    on test, given `before` (N, C), the prefix's log-probabilities without the newest student, also the step's
+    conditional monotonicity shares (PrefixRow.TRUE_PROB_DROP, RIGHT_TO_WRONG)."""
     tag = "" if split_name == "test" else f"{split_name}_"
-    return {f"prefix_{tag}acc": accuracy(sums.log_probs(), labels), f"solo_{tag}acc": accuracy(logits, labels)}
+    out = {f"prefix_{tag}acc": accuracy(sums.log_probs(), labels), f"solo_{tag}acc": accuracy(logits, labels)}
+    if split_name == "test" and before is not None:
+        drops, flips = monotonicity_shares(torch.stack([before, sums.log_probs()]).exp(), labels)
+        out.update({PrefixRow.TRUE_PROB_DROP: drops[0], PrefixRow.RIGHT_TO_WRONG: flips[0]})
+    return out
+
+
+def before_adding(sums: PrefixSums) -> torch.Tensor | None:
+    """The prefix's log-probabilities (N, C) before the next student joins (None before the first)."""
+    return sums.log_probs() if sums.k else None
 
 
 def prefix_row(k: int, arch: str, student: nn.Module, data_spec: DatasetSpec, previous: list[dict],
@@ -121,7 +133,7 @@ def end_of_run_figures(summary: dict, ensemble: Ensemble, teacher: nn.Module, da
     """The figures summary.json gains at the end of a run, computed the same way by training and `pkd eval`.
 
     Once every planned student is trained (as many prefix rows as summary["k_planned"]): "anytime" (the
-    confidence early-exit curve on test), "anytime_val_fitted" and "anytime_auc" (pkd.anytime). For a clip
+    confidence early-exit curve on test), "anytime_val_fitted", "anytime_auc" and "combiners" (pkd.anytime). For a clip
     dataset: "video" (the reversal test and digit identity, video_figures). Moves the ensemble (and for a clip
     dataset the teacher) to the CPU.
 
@@ -139,6 +151,7 @@ def end_of_run_figures(summary: dict, ensemble: Ensemble, teacher: nn.Module, da
         labels = {name: splits[name].labels for name in REPORTED_SPLITS}
         out[Summary.ANYTIME] = anytime_curve(ensemble, student_logits["test"], labels["test"])
         out.update(anytime_figures(ensemble, student_logits, labels, summary))
+        out[Summary.COMBINERS] = combiner_figures(ensemble, student_logits, labels)
     if data_spec.kind == "clip":
         out[Summary.VIDEO] = video_figures(teacher.cpu(), ensemble, data_spec, splits["test"])
     return out
@@ -156,8 +169,9 @@ def prefix_rows(ensemble: Ensemble, arch: str, data_spec: DatasetSpec, splits: d
         for name in REPORTED_SPLITS:
             logits = predict_logits(student, data_spec, splits[name].inputs, device)  # (N, C)
             student_logits[name].append(logits)
+            before = before_adding(sums[name])
             sums[name].add(logits, ensemble.prev_scales[j])
-            accuracies.update(split_accuracies(name, sums[name], logits, splits[name].labels))
+            accuracies.update(split_accuracies(name, sums[name], logits, splits[name].labels, before))
         rows.append(prefix_row(j + 1, arch, student.cpu(), data_spec, rows, teacher_flops,
                                ensemble.prev_scales[j], accuracies))
         student.to(device)

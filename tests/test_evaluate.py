@@ -61,7 +61,10 @@ def test_end_of_run_figures_are_the_ones_training_wrote_and_wait_for_the_last_st
     rows, logits = prefix_rows(ensemble, cfg.students.arch, data_spec, splits, trained["teacher"]["flops"],
                                torch.device("cpu"))
     figures = end_of_run_figures({**trained, "prefixes": rows}, ensemble, teacher, data_spec, splits, logits)
-    assert set(figures) == {"anytime", "anytime_val_fitted", "anytime_auc"}
+    assert set(figures) == {"anytime", "anytime_val_fitted", "anytime_auc", "combiners"}
+    for name, combined in figures["combiners"].items():  # every combiner's figures, as training wrote them
+        for key in ("prefix_acc", "prefix_val_acc", "true_prob_drop", "right_to_wrong"):
+            assert combined[key] == pytest.approx(trained["combiners"][name][key], abs=1e-9), (name, key)
     for key in ("anytime", "anytime_val_fitted"):
         assert len(figures[key]) == len(trained[key])
         for got, want in zip(figures[key], trained[key]):

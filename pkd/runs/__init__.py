@@ -33,7 +33,7 @@ The package, one concept per module (each imports its siblings directly, never t
 This face re-exports the public names, so `from pkd.runs import Run, RunError, State` works as before.
 """
 
-from pkd.runs.files import (ACTIVE_STATES, CHECKPOINT_FILE, CONFIG_FILE, CONSOLE_FILE, LIVE_FILES,
+from pkd.runs.files import (ACTIVE_STATES, CHECKPOINT_FILE, CONFIG_FILE, CONSOLE_FILE, GROUP_FILE, LIVE_FILES,
                             LIVE_METRICS_BYTES, LOCK_FILE, LOG_FILE, MANIFEST_FILE, MAX_COUNT, MAX_JSON_BYTES,
                             MAX_JSON_DEPTH, MAX_LOGITS_BYTES, MAX_METRICS_LINE, MAX_PREFIX_BYTES, MAX_PREV_SCALE,
                             MAX_TIMESTAMP, METRICS_FILE, PREFIX_FILE, RESUMABLE_STATES, RUN_NAME_RE, STATUS_FILE,
@@ -42,7 +42,7 @@ from pkd.runs.files import (ACTIVE_STATES, CHECKPOINT_FILE, CONFIG_FILE, CONSOLE
                             new_run_dir)
 from pkd.runs.io import (FAULT_ENV, atomic_write_bytes, atomic_write_json, load_tensors, open_regular, printable,
                          read_bounded, read_json, save_tensors, write_error)
-from pkd.runs.listing import delete_run, is_sweep_dir, list_runs, resolve_run, safe_child
+from pkd.runs.listing import delete_run, is_group_dir, is_sweep_dir, list_runs, resolve_run, safe_child
 from pkd.runs.run import Run
 from pkd.runs.schema import (ANYTIME_RULES, AUC_RULES, CONFIG_SECTIONS, CONFIG_TEXTS, DRAWN_RULES, MANIFEST_RULES,
                              METRIC_RULES, PHOTO_RULES, PREFIX_COLUMNS, PREFIX_FILLED, PREFIX_REQUIRED, PREFIX_RULES,
@@ -60,6 +60,7 @@ __all__ = [
     "LOCK_FILE", "LOG_FILE", "MANIFEST_FILE", "MAX_COUNT", "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "MAX_LOGITS_BYTES",
     "MAX_METRICS_LINE", "MAX_PREFIX_BYTES", "MAX_PREV_SCALE", "MAX_TIMESTAMP", "METRICS_FILE", "PREFIX_FILE",
     "RESUMABLE_STATES", "RUN_NAME_RE", "STATUS_FILE", "STUDENTS_DIR", "SUMMARY_FILE", "SWEEP_FILE", "TEACHER_FILE",
+    "GROUP_FILE",
     "TEACHER_LOGITS_FILE", "TEACHER_REF_FILE", "WRITTEN_STATES", "RunError", "State", "check_run_name",
     "default_runs_dir", "new_run_dir",
     # io
@@ -77,5 +78,5 @@ __all__ = [
     # the run, its weights and writer
     "Run", "check_teacher_file", "file_sha256", "read_teacher_logits", "teacher_logits_beside", "package_versions",
     # listing
-    "delete_run", "is_sweep_dir", "list_runs", "resolve_run", "safe_child",
+    "delete_run", "is_group_dir", "is_sweep_dir", "list_runs", "resolve_run", "safe_child",
 ]

@@ -23,6 +23,7 @@ TEACHER_FILE = "teacher.pt"
 TEACHER_LOGITS_FILE = "teacher_logits.pt"  # the teacher's logits per split: runs distilling the same teacher reuse them
 TEACHER_REF_FILE = "teacher-ref.json"  # a run that shares another file's teacher records it here (no copy)
 SWEEP_FILE = "sweep.json"  # marks a sweep folder (pkd/sweep/): its trials are runs one level down
+GROUP_FILE = "group.json"  # marks a seed group (pkd/groups.py): one run per seed of one config, one level down
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "train.log"
 CONSOLE_FILE = "console.log"  # stdout/stderr of a training process launched by the app

@@ -9,7 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
-from pkd.runs.files import MANIFEST_FILE, SWEEP_FILE, RunError, State, check_run_name
+from pkd.runs.files import GROUP_FILE, MANIFEST_FILE, SWEEP_FILE, RunError, State, check_run_name
 from pkd.runs.run import Run
 from pkd.runs.schema import Manifest
 
@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 
 def list_runs(runs_dirs: list[str | os.PathLike] | str | os.PathLike) -> list[Run]:
     """Every run directory (has a manifest) directly inside the given folders or inside a sweep folder there (one
-    holding sweep.json: its trials), each once, newest first."""
+    holding sweep.json: its trials) or a seed group there (one holding group.json: its members), each once, newest
+    first."""
     if isinstance(runs_dirs, (str, os.PathLike)):
         runs_dirs = [runs_dirs]
     found: dict[Path, Run] = {}
@@ -29,7 +30,7 @@ def list_runs(runs_dirs: list[str | os.PathLike] | str | os.PathLike) -> list[Ru
         for child in _children(folder):
             if _is_run_dir(child):
                 found.setdefault(child.resolve(), Run(child))
-            elif is_sweep_dir(child):  # a sweep folder's trials are ordinary runs, one level down
+            elif is_sweep_dir(child) or is_group_dir(child):  # trials / members: ordinary runs, one level down
                 found.update((c.resolve(), Run(c)) for c in _children(child) if _is_run_dir(c))
 
     def created(run: Run) -> float:
@@ -54,6 +55,14 @@ def is_sweep_dir(path: Path) -> bool:
     """A folder holding a sweep.json file (pkd/sweep/ sweeps)."""
     try:
         return path.is_dir() and (path / SWEEP_FILE).is_file()
+    except OSError:
+        return False
+
+
+def is_group_dir(path: Path) -> bool:
+    """A folder holding a group.json file (a seed group, pkd/groups.py)."""
+    try:
+        return path.is_dir() and (path / GROUP_FILE).is_file()
     except OSError:
         return False
 

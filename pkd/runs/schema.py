@@ -30,6 +30,10 @@ class PrefixRow:
     PREFIX_VAL_ACC = "prefix_val_acc"
     SOLO_VAL_ACC = "solo_val_acc"
     PREV_SCALE = "prev_scale"  # s_k of the residual ensemble E_k = s_k * E_(k-1) + z_k
+    # conditional monotonicity on test (Jazbec et al. 2023), the step from prefix k-1 to k (empty at k = 1): the
+    # share of samples whose probability of the true class drops, and the share whose answer flips right -> wrong
+    TRUE_PROB_DROP = "true_prob_drop"
+    RIGHT_TO_WRONG = "right_to_wrong"
 
 
 class TeacherFigures:
@@ -70,6 +74,18 @@ class AnytimeAuc:
     TEST = "test"
     LOW_FLOPS = "low_flops"
     HIGH_FLOPS = "high_flops"
+
+
+class CombinerFigures:
+    """An item of summary.json's "combiners" (one per pkd.combiners name): each prefix's test and val accuracy
+    under that combiner, its monotonicity shares (K - 1 steps, PrefixRow.TRUE_PROB_DROP's meaning) and its
+    val-fitted early-exit curve under FLOP budgets (ValFittedPoint items)."""
+
+    PREFIX_ACC = PrefixRow.PREFIX_ACC
+    PREFIX_VAL_ACC = PrefixRow.PREFIX_VAL_ACC
+    TRUE_PROB_DROP = PrefixRow.TRUE_PROB_DROP
+    RIGHT_TO_WRONG = PrefixRow.RIGHT_TO_WRONG
+    BUDGETED = "budgeted"
 
 
 class DrawnFigures:
@@ -123,9 +139,22 @@ class Summary:
     ANYTIME = "anytime"  # AnytimePoint items
     ANYTIME_VAL_FITTED = "anytime_val_fitted"  # ValFittedPoint items
     ANYTIME_AUC = "anytime_auc"  # AnytimeAuc
+    COMBINERS = "combiners"  # {combiner name: CombinerFigures}
     DRAWN = "drawn"  # DrawnFigures
     PHOTOS = "photos"  # PhotoFigures
     VIDEO = "video"  # VideoFigures
+
+
+class GroupRecord:
+    """group.json's keys (pkd.groups, written once when `pkd train --seeds` creates the group): the resolved config
+    every member shares, the seeds (member `seed-<s>` per seed), the shared teacher file (null until the first
+    member has trained it when the config names none), when and by what command it was created."""
+
+    CONFIG = "config"
+    SEEDS = "seeds"
+    TEACHER = "teacher"
+    CREATED = "created"
+    COMMAND = "command"
 
 
 class Status:
@@ -249,7 +278,7 @@ class RunInfo:
 PREFIX_COLUMNS = (
     PrefixRow.K, PrefixRow.ARCH, PrefixRow.PARAMS, PrefixRow.STUDENT_FLOPS, PrefixRow.CUMULATIVE_FLOPS,
     PrefixRow.SHARE_OF_TEACHER, PrefixRow.PREFIX_ACC, PrefixRow.SOLO_ACC, PrefixRow.PREFIX_VAL_ACC,
-    PrefixRow.SOLO_VAL_ACC, PrefixRow.PREV_SCALE,
+    PrefixRow.SOLO_VAL_ACC, PrefixRow.PREV_SCALE, PrefixRow.TRUE_PROB_DROP, PrefixRow.RIGHT_TO_WRONG,
 )
 
 # ----------------------------------------------------------------------------------------------- checked fields
@@ -275,6 +304,7 @@ PREFIX_RULES = {
     PrefixRow.SHARE_OF_TEACHER: ("number", 0, 1e9), PrefixRow.PREFIX_ACC: ACCURACY_RULE,
     PrefixRow.SOLO_ACC: ACCURACY_RULE, PrefixRow.PREFIX_VAL_ACC: ACCURACY_RULE, PrefixRow.SOLO_VAL_ACC: ACCURACY_RULE,
     PrefixRow.PREV_SCALE: ("number", -MAX_PREV_SCALE, MAX_PREV_SCALE),
+    PrefixRow.TRUE_PROB_DROP: ACCURACY_RULE, PrefixRow.RIGHT_TO_WRONG: ACCURACY_RULE,
 }
 # columns every reader of a row indexes
 PREFIX_REQUIRED = (PrefixRow.K, PrefixRow.STUDENT_FLOPS, PrefixRow.CUMULATIVE_FLOPS, PrefixRow.PREFIX_ACC)
@@ -289,6 +319,9 @@ PHOTO_RULES = {PhotoFigures.PER_CLASS: ("int", 1, 10**6), PhotoFigures.SEED: ("i
 VIDEO_RULES = {VideoFigures.SPLIT: NAME_RULE, VideoFigures.N: ("int", 1, 10**7),
                VideoFigures.TEACHER_REVERSAL_CHANGE: ACCURACY_RULE, VideoFigures.TEACHER_DIGIT_ACC: ACCURACY_RULE}
 VIDEO_LISTS = (VideoFigures.PREFIX_REVERSAL_CHANGE, VideoFigures.PREFIX_DIGIT_ACC)  # one share per prefix k = 1..K
+# a combiner's lists of shares (one per prefix k, or per step k -> k+1); its BUDGETED items follow VAL_FITTED_RULES
+COMBINER_LISTS = (CombinerFigures.PREFIX_ACC, CombinerFigures.PREFIX_VAL_ACC, CombinerFigures.TRUE_PROB_DROP,
+                  CombinerFigures.RIGHT_TO_WRONG)
 ANYTIME_RULES = {AnytimePoint.CONFIDENCE: ACCURACY_RULE, AnytimePoint.ACC: ACCURACY_RULE,
                  AnytimePoint.MEAN_FLOPS: FLOPS_RULE}
 VAL_FITTED_RULES = {ValFittedPoint.BUDGET: FLOPS_RULE, ValFittedPoint.CONFIDENCE: ACCURACY_RULE,

@@ -14,12 +14,13 @@ from typing import Any
 from pkd.config import MAX_STUDENTS
 from pkd.runs.files import MAX_JSON_DEPTH, MAX_METRICS_LINE, WRITTEN_STATES, RunError
 from pkd.runs.io import printable, too_deep
-from pkd.runs.schema import (ACCURACY_RULE, ANYTIME_RULES, AUC_NULLABLE, AUC_REQUIRED, AUC_RULES, CONFIG_SECTIONS,
-                             CONFIG_TEXTS, DRAWN_RULES, MANIFEST_RULES, METRIC_RULES, NAME_RULE, PHOTO_RULES,
-                             PREFIX_COLUMNS, PREFIX_FILLED, PREFIX_REQUIRED, PREFIX_RULES, STATUS_RULES, SUMMARY_RULES,
+from pkd.runs.schema import (ACCURACY_RULE, ANYTIME_RULES, AUC_NULLABLE, AUC_REQUIRED, AUC_RULES, COMBINER_LISTS,
+                             CONFIG_SECTIONS, CONFIG_TEXTS, DRAWN_RULES, MANIFEST_RULES, METRIC_RULES, NAME_RULE,
+                             PHOTO_RULES, PREFIX_COLUMNS, PREFIX_FILLED, PREFIX_REQUIRED, PREFIX_RULES, STATUS_RULES,
+                             SUMMARY_RULES,
                              TEACHER_REF_RULES, TEACHER_RULES, VAL_FITTED_NULLABLE, VAL_FITTED_REQUIRED,
-                             VAL_FITTED_RULES, VIDEO_LISTS, VIDEO_RULES, DrawnFigures, Manifest, Metric, PrefixRow,
-                             Status, Summary)
+                             VAL_FITTED_RULES, VIDEO_LISTS, VIDEO_RULES, CombinerFigures, DrawnFigures, Manifest, Metric,
+                             PrefixRow, Status, Summary)
 
 
 def get_field(mapping: Any, *keys: str) -> Any:
@@ -149,7 +150,36 @@ def summary_problem(summary: dict) -> str | None:
         problem = _robustness_problem(Summary.PHOTOS, summary[Summary.PHOTOS], PHOTO_RULES)
     if problem is None and Summary.VIDEO in summary:
         problem = _video_problem(summary[Summary.VIDEO])
+    if problem is None and Summary.COMBINERS in summary:
+        problem = _combiners_problem(summary[Summary.COMBINERS])
     return problem
+
+
+def _combiners_problem(combiners: Any) -> str | None:
+    """What is wrong with summary.json's "combiners" ({name: CombinerFigures}); None when sound."""
+    if not isinstance(combiners, dict) or len(combiners) > 16:
+        return f"combiners is {_show(combiners)}, not a mapping of up to 16 combiners"
+    for name, figures in combiners.items():
+        where = f"combiners.{_show(name)}"
+        if not isinstance(figures, dict):
+            return f"{where} is {_show(figures)}, not a mapping"
+        for key in COMBINER_LISTS:
+            values = figures.get(key)
+            if not isinstance(values, list) or len(values) > MAX_STUDENTS:
+                return f"{where}.{key} is {_show(values)}, not a list of up to {MAX_STUDENTS} shares"
+            problem = next(filter(None, (_field_problem(f"{where}.{key}[{i}]", v, ACCURACY_RULE)
+                                         for i, v in enumerate(values))), None)
+            if problem:
+                return problem
+        points = figures.get(CombinerFigures.BUDGETED)
+        if not isinstance(points, list) or len(points) > 1000:
+            return f"{where}.{CombinerFigures.BUDGETED} is {_show(points)}, not a list of up to 1000 mappings"
+        problem = next(filter(None, (_mapping_problem(item, VAL_FITTED_RULES, f"{where}.{CombinerFigures.BUDGETED}"
+                                                      f"[{i}].", VAL_FITTED_REQUIRED, VAL_FITTED_NULLABLE)
+                                     for i, item in enumerate(points))), None)
+        if problem:
+            return problem
+    return None
 
 
 def _video_problem(video: Any) -> str | None:

@@ -21,7 +21,8 @@ from pkd.data import Split
 from pkd.devices import autocast_dtype, resolve_device
 from pkd.distributed import SINGLE, World
 from pkd.data.run_data import load_run_data
-from pkd.evaluate import REPORTED_SPLITS, accuracy, end_of_run_figures, prefix_row, run_summary, split_accuracies
+from pkd.evaluate import (REPORTED_SPLITS, accuracy, before_adding, end_of_run_figures, prefix_row, run_summary,
+                          split_accuracies)
 from pkd.models import build_model
 from pkd.models.ensemble import PrefixSums, accumulate
 from pkd.runs import Run
@@ -181,10 +182,11 @@ def add_student(ctx: RunContext, so_far: StudentsSoFar, k: int, student: nn.Modu
         if last and name not in REPORTED_SPLITS:
             continue
         logits = ctx.logits(student, split.inputs)  # (N, C)
+        before = before_adding(so_far.sums[name]) if name in REPORTED_SPLITS else None
         so_far.sums[name].add(logits, scale)
         if name in REPORTED_SPLITS:
             so_far.logits[name].append(logits)
-            accuracies.update(split_accuracies(name, so_far.sums[name], logits, split.labels))
+            accuracies.update(split_accuracies(name, so_far.sums[name], logits, split.labels, before))
     row = prefix_row(k, model_spec["arch"], student.cpu(), ctx.data_spec, so_far.rows, teacher_flops, scale,
                      accuracies)
     student.to(ctx.device)

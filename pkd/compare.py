@@ -1,0 +1,64 @@
+"""Two runs on the same test set, compared sample by sample: McNemar's exact test per prefix k (pkd.stats).
+
+Accuracies alone cannot say whether 98.31% beats 98.27% on 10,000 digits; the samples one run gets right and the
+other wrong can. This module recomputes every prefix's per-sample answers from a run's saved students (the run
+directory holds accuracies, not answers) and hands them to pkd.stats.mcnemar.
+
+Shapes: K prefixes, N test samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pkd.artifacts import load_ensemble
+from pkd.combiners import native_combiner, prefix_probs
+from pkd.config import config_from_dict
+from pkd.data import Split
+from pkd.data.run_data import load_run_data
+from pkd.evaluate import predict_logits
+from pkd.runs import Run
+from pkd.stats import McNemar, mcnemar
+
+
+@dataclass(frozen=True)
+class PrefixAnswers:
+    """Every prefix's answers on a run's test split: right (K, N) bool, classes (K, N) long, and the split."""
+
+    right: torch.Tensor
+    classes: torch.Tensor
+    split: Split
+
+
+@torch.no_grad()
+def prefix_answers(run: Run, combiner: str | None = None, device: torch.device | str = "cpu") -> PrefixAnswers:
+    """Each prefix's class and whether it is right, per test sample, from the run's saved students.
+
+    combiner: a pkd.combiners name (default: the one the run answers with, native_combiner(mode))."""
+    cfg = config_from_dict(run.config())
+    data_spec, splits = load_run_data(cfg, ("test",))
+    split = splits["test"]
+    ensemble = load_ensemble(run, device=torch.device(device))
+    logits = [predict_logits(student, data_spec, split.inputs, torch.device(device)) for student in ensemble.students]
+    probs = prefix_probs(logits, combiner or native_combiner(ensemble.mode), ensemble.prev_scales)  # (K, N, C)
+    classes = probs.argmax(dim=-1)
+    return PrefixAnswers(right=classes == split.labels[None], classes=classes, split=split)
+
+
+def same_test_set(a: Split, b: Split) -> bool:
+    """Whether two test splits hold the same samples with the same labels, in the same order."""
+    return a.labels.shape == b.labels.shape and bool(torch.equal(a.labels, b.labels)) \
+        and a.inputs.shape == b.inputs.shape and bool(torch.equal(a.inputs, b.inputs))
+
+
+def compare_runs(a: Run, b: Run, combiner: str | None = None) -> list[tuple[int, McNemar]]:
+    """McNemar's exact test of run A against run B at every prefix k both have: [(k, McNemar), ...] (a_only:
+    the test samples A's prefix k gets right and B's wrong). ValueError when their test sets differ."""
+    answers_a, answers_b = prefix_answers(a, combiner), prefix_answers(b, combiner)
+    if not same_test_set(answers_a.split, answers_b.split):
+        raise ValueError(f"{a.name} and {b.name} were tested on different samples (dataset or data.test_limit "
+                         "differ): McNemar's test pairs the same samples; compare runs of the same test set")
+    ks = min(answers_a.right.shape[0], answers_b.right.shape[0])
+    return [(k, mcnemar(answers_a.right[k - 1].tolist(), answers_b.right[k - 1].tolist())) for k in range(1, ks + 1)]
