@@ -8,6 +8,7 @@ Shapes, value range and the official per-class label counts are verified whateve
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import io
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pkd.data.registry import DATA_DIR_ENV, SPLITS, check_labels, register_dataset
+from pkd.data.registry import DATA_DIR_ENV, SPLITS, LazySplits, check_labels, register_dataset
 from pkd.data.safe_pickle import restricted_load
 from pkd.data.spec import DatasetSpec, Split
 
@@ -72,12 +73,18 @@ def _mnist_image_tensor(x: np.ndarray) -> torch.Tensor:
     return images.to(torch.float32).div_(255.0) if x.dtype == np.uint8 else images.to(torch.float32)
 
 
-def _mnist_splits(parts: dict[str, tuple[np.ndarray, np.ndarray]], where: str) -> dict[str, Split]:
-    """Build the three splits after checking their labels against the official MNIST class counts."""
+def _mnist_splits(parts: dict[str, tuple[np.ndarray, np.ndarray]], where: str) -> LazySplits:
+    """The three splits, after checking their labels against the official MNIST class counts. Each split's float
+    tensor is made when it is first asked for, from the (uint8) pixels kept meanwhile: the app shows test digits
+    with 55 MB of pixels and the 31 MB test tensor instead of all 220 MB of float tensors."""
     train_val = np.concatenate([parts["train"][1], parts["val"][1]])
     _check_mnist_counts(train_val, parts["test"][1], where)
-    return {split: Split(_mnist_image_tensor(x), torch.from_numpy(y.astype(np.int64)), "mnist", split)
-            for split, (x, y) in parts.items()}
+
+    def make(split: str) -> Split:
+        x, y = parts[split]
+        return Split(_mnist_image_tensor(x), torch.from_numpy(y.astype(np.int64)), "mnist", split)
+
+    return LazySplits({split: functools.partial(make, split) for split in parts})
 
 
 def _read_idx(path: Path, dims: tuple[int, ...], dataset: str = "MNIST") -> np.ndarray:
@@ -105,7 +112,7 @@ def _find_raw(raw_dir: Path, stem: str) -> Path | None:
     return None
 
 
-def _read_mnist_raw(raw_dir: Path) -> dict[str, Split]:
+def _read_mnist_raw(raw_dir: Path) -> LazySplits:
     paths = {key: _find_raw(raw_dir, stem) for key, stem in MNIST_RAW_FILES.items()}
     missing = [MNIST_RAW_FILES[k] for k, p in paths.items() if p is None]
     if missing:
@@ -120,7 +127,7 @@ def _read_mnist_raw(raw_dir: Path) -> dict[str, Split]:
     return _mnist_splits(parts, str(raw_dir))
 
 
-def _read_mnist_pickle(path: Path) -> dict[str, Split]:
+def _read_mnist_pickle(path: Path) -> LazySplits:
     """Read mnist.pkl.gz: ((x, y) train 50k, valid 10k, test 10k), x float (N, 784) in [0, 1].
 
     The classic file stores pixels as k/256; they are mapped to k/255 so that this source and the torchvision
@@ -210,7 +217,7 @@ def download_mnist_torchvision(root: Path) -> Path:
 
 
 @register_dataset(MNIST)
-def _load_mnist(root: Path) -> dict[str, Split]:
+def _load_mnist(root: Path) -> LazySplits:
     """MNIST from root: torchvision raw files (root/MNIST/raw), else root/mnist.pkl.gz, else fetch it."""
     raw_dir = root / "MNIST" / "raw"
     if any(_find_raw(raw_dir, stem) for stem in MNIST_RAW_FILES.values()):

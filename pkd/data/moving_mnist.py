@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -352,6 +353,9 @@ def _pixel_stats(cfg: MovingMnistConfig) -> tuple[float, float]:
     return round(float(mean), 4), round(float(np.sqrt(second - mean**2)), 4)
 
 
+_MADE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # clips made, while a split still holds them
+
+
 def register_moving_mnist(
     name: str,
     cfg: MovingMnistConfig = MovingMnistConfig(),
@@ -365,10 +369,17 @@ def register_moving_mnist(
     spec = moving_mnist_spec(name, cfg, novel)
 
     def make(i: int, split: str, root: Path) -> Split:
-        mnist = load_split("mnist", split, root)
         classes = None if split == "test" else train_classes
-        made = generate_clips(mnist.inputs, mnist.labels, getattr(cfg, f"{split}_clips"), cfg, [cfg.seed, i], classes)
-        return Split(made.frames, made.labels, name, split)
+        n = getattr(cfg, f"{split}_clips")
+        # the same clips under two names (moving_mnist's test split is moving_mnist_50k's) are made, and held, once
+        key = (dataclasses.replace(cfg, train_clips=n, val_clips=n, test_clips=n), i, classes and tuple(classes),
+               str(root))
+        frames, labels = _MADE.get((key, "frames")), _MADE.get((key, "labels"))
+        if frames is None or labels is None:
+            mnist = load_split("mnist", split, root)
+            made = generate_clips(mnist.inputs, mnist.labels, n, cfg, [cfg.seed, i], classes)
+            frames, labels = _MADE[(key, "frames")], _MADE[(key, "labels")] = made.frames, made.labels
+        return Split(frames, labels, name, split)
 
     @register_dataset(spec)
     def _load(root: Path) -> LazySplits:  # a split's clips are made when it is first asked for

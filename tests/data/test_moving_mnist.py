@@ -280,3 +280,12 @@ def test_a_split_is_made_only_when_asked_for(scratch_registry: None, mnist_root:
     assert data.load_split("mm_small", "test", mnist_root) is test
     data.load_split("mm_small", "val", mnist_root)
     assert sorted(data.built_splits("mm_small", mnist_root)) == ["test", "val"]
+
+
+def test_the_same_clips_under_two_names_are_held_once(scratch_registry: None, mnist_root: Path) -> None:
+    """moving_mnist_50k's test clips are moving_mnist's: the two splits share one tensor (the app shows both)."""
+    mm.register_moving_mnist("mm_small", SMALL)
+    mm.register_moving_mnist("mm_small_more", dataclasses.replace(SMALL, train_clips=2 * SMALL.train_clips))
+    few, more = (data.load_split(name, "test", mnist_root) for name in ("mm_small", "mm_small_more"))
+    assert more.inputs is few.inputs and more.dataset == "mm_small_more" and few.dataset == "mm_small"
+    assert data.built_splits("mnist", mnist_root) == ("test",)  # the clips' digits: MNIST's test split alone
