@@ -116,20 +116,20 @@ def read_clip(path: str | os.PathLike[str], spec: DatasetSpec) -> torch.Tensor:
         raise FileNotFoundError(f"clip file not found: {path}")
     if not path.is_file():
         raise ValueError(f"{path}: is not a file; give an animated GIF or a .npy clip")
-    with _open_file(path) as fh:
+    with _open_file(path) as fh:  # the one descriptor everything is read from: no file swapped in meanwhile
         size = os.fstat(fh.fileno()).st_size
         if size > MAX_CLIP_BYTES:
             raise ValueError(f"{path}: {size:,} bytes is too large for a clip (at most {MAX_CLIP_BYTES:,})")
         head = fh.read(8)
-        if head[:6] == NPY_MAGIC:
-            fh.seek(0)
+        fh.seek(0)
+        if head[:6] in GIF_MAGIC:
+            pixels = _gif_frames(fh, path, side, frames)  # (T', S, S) float
+        elif head[:6] == NPY_MAGIC:
             _check_npy_header(fh, path, size, frames, side)  # before numpy allocates anything
-    if head[:6] in GIF_MAGIC:
-        pixels = _gif_frames(path, side, frames)  # (T', S, S) float
-    elif head[:6] == NPY_MAGIC:
-        pixels = _npy_frames(path, side)
-    else:
-        raise ValueError(f"{path}: not an animated GIF or a .npy file (its first bytes are {head[:6]!r})")
+            fh.seek(0)
+            pixels = _npy_frames(fh, path, side)
+        else:
+            raise ValueError(f"{path}: not an animated GIF or a .npy file (its first bytes are {head[:6]!r})")
     if pixels.shape[0] != frames:
         raise ValueError(f"{path}: has {pixels.shape[0]} frames but this run's clips have {frames}; give a clip of "
                          f"{frames} frames")
@@ -174,12 +174,13 @@ def _check_npy_header(fh: io.BufferedReader, path: Path, size: int, frames: int,
                          f"holds {size - fh.tell():,})")
 
 
-def _gif_frames(path: Path, side: int, frames: int) -> np.ndarray:
-    """(T', S, S) float64 in [0, 1] from every frame of a GIF (its size and frame count checked first)."""
+def _gif_frames(fh: io.BufferedReader, path: Path, side: int, frames: int) -> np.ndarray:
+    """(T', S, S) float64 in [0, 1] from every frame of the GIF open as `fh` (its size and frame count checked
+    first)."""
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with Image.open(fh) as im:
             if max(im.size) > MAX_GIF_SIDE or getattr(im, "n_frames", 1) > 1024:
                 raise ValueError(f"{path}: {im.size[0]}x{im.size[1]} px, {getattr(im, 'n_frames', 1)} frames is "
                                  f"not a clip (sides up to {MAX_GIF_SIDE} px, up to 1024 frames)")
@@ -197,10 +198,10 @@ def _gif_frames(path: Path, side: int, frames: int) -> np.ndarray:
     return np.stack(out)
 
 
-def _npy_frames(path: Path, side: int) -> np.ndarray:
-    """(T', S, S) float64 in [0, 1] from a .npy array (T, S, S) or (T, 1, S, S)."""
+def _npy_frames(fh: io.BufferedReader, path: Path, side: int) -> np.ndarray:
+    """(T', S, S) float64 in [0, 1] from the .npy array (T, S, S) or (T, 1, S, S) open as `fh`."""
     try:
-        a = np.load(path, allow_pickle=False)
+        a = np.load(fh, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:  # allow_pickle=False refuses object arrays and pickled data
         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         if isinstance(exc, ValueError) and "pickle" in reason:

@@ -13,7 +13,6 @@ it is read (opened non-blocking, checked on the open descriptor), and only the l
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from pkd.procs import process_alive
@@ -94,10 +93,3 @@ def tail_bytes(path: Path, max_bytes: int) -> bytes:
     except FileNotFoundError:
         return b""
 
-
-def is_regular(path: Path) -> bool:
-    """`path` is a regular file and not a symbolic link (lstat: never opens it)."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False

@@ -267,6 +267,22 @@ def test_train_page_shows_a_dead_run_as_died_with_resume(app_env, shipped_root):
     assert at.button(key="train_stop").disabled
 
 
+def test_resume_refuses_a_console_log_that_links_out_of_the_run(app_env, shipped_root, tmp_path):
+    """Issue 31: Resume appends to console.log before the training process starts; a link there is refused in one
+    line and the file it points to is not touched (no process is started)."""
+    run = Run(copy_run(shipped_run(shipped_root).path, app_env, "crashed"))
+    run.write_status(state="stopped")
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    (run.path / "console.log").unlink(missing_ok=True)
+    (run.path / "console.log").symlink_to(precious)
+    at = open_app("train")
+    at.button(key="train_resume").click().run()
+    assert not at.exception, at.exception
+    assert "console.log is a symbolic link" in texts(at, "error"), texts(at, "error")
+    assert precious.read_text() == "keep me" and launch.child_process(run) is None
+
+
 # ------------------------------------------------------------------------------------------------ Runs
 
 def test_runs_page_lists_opens_and_deletes_with_confirmation(app_env, shipped_root):
