@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import re
+import stat
 import typing
 from pathlib import Path
 from typing import Any
@@ -146,11 +147,17 @@ def read_yaml(path: str | os.PathLike) -> dict:
     path = Path(path).resolve()
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found; see configs/ for examples")
-    size = path.stat().st_size
-    if size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file {str(path)!r} is {size} bytes; a config must be under {MAX_CONFIG_BYTES}")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO swapped in after the check never blocks
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"config file {str(path)!r} is not a regular file; give a YAML file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {str(path)!r} is {info.st_size} bytes; a config must be under "
+                              f"{MAX_CONFIG_BYTES}")
+        data = fh.read(MAX_CONFIG_BYTES + 1)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: it is not UTF-8 text") from None
     data = safe_yaml(text, f"config file {str(path)!r}")
