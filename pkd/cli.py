@@ -256,12 +256,20 @@ def cmd_group(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Two runs: McNemar per k (their models answer the test set again); two groups: the paired-seed difference."""
+    """Two runs: McNemar per k (their models answer the test set again); two groups: the paired-seed difference;
+    one run: McNemar of each prefix against its teacher."""
     from pkd.groups import compare_groups, runs_of
     from pkd.report import print_group_comparison, print_run_comparison
     from pkd.runs import Run, is_group_dir
 
     setup_logging(verbose=args.verbose)
+    if args.b is None:
+        from pkd.compare import compare_to_teacher
+        from pkd.runs import resolve_run
+
+        run = resolve_run(args.a, args.runs_dir)
+        print_run_comparison(f"{run.path} (each prefix k)", "its teacher", compare_to_teacher(run, args.combiner))
+        return 0
     groups = [is_group_dir(Path(p)) for p in (args.a, args.b)]
     if all(groups):
         print_group_comparison(args.a, args.b, compare_groups(runs_of(args.a), runs_of(args.b)))
@@ -422,7 +430,8 @@ def _add_compare_command(sub: argparse._SubParsersAction) -> None:
                                    "seed groups, the test accuracy difference paired by seed (mean ± SE, wins, "
                                    "paired t-test). Says 'within noise' when the test does not separate them.")
     p.add_argument("a", metavar="A", help="run or seed group")
-    p.add_argument("b", metavar="B", help="run or seed group (the same kind as A)")
+    p.add_argument("b", metavar="B", nargs="?", help="run or seed group (the same kind as A); without B, every "
+                   "prefix of run A against A's own teacher (McNemar per k)")
     p.add_argument("--combiner", choices=["sum", "mean-prob", "product"], help="runs: combine each run's students "
                    "this way (default: each run's own)")
     p.add_argument("--runs-dir")

@@ -1,4 +1,5 @@
-"""Two runs on the same test set, compared sample by sample: McNemar's exact test per prefix k (pkd.stats).
+"""Two runs on the same test set, or a run's prefixes and its own teacher, compared sample by sample: McNemar's
+exact test per prefix k (pkd.stats).
 
 Accuracies alone cannot say whether 98.31% beats 98.27% on 10,000 digits; the samples one run gets right and the
 other wrong can. This module recomputes every prefix's per-sample answers from a run's saved students (the run
@@ -13,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from pkd.artifacts import load_ensemble
+from pkd.artifacts import load_ensemble, load_teacher
 from pkd.combiners import native_combiner, prefix_probs
 from pkd.config import config_from_dict
-from pkd.data import Split
+from pkd.data import DatasetSpec, Split, get_dataset_spec
 from pkd.data.run_data import load_run_data
 from pkd.evaluate import predict_logits
 from pkd.runs import Run
@@ -33,18 +34,35 @@ class PrefixAnswers:
 
 
 @torch.no_grad()
-def prefix_answers(run: Run, combiner: str | None = None, device: torch.device | str = "cpu") -> PrefixAnswers:
+def prefix_answers(run: Run, combiner: str | None = None, device: torch.device | str = "cpu",
+                   split: Split | None = None) -> PrefixAnswers:
     """Each prefix's class and whether it is right, per test sample, from the run's saved students.
 
-    combiner: a pkd.combiners name (default: the one the run answers with, native_combiner(mode))."""
-    cfg = config_from_dict(run.config())
-    data_spec, splits = load_run_data(cfg, ("test",))
-    split = splits["test"]
+    combiner: a pkd.combiners name (default: the one the run answers with, native_combiner(mode)).
+    split: the run's test split when the caller has loaded it already (run_test_split)."""
+    data_spec, split = run_test_split(run) if split is None else (_data_spec(run), split)
     ensemble = load_ensemble(run, device=torch.device(device))
     logits = [predict_logits(student, data_spec, split.inputs, torch.device(device)) for student in ensemble.students]
     probs = prefix_probs(logits, combiner or native_combiner(ensemble.mode), ensemble.prev_scales)  # (K, N, C)
     classes = probs.argmax(dim=-1)
     return PrefixAnswers(right=classes == split.labels[None], classes=classes, split=split)
+
+
+@torch.no_grad()
+def teacher_right(run: Run, split: Split, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(N,) whether the run's teacher classifies each sample of `split` (the run's test split) correctly."""
+    logits = predict_logits(load_teacher(run, device=device), _data_spec(run), split.inputs, torch.device(device))
+    return logits.argmax(dim=-1) == split.labels
+
+
+def run_test_split(run: Run) -> tuple[DatasetSpec, Split]:
+    """The run's dataset and test split, as its config defines them."""
+    data_spec, splits = load_run_data(config_from_dict(run.config()), ("test",))
+    return data_spec, splits["test"]
+
+
+def _data_spec(run: Run) -> DatasetSpec:
+    return get_dataset_spec(run.setting("data", "dataset"))
 
 
 def same_test_set(a: Split, b: Split) -> bool:
@@ -62,3 +80,11 @@ def compare_runs(a: Run, b: Run, combiner: str | None = None) -> list[tuple[int,
                          "differ): McNemar's test pairs the same samples; compare runs of the same test set")
     ks = min(answers_a.right.shape[0], answers_b.right.shape[0])
     return [(k, mcnemar(answers_a.right[k - 1].tolist(), answers_b.right[k - 1].tolist())) for k in range(1, ks + 1)]
+
+
+def compare_to_teacher(run: Run, combiner: str | None = None) -> list[tuple[int, McNemar]]:
+    """McNemar's exact test of every prefix k (A) against the run's own teacher (B) on the run's test set:
+    [(k, McNemar), ...]; a_only: the samples prefix k gets right and the teacher wrong."""
+    _, split = run_test_split(run)
+    answers, teacher = prefix_answers(run, combiner, split=split), teacher_right(run, split).tolist()
+    return [(k, mcnemar(answers.right[k - 1].tolist(), teacher)) for k in range(1, answers.right.shape[0] + 1)]

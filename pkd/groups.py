@@ -85,6 +85,15 @@ def runs_of(path: str | Path) -> list[Run]:
     return runs
 
 
+def find_groups(folders: list[str | Path]) -> list[SeedGroup]:
+    """The seed groups in the given folders (a group folder itself, or one directly inside), each once, by path."""
+    found: dict[Path, SeedGroup] = {}
+    for folder in map(Path, folders):
+        candidates = [folder] + (sorted(c for c in folder.iterdir() if not c.is_symlink()) if folder.is_dir() else [])
+        found.update((c.resolve(), SeedGroup(c)) for c in candidates if (c / GROUP_FILE).is_file())
+    return [found[path] for path in sorted(found)]
+
+
 @dataclass(frozen=True)
 class PrefixSpread:
     """Prefix k across the runs of a group: how many runs have it, its cumulative FLOPs per sample (the mean; runs

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from pkd.cli import main
-from pkd.groups import SeedGroup, compare_groups, group_prefixes, runs_of
+from pkd.groups import SeedGroup, compare_groups, find_groups, group_prefixes, runs_of
 from pkd.runs import GROUP_FILE, Run, RunError, State
-from pkd.runs.schema import CombinerFigures, GroupRecord, Manifest, PrefixRow, Summary
+from pkd.runs.schema import CombinerFigures, GroupRecord, Manifest, PrefixRow, Summary, TeacherFigures
 from pkd.stats import describe, spread
 from tests.pkd_process import TINY, pkd_ok
 
@@ -93,6 +93,17 @@ def test_pkd_compare_two_runs_is_mcnemar_per_k(groups, capsys):
         else:
             assert verdict.startswith("ahead" if a_only > b_only else "behind"), verdict
         assert "test accuracy, 512 samples" in verdict
+
+
+def test_pkd_compare_one_run_tests_every_prefix_against_its_teacher(groups, capsys):
+    run = Run(groups["residual"] / "seed-1")
+    out, _ = cli(capsys, "compare", str(run.path))
+    rows = re.findall(r"^\s+(\d)\s+(\d+)\s+(\d+)\s+(\S+)\s+(.*)$", out, re.M)
+    teacher_acc = run.summary()[Summary.TEACHER][TeacherFigures.TEST_ACC]
+    assert "B = its teacher" in out and len(rows) == 2
+    for (k, a_only, b_only, _, verdict), row in zip(rows, run.prefix_table()):
+        assert int(a_only) - int(b_only) == round(512 * (row[PrefixRow.PREFIX_ACC] - teacher_acc)), (k, verdict)
+    assert [g.path for g in find_groups([groups["root"]])] == [groups["independent"], groups["residual"]]
 
 
 def test_pkd_compare_two_groups_pairs_seeds(groups, capsys):
