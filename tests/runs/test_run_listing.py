@@ -66,3 +66,15 @@ def test_a_sweep_trial_is_deleted_by_its_path_inside_the_runs_folder(tmp_path):
     assert not trial.path.exists() and twin.path.is_dir()
     with pytest.raises(RunError, match="does not lie inside"):
         delete_run(tmp_path, "a/b/c")
+
+
+def test_a_seed_groups_members_are_listed_one_level_down(tmp_path):
+    """A folder holding group.json (pkd train --seeds) lists its members as runs, as a sweep folder its trials; a
+    run two levels down in a plain folder is not listed."""
+    member = Run.create_at(tmp_path / "tiny-seeds" / "seed-0", {"name": "t", "seed": 0})
+    (tmp_path / "tiny-seeds" / "group.json").write_text(json.dumps({"seeds": [0], "config": {}}))
+    hidden = Run.create_at(tmp_path / "plain" / "seed-0", {"name": "t"})
+    listed = {run.path for run in list_runs(tmp_path)}
+    assert member.path in listed and hidden.path not in listed
+    delete_run(tmp_path, "tiny-seeds/seed-0")
+    assert not member.path.exists()
