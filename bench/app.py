@@ -102,20 +102,29 @@ def rss_mb(pid: int) -> tuple[float, float]:
 
 def open_page(browser, url: str) -> float:
     """Seconds from navigation until the page's script has run to its end and stayed there QUIET_S (in a new tab =
-    a new session; the quiet time is not counted)."""
+    a new session; the quiet time is not counted). The Train page polls its runs in a fragment, so there it is
+    until its runs panel shows. NaN when the page is not there within 5 minutes."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     state = "document.querySelector('[data-testid=stApp]')?.getAttribute('data-test-script-state')"
+    finished = "[data-testid='stApp'][data-test-script-state='notRunning']"
     try:
         t0 = time.perf_counter()
         page.goto(url)
-        page.locator("[data-testid='stApp'][data-test-script-state='notRunning'] h1").first.wait_for(timeout=300_000)
+        if "/train" in url:
+            page.get_by_text("Runs in progress and finished").wait_for(timeout=300_000)
+            return time.perf_counter() - t0
+        page.locator(f"{finished} h1").first.wait_for(timeout=300_000)
         done = time.perf_counter()
         while time.perf_counter() - done < QUIET_S:
             if page.evaluate(state) != "notRunning":
-                page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(timeout=300_000)
+                page.locator(finished).wait_for(timeout=300_000)
                 done = time.perf_counter()
             page.wait_for_timeout(50)
         return done - t0
+    except PlaywrightTimeout:
+        return float("nan")
     finally:
         page.close()
 
