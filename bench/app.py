@@ -155,6 +155,49 @@ def page_figures(tree: Path, env: dict, runs: list[str]) -> dict:
     return out
 
 
+APPTEST_PAGES = {"results": "app_pages/results.py", "playground": "app_pages/playground.py",
+                 "clips": "app_pages/clips.py", "how_it_works": "app_pages/how_it_works.py",
+                 "train": "app_pages/train.py", "runs": "app_pages/runs.py", "sweeps": "app_pages/sweeps.py"}
+APPTEST_CHILD = """
+import json, os, sys, time
+from streamlit.testing.v1 import AppTest
+runs, pages = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+def rss(field="VmRSS"):
+    return int([l for l in open(f"/proc/{os.getpid()}/status") if l.startswith(field)][0].split()[1]) / 1024
+def open_page(page, run):
+    at = AppTest.from_file("app/main.py", default_timeout=600)
+    at.query_params["run"] = run
+    t0 = time.perf_counter()
+    at.switch_page(pages[page]).run()
+    return time.perf_counter() - t0, bool(at.exception)
+out = {"first": {}, "again": {}, "errors": [], "slowest": [0.0, ""]}
+for page in pages:
+    for when in ("first", "again"):
+        out[when][page], bad = open_page(page, runs[0])
+for run in runs:
+    for page in pages:
+        seconds, bad = open_page(page, run)
+        out["slowest"] = max(out["slowest"], [seconds, f"{page}?run={run}"])
+        if bad:
+            out["errors"].append(f"{page}?run={run}")
+out["rss"], out["peak"] = rss(), rss("VmHWM")
+print(json.dumps(out))
+"""
+
+
+def apptest_figures(tree: Path, env: dict, runs: list[str]) -> dict:
+    """The pages of `tree` run in one process by Streamlit's AppTest (no browser, no server: for a machine too busy
+    or too short of memory for Chromium): each page on runs[0] twice, then every page on every run; the process's
+    resident memory at the end (the app's caches and data, as the server would hold them)."""
+    import json
+
+    done = subprocess.run([sys.executable, "-c", APPTEST_CHILD, json.dumps(runs), json.dumps(APPTEST_PAGES)],
+                          cwd=tree, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"AppTest run of {tree} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def old_tree(ref: str, into: Path) -> Path:
     """The repository at commit `ref`, extracted with `git archive` into `into` (no worktree, nothing changed here)."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
@@ -162,7 +205,7 @@ def old_tree(ref: str, into: Path) -> Path:
     return into
 
 
-def bench_pages(env: dict, compare: str | None) -> None:
+def bench_pages(env: dict, compare: str | None, apptest: bool = False) -> None:
     """Each page's first open and re-open, and the server's memory after every page on every shipped run."""
     from pkd.runs import list_runs
 
@@ -177,7 +220,8 @@ def bench_pages(env: dict, compare: str | None) -> None:
             trees[compare] = Path(compare) if (Path(compare) / "app").is_dir() else old_tree(compare, Path(tmp))
         figures = {}
         for name, tree in trees.items():
-            figures[name] = page_figures(tree, dict(env, PYTHONPATH=str(tree)), runs)
+            measure = apptest_figures if apptest else page_figures
+            figures[name] = measure(tree, dict(env, PYTHONPATH=str(tree)), runs)
             print(f"  {name}: {figures[name]}", flush=True)
     names = list(figures)
     print(f"  {'page':<14}" + "".join(f"{name + ' first / again (s)':>34}" for name in names))
@@ -185,6 +229,8 @@ def bench_pages(env: dict, compare: str | None) -> None:
         print(f"  {page:<14}" + "".join(f"{f['first'].get(page, float('nan')):>25.2f} / {f['again'].get(page, float('nan')):5.2f}"
                                        for f in figures.values()))
     for name, f in figures.items():
+        if f.get("errors"):
+            print(f"  {name}: pages that raised: {', '.join(f['errors'])}")
         print(f"  {name}: slowest open of all pages x runs {f['slowest'][0]:.2f} s ({f['slowest'][1]}); server "
               f"memory after all of them {f['rss']:.0f} MB resident, peak {f['peak']:.0f} MB")
 
@@ -343,6 +389,8 @@ def main() -> None:
     parser.add_argument("--skip-browser", action="store_true", help="no Chromium figures")
     parser.add_argument("--skip-train", action="store_true", help="no training throughput figures")
     parser.add_argument("--pages-only", action="store_true", help="only the page times and server memory")
+    parser.add_argument("--apptest", action="store_true", help="with --pages-only: run the pages in one process "
+                        "with Streamlit's AppTest instead of a server and Chromium (a busy or memory-short machine)")
     parser.add_argument("--compare", metavar="REF", help="also time the app of this git commit (an older release), "
                         "or of a folder holding an older checkout, side by side")
     args = parser.parse_args()
@@ -358,7 +406,7 @@ def main() -> None:
         env = dict(os.environ, PKD_RUNS_DIR=str(Path(tmp) / "runs"), PKD_PRETRAINED_DIR=str(pretrained),
                    PYTHONPATH=str(ROOT))
         if args.pages_only:
-            bench_pages(dict(env, PKD_PRETRAINED_DIR=str(ROOT / "pretrained")), args.compare)
+            bench_pages(dict(env, PKD_PRETRAINED_DIR=str(ROOT / "pretrained")), args.compare, args.apptest)
             return
         bench_prediction(run_path, args.repeats)
         if not args.skip_browser:
