@@ -311,7 +311,8 @@ CASES = [
          lambda c: (as_link(journal(c), c.outside / "precious.txt"), sweep_cli(c))[-1], 2,
          r"journal cannot be read \(it is a symbolic link\)"),
     Case("sweep: journal that is a folder", "sweep",
-         lambda c: (journal(c).unlink(), journal(c).mkdir(), sweep_cli(c))[-1], 2, r"journal\.log: "),
+         lambda c: (journal(c).unlink(), journal(c).mkdir(), sweep_cli(c))[-1], 2,
+         r"journal\.log: the sweep's journal is not a regular file"),
     # -- a trial's stored record: checked against the space and the config before anything runs
     Case("sweep: stored trial smuggles --run-dir", "sweep",
          lambda c: stored_trial(c, [f"--run-dir={c.outside / 'run'}"]), 2, r"trial 0 failed: .*is not one pkd writes"),
