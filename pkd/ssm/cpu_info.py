@@ -44,11 +44,14 @@ def _sysctl(name: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
-    """The CPU's marketing name, e.g. "AMD EPYC 7B13" (x86 Linux), "Apple M2" (macOS), else the ARM implementer/part
-    codes or the machine type."""
+    """The CPU's marketing name, e.g. "AMD EPYC 7B13" (x86 Linux; with its family and model where a VM shows a bare
+    "AMD EPYC"), "Apple M2" (macOS), else the ARM implementer/part codes or the machine type."""
     info = _cpuinfo()
     if info.get("model name"):
-        return info["model name"]
+        name = info["model name"]
+        if not any(ch.isdigit() for ch in name) and "cpu family" in info:  # a VM's bare "AMD EPYC": say which one
+            name += f" family {info['cpu family']} model {info.get('model', '?')}"
+        return name
     if platform.system() == "Darwin":
         return _sysctl("machdep.cpu.brand_string") or platform.machine()
     if "CPU implementer" in info:
@@ -100,6 +103,6 @@ def kernel_flags(system: str | None = None, machine: str | None = None) -> tuple
 
 
 def describe_cpu() -> str:
-    """One line naming this CPU for benchmark output, e.g. "AMD EPYC 7B13 (x86_64, AVX2, 2 cores)"."""
+    """One line naming this CPU for benchmark output, e.g. "AMD EPYC family 25 model 17 (x86_64, AVX-512F, 2 cores)"."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{cpu_model()} ({platform.machine()}, {vector_extension()}, {cores} cores)"
