@@ -18,6 +18,7 @@ from app import common
 
 STEP_KEY, DONE_KEY = "lesson_step", "lesson_done"  # session keys, in the URL as step= and ticked=
 EVENTS_KEY = "lesson_events"  # what the learner did that no widget keeps (a button press)
+TICKED, OPEN = ":green[:material/check_circle:]", ":material/radio_button_unchecked:"  # Streamlit's own icon font
 CLIP_RUN = "moving-mnist"  # the shipped video run the Clips step opens when an image run is shown
 
 
@@ -155,7 +156,7 @@ def card(page: str) -> None:
     step = STEPS[n - 1]
     done = n in ticked
     with st.container(border=True, key="lesson_card"):
-        path = " · ".join(("✅" if i in ticked else "⬜") + (f" **{i} {s.title}**" if i == n else f" {i}")
+        path = " · ".join((TICKED if i in ticked else OPEN) + (f" **{i} {s.title}**" if i == n else f" {i}")
                           for i, s in enumerate(STEPS, 1))
         st.caption(f"Lesson, {len(ticked)} of {len(STEPS)} steps done: {path}")
         st.markdown(f"#### Step {n} of {len(STEPS)}: {step.title}")
@@ -164,7 +165,7 @@ def card(page: str) -> None:
             st.button(f"Go to {_page_title(step.page)}", key="lesson_go", on_click=go_to, args=(n,),
                       type="primary")
             return
-        st.markdown(("✅ **Done:** " if done else "👉 **Do this:** ") + step.task)
+        st.markdown((f"{TICKED} **Done:** " if done else ":material/touch_app: **Do this:** ") + step.task)
         st.markdown(f"**Question for the class:** {step.question}")
         cols = st.columns([1, 1, 3])
         cols[0].button("← Back", key="lesson_back", on_click=go_to, args=(n - 1,), disabled=n == 1,
