@@ -138,7 +138,7 @@ def form_section() -> None:
     defaults = ss.train_defaults
 
     if ss.train_config == TOY_CONFIG:
-        st.caption("**mnist-toy** trains in seconds (3 tiny students, 2,000 training images, the shipped teacher): "
+        st.caption("**mnist-toy** trains in seconds a student (3 tiny students, 5,000 training images, the shipped teacher): "
                    "for a class that cannot wait. **mnist-quick** is the real thing in a minute or two.")
     own, others = active_runs()
     with st.form("train_form"):
@@ -275,7 +275,7 @@ def status_header(run: Run, status: dict, state: State, done: int, k_planned: in
     stage = status.get("stage", "")
     where = "teacher" if stage == "teacher" else (f"student {status.get('student')}" if stage == "student" else "-")
     age = time.time() - float(status.get("updated") or time.time())
-    cols = st.columns([1, 1, 1, 1, 1, 2])
+    cols = st.columns([1, 1.3, 1, 1, 1, 2])  # the stage ("student 3") gets room not to be cut
     cols[0].metric("state", str(state))
     cols[1].metric("stage", where if state in (State.RUNNING, *RESUMABLE_STATES) else "-")
     cols[2].metric("students done", f"{done}/{k_planned}")
