@@ -215,3 +215,13 @@ def load_run_models(run: Run) -> RunModels:
         st.error(f"Cannot load the models of {display_name(run)}: {exc}")
         st.stop()
     return RunModels(spec, ensemble, teacher, teacher_flops)
+
+
+@st.cache_data(max_entries=6, show_spinner="Running the models on the test set ...")
+def cached_answers(path: str, stamp: tuple):  # noqa: ARG001 - stamp (the weights' mtimes) is part of the cache key
+    """(labels (N,), prefixes' classes (K, N), teacher's classes (N,) or None) of a run on its test samples, as
+    numpy arrays (pkd.predictions): what paired tests (McNemar) and the per-sample diff need."""
+    from pkd.predictions import run_predictions
+
+    p = run_predictions(Run(Path(path)), "test", with_teacher=True)
+    return p.labels.numpy(), p.prefixes.numpy(), None if p.teacher is None else p.teacher.numpy()

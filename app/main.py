@@ -28,6 +28,7 @@ PAGES = {  # the names are the URL-state keys of app/url_state.PAGE_FIELDS
     "train": st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
     "runs": st.Page("app_pages/runs.py", title="Runs", icon=":material/folder_open:"),
     "sweeps": st.Page("app_pages/sweeps.py", title="Sweeps", icon=":material/scatter_plot:"),
+    "compare": st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
 }
 
 page = st.navigation(list(PAGES.values()))

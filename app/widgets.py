@@ -81,3 +81,22 @@ def canvas_data_url(key: str) -> str | None:
         return value["drawing"]["data"]
     except (TypeError, KeyError):
         return None
+
+
+def figure_downloads(fig, name: str, key: str) -> None:
+    """SVG, PNG and PDF buttons for a chart in the paper preset (serif, white, one column wide: app/charts/paper);
+    each file is made when its button is clicked. Without kaleido or a Chrome, one line says what to install."""
+    from app.charts import paper
+
+    problem = paper.export_problem()
+    if problem:
+        st.caption(f"Paper figure: the chart's camera button saves an SVG; {problem}.")
+        return
+    cols = st.columns([1, 1, 1, 4])
+    for col, fmt in zip(cols, paper.FORMATS):
+        col.download_button(f"{fmt.upper()}", lambda fmt=fmt: paper.figure_bytes(fig, fmt), file_name=f"{name}.{fmt}",
+                            mime=paper.FORMATS[fmt], key=f"{key}_{fmt}", on_click="ignore", icon=":material/download:",
+                            help=f"This chart as a paper figure ({fmt.upper()}): serif font, white background, "
+                                 f"{paper.COLUMN_WIDTH_IN} in wide (one column)"
+                                 + (", 300 dpi" if fmt == "png" else "") + ".")
+    cols[3].caption(f"paper figure: serif, white, {paper.COLUMN_WIDTH_IN} in wide")

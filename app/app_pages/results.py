@@ -14,6 +14,7 @@ from app.charts import format as fmt
 from app.charts import results as results_charts
 from app.charts import runs as runs_charts
 from pkd.runs import Run, RunError
+from pkd import stats
 from pkd.data import get_dataset_spec
 from pkd.runs.schema import AnytimeAuc, PrefixRow, RunInfo, Summary, TeacherFigures, VideoFigures
 
@@ -112,19 +113,61 @@ def headline(run: Run, rows: list[dict], summary: dict, thing: str) -> None:
     metrics[1].metric(f"all {last['k']} students together{what}", fmt.percent(last[PrefixRow.PREFIX_ACC], 2),
                       delta=None if gap is None else (f"{100 * gap:+.2f} points vs the teacher"
                                                       + (f" · {verdict.verdict}" if verdict else "")),
+                      help=None if verdict is None else (f"McNemar's exact test on the {verdict.n:,} test samples: "
+                                                         f"{stats.describe(verdict.diff, verdict.verdict)}, "
+                                                         f"p = {verdict.p_value:.3g}"),
                       delta_color="off")
     metrics[2].metric(f"their FLOPs per {thing}", fmt.human_flops(last[PrefixRow.CUMULATIVE_FLOPS]),
                       help=glossary.HELP["flops"])
     metrics[3].metric("share of the teacher's FLOPs", fmt.percent(last.get(PrefixRow.SHARE_OF_TEACHER), 2))
     st.caption(f"Accuracies here: {measure_of(run, summary)}."
-               + ("" if gap is None or verdict else " Whether the gap to the teacher is more than noise is not "
-                  "tested yet (McNemar's test, below the table)."))
+               + ("" if gap is None or verdict else " Whether the gap to the teacher is more "
+                  "than noise is not tested yet (McNemar's test, below the table)."))
+
+
+def noise_tests(run: Run) -> list | None:
+    """McNemar's test of each prefix 1..K vs the teacher, if this session has run it for these weights, else None."""
+    found = ss.get("results_noise")
+    return found["tests"] if found and found["key"] == (str(run.path), run.weights_stamp()) else None
 
 
 def noise_verdict(run: Run):
-    """The McNemar test of all students vs the teacher if this session has run it for these weights, else None."""
-    found = ss.get("results_noise")
-    return found["test"] if found and found["key"] == (str(run.path), run.weights_stamp()) else None
+    """The test of all students together vs the teacher (noise_tests' last), or None."""
+    tests = noise_tests(run)
+    return tests[-1] if tests else None
+
+
+def run_noise_tests(run: Run) -> None:
+    """Both models on the test samples (cached), then McNemar's exact test of each prefix vs the teacher."""
+    try:
+        labels, prefixes, teacher = common.cached_answers(str(run.path), run.weights_stamp())
+    except (RunError, ValueError, OSError, KeyError) as exc:
+        st.error(f"Cannot run {common.display_name(run)} on its test set: {exc}")
+        return
+    if teacher is None:
+        st.error(f"{common.display_name(run)} has no teacher to test against.")
+        return
+    ss["results_noise"] = {"key": (str(run.path), run.weights_stamp()),
+                           "tests": [stats.mcnemar(p == labels, teacher == labels) for p in prefixes]}
+    st.rerun()  # the headline above shows the verdict
+
+
+def noise_section(run: Run, summary: dict) -> None:
+    """Each prefix vs the teacher, sample by sample (McNemar's exact test), run on request."""
+    if not (summary.get(Summary.TEACHER) or {}).get(TeacherFigures.TEST_ACC) or not run.has_teacher():
+        return
+    st.subheader("Is the gap to the teacher more than noise?")
+    tests = noise_tests(run)
+    if tests is None:
+        st.caption("McNemar's exact test compares two models on the same test samples: only the samples one gets "
+                   "right and the other wrong count. It needs both models' answers, so it runs them on the test set "
+                   "(seconds for MNIST, minutes for clips); the answer is kept while the server runs.")
+        if st.button("Test each prefix against the teacher", key="results_noise_run"):
+            run_noise_tests(run)
+        return
+    st.dataframe(results_charts.noise_frame(tests), hide_index=True, key="results_noise_table")
+    st.caption(f"On the {tests[-1].n:,} test samples, in the page's measure. **within noise**: the test does not "
+               f"separate the prefix from the teacher at the {stats.ALPHA:g} level, so neither is ahead.")
 
 
 def video_identity(summary: dict) -> None:
@@ -238,6 +281,7 @@ def main() -> None:
         explain_early_exit(summary)
     video_identity(summary)
     table(run, rows)
+    noise_section(run, summary)
     if not common.lesson_mode():
         compare_table(run, compare)
         export_section(run, rows)

@@ -67,6 +67,17 @@ def video_frame(teacher: dict, rows: list[dict], video: dict) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=list(VIDEO_COLUMNS))
 
 
+def noise_frame(tests: list) -> pd.DataFrame:
+    """Each prefix k vs the teacher (pkd.stats.McNemar per k): the gap in points, the samples only one gets right,
+    p and the verdict words."""
+    from pkd.stats import describe
+
+    return pd.DataFrame.from_records([{
+        "students": students_text(k), "vs the teacher": describe(t.diff, t.verdict),
+        "only the students right": t.a_only, "only the teacher right": t.b_only, "p (McNemar)": float(f"{t.p_value:.3g}"),
+    } for k, t in enumerate(tests, start=1)])
+
+
 def table_csv(frame: pd.DataFrame) -> bytes:
     """CSV bytes of a table (for st.download_button)."""
     return frame.to_csv(index=False).encode("utf-8")

@@ -54,3 +54,25 @@ def test_an_image_run_names_its_measure_and_test_set(app_env, shipped_root):
     captions = " ".join(c.value for c in at.caption)
     assert "Accuracies here: accuracy (10 classes) on the test set of mnist" in captions
     assert not any("digit identity" in m.label for m in at.metric)  # images have no motion to tell apart
+
+
+def test_the_gap_to_the_teacher_is_tested_per_prefix_and_the_headline_says_the_verdict(app_env, tiny_run):
+    import shutil
+
+    from pkd import stats
+    from pkd.predictions import run_predictions
+
+    run = Run(shutil.copytree(tiny_run.path, app_env / "tiny"))
+    at = open_results(run)
+    assert "not tested yet" in " ".join(c.value for c in at.caption)
+    at.button(key="results_noise_run").click().run()
+    assert not at.exception, at.exception
+    p = run_predictions(run, "test", with_teacher=True)
+    tests = [stats.mcnemar(p.right(k).tolist(), p.right(None).tolist()) for k in range(1, len(p.prefixes) + 1)]
+    table = next(t.value for t in at.dataframe if "vs the teacher" in t.value.columns)
+    assert list(table["vs the teacher"]) == [stats.describe(t.diff, t.verdict) for t in tests]
+    assert list(table["only the students right"]) == [t.a_only for t in tests]
+    assert list(table["only the teacher right"]) == [t.b_only for t in tests]
+    together = next(m for m in at.metric if m.label.startswith(f"all {len(tests)} students together"))
+    assert together.delta.endswith(f"points vs the teacher · {tests[-1].verdict}")
+    assert "not tested yet" not in " ".join(c.value for c in at.caption)

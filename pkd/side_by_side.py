@@ -1,0 +1,149 @@
+"""Runs laid side by side (the Compare page): which settings differ between them, one row of figures per run, every (run, k) point
+with whether it lies on the Pareto front, and runs grouped by one setting (a group's spread over its runs is
+pkd.stats.spread, per k).
+
+Readers only (the app's Compare page): run directories in, plain dicts out. No torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pkd.anytime import auc_of_rows
+from pkd.pareto import Point, front_flags
+from pkd.runs import Run, RunError, get_field, printable
+from pkd.runs.schema import PrefixRow, Summary, TeacherFigures
+from pkd.stats import Spread, spread
+from pkd.sweep.results import schedule_text
+
+SCHEDULE = "students.schedule"  # shown as schedule_text: d_model/d_state/n_layers of each student
+IGNORED = ("name",)  # every run has its own name: never a "difference"
+# the figures of a run's row, after its differing settings (names the app shows as column titles)
+FIGURES = ("students", "test accuracy", "val accuracy", "FLOPs per sample", "% of the teacher's FLOPs",
+           "teacher's accuracy", "anytime AUC (test)")
+
+
+def flat_settings(config: dict) -> dict[str, Any]:
+    """A run config as dotted keys -> values ('distill.alpha': 0.3); the students' schedule as one text
+    (SCHEDULE: '24/8/1, 32/8/1'); lists other than the schedule as text."""
+    out: dict[str, Any] = {}
+
+    def walk(mapping: dict, prefix: str) -> None:
+        for key, value in mapping.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict) and value:
+                walk(value, name + ".")
+            elif name == SCHEDULE:
+                out[name] = schedule_text(config)
+            else:
+                out[name] = printable(value, 80) if isinstance(value, (list, dict)) else value
+    walk(config if isinstance(config, dict) else {}, "")
+    return out
+
+
+def differing_settings(flats: list[dict]) -> list[str]:
+    """The dotted settings whose values are not the same in every one of `flats` (flat_settings of run configs; a
+    key one run lacks differs), in config order."""
+    keys = list(dict.fromkeys(key for flat in flats for key in flat))
+    return [key for key in keys if key not in IGNORED and len({repr(f.get(key)) for f in flats}) > 1]
+
+
+@dataclass(frozen=True)
+class RunFigures:
+    """One run as the Compare page reads it: its settings (flat), prefix rows, summary and display name."""
+
+    run: Run
+    name: str
+    settings: dict
+    rows: list
+    summary: dict
+
+
+def read_runs(runs: list[Run], names: dict[str, str] | None = None) -> tuple[list[RunFigures], list[str]]:
+    """The runs that can be read (with at least one finished student) and, for each one that cannot, one line
+    saying why."""
+    names, out, skipped = names or {}, [], []
+    for run in runs:
+        name = names.get(str(run.path), run.name)
+        try:
+            rows, summary, config = run.prefix_table(), run.summary(), run.config()
+        except (RunError, OSError) as exc:
+            skipped.append(f"{name}: {exc}")
+            continue
+        if not rows:
+            skipped.append(f"{name}: no finished student yet")
+            continue
+        out.append(RunFigures(run, name, flat_settings(config), rows, summary))
+    return out, skipped
+
+
+def figures_of(item: RunFigures) -> dict[str, Any]:
+    """A run's headline figures (FIGURES): of all its finished students together, on test unless named."""
+    last, teacher = item.rows[-1], item.summary.get(Summary.TEACHER) or {}
+    return {"students": last[PrefixRow.K], "test accuracy": last.get(PrefixRow.PREFIX_ACC),
+            "val accuracy": last.get(PrefixRow.PREFIX_VAL_ACC), "FLOPs per sample": last[PrefixRow.CUMULATIVE_FLOPS],
+            "% of the teacher's FLOPs": last.get(PrefixRow.SHARE_OF_TEACHER),
+            "teacher's accuracy": teacher.get(TeacherFigures.TEST_ACC),
+            "anytime AUC (test)": auc_of_rows(item.rows, get_field(item.summary, Summary.TEACHER,
+                                                                   TeacherFigures.FLOPS))}
+
+
+def run_table(items: list[RunFigures]) -> tuple[list[str], list[dict]]:
+    """The settings that differ between the runs and one row per run: run, those settings, FIGURES."""
+    keys = differing_settings([item.settings for item in items]) if len(items) > 1 else []
+    rows = [{"run": item.name, **{key: item.settings.get(key) for key in keys}, **figures_of(item)} for item in items]
+    return keys, rows
+
+
+def prefix_points(items: list[RunFigures]) -> list[dict]:
+    """Every (run, k): its name, k, cumulative FLOPs, test accuracy and `front`, whether no other point is both no
+    costlier and at least as accurate on test (pkd.pareto; points without a test accuracy are left out)."""
+    points = [Point(row[PrefixRow.CUMULATIVE_FLOPS], row[PrefixRow.PREFIX_ACC], item.name, row[PrefixRow.K])
+              for item in items for row in item.rows if row.get(PrefixRow.PREFIX_ACC) is not None]
+    return [{"run": p.run, "k": p.k, "flops": p.flops, "acc": p.acc, "front": on}
+            for p, on in zip(points, front_flags(points))]
+
+
+@dataclass(frozen=True)
+class Group:
+    """The runs sharing one value of the grouping setting: per k (1..the fewest students any of them has), the
+    spread of their test accuracy and their mean cumulative FLOPs. One run: a spread with se 0."""
+
+    value: Any
+    names: tuple
+    ks: tuple
+    acc: tuple  # Spread per k
+    flops: tuple  # mean cumulative FLOPs per k
+
+
+def group_runs(items: list[RunFigures], setting: str) -> list[Group]:
+    """The runs grouped by their value of `setting` (a dotted key of flat_settings), in first-seen order."""
+    by_value: dict[str, list[RunFigures]] = {}
+    for item in items:
+        by_value.setdefault(repr(item.settings.get(setting)), []).append(item)
+    groups = []
+    for members in by_value.values():
+        depth = min(len(m.rows) for m in members)
+        accs: list[Spread] = []
+        flops: list[float] = []
+        ks = []
+        for k in range(1, depth + 1):
+            values = [m.rows[k - 1].get(PrefixRow.PREFIX_ACC) for m in members]
+            if any(v is None for v in values):
+                break
+            ks.append(k)
+            accs.append(spread(values))
+            flops.append(sum(m.rows[k - 1][PrefixRow.CUMULATIVE_FLOPS] for m in members) / len(members))
+        groups.append(Group(members[0].settings.get(setting), tuple(m.name for m in members), tuple(ks),
+                            tuple(accs), tuple(flops)))
+    return groups
+
+
+def same_samples(a: RunFigures, b: RunFigures) -> str | None:
+    """Why runs a and b cannot be compared sample by sample (another dataset or test-set size), or None."""
+    for key in ("data.dataset", "data.test_limit"):
+        if a.settings.get(key) != b.settings.get(key):
+            return (f"{a.name} and {b.name} differ in {key} ({a.settings.get(key)} vs {b.settings.get(key)}): a "
+                    "per-sample comparison needs the same test samples; pick runs of one dataset and test set")
+    return None
