@@ -256,6 +256,23 @@ def test_train_page_leads_to_the_finished_run_and_offers_the_toy_config_first(ap
     assert at.session_state["run"] == str(run.path) and at.title[0].value == "Playground"
 
 
+def test_train_page_says_when_another_run_trains_with_its_time_left(app_env, shipped_root):
+    """A run this browser did not start (its process alive: this one) leaves Start on, with a line saying so; the
+    panel shows its time so far and about how long is left."""
+    import os
+
+    from pkd.procs import proc_start_time
+
+    run = Run(copy_run(shipped_run(shipped_root).path, app_env, "elsewhere"))
+    run.write_status(state="running", pid=os.getpid(), pid_start=proc_start_time(os.getpid()), stage="student",
+                     student=2, progress=0.5, started=time.time() - 30)
+    at = open_app("train")
+    assert "Another run is training on this machine (**elsewhere**)" in texts(at, "warning")
+    assert not at.button(key="train_start").disabled
+    assert at.metric[0].value == "running" and at.metric[4].label == "about left"
+    assert re.fullmatch(r"\d+:\d\d", at.metric[3].value) and at.metric[4].value != "-"
+
+
 def test_train_page_shows_a_dead_run_as_died_with_resume(app_env, shipped_root):
     run = Run(copy_run(shipped_run(shipped_root).path, app_env, "crashed"))
     run.write_status(state="running", pid=2 ** 22 + 4321, pid_start=1, stage="student", student=2, progress=0.5)
