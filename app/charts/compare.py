@@ -65,7 +65,7 @@ def groups_figure(groups: list, setting: str, x: str = "flops", log_x: bool = Tr
         if len(group.names) > 1:
             upper = [100 * (s.mean + s.se) for s in group.acc]
             lower = [100 * (s.mean - s.se) for s in group.acc]
-            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=upper + lower[::-1], fill="toself", fillcolor=color,
+            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=upper + lower[::-1], mode="lines", fill="toself", fillcolor=color,
                                      opacity=0.2, line={"width": 0}, hoverinfo="skip", showlegend=False,
                                      name=f"{name}: mean ± SE"))
         fig.add_trace(go.Scatter(

@@ -35,13 +35,14 @@ def paper_figure(fig: go.Figure, height: int | None = None) -> go.Figure:
     out = go.Figure(copy.deepcopy(fig.to_dict()))
     out.update_layout(template="simple_white", font=FONT, width=WIDTH, height=height or HEIGHT,
                       paper_bgcolor="white", plot_bgcolor="white", title=None,
-                      margin={"l": 44, "r": 8, "t": 14, "b": 36},
-                      legend={"orientation": "h", "yanchor": "top", "y": -0.28, "x": 0, "font": {"size": 7}})
+                      margin={"l": 44, "r": 8, "t": 14, "b": 40},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.42, "x": 0, "font": {"size": 7}})
     out.update_xaxes(showline=True, linecolor="black", linewidth=0.6, ticks="outside", tickwidth=0.6, mirror=False,
                      title_font={"size": 8}, tickfont={"size": 7})
     out.update_yaxes(showline=True, linecolor="black", linewidth=0.6, ticks="outside", tickwidth=0.6,
                      title_font={"size": 8}, tickfont={"size": 7})
-    out.update_traces(textfont_size=6, selector={"type": "scatter"})
+    out.update_traces(textfont_size=6, marker_size=4, selector={"type": "scatter"})
+    out.update_traces(line_width=1, selector=lambda t: t.type == "scatter" and t.fill != "toself")
     out.update_annotations(font_size=7)
     return out
 
