@@ -145,10 +145,12 @@ def form_section() -> None:
         form_fields()
         submitted = st.form_submit_button("Start training", type="primary", key="train_start",
                                           disabled=own is not None)
-    if ss.get(STARTED_KEY):
-        st.success(ss.pop(STARTED_KEY))
+    if own is not None and ss.get(STARTED_KEY):
+        st.success(ss[STARTED_KEY])  # kept while that run trains (its pid, the overrides it got)
+    elif own is None:
+        ss.pop(STARTED_KEY, None)
     if own is not None:
-        st.info(f"**{own.name}**, started from this browser, is training: Start is off until it ends (or you "
+        st.info(f"**{own.name}**, launched from this browser, is training: Start is off until it ends (or you "
                 "press Stop below), so a second press does not start a second run.")
     elif others:
         names = ", ".join(f"**{run.name}**" for run in others[:3])

@@ -220,7 +220,7 @@ def test_train_page_starts_a_run_and_lists_it(app_env):
         assert run.config()["students"]["optim"]["epochs"] == 1  # the form's change reached the run
         assert "Started" in texts(at, "success")
         assert at.button(key="train_start").disabled  # a second press cannot start a second run
-        assert "started from this browser, is training" in texts(at, "info")
+        assert "launched from this browser, is training" in texts(at, "info")  # not "started": a browser test waits for the one "Started" line
         assert [m.label for m in at.metric[3:5]] == ["time so far", "about left"]
         assert at.session_state["train_pick"] == str(run.path)  # the live panel follows the new run
         assert run.name in " ".join(str(o) for o in at.selectbox(key="train_pick").options)
