@@ -220,8 +220,10 @@ def load_run_models(run: Run) -> RunModels:
 @st.cache_data(max_entries=6, show_spinner="Running the models on the test set ...")
 def cached_answers(path: str, stamp: tuple):  # noqa: ARG001 - stamp (the weights' mtimes) is part of the cache key
     """(labels (N,), prefixes' classes (K, N), teacher's classes (N,) or None) of a run on its test samples, as
-    numpy arrays (pkd.predictions): what paired tests (McNemar) and the per-sample diff need."""
-    from pkd.predictions import run_predictions
+    numpy arrays (pkd.compare): what paired tests (McNemar) and the per-sample diff need."""
+    from pkd.compare import prefix_answers, teacher_classes
 
-    p = run_predictions(Run(Path(path)), "test", with_teacher=True)
-    return p.labels.numpy(), p.prefixes.numpy(), None if p.teacher is None else p.teacher.numpy()
+    run = Run(Path(path))
+    answers = prefix_answers(run)
+    teacher = teacher_classes(run, answers.split) if run.has_teacher() else None
+    return answers.split.labels.numpy(), answers.classes.numpy(), None if teacher is None else teacher.numpy()

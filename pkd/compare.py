@@ -49,10 +49,15 @@ def prefix_answers(run: Run, combiner: str | None = None, device: torch.device |
 
 
 @torch.no_grad()
+def teacher_classes(run: Run, split: Split, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(N,) the class the run's teacher gives each sample of `split` (the run's test split)."""
+    logits = predict_logits(load_teacher(run, device=device), _data_spec(run), split.inputs, torch.device(device))
+    return logits.argmax(dim=-1)
+
+
 def teacher_right(run: Run, split: Split, device: torch.device | str = "cpu") -> torch.Tensor:
     """(N,) whether the run's teacher classifies each sample of `split` (the run's test split) correctly."""
-    logits = predict_logits(load_teacher(run, device=device), _data_spec(run), split.inputs, torch.device(device))
-    return logits.argmax(dim=-1) == split.labels
+    return teacher_classes(run, split, device) == split.labels
 
 
 def run_test_split(run: Run) -> tuple[DatasetSpec, Split]:

@@ -1,6 +1,6 @@
 """Runs laid side by side (the Compare page): which settings differ between them, one row of figures per run, every (run, k) point
-with whether it lies on the Pareto front, and runs grouped by one setting (a group's spread over its runs is
-pkd.stats.spread, per k).
+with whether it lies on the Pareto front, and runs grouped by one setting (each group's spread over its runs,
+per k, is pkd.groups.group_prefixes').
 
 Readers only (the app's Compare page): run directories in, plain dicts out. No torch.
 """
@@ -14,7 +14,7 @@ from pkd.anytime import auc_of_rows
 from pkd.pareto import Point, front_flags
 from pkd.runs import Run, RunError, get_field, printable
 from pkd.runs.schema import PrefixRow, Summary, TeacherFigures
-from pkd.stats import Spread, spread
+from pkd.groups import group_prefixes
 from pkd.sweep.results import schedule_text
 
 SCHEDULE = "students.schedule"  # shown as schedule_text: d_model/d_state/n_layers of each student
@@ -107,37 +107,21 @@ def prefix_points(items: list[RunFigures]) -> list[dict]:
 
 @dataclass(frozen=True)
 class Group:
-    """The runs sharing one value of the grouping setting: per k (1..the fewest students any of them has), the
-    spread of their test accuracy and their mean cumulative FLOPs. One run: a spread with se 0."""
+    """The runs sharing one value of the grouping setting and, per prefix k, their spread (pkd.groups)."""
 
     value: Any
     names: tuple
-    ks: tuple
-    acc: tuple  # Spread per k
-    flops: tuple  # mean cumulative FLOPs per k
+    prefixes: tuple  # pkd.groups.PrefixSpread per k: k, n runs, mean cumulative FLOPs, test Spread
 
 
 def group_runs(items: list[RunFigures], setting: str) -> list[Group]:
-    """The runs grouped by their value of `setting` (a dotted key of flat_settings), in first-seen order."""
+    """The runs grouped by their value of `setting` (a dotted key of flat_settings), in first-seen order, each
+    group's prefixes aggregated by pkd.groups.group_prefixes (mean ± SE over the runs that have each k)."""
     by_value: dict[str, list[RunFigures]] = {}
     for item in items:
         by_value.setdefault(repr(item.settings.get(setting)), []).append(item)
-    groups = []
-    for members in by_value.values():
-        depth = min(len(m.rows) for m in members)
-        accs: list[Spread] = []
-        flops: list[float] = []
-        ks = []
-        for k in range(1, depth + 1):
-            values = [m.rows[k - 1].get(PrefixRow.PREFIX_ACC) for m in members]
-            if any(v is None for v in values):
-                break
-            ks.append(k)
-            accs.append(spread(values))
-            flops.append(sum(m.rows[k - 1][PrefixRow.CUMULATIVE_FLOPS] for m in members) / len(members))
-        groups.append(Group(members[0].settings.get(setting), tuple(m.name for m in members), tuple(ks),
-                            tuple(accs), tuple(flops)))
-    return groups
+    return [Group(members[0].settings.get(setting), tuple(m.name for m in members),
+                  tuple(group_prefixes([m.run for m in members]))) for members in by_value.values()]
 
 
 def same_samples(a: RunFigures, b: RunFigures) -> str | None:

@@ -1,8 +1,8 @@
 """Compare: many runs side by side. A table of the settings that differ between them and their figures (filter,
 sort, CSV); prefix curves grouped by one setting with bands over a group's runs (seeds); the (run, k) Pareto plane;
 parallel coordinates; and a per-sample diff of two prefixes (the test samples one gets right and the other wrong).
-Every chart downloads as a paper figure (app/charts/paper.py). The figures come from pkd.compare, pkd.predictions
-and pkd.stats; this page only arranges them."""
+Every chart downloads as a paper figure (app/charts/paper.py). The figures come from pkd.side_by_side, pkd.groups,
+pkd.compare and pkd.stats; this page only arranges them."""
 
 from __future__ import annotations
 

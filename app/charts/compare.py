@@ -53,29 +53,30 @@ def groups_figure(groups: list, setting: str, x: str = "flops", log_x: bool = Tr
     mean ± SE where a group has several runs (seeds), x either the mean cumulative FLOPs or k.
 
     Args:
-        groups: pkd.compare.Group items (value, names, ks, acc = Spread per k, flops per k).
+        groups: pkd.side_by_side.Group items (value, names, prefixes: pkd.groups.PrefixSpread per k).
         x: "flops" or "k".
     """
     fig = go.Figure()
     for i, group in enumerate(groups):
         color = COLORS[i % len(COLORS)]
-        xs = list(group.flops) if x == "flops" else list(group.ks)
-        means = [100 * s.mean for s in group.acc]
+        ks, acc = [p.k for p in group.prefixes], [p.test for p in group.prefixes]
+        flops = [p.cumulative_flops for p in group.prefixes]
+        xs = flops if x == "flops" else ks
+        means = [100 * s.mean for s in acc]
         name = group_label(setting, group.value, len(group.names))
         if len(group.names) > 1:
-            upper = [100 * (s.mean + s.se) for s in group.acc]
-            lower = [100 * (s.mean - s.se) for s in group.acc]
+            upper = [100 * (s.mean + s.se) for s in acc]
+            lower = [100 * (s.mean - s.se) for s in acc]
             fig.add_trace(go.Scatter(x=xs + xs[::-1], y=upper + lower[::-1], mode="lines", fill="toself", fillcolor=color,
                                      opacity=0.2, line={"width": 0}, hoverinfo="skip", showlegend=False,
                                      name=f"{name}: mean ± SE"))
         fig.add_trace(go.Scatter(
             x=xs, y=means, mode="lines+markers", name=name, line={"color": color, "width": 2},
             marker={"size": 7, "color": color},
-            customdata=[[students_text(k), 100 * s.se, s.n, human_flops(f)] for k, s, f in
-                        zip(group.ks, group.acc, group.flops)],
+            customdata=[[students_text(k), 100 * s.se, s.n, human_flops(f)] for k, s, f in zip(ks, acc, flops)],
             hovertemplate=("%{customdata[0]}: %{y:.2f}% ± %{customdata[1]:.2f} (mean ± SE of %{customdata[2]} "
                            "runs)<br>%{customdata[3]} FLOPs<extra>" + name + "</extra>")))
-    _flops_axis(fig, [v for g in groups for v in g.flops], log_x) if x == "flops" else fig.update_xaxes(
+    _flops_axis(fig, [p.cumulative_flops for g in groups for p in g.prefixes], log_x) if x == "flops" else fig.update_xaxes(
         title_text="students used together (k)", dtick=1)
     fig.update_layout(yaxis={"title": {"text": "test accuracy (%)"}, "ticksuffix": "%"}, height=460,
                       legend={"orientation": "h", "y": -0.22}, margin={"t": 30}, font={"size": 14})

@@ -1,6 +1,6 @@
 """AppTest of the Compare page on real runs: the table of differing settings (and its filter), prefix curves grouped by
 a setting with a band where a group has several runs, the Pareto plane's grey dominated points, and the per-sample
-diff of two prefixes of a trained tiny run checked against pkd.predictions and pkd.stats."""
+diff of two prefixes of a trained tiny run checked against pkd.compare and pkd.stats."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from pkd import side_by_side, stats
-from pkd.predictions import run_predictions
+from pkd.compare import prefix_answers, teacher_right
 from pkd.runs import Run, list_runs
 from tests.app.trained import ROOT
 
@@ -69,7 +69,7 @@ def test_curves_grouped_by_mode_have_a_band_where_a_group_has_several_runs(app_e
     assert len(lines) == len(groups)
     assert len(bands) == sum(len(g.names) > 1 for g in groups)
     for group, line in zip(groups, lines):
-        assert line["y"] == pytest.approx([100 * s.mean for s in group.acc])
+        assert line["y"] == pytest.approx([100 * p.test.mean for p in group.prefixes])
 
 
 def test_pareto_greys_exactly_the_dominated_points(app_env, shipped_root):
@@ -91,8 +91,8 @@ def test_per_sample_diff_of_two_prefixes_matches_their_predictions(app_env, tiny
     at.selectbox(key="compare_B_k").set_value(0).run()  # the run's teacher
     at.toggle(key="compare_diff_on").set_value(True).run()
     assert not at.exception, at.exception
-    p = run_predictions(copy, "test", with_teacher=True)
-    test = stats.mcnemar(p.right(1).tolist(), p.right(None).tolist())
+    answers = prefix_answers(copy)
+    test = stats.mcnemar(answers.right[0].tolist(), teacher_right(copy, answers.split).tolist())
     text = " ".join(m.value for m in at.markdown)
     assert f"is right where B is wrong on **{test.a_only}**" in text
     assert f"right where A is wrong on **{test.b_only}**" in text

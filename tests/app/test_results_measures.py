@@ -60,15 +60,16 @@ def test_the_gap_to_the_teacher_is_tested_per_prefix_and_the_headline_says_the_v
     import shutil
 
     from pkd import stats
-    from pkd.predictions import run_predictions
+    from pkd.compare import prefix_answers, teacher_right
 
     run = Run(shutil.copytree(tiny_run.path, app_env / "tiny"))
     at = open_results(run)
     assert "not tested yet" in " ".join(c.value for c in at.caption)
     at.button(key="results_noise_run").click().run()
     assert not at.exception, at.exception
-    p = run_predictions(run, "test", with_teacher=True)
-    tests = [stats.mcnemar(p.right(k).tolist(), p.right(None).tolist()) for k in range(1, len(p.prefixes) + 1)]
+    answers = prefix_answers(run)
+    teacher = teacher_right(run, answers.split).tolist()
+    tests = [stats.mcnemar(right.tolist(), teacher) for right in answers.right]
     table = next(t.value for t in at.dataframe if "vs the teacher" in t.value.columns)
     assert list(table["vs the teacher"]) == [stats.describe(t.diff, t.verdict) for t in tests]
     assert list(table["only the students right"]) == [t.a_only for t in tests]
