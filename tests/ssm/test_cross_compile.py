@@ -1,6 +1,6 @@
 """The fused kernel compiles for 64-bit ARM: Debian's cross-compiler (g++-aarch64-linux-gnu) compiles
 csrc/selective_scan.cpp against this torch's headers to an object file (compile only: nothing links or runs), with
-the flags macOS gets (no OpenMP), and the object's vector target is NEON.
+the flags macOS gets (no OpenMP), for a target whose macros select the kernel's NEON branch.
 
 It skips with one line where the cross-compiler is missing; CI (PKD_REQUIRE_KERNEL=1, .ci/run installs it) fails.
 """
@@ -39,4 +39,6 @@ def test_kernel_compiles_for_aarch64_without_openmp(tmp_path, monkeypatch):
     assert "-fopenmp" not in cflags
     data = obj.read_bytes()
     assert data[:4] == b"\x7fELF" and int.from_bytes(data[18:20], "little") == 183  # e_machine EM_AARCH64
-    assert b"NEON\x00" in data  # the kernel's vector_isa(): the NEON branch of its target macros was compiled
+    macros = subprocess.run([CROSS, *cflags, "-dM", "-E", "-x", "c++", "-"], input="", capture_output=True, text=True,
+                            timeout=120).stdout
+    assert "#define __ARM_NEON 1" in macros and "__AVX2__" not in macros  # the kernel's NEON branch, 4 lanes
