@@ -190,24 +190,35 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    if args.storage:  # a wrong URL, an unreachable server, a foreign study: one line, before any check or folder
+        from pkd.sweep.storage import connect, plan_of
+
+        plan_of(connect(args.storage), args.study or "pkd")
     from pkd import sweep
     from pkd.runs import default_runs_dir, new_run_dir
+    from pkd.sweep.database import DatabaseOptions
+    from pkd.sweep.storage import masked
     from pkd.sweep.study import plan_sweep
     from pkd.sweep.worker import TrialOptions, run_sweep
 
     setup_logging(verbose=args.verbose)
     if args.overrides and not args.config:
         raise ValueError("key=value overrides apply to a new sweep's --config BASE; a sweep continues with its own")
+    database = DatabaseOptions(args.storage, args.study, args.heartbeat)
+    if args.sweep_dir is None and args.storage and not args.config:  # join a database sweep: a folder here
+        args.sweep_dir = new_run_dir(args.runs_dir or default_runs_dir(), f"sweep-{args.study or 'pkd'}")
     if args.sweep_dir is None:
         if not (args.config and args.space):
             raise ValueError("a new sweep needs --config BASE and --space SPACE (or --sweep-dir of a sweep)")
         plan_sweep(Path("."), args.config, args.space, args.overrides)  # every check before any folder exists
         args.sweep_dir = new_run_dir(args.runs_dir or default_runs_dir(), f"sweep-{Path(args.config).stem}")
     options = TrialOptions(device=args.device, build_kernel=not args.no_kernel_build)
-    code = run_sweep(args.sweep_dir, args.trials, args.config, args.space, args.overrides, args.workers, options)
+    code = run_sweep(args.sweep_dir, args.trials, args.config, args.space, args.overrides, args.workers, options,
+                     database)
     found = sweep.Sweep(Path(args.sweep_dir).resolve())
     counts = sweep.sweep_counts(found)
-    print(f"sweep {found.path}: {counts['complete']} trials complete, {counts['training']} training, "
+    where = f" (study {found.study_name()} in {masked(found.database())})" if found.database() else ""
+    print(f"sweep {found.path}{where}: {counts['complete']} trials complete, {counts['training']} training, "
           f"{counts['fail']} failed" + ("" if code == 0 else "; run the same command again to continue"))
     print_front(sweep.front(sweep.sweep_points(found), "val"), "val")
     return code
@@ -221,18 +232,33 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     from pkd.runs.place import output_file, write_output
     from pkd.runs.schema import PrefixRow
     from pkd.sweep import front, prefix_points
-
     setup_logging(verbose=args.verbose)
-    runs = []
+    from pkd.sweep import Sweep, study_points, sweep_points
+
+    if not args.paths and not args.storage:
+        raise ValueError("give run or sweep folders, or --storage URL of a sweep's database")
+    runs, points = [], []
+    if args.storage:  # a database sweep: every machine's trials from the study alone
+        import optuna
+
+        from pkd.sweep.storage import connect, plan_of
+
+        storage, name = connect(args.storage), args.study or "pkd"
+        if plan_of(storage, name) is None:
+            raise ValueError(f"the database holds no sweep named {name}; give its --study NAME")
+        points += study_points(optuna.load_study(study_name=name, storage=storage))
     for item in args.paths:
         path = Path(item).resolve()
         if not path.is_dir():
             raise FileNotFoundError(f"{item}: no such run or sweep folder")
+        if Sweep(path).exists() and Sweep(path).database():
+            points += sweep_points(Sweep(path))  # its study: every machine's trials
+            continue
         found = list_runs([path])  # a run, a sweep (its trials) or a folder of runs and sweeps
         if not found:
             raise ValueError(f"{item}: holds no pkd runs")
         runs += [run for run in found if run.path.resolve() not in {r.path.resolve() for r in runs}]
-    points = front(prefix_points(runs), args.on)
+    points = front(prefix_points(runs) + points, args.on)
     out = output_file(args.csv, "--csv", args.force) if args.csv else None  # checked before anything is printed
     print_front(points, args.on)
     if out is not None:
@@ -391,11 +417,18 @@ def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="BASE config (a new sweep)")
     p.add_argument("--space", help="search space YAML (a new sweep; see configs/sweep-*.yaml)")
     p.add_argument("--trials", type=int, required=True, help="trials the study should have (failed ones excluded)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1; 0: only "
+                   "open or join the sweep, e.g. to watch a database sweep in this machine's app)")
     p.add_argument("--sweep-dir", help="the sweep folder (default: a new sweep-<base>-<time> in the runs dir)")
     p.add_argument("--runs-dir", help="folder for a new sweep (default $PKD_RUNS_DIR or ./runs)")
     p.add_argument("--device", choices=DEVICES, help="--device of every trial")
     p.add_argument("--no-kernel-build", action="store_true", help="trials do not build the fused CPU scan kernel")
+    p.add_argument("--storage", metavar="URL", help="keep the study in this database, for workers on several "
+                   "machines: postgresql+psycopg://USER@HOST:PORT/DB (password: $PKD_DB_PASSWORD, a .pgpass-style "
+                   "file in $PKD_DB_PASSFILE, or in the URL; never stored). Default: journal.log in the sweep folder")
+    p.add_argument("--study", help="the study's name in the --storage database (default pkd)")
+    p.add_argument("--heartbeat", type=int, help="seconds between a worker's heartbeats on a database (a new "
+                   "study; default 60): a trial silent for twice that is failed and retried once")
     p.add_argument("overrides", nargs="*", help="key=value overrides of BASE, e.g. students.optim.epochs=1")
     p.set_defaults(func=cmd_sweep)
 
@@ -405,7 +438,9 @@ def _add_pareto_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pareto", help="the Pareto front of (cumulative FLOPs, accuracy) over every prefix of runs",
                        description="Every prefix k of every given run (a sweep folder gives its trials) as a point; "
                                    "prints the points no other point beats (cheaper and at least as accurate).")
-    p.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP", help="run directories, sweep folders or run folders")
+    p.add_argument("paths", nargs="*", metavar="RUN_OR_SWEEP", help="run directories, sweep folders or run folders")
+    p.add_argument("--storage", metavar="URL", help="also every trial of the sweep in this database (see `sweep`)")
+    p.add_argument("--study", help="the sweep's study name in --storage (default pkd)")
     p.add_argument("--on", choices=["val", "test"], default="val", help="accuracy the front is chosen on "
                    "(default val; both are printed)")
     p.add_argument("--csv", help="also write the front to this CSV file")

@@ -26,7 +26,7 @@ FORBIDDEN = {
     "pkd/evaluate.py": ("pkd.train",),
     # a sweep's reading side (the app's) never imports its training side (study.py, worker.py build models)
     **{f"pkd/sweep/{name}.py": ("pkd.train", "pkd.sweep.study", "pkd.sweep.worker")
-       for name in ("__init__", "space", "folder", "results", "control")},
+       for name in ("__init__", "space", "folder", "results", "control", "storage")},
     "pkd/procs.py": ("pkd",),  # the lowest layer: child processes and lock files, nothing of pkd
     "pkd/launch.py": ("pkd.train",),  # the app's: it starts training processes, never trains
     "pkd/console.py": ("pkd.train", "torch"),  # the CLI's printing: `python -m pkd --help` starts without torch

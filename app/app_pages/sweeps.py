@@ -128,13 +128,17 @@ counts = {word: sum(t["state"] == word for t in trials) for word in pkd_sweep.TR
 ss.sweeps_done = counts["complete"] + counts["training"]
 st.caption(f"`{chosen.path}` · base `{Path(meta.get('base_config', '?')).name}` · objective **{meta['objective']}** "
            f"· {counts['complete']} trials complete, {counts['training']} training, {counts['fail']} failed · "
-           + ("**running**" if active else "not running"))
+           + ("**running**" if active else "not running")
+           + (f" · study `{chosen.study_name()}` in `{pkd_sweep.masked(chosen.database())}` (all machines' trials)"
+              if chosen.database() else ""))
+remote = bool(chosen.database()) and counts["training"] > 0  # trials training on other machines of a database sweep
 
 
-@st.fragment(run_every=2 if active else None)
+@st.fragment(run_every=2 if active or remote else None)
 def watch() -> None:
-    """While the sweep runs: redraw the page when one of its runs has new results."""
-    stamp = tuple((run.name, run.results_stamp()) for run in chosen.runs())
+    """While the sweep runs: redraw the page when one of its runs (or, on a database, the study) has new results."""
+    stamp = tuple((run.name, run.results_stamp()) for run in chosen.runs()) + \
+        ((pkd_sweep.sweep_counts(chosen)["complete"],) if chosen.database() else ())
     if ss.get("sweeps_stamp", (None, None))[0] == str(chosen.path) and ss.sweeps_stamp[1] != stamp:
         ss.sweeps_stamp = (str(chosen.path), stamp)
         st.rerun()
@@ -219,7 +223,7 @@ if counts["complete"] < pkd_sweep.MIN_TRIALS_FOR_IMPORTANCE:
         st.caption(never + ".")
     st.stop()
 try:
-    found = importances(str(chosen.path), journal.stat().st_mtime if journal.is_file() else 0.0)
+    found = importances(str(chosen.path), journal.stat().st_mtime if journal.is_file() else counts["complete"])
 except (pkd_sweep.SweepError, ValueError, KeyError, RuntimeError, OSError) as exc:
     found = {}
     st.warning(f"No parameter importances: {exc}")

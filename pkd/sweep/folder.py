@@ -6,7 +6,8 @@ ordinary run directory: `pkd runs`, `pkd eval` and the app open it):
     sweep.json     what the sweep is: base config, search space, objective, teacher (written once, when created)
     base.yaml      the base config, resolved (BASE with its overrides): what every trial starts from
     space.yaml     the search space as given, checked
-    journal.log    Optuna's study (JournalFileBackend: append-only, safe for several worker processes)
+    journal.log    Optuna's study (JournalFileBackend: append-only, safe for several worker processes), or
+                   none: sweep.json names the database holding it (`pkd sweep --storage URL`, pkd.sweep.storage)
     base/          the base run, trained first only when BASE has no teacher.checkpoint: its teacher is shared
     trial-NNN/     one run per Optuna trial: `python -m pkd train --config base.yaml --run-dir trial-NNN
                    --teacher-ref key=value ...`, sharing the sweep's teacher (teacher-ref.json, no copy)
@@ -122,15 +123,34 @@ class Sweep:
         teacher = self.meta()["teacher"]
         return [f"teacher.checkpoint={json.dumps(teacher['path'])}"] if teacher.get("source") == BASE_RUN else []
 
+    def database(self) -> str | None:
+        """The URL (without its password) of the database holding the study, None when it is journal.log (or
+        while sweep.json is not written yet: a journal sweep creates its study first)."""
+        url = self.meta().get("storage") if self.exists() else None
+        return url if isinstance(url, str) and url else None
+
+    def study_name(self) -> str:
+        name = self.meta().get("study")
+        return name if isinstance(name, str) and name else STUDY_NAME
+
     def storage(self) -> Any:
-        """The Optuna storage of journal.log (created when missing; never through a link)."""
+        """The study's Optuna storage: the database sweep.json names (pkd.sweep.storage), else journal.log
+        (created when missing; never through a link)."""
+        if self.database():
+            from pkd.sweep.storage import connect
+
+            return connect(self.database(), self.meta().get("heartbeat_s"))
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         return JournalStorage(JournalFileBackend(str(self.own(JOURNAL_FILE))))
 
     def study(self) -> Any:
-        """The sweep's Optuna study, its journal checked first (journal_check): SweepError in one line naming
-        journal.log when it is empty, foreign, damaged or not a regular file."""
+        """The sweep's Optuna study: in its database, or in journal.log, checked first (journal_check): SweepError
+        in one line naming journal.log when it is empty, foreign, damaged or not a regular file."""
+        if self.database():
+            import optuna
+
+            return optuna.load_study(study_name=self.study_name(), storage=self.storage())
         return load_study(self.storage, self.path / JOURNAL_FILE, STUDY_NAME)
 
     def trial_dir(self, number: int) -> Path:

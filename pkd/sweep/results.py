@@ -8,6 +8,7 @@ functions that read a study, so that listing points costs the app no Optuna impo
 from __future__ import annotations
 
 import logging
+import socket
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 MIN_TRIALS_FOR_IMPORTANCE = 20
 COST_OBJECTIVES = ("cumulative FLOPs",)  # OBJECTIVE_NAMES that only the students' sizes decide
 # how the app and the CLI name Optuna's trial states (a trial in progress is "training")
+POINTS_ATTR, CONFIG_ATTR = "points", "config"  # a finished trial's (k, FLOPs, accuracies) and config, in the study
 TRIAL_WORDS = {"COMPLETE": "complete", "RUNNING": "training", "FAIL": "fail", "WAITING": "waiting", "PRUNED": "pruned"}
 
 
@@ -39,12 +41,41 @@ def trial_values(run: Run, objective: str) -> tuple[list[float], dict]:
              "flops": last[PrefixRow.CUMULATIVE_FLOPS],
              PrefixRow.SHARE_OF_TEACHER: last.get(PrefixRow.SHARE_OF_TEACHER), "k": len(rows),
              "auc_val": auc_of_rows(rows, teacher_flops, PrefixRow.PREFIX_VAL_ACC),
-             "auc_test": auc_of_rows(rows, teacher_flops, PrefixRow.PREFIX_ACC)}
+             "auc_test": auc_of_rows(rows, teacher_flops, PrefixRow.PREFIX_ACC),
+             # what a front needs, in the study: a database sweep's machines read every trial from it
+             POINTS_ATTR: [_point_of(row) for row in rows], CONFIG_ATTR: run.config(), "host": socket.gethostname(),
+             "path": str(run.path)}
     if objective == "anytime_auc":
         if attrs["auc_val"] is None:
             raise SweepError(f"{run.path}: no teacher FLOPs in its summary, so no anytime AUC")
         return [attrs["auc_val"]], attrs
     return [float(last[PrefixRow.PREFIX_VAL_ACC]), float(last[PrefixRow.CUMULATIVE_FLOPS])], attrs
+
+
+def _point_of(row: dict) -> dict:
+    """A prefix row's figures as a trial keeps them (the keys prefix_points gives its points)."""
+    return {"k": row[PrefixRow.K], "flops": row[PrefixRow.CUMULATIVE_FLOPS],
+            "share": row.get(PrefixRow.SHARE_OF_TEACHER), "val_acc": row.get(PrefixRow.PREFIX_VAL_ACC),
+            "test_acc": row.get(PrefixRow.PREFIX_ACC)}
+
+
+def study_points(study: Any, base: dict | None = None) -> list[dict]:
+    """prefix_points from the study alone (a database sweep: every machine's trials): each complete trial's points
+    and config as trial_values recorded them. A point's run is the trial's run directory where it was trained,
+    written `host:path` when another machine trained it."""
+    from optuna.trial import TrialState
+
+    points = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        attrs = trial.user_attrs
+        rows, config, path = attrs.get(POINTS_ATTR), attrs.get(CONFIG_ATTR), str(attrs.get("path", ""))
+        if not (isinstance(rows, list) and isinstance(config, dict)):
+            continue  # a trial of a pkd before the study kept its points
+        run = path if attrs.get("host") == socket.gethostname() else f"{attrs.get('host', '?')}:{path}"
+        diff = config_diff(base, config) if base is not None else []
+        points += [{**row, "run": run, "name": Path(path).name or str(attrs.get("run", "")), "k_planned": len(rows),
+                    "diff": diff} for row in rows if isinstance(row, dict)]
+    return points
 
 
 def _flat(mapping: Any, prefix: str = "") -> dict[str, Any]:
@@ -109,9 +140,14 @@ def front(points: list[dict], split: str = "val") -> list[dict]:
 
 
 def sweep_points(sweep: Sweep) -> list[dict]:
-    """prefix_points of the sweep's runs, each with how its config differs from the trials' base."""
+    """prefix_points of the sweep's runs, each with how its config differs from the trials' base; on a database,
+    every machine's trials from the study (study_points) and this folder's base run."""
     meta = sweep.meta()
-    points = prefix_points(sweep.runs(), meta["trial_base"])
+    if sweep.database():
+        base_runs = [run for run in sweep.runs() if run.name == BASE_RUN]
+        points = prefix_points(base_runs, meta["trial_base"]) + study_points(sweep.study(), meta["trial_base"])
+    else:
+        points = prefix_points(sweep.runs(), meta["trial_base"])
     for point in points:
         if Path(point["run"]).name == BASE_RUN:
             point["diff"] = ["the base config (it trained the sweep's teacher)"]

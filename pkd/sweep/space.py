@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ OBJECTIVE_NAMES = {"accuracy_flops": ("val accuracy", "cumulative FLOPs"), "anyt
 SEARCHABLE = {"distill": DistillConfig, "students.optim": OptimConfig}
 SEARCHABLE_FIELDS = {"students.order": str, "seed": int}
 SCHEDULE_KEYS = ("students", "d_model", "d_state", "n_layers", "expand")  # students = K, the others per student
-SPACE_KEYS = ("objective", "params", "schedule")
+SPACE_KEYS = ("objective", "params", "schedule", "storage", "heartbeat")  # storage: a database URL (no password)
 MAX_CHOICES = 64
 
 
@@ -156,6 +157,13 @@ def parse_space(data: Any, where: str = "space") -> Space:
     objective = data.get("objective", "accuracy_flops")
     if objective not in OBJECTIVES:
         raise SweepError(f"{where} objective: {printable(repr(objective), 60)} is not one of {', '.join(OBJECTIVES)}")
+    storage = data.get("storage")
+    if storage is not None and (not isinstance(storage, str) or re.search(r"://[^/@]*:[^/@]*@", storage)):
+        raise SweepError(f"{where} storage: expected a database URL without a password (give the password in "
+                         "$PKD_DB_PASSWORD or a .pgpass-style file, see docs/sweeps.md)")
+    beat = data.get("heartbeat", 60)
+    if isinstance(beat, bool) or not isinstance(beat, int) or not 1 <= beat <= 3600:
+        raise SweepError(f"{where} heartbeat: {printable(repr(beat), 40)} is not whole seconds from 1 to 3600")
     params, schedule = data.get("params") or {}, data.get("schedule") or {}
     for key, section in (("params", params), ("schedule", schedule)):
         if not isinstance(section, dict):

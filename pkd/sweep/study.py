@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 import yaml
 from optuna.samplers import TPESampler
+from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
 from pkd.config import ConfigError, RunConfig, load_config
@@ -31,6 +32,7 @@ from pkd.sweep.folder import (BASE_RUN, JOURNAL_FILE, LOCKS_DIR, SPACE_FILE, STU
                               lock_fd, trial_name)
 from pkd.sweep.journal_check import check_overrides
 from pkd.sweep.space import OBJECTIVES, Space, SweepError, load_space, suggest, trial_overrides
+from pkd.sweep.storage import ask_lock, masked
 from pkd.train.specs import check_models  # the sweep runs training; the app never imports this module
 
 logger = logging.getLogger(__name__)
@@ -105,7 +107,7 @@ def plan_sweep(path: Path, base_path: str | os.PathLike, space_path: str | os.Pa
             "base": json.loads(json.dumps(cfg.to_dict())), "trial_base": trial_base, "teacher": teacher,
             "space": space.raw,
             "objective": space.objective, "directions": list(OBJECTIVES[space.objective]),
-            "command": list(sys.argv)}
+            "command": [masked(arg) for arg in sys.argv]}
 
 
 def _check_fresh(path: Path) -> None:
@@ -202,6 +204,8 @@ def _adopt(sweep: Sweep, study: Any, space: Space, base: RunConfig) -> Job | Non
     """A trial left running by a worker that is gone (its lock is free): this worker takes it over, once its
     stored overrides are checked against the space and the config schema (journal_check; else it fails)."""
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if sweep.database() and not sweep.trial_dir(frozen.number).is_dir():
+            continue  # on a database, another machine's trial: its heartbeat tells whether its worker lives
         fd = lock_fd(sweep.lock_path(trial_name(frozen.number)), blocking=False)
         if fd is None:
             continue  # its worker is alive
@@ -245,14 +249,15 @@ def _new_trial(sweep: Sweep, study: Any, number: int, space: Space, base: RunCon
 def next_job(sweep: Sweep, study: Any, n_trials: int, space: Space, base: RunConfig) -> Job | None:
     """The next trial for this worker, under the sweep's ask lock: an orphaned one first, else a new one while
     the study has fewer than `n_trials` trials that did not fail. None when there is nothing left to do."""
-    with held(sweep.lock_path("ask")):
+    with ask_lock(sweep, study):
         while True:
             job = _adopt(sweep, study, space, base)
             if job is not None:
                 return job
+            fail_stale_trials(study)  # on a database: killed workers' trials failed, each retried once (WAITING)
             trials = study.get_trials(deepcopy=False)
             failed = sum(t.state == TrialState.FAIL for t in trials)
-            if len(trials) - failed >= n_trials:
+            if len(trials) - failed >= n_trials and not any(t.state == TrialState.WAITING for t in trials):
                 return None
             if failed >= max(n_trials, 3):
                 raise SweepError(f"{failed} trials of {sweep.path} failed; see their console.log files "

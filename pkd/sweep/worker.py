@@ -22,9 +22,11 @@ from optuna.trial import TrialState
 
 from pkd.procs import child_env, pkd_command, spawn
 from pkd.runs import CONFIG_FILE, MANIFEST_FILE, STUDENTS_DIR, Run, RunError, State, printable
+from pkd.sweep.database import DatabaseOptions, open_database_sweep, uses_database
 from pkd.sweep.folder import BASE_RUN, STOP_FILE, Sweep, held, stop_generation
 from pkd.sweep.results import trial_values
 from pkd.sweep.space import SweepError
+from pkd.sweep.storage import heartbeat
 from pkd.sweep.study import Job, next_job, open_sweep, set_attrs
 
 logger = logging.getLogger(__name__)
@@ -193,15 +195,29 @@ def run_trial(sweep: Sweep, study: Any, job: Job, options: TrialOptions, stopper
     return State.FAILED
 
 
+def _others_running(sweep: Sweep, study: Any) -> bool:
+    """On a database: trials of other workers still run. This worker waits for them, so that one whose worker
+    dies is failed by its heartbeat and retried here; the sweep ends with no trial left running."""
+    return bool(sweep.database()) and bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
 def work(sweep: Sweep, n_trials: int, options: TrialOptions, stopper: Stopper) -> int:
     """One worker: trials one after another until the study has `n_trials` (0), or a stop request (3)."""
     study, space, base = sweep.study(), sweep.space(), sweep.base_config()
+    announced = False
     while not stopper.check_requests():
         job = next_job(sweep, study, n_trials, space, base)
+        if job is None and _others_running(sweep, study):
+            if not announced:
+                logger.info("no trial left to start; waiting while other workers' trials run")
+                announced = True
+            time.sleep(POLL_S)
+            continue
         if job is None:
             return 0
         try:
-            state = run_trial(sweep, study, job, options, stopper)
+            with heartbeat(sweep.storage(), job.trial_id):
+                state = run_trial(sweep, study, job, options, stopper)
         finally:
             os.close(job.fd)
         if state == State.STOPPED:
@@ -209,31 +225,38 @@ def work(sweep: Sweep, n_trials: int, options: TrialOptions, stopper: Stopper) -
     return 3
 
 
-def _spawn_worker(sweep: Sweep, n_trials: int, options: TrialOptions) -> subprocess.Popen:
-    """Another worker process on this machine: the same command a worker on another machine runs."""
+def _spawn_worker(sweep: Sweep, n_trials: int, options: TrialOptions, database: DatabaseOptions) -> subprocess.Popen:
+    """Another worker process on this machine: the same command a worker on another machine runs (a database's
+    password, if the URL had one, in its environment)."""
     command = pkd_command("sweep", "--sweep-dir", str(sweep.path), "--trials", str(n_trials), device=options.device,
                           build_kernel=options.build_kernel)
-    return spawn(command, env=child_env(options.threads), die_with_parent=True)
+    return spawn(command, env={**child_env(options.threads), **database.child_env()}, die_with_parent=True)
 
 
 def run_sweep(sweep_dir: str | os.PathLike, n_trials: int, base_path: str | os.PathLike | None = None,
               space_path: str | os.PathLike | None = None, overrides: list[str] = (), workers: int = 1,
-              options: TrialOptions = TrialOptions()) -> int:
-    """Open (or create) a sweep and work on it with `workers` processes until it has `n_trials` trials.
+              options: TrialOptions = TrialOptions(), database: DatabaseOptions = DatabaseOptions()) -> int:
+    """Open (or create, or join from a database) a sweep and work on it with `workers` processes until it has
+    `n_trials` trials (0 workers: open it only, e.g. to watch a database sweep from this machine's app).
 
     Returns 0 when the study is complete, 3 when it was stopped (run it again to continue).
     """
     if not 1 <= n_trials <= MAX_TRIALS:
         raise SweepError(f"--trials {n_trials}: give a number of trials from 1 to {MAX_TRIALS}")
-    if not 1 <= workers <= 64:
-        raise SweepError(f"--workers {workers}: give 1 to 64 worker processes")
+    if not 0 <= workers <= 64:
+        raise SweepError(f"--workers {workers}: give 1 to 64 worker processes (0: only open the sweep)")
     if workers > 1 and options.threads is None and "OMP_NUM_THREADS" not in os.environ:
         options = dataclasses.replace(options, threads=max(1, (os.cpu_count() or 1) // workers))
-    sweep = open_sweep(sweep_dir, base_path, space_path, overrides)
+    if uses_database(sweep_dir, space_path, database):
+        sweep = open_database_sweep(sweep_dir, base_path, space_path, list(overrides), database)
+    else:
+        sweep = open_sweep(sweep_dir, base_path, space_path, overrides)
+    if workers == 0:
+        return 0
     stopper = Stopper(sweep.path).install()
     if not ensure_teacher(sweep, options, stopper):
         return 3
-    others = [_spawn_worker(sweep, n_trials, options) for _ in range(workers - 1)]
+    others = [_spawn_worker(sweep, n_trials, options, database) for _ in range(workers - 1)]
     stopper.children += others
     try:
         code = work(sweep, n_trials, options, stopper) if not stopper.stopped else 3
