@@ -84,14 +84,9 @@ def front_of(points: list[dict]) -> list[tuple]:
     return [(p["name"], p["k"], p["flops"], p["val_acc"], p["test_acc"]) for p in pkd_sweep.front(points, "val")]
 
 
-@pytest.fixture(scope="module")
-def two_machines(new_database, tmp_path_factory):
+def run_two_machines(url: str, password: str, tmp: Path) -> dict:
     """Two `pkd sweep` workers at once on one database study, each in a folder of its own (as on two machines;
-    the password given once in $PKD_DB_PASSWORD, once in the URL), and the same sweep on a journal file."""
-    if not SHIPPED_TEACHER.is_file():
-        pytest.skip("needs the shipped teacher pretrained/mnist/teacher.pt")
-    tmp = tmp_path_factory.mktemp("machines")
-    url, password = new_database()
+    the password given once in the URL, once in $PKD_DB_PASSWORD), then the same sweep on a journal file."""
     space = write_space(tmp, SPACE)
     first = start(*sweep_args(tmp / "a" / "sweep", space, "--storage", url, "--heartbeat", HEARTBEAT), env=env())
     wait_for(lambda: (tmp / "a" / "sweep" / "sweep.json").is_file() or first.poll() is not None, "the study")
@@ -106,9 +101,24 @@ def two_machines(new_database, tmp_path_factory):
     return {"tmp": tmp, "url": url, "password": password, "output": out + err + journal.stdout + journal.stderr}
 
 
-def test_two_machines_finish_the_trials_once_each_with_the_journal_runs_front(two_machines, monkeypatch):
+def test_two_machines_share_one_study(new_database, tmp_path, monkeypatch):
+    """One test, so that its sweeps run once however pytest-xdist shares the tests out: the front, the password
+    kept out of every file, output and the app, optuna-dashboard reading the study."""
+    if not SHIPPED_TEACHER.is_file():
+        pytest.skip("needs the shipped teacher pretrained/mnist/teacher.pt")
+    url, password = new_database()
+    two_machines = run_two_machines(url, password, tmp_path)
+    monkeypatch.setenv("PKD_DB_PASSWORD", password)  # this test reads the study too
+    check_the_front(two_machines)
+    check_no_password(two_machines, monkeypatch)
+    served = dashboard_values(url, tmp_path)
+    assert served == {t.number: pytest.approx(t.values) for t in pkd_sweep.Sweep(tmp_path / "a" / "sweep").study()
+                      .get_trials(deepcopy=False)}
+
+
+def check_the_front(two_machines: dict) -> None:
+    """Every trial trained once, by one machine or the other; the journal run's front from the study alone."""
     tmp, url = two_machines["tmp"], two_machines["url"]
-    monkeypatch.setenv("PKD_DB_PASSWORD", two_machines["password"])  # this test reads the study too
     a, b = pkd_sweep.Sweep(tmp / "a" / "sweep"), pkd_sweep.Sweep(tmp / "b" / "sweep")
     trials = a.study().get_trials(deepcopy=False)
     assert sorted(t.number for t in trials) == list(range(N_TRIALS))
@@ -134,7 +144,10 @@ def test_two_machines_finish_the_trials_once_each_with_the_journal_runs_front(tw
     two_machines["output"] += watch.stdout + watch.stderr + out.stdout + out.stderr
 
 
-def test_the_password_is_in_no_file_output_or_page(two_machines, monkeypatch):
+def check_no_password(two_machines: dict, monkeypatch) -> None:
+    """Not in any file under the test's folder (sweeps, runs, logs), not in pkd's output, not on the Sweeps page
+    of an app whose machine knows it."""
+    import torch
     from streamlit.testing.v1 import AppTest
 
     tmp, password = two_machines["tmp"], two_machines["password"]
@@ -144,12 +157,15 @@ def test_the_password_is_in_no_file_output_or_page(two_machines, monkeypatch):
     assert "--storage" in meta["command"] and "***" in " ".join(meta["command"])
 
     monkeypatch.setenv("PKD_RUNS_DIR", str(tmp / "watch"))
-    monkeypatch.setenv("PKD_DB_PASSWORD", password)  # the app's machine knows the password; the page never shows it
-    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=120).run()
-    at.switch_page("app_pages/sweeps.py").run()
-    assert not at.exception, at.exception
-    at.selectbox(key="sweeps_pick").set_value(str(tmp / "watch" / "sweep")).run()
-    assert not at.exception, at.exception
+    threads = torch.get_num_threads()  # AppTest runs app/main.py here, which sets torch's thread count
+    try:
+        at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=120).run()
+        at.switch_page("app_pages/sweeps.py").run()
+        assert not at.exception, at.exception
+        at.selectbox(key="sweeps_pick").set_value(str(tmp / "watch" / "sweep")).run()
+        assert not at.exception, at.exception
+    finally:
+        torch.set_num_threads(threads)
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     points = pkd_sweep.sweep_points(pkd_sweep.Sweep(tmp / "watch" / "sweep"))
     assert sum(len(t["x"]) for t in spec["data"] if t["name"] != "Pareto front") == len(points) > 0
@@ -243,6 +259,7 @@ def test_bad_storage_gives_one_line_and_writes_nothing(server, new_database, tmp
 
 def dashboard_values(storage: str, tmp_path: Path) -> dict[int, list[float]]:
     """Every complete trial's objective values, as optuna-dashboard's HTTP API serves them."""
+    pytest.importorskip("optuna_dashboard")
     port = _refused_port()
     log = tmp_path / f"dashboard-{port}.log"
     with log.open("w") as fh:
@@ -270,16 +287,12 @@ def dashboard_values(storage: str, tmp_path: Path) -> dict[int, list[float]]:
         proc.wait(timeout=30)
 
 
-def test_optuna_dashboard_reads_both_objectives_of_every_trial(two_machines, tmp_path, monkeypatch):
-    pytest.importorskip("optuna_dashboard")
-    monkeypatch.setenv("PKD_DB_PASSWORD", two_machines["password"])
-    shipped = ROOT / "pretrained" / "sweep-quick"
-    for storage, sweep in ((str(shipped / "journal.log"), pkd_sweep.Sweep(shipped)),
-                           (two_machines["url"], pkd_sweep.Sweep(two_machines["tmp"] / "a" / "sweep"))):
-        if not sweep.exists():
-            pytest.skip(f"no shipped sweep in {shipped}")
-        complete = {t.number: t.values for t in sweep.study().get_trials(deepcopy=False) if t.state.name == "COMPLETE"}
-        assert complete and all(len(v) == 2 for v in complete.values())
-        served = dashboard_values(storage, tmp_path)
-        assert sorted(served) == sorted(complete)
-        assert all(served[n] == pytest.approx(complete[n]) for n in complete)
+def test_optuna_dashboard_reads_both_objectives_of_every_trial_of_the_shipped_journal(tmp_path):
+    """optuna-dashboard as a second reader of the shipped sweep's journal (a database study: the test above)."""
+    shipped = pkd_sweep.Sweep(ROOT / "pretrained" / "sweep-quick")
+    if not shipped.exists():
+        pytest.skip(f"no shipped sweep in {shipped.path}")
+    complete = {t.number: t.values for t in shipped.study().get_trials(deepcopy=False) if t.state.name == "COMPLETE"}
+    assert complete and all(len(v) == 2 for v in complete.values())
+    assert dashboard_values(str(shipped.path / "journal.log"), tmp_path) == \
+        {n: pytest.approx(values) for n, values in complete.items()}
