@@ -77,6 +77,7 @@ def grouped_curves(items: list, rows: list[dict]) -> None:
                   "and a gap between two lines may be noise. ") + "Groups: "
                + "; ".join(f"{charts.group_label(setting, g.value, len(g.names))}: {', '.join(g.names)}"
                            for g in groups))
+    st.dataframe(charts.groups_frame(groups, setting), hide_index=True, key="compare_groups_table")
 
 
 def pareto(items: list) -> None:

@@ -83,6 +83,21 @@ def groups_figure(groups: list, setting: str, x: str = "flops", log_x: bool = Tr
     return fig
 
 
+def groups_frame(groups: list, setting: str) -> pd.DataFrame:
+    """Per k, each group's test accuracy as 'mean ± SE (n runs)' in percent (pkd.stats.format_spread)."""
+    from pkd.stats import format_spread
+
+    ks = sorted({p.k for g in groups for p in g.prefixes})
+    records = []
+    for k in ks:
+        row = {"students": students_text(k)}
+        for g in groups:
+            found = next((p for p in g.prefixes if p.k == k), None)
+            row[f"{setting} = {g.value}"] = "" if found is None else f"{format_spread(found.test)}% (n = {found.n})"
+        records.append(row)
+    return pd.DataFrame.from_records(records)
+
+
 def pareto_figure(points: list[dict], log_x: bool = True) -> go.Figure:
     """Every (run, k) point at (cumulative FLOPs, test accuracy): the Pareto front in black and joined, the points
     it dominates in grey (a cheaper-or-equal point is at least as accurate)."""

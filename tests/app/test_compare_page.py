@@ -70,6 +70,9 @@ def test_curves_grouped_by_mode_have_a_band_where_a_group_has_several_runs(app_e
     assert len(bands) == sum(len(g.names) > 1 for g in groups)
     for group, line in zip(groups, lines):
         assert line["y"] == pytest.approx([100 * p.test.mean for p in group.prefixes])
+    table = next(t.value for t in at.dataframe if f"distill.mode = {groups[0].value}" in t.value.columns)
+    first = groups[0].prefixes[0]
+    assert table.iloc[0][f"distill.mode = {groups[0].value}"] == f"{stats.format_spread(first.test)}% (n = {first.n})"
 
 
 def test_pareto_greys_exactly_the_dominated_points(app_env, shipped_root):
