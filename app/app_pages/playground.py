@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from app import common, glossary, hard_digits, lesson, soft_targets, url_state, widgets
+from app import common, glossary, hard_digits, lesson, photo_panel, soft_targets, url_state, widgets
 from app.charts import format as fmt
 from app.charts import playground as playground_charts
 from pkd import inference, preprocess
@@ -222,22 +222,29 @@ def main() -> None:
                 "**Clips** page plays its test clips, or makes one from your drawing.")
         st.page_link("app_pages/clips.py", label="Open the Clips page", icon=":material/movie:")
         st.stop()
-    st.markdown("Draw a digit with the mouse (white on black) or take a random digit from the test set. "
-                "The students answer one after another; with more students the answer gets better and costs more.")
+    st.markdown(photo_panel.INTRO if models.spec.photos else "Draw a digit with the mouse (white on black) or take "
+                "a random digit from the test set. The students answer one after another; with more students the "
+                "answer gets better and costs more.")
     left, right = st.columns([1.2, 1])  # the 280-pixel canvas fits its column on a 1024-pixel screen
-    with left:
-        result, n_test = draw_panel(models.spec)
-    started = time.perf_counter()
-    image, truth, problem = pick_image(models.spec, result, n_test)
-    with left:
-        show_image(image, truth)
+    if models.spec.photos:  # a photo run (Fashion-MNIST): gallery, a hard one, an uploaded photo
+        started = time.perf_counter()
+        with left:
+            image, truth, problem = photo_panel.photo_panel(run, models)
+    else:
+        with left:
+            result, n_test = draw_panel(models.spec)
+        started = time.perf_counter()
+        image, truth, problem = pick_image(models.spec, result, n_test)
+        with left:
+            show_image(image, truth)
     with right:
         if problem:
             st.warning(problem)
         if image is None:
             if not problem:
-                st.info("The canvas is blank: draw a digit (or press *Random digit*) and the students will "
-                        "guess it.")
+                st.info("Pick a test image (or upload a photo) and the students will guess what it is."
+                        if models.spec.photos else "The canvas is blank: draw a digit (or press *Random digit*) "
+                        "and the students will guess it.")
             return
         source = input_id()
         restart_on_new_input(source)

@@ -23,7 +23,7 @@ ss = st.session_state
 
 def intro(thing: str) -> str:
     """The page's plain-words explanation; thing: "image" or "clip", what the run classifies."""
-    tests = "test digits" if thing == "image" else "test clips"
+    tests = "test images" if thing == "image" else "test clips"
     return ("Each dot is an **ensemble of the first students**: student 1 alone, then students 1–2 together, and so "
             f"on. Up: its accuracy on the {tests} (the number beside the dot). Right: the work it costs per {thing}, "
             "in FLOPs (the top axis gives the same as a % of the teacher's work). The **star** is the big "
@@ -220,7 +220,7 @@ def explain_early_exit(summary: dict) -> None:
     if summary.get(Summary.ANYTIME):
         st.markdown(
             "**Dotted line: early exit.** Each image asks the students one at a time and stops as soon as the "
-            "students so far are sure enough of their answer (say 99% sure). Most digits are easy and stop after "
+            "students so far are sure enough of their answer (say 99% sure). Most images are easy and stop after "
             "student 1; only the hard ones pay for every student. So on average it costs much less than always "
             "using them all, which is why the dotted line lies above and to the left of the solid one.")
     fitted = results_charts.val_fitted_points(summary.get(Summary.ANYTIME_VAL_FITTED))

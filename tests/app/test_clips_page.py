@@ -214,4 +214,4 @@ def test_results_and_playground_speak_of_clips_on_a_video_run(video_env):
     at = streamlit_testing.AppTest.from_file(MAIN, default_timeout=TIMEOUT)
     at.query_params.update({"run": "mnist"})
     at.run()
-    assert "accuracy on the test digits" in texts(at, "markdown")
+    assert "accuracy on the test images" in texts(at, "markdown")
