@@ -11,6 +11,7 @@ the sweep or the run was replaced. FIFOs stand in for "a file whose read never e
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -493,8 +494,18 @@ def _deadline(signum, frame):  # noqa: ARG001
     raise TimeoutError(f"the case blocked for {DEADLINE_S} s (a read of a FIFO?)")
 
 
+def _drop_closed_log_handlers() -> None:
+    """An earlier in-process command may leave a log handler on a stream pytest has closed since; its "Logging
+    error" traceback would be read as this case's own."""
+    for logger in [logging.getLogger(), *logging.root.manager.loggerDict.values()]:
+        for handler in list(getattr(logger, "handlers", [])):
+            if getattr(getattr(handler, "stream", None), "closed", False):
+                logger.removeHandler(handler)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[re.sub(r"\W+", "-", c.name).strip("-") for c in CASES])
 def test_hostile_surface(case, tmp_path, template, sweep_template):
+    _drop_closed_log_handlers()
     ctx = Place(tmp_path, template, sweep_template)
     CURRENT.append(ctx)
     old = signal.signal(signal.SIGALRM, _deadline)

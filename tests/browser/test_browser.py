@@ -92,7 +92,12 @@ def test_train_tiny_live_progress_reload_reattaches_then_curve(page, server, run
     page.get_by_role("option", name="tiny", exact=True).click()
     page.wait_for_timeout(500)
     page.get_by_text("Fast CPU kernel").click()  # no one-minute compile inside a test
-    page.get_by_role("spinbutton", name="Epochs per student").fill("1")  # the tiny config, one epoch per student: quicker
+    epochs = page.get_by_role("spinbutton", name="Epochs per student")
+    deadline = time.time() + 60  # a rerun may briefly show the stale input beside the new one
+    while epochs.count() != 1:
+        assert time.time() < deadline, f"{epochs.count()} 'Epochs per student' inputs on the Train page"
+        page.wait_for_timeout(200)
+    epochs.fill("1")  # the tiny config, one epoch per student: quicker
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Started").wait_for(timeout=90_000)
     (run,) = list_runs(runs_dir)
