@@ -1,16 +1,19 @@
 """The Playground's hard digits: a button that opens a test digit on which the numbers of students disagree, a line
 saying that sure is not right, and galleries of the test digits each number of students gets wrong and of those
-early exit stops on after student 1 although wrong. The answers come from pkd.hard_inputs.
+early exit stops on after student 1 although wrong. The answers come from pkd.hard_inputs. On a photo run
+(Fashion-MNIST) the galleries show the shipped test images (app.photo_panel's sample) by their class names, and
+'open' shows one in the photo panel.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import streamlit as st
 
-from app import common, widgets
+from app import common, photo_panel, widgets
 from pkd import hard_inputs
 from pkd.data import get_dataset_spec
 from pkd.runs import Run
@@ -85,38 +88,54 @@ def sure_is_not_right(prob: float, right: bool | None) -> str:
             "against the truth (a digit halfway between a 4 and a 9 can get 100%).")
 
 
-def _thumbs(indices: list[int], captions: list[str], key: str) -> None:
-    split = common.cached_test_split(get_dataset_spec(common.selected_run().setting("data", "dataset")).name)
+def _thumbs(pictures: Any, indices: list[int], captions: list[str], key: str, opener: Callable[[int], None]) -> None:
+    """Thumbnails of pictures[indices] (N, C, H, W) with their captions, each with an 'open' button."""
     per_row = 6
     for start in range(0, len(indices), per_row):
         cols = st.columns(per_row)
         for col, index, caption in zip(cols, indices[start:start + per_row], captions[start:start + per_row]):
-            pixels = split.inputs[index]
+            pixels = pictures[index]
             pixels = pixels.permute(1, 2, 0).numpy() if pixels.shape[0] == 3 else pixels[0].numpy()
             col.image(np.clip(np.kron(pixels, np.ones((3, 3) + pixels.shape[2:], dtype=pixels.dtype)), 0, 1),
                       caption=caption, width=84)
-            col.button(f"open #{index}", key=f"{key}_{index}", on_click=open_test_digit, args=(index,))
+            col.button(f"open #{index}", key=f"{key}_{index}", on_click=opener, args=(index,))
+
+
+def gallery_source(models: common.RunModels) -> tuple[hard_inputs.PrefixAnswers, Any, str, Callable[[int], None]]:
+    """(every prefix's answers, the pictures they are about (N, C, H, W), what they are called, how one is opened):
+    the first SEARCHED test digits for a digit run; the 1,000 shipped test images for a photo run."""
+    run = common.selected_run()
+    if models.spec.photos:
+        split, _ = photo_panel.cached_sample()
+        found = photo_panel.sample_answers(str(run.path), run.weights_stamp())
+        return found, split.inputs, f"the {len(split):,} shipped test images", photo_panel.open_position
+    split = common.cached_test_split(models.spec.name)
+    return answers(), split.inputs, f"the first {SEARCHED:,} test digits", open_test_digit
 
 
 def galleries(models: common.RunModels, k: int, confidence: float) -> None:
-    """The digits students 1..k get wrong, and those early exit stops on after student 1 although wrong."""
-    st.subheader("Digits the students get wrong")
-    if not st.toggle(f"Show them (asks every number of students about the first {SEARCHED:,} test digits)",
-                     key="pg_gallery"):
+    """The test inputs students 1..k get wrong, and those early exit stops on after student 1 although wrong."""
+    noun = "images" if models.spec.photos else "digits"
+    st.subheader(f"{noun.capitalize()} the students get wrong")
+    searched = "the test images shipped with pkd" if models.spec.photos else f"the first {SEARCHED:,} test digits"
+    if not st.toggle(f"Show them (asks every number of students about {searched})", key="pg_gallery"):
         return
-    names, found = list(models.spec.class_names), answers()
+    names = list(models.spec.class_names)
+    found, pictures, searched, opener = gallery_source(models)
+    n = found.labels.numel()
     wrong = found.wrong(k).tolist()
     who = "Student 1 gets" if k == 1 else f"Students 1–{k} together get"
-    st.markdown(f"**{who} {len(wrong)} of the first {SEARCHED:,} test digits wrong** "
-                f"({100 * len(wrong) / SEARCHED:.1f}%). Change *Students used* above to see another number of "
+    st.markdown(f"**{who} {len(wrong)} of {searched} wrong** "
+                f"({100 * len(wrong) / n:.1f}%). Change *Students used* above to see another number of "
                 "students." + (f" The first {SHOWN}:" if len(wrong) > SHOWN else ""))
     shown = wrong[:SHOWN]
-    _thumbs(shown, [f"true {names[int(found.labels[i])]}, said {names[int(found.classes[k - 1, i])]} "
-                    f"({100 * float(found.sureness[k - 1, i]):.0f}%)" for i in shown], f"pg_wrong{k}")
+    _thumbs(pictures, shown, [f"true {names[int(found.labels[i])]}, said {names[int(found.classes[k - 1, i])]} "
+                              f"({100 * float(found.sureness[k - 1, i]):.0f}%)" for i in shown], f"pg_wrong{k}",
+            opener)
     sure = found.sure_and_wrong_after_first(confidence).tolist()
-    st.markdown(f"**Stopped after student 1, and wrong: {len(sure)} digits.** Early exit at "
+    st.markdown(f"**Stopped after student 1, and wrong: {len(sure)} {noun}.** Early exit at "
                 f"{100 * confidence:.1f}% sure stops after student 1 on these, yet its answer is wrong: "
                 "sure is not right." + (f" The first {SHOWN}:" if len(sure) > SHOWN else ""))
     shown = sure[:SHOWN]
-    _thumbs(shown, [f"true {names[int(found.labels[i])]}, said {names[int(found.classes[0, i])]} "
-                    f"({100 * float(found.sureness[0, i]):.0f}%)" for i in shown], "pg_sure")
+    _thumbs(pictures, shown, [f"true {names[int(found.labels[i])]}, said {names[int(found.classes[0, i])]} "
+                              f"({100 * float(found.sureness[0, i]):.0f}%)" for i in shown], "pg_sure", opener)

@@ -8,6 +8,7 @@ sample), so the page works where the dataset itself is not installed.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -19,7 +20,7 @@ import streamlit as st
 from app import common
 from pkd import preprocess
 from pkd.data.fashion_mnist import INSTALL_HINT, load_test_sample
-from pkd.hard_inputs import prefix_answers
+from pkd.hard_inputs import PrefixAnswers, prefix_answers
 
 INTRO = ("Pick a test image, ask for **a hard one**, or upload a photo of a garment or a shoe (any phone photo: "
          "one object on a plain background). The students answer one after another; with more students the answer "
@@ -37,12 +38,32 @@ def cached_sample() -> tuple[Any, np.ndarray]:
     return split, index.numpy()
 
 
-@st.cache_resource(max_entries=4, show_spinner="Finding images the students disagree on ...")
+@st.cache_resource(max_entries=4, show_spinner="Asking every number of students about the test images ...")
+def sample_answers(path: str, key: tuple) -> PrefixAnswers:
+    """Every prefix's answer on the shipped sample (K, 1000): the hard ones and the Playground's galleries."""
+    split, _ = cached_sample()
+    return prefix_answers(common.cached_ensemble(path, key), split.spec, split.inputs, split.labels)
+
+
 def hard_ones(path: str, key: tuple) -> np.ndarray:
     """Positions in the sample on which some prefixes answer differently from others (M,)."""
-    split, _ = cached_sample()
-    answers = prefix_answers(common.cached_ensemble(path, key), split.spec, split.inputs, split.labels)
-    return answers.disagreeing().numpy()
+    return sample_answers(path, key).disagreeing().numpy()
+
+
+def open_position(position: int) -> None:
+    """Show sample image `position` as if picked from the gallery (the galleries' 'open' buttons)."""
+    _choose(int(position), "gallery")
+
+
+def input_id() -> str:
+    """Which input the photo panel shows ('gallery:17', 'hard:17' or an upload's fingerprint): a new one restarts
+    the Playground's step-through at student 1."""
+    source = ss.get("ph_source")
+    if source == "upload":
+        upload = ss.get("ph_upload")
+        data = upload.getvalue() if upload is not None else b""
+        return "upload:" + hashlib.sha1(data).hexdigest()[:12]
+    return f"{source}:{ss.get('ph_position')}"
 
 
 def gallery_page(split: Any, page: int) -> list[int]:

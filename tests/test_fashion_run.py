@@ -1,6 +1,6 @@
 """A Fashion-MNIST run as its users meet it, in real subprocesses: `pkd predict` on a photo file (the app's picture
 path), and the classroom config (configs/fashion-mnist-quick.yaml) trained end to end on the run's teacher. The run
-is the shipped pretrained/fashion-mnist, else the tiny config trained on Fashion-MNIST (tests/app)."""
+is the shipped pretrained/fashion-mnist/seed-0, else the tiny config trained on Fashion-MNIST (tests/app)."""
 
 from __future__ import annotations
 

@@ -246,7 +246,7 @@ def main() -> None:
                         if models.spec.photos else "The canvas is blank: draw a digit (or press *Random digit*) "
                         "and the students will guess it.")
             return
-        source = input_id()
+        source = photo_panel.input_id() if models.spec.photos else input_id()
         restart_on_new_input(source)
         lesson.note("answered")
         report = inference.predict_digit(models.ensemble, models.spec, image, models.teacher, models.teacher_flops)

@@ -21,7 +21,9 @@ class MnistCNN(nn.Module):
     """pytorch/examples mnist/main.py `Net` (logits instead of log_softmax; same keys conv1/conv2/fc1/fc2).
 
     conv 3x3 C->w, ReLU, conv 3x3 w->2w, ReLU, maxpool 2, dropout, flatten, fc -> hidden, ReLU, dropout, fc -> K.
-    Defaults (1x28x28, w=32, hidden=128): flatten 9216, 11,992,448 multiply-adds.
+    Defaults (1x28x28, w=32, hidden=128): flatten 9216, 11,992,448 multiply-adds. With batch_norm, each conv is
+    followed by a BatchNorm (it folds into the conv at inference: 2 FLOPs an element here), which lets the same
+    network train to a higher accuracy on harder images such as Fashion-MNIST's in the same epochs.
 
     Args:
         in_channels: image channels C.
@@ -30,6 +32,7 @@ class MnistCNN(nn.Module):
         width: channels of the first conv (the second has twice as many).
         hidden: width of the hidden fully connected layer.
         dropout1, dropout2: dropout after pooling and after the hidden layer (train mode only).
+        batch_norm: a BatchNorm after each conv (off: the example's network, state-dict keys unchanged).
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class MnistCNN(nn.Module):
         hidden: int = 128,
         dropout1: float = 0.25,
         dropout2: float = 0.5,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         check_int("in_channels", in_channels)
@@ -51,10 +55,14 @@ class MnistCNN(nn.Module):
         for field, p in (("dropout1", dropout1), ("dropout2", dropout2)):
             if not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
                 raise ValueError(f"{field} must be a probability in [0, 1), got {p!r}")
+        if not isinstance(batch_norm, bool):
+            raise ValueError(f"batch_norm must be true or false, got {batch_norm!r}")
         self.image_shape = (in_channels, image_size, image_size)
         side = (image_size - 4) // 2  # two valid 3x3 convs, then 2x2 max-pool
         self.conv1 = nn.Conv2d(in_channels, width, 3, 1)
         self.conv2 = nn.Conv2d(width, 2 * width, 3, 1)
+        self.bn1 = nn.BatchNorm2d(width) if batch_norm else nn.Identity()
+        self.bn2 = nn.BatchNorm2d(2 * width) if batch_norm else nn.Identity()
         self.relu = nn.ReLU()
         self.pool = nn.MaxPool2d(2)
         self.dropout1 = nn.Dropout(dropout1)
@@ -65,8 +73,8 @@ class MnistCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: (B, C, H, W). Returns: (B, K) logits."""
-        x = self.relu(self.conv1(x))  # (B, w, H-2, W-2)
-        x = self.relu(self.conv2(x))  # (B, 2w, H-4, W-4)
+        x = self.relu(self.bn1(self.conv1(x)))  # (B, w, H-2, W-2)
+        x = self.relu(self.bn2(self.conv2(x)))  # (B, 2w, H-4, W-4)
         x = self.flatten(self.dropout1(self.pool(x)))  # (B, 2w * ((H-4)/2)^2)
         x = self.dropout2(self.relu(self.fc1(x)))  # (B, hidden)
         return self.fc2(x)  # (B, K)

@@ -21,7 +21,7 @@ from tests.app.test_pages import open_app, table_with, texts
 from tests.app.trained import ROOT, copy_run
 from tests.pkd_process import train_tiny
 
-SHIPPED = ROOT / "pretrained" / "fashion-mnist"
+SHIPPED = ROOT / "pretrained" / "fashion-mnist" / "seed-0"  # the shipped seed group's first member
 
 
 _TRAINED: dict[str, Path] = {}  # the tiny Fashion-MNIST run, trained once per test session
@@ -114,3 +114,40 @@ def test_an_uploaded_photo_is_read_like_pkd_predict_reads_it(app_env, fashion_ru
     assert not at.exception, at.exception
     assert "broken.png:" in texts(at, "warning") and not at.table
     assert not [p for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("pkd-photo-*")]  # no upload left behind
+
+
+def test_a_new_picture_restarts_the_step_through_at_student_1(app_env, fashion_run):
+    at = open_on(fashion_run, app_env)
+    at.button(key="ph_pick_0").click().run()
+    at.button(key="pg_step_next").click().run()
+    assert at.session_state["pg_k"] == 2
+    at.button(key="ph_pick_0").click().run()  # the same image again: the step-through stays where it was
+    assert at.session_state["pg_k"] == 2
+    other = next(b.key for b in at.button if b.key and b.key.startswith("ph_pick_") and b.key != "ph_pick_0")
+    at.button(key=other).click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["pg_k"] == 1 and "Student 1 says" in texts(at, "markdown")
+    at.button(key="pg_step_next").click().run()
+    at.file_uploader(key="ph_upload").set_value(("coat.jpg", photo_bytes(3)[0], "image/jpeg")).run()
+    assert at.session_state["pg_k"] == 1, "an uploaded photo is a new input"
+    at.button(key="pg_step_next").click().run()
+    at.file_uploader(key="ph_upload").set_value(("bag.jpg", photo_bytes(8)[0], "image/jpeg")).run()
+    assert at.session_state["pg_k"] == 1, "another photo is a new input"
+
+
+def test_the_wrong_answer_galleries_speak_of_images_and_open_them_in_the_photo_panel(app_env, fashion_run):
+    at = open_on(fashion_run, app_env)
+    at.button(key="ph_pick_0").click().run()
+    at.toggle(key="pg_gallery").set_value(True).run()
+    assert not at.exception, at.exception
+    gallery = texts(at, "markdown")
+    assert "Images the students get wrong" in texts(at, "subheader")
+    assert "of the 1,000 shipped test images wrong" in gallery and "Stopped after student 1, and wrong:" in gallery
+    assert "digit" not in gallery.split("Student 1 gets", 1)[1]
+    split, index = load_test_sample()
+    opens = [b for b in at.button if b.key and b.key.startswith("pg_wrong1_")]
+    assert opens, "student 1 gets some shipped test image wrong"
+    position = int(opens[0].key.rsplit("_", 1)[1])
+    opens[0].click().run()
+    truth = split.spec.class_names[int(split.labels[position])]
+    assert f"Test image #{int(index[position])} (from the gallery), true label **{truth}**" in texts(at, "caption")

@@ -15,6 +15,7 @@ from tests.models.seeding import randn, seeded
     ("mnist_cnn", {"image_size": 5}, "image_size"),
     ("mnist_cnn", {"dropout1": 1.0}, "dropout1"),
     ("mnist_cnn", {"hidden": 0}, "hidden"),
+    ("mnist_cnn", {"batch_norm": "yes"}, "batch_norm"),
 ])
 def test_impossible_teacher_sizes_raise_one_line(name, kwargs, field):
     with pytest.raises(ValueError, match=field) as info:
@@ -31,6 +32,21 @@ def test_mnist_cnn_is_the_pytorch_example_net():
     # 320 + 18,496 + 1,179,776 + 1,290 parameters, the well-known 1,199,882 of pytorch/examples mnist.
     assert sum(p.numel() for p in m.parameters()) == 1_199_882
     assert m(randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_mnist_cnn_with_batch_norm_adds_one_after_each_conv_and_counts_it():
+    from pkd.flops import count_flops
+
+    plain, normed = build_teacher("mnist_cnn"), build_teacher("mnist_cnn", batch_norm=True)
+    added = {k: tuple(v.shape) for k, v in normed.state_dict().items() if k not in plain.state_dict()}
+    assert {k: v for k, v in added.items() if not k.endswith("num_batches_tracked")} == {
+        "bn1.weight": (32,), "bn1.bias": (32,), "bn1.running_mean": (32,), "bn1.running_var": (32,),
+        "bn2.weight": (64,), "bn2.bias": (64,), "bn2.running_mean": (64,), "bn2.running_var": (64,)}
+    assert sum(p.numel() for p in normed.parameters()) == 1_199_882 + 2 * (32 + 64)
+    # inference BN folds to x*a + b: 2 FLOPs an element of the (32, 26, 26) and (64, 24, 24) conv outputs
+    assert count_flops(normed, (1, 28, 28)).flops - count_flops(plain, (1, 28, 28)).flops == \
+        2 * (32 * 26 * 26 + 64 * 24 * 24)
+    assert normed.eval()(randn(1, 1, 28, 28)).shape == (1, 10)
 
 
 def test_mnist_cnn_dropout_only_in_training():
