@@ -177,6 +177,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     setup_logging(verbose=args.verbose)
     run = resolve_run(args.run, args.runs_dir or default_runs_dir())
+    if args.web:
+        return export_web_page(run, args)
+    if args.k is None:
+        raise ValueError("pkd export needs --k K (students 1..K), or --web for a web page of the run")
     path = export_prefix(run, args.k, format=args.format, out=args.out, all_prefixes=args.all_prefixes,
                          force=args.force)
     card = json.loads(card_paths(path)[0].read_text())
@@ -186,6 +190,17 @@ def cmd_export(args: argparse.Namespace) -> int:
           f"{'n/a' if acc is None else f'{100 * acc:.2f}%'}; {check['runtime']} vs eager: max abs diff "
           f"{check['max_abs_diff']:.1e}, same predictions")
     print(f"  model card: {printable(card_paths(path)[1], 400)} (and .json); sha256 {card['sha256']}")
+    return 0
+
+
+def export_web_page(run, args: argparse.Namespace) -> int:
+    """`pkd export RUN --web`: the run's students as a static page (pkd.web.build)."""
+    from pkd.runs import printable
+    from pkd.web.build import export_web, folder_bytes
+
+    folder = export_web(run, args.k, out=args.out)
+    print(f"web page of {run.name}: {printable(folder / 'index.html', 400)} ({folder_bytes(folder) / 1e6:.1f} MB; "
+          "open it in a browser, or put the folder on any static host)")
     return 0
 
 
@@ -398,12 +413,14 @@ def _add_export_command(sub: argparse._SubParsersAction) -> None:
                        description="One file computing students 1..k from raw [0, 1] pixels (normalisation built "
                                    "in), checked against PyTorch when written; default <run>/export/.")
     p.add_argument("run", help="run directory or name")
-    p.add_argument("--k", type=int, required=True, help="the prefix: students 1..k (1..saved students)")
+    p.add_argument("--k", type=int, help="the prefix: students 1..k (1..saved students; --web: default all)")
     p.add_argument("--format", choices=["onnx", "pt2"], default="onnx", help="onnx (default) or pt2 (torch.export)")
     p.add_argument("--out", help="file or existing folder (default: <run>/export/prefix_kK.<format>)")
     p.add_argument("--all-prefixes", action="store_true", help="also output every prefix's probabilities "
                    "(batch, k, classes), for early exit")
     p.add_argument("--force", action="store_true", help="replace existing files at the destination")
+    p.add_argument("--web", action="store_true", help="a static web page (index.html + assets) where the students "
+                   "answer drawings in the browser (onnxruntime-web); --out: a new or empty folder (docs/web.md)")
     p.add_argument("--runs-dir")
     p.set_defaults(func=cmd_export)
 

@@ -285,6 +285,7 @@ def main() -> None:
     if not common.lesson_mode():
         compare_table(run, compare)
         export_section(run, rows)
+        web_page_section(run)
 
 
 def export_section(run: Run, rows: list[dict]) -> None:
@@ -329,6 +330,28 @@ def offer_export(run: Run, built: dict) -> None:
                        file_name=f"{name}.card.json", mime="application/json", key="results_export_card")
     with st.expander("Model card", expanded=False):
         st.markdown(built["md"])
+
+
+def web_page_section(run: Run) -> None:
+    """Build the run's static web page (pkd.web.build, in a temporary folder) and offer it as a zip."""
+    from pkd.web.build import unsupported_reason, web_zip
+
+    if run.students_saved() == 0 or run.is_active() or unsupported_reason(run):
+        return
+    st.subheader("Download this run as a web page")
+    st.caption("A folder with one index.html: draw a digit and every prefix answers in the browser (onnxruntime-web, "
+               "no Python, no server, works offline). Unzip it and open index.html, or put the folder on any static "
+               "host. The same as `python -m pkd export RUN --web`.")
+    if st.button("Build the web page", key="results_web_build", help="Up to a minute; built in a temporary folder."):
+        with st.spinner("Exporting every student and packing the page ..."):
+            try:
+                ss["results_web"] = {"run": str(run.path), "data": web_zip(run)}
+            except (ValueError, RuntimeError, OSError) as exc:
+                st.error(f"Cannot make a web page of {run.name}: {exc}")
+    built = ss.get("results_web")
+    if built and built["run"] == str(run.path):
+        st.download_button(f"Download this run as a web page ({len(built['data']) / 1e6:.1f} MB zip)", built["data"],
+                           file_name=f"{run.name}-web.zip", mime="application/zip", key="results_web_download")
 
 
 main()

@@ -1,0 +1,196 @@
+"""`pkd export RUN --web`: a run's students as one static web page that answers drawings in the browser.
+
+The folder holds `index.html` and `assets/`: onnxruntime-web (pkd.web.runtime; its WebAssembly gzipped and
+base64-encoded in a script, since a page opened from file:// may load scripts but not fetch files), the model (one
+ONNX file with every prefix's probabilities, `pkd.export.PrefixModel(all_prefixes=True)`, its graph optimised here by
+onnxruntime of the same version so the browser skips that step), the run's records (`run.js`) and the page's own
+scripts (`pkd/web/page/`: the preprocessing, the chart, the page). No server code: it opens from the file system or
+any static host.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from pkd import __version__
+from pkd.data import get_dataset_spec
+from pkd.export import EXPORT_DIR, _check_not_in_a_run, check_request, export_bytes, onnx_session
+from pkd.runs import Run
+from pkd.runs.schema import AnytimePoint, PrefixRow, Summary, TeacherFigures
+from pkd.web.runtime import ORT_WEB_VERSION, runtime_files
+
+PAGE_DIR = Path(__file__).with_name("page")  # index.html and the page's scripts, copied as they are
+PAGE_SCRIPTS = ("preprocess.js", "chart.js", "pkd.js")
+WEB_DIR = "web"  # the default folder: <run>/export/web
+OPTIMIZED_TOLERANCE = 1e-5  # the optimised graph against the exported one, every output
+
+
+def unsupported_reason(run: Run) -> str | None:
+    """Why the page cannot show this run (clips, photos, other shapes), or None."""
+    spec = get_dataset_spec(run.setting("data", "dataset"))
+    if spec.kind != "image":
+        return (f"--web makes a draw-a-digit page; run {run.name} reads clips ({spec.name}), which the page does not "
+                "play yet: export its students with --k K instead")
+    if tuple(spec.sample_shape) != (1, 28, 28) or spec.photos:
+        return (f"--web makes a draw-a-digit page for 28x28 digit runs; run {run.name} uses {spec.name}: export its "
+                "students with --k K instead")
+    return None
+
+
+def check_web_request(run: Run, k: int | None) -> int:
+    """Refuse runs the page cannot show, a run still training and a k outside 1..(saved students); returns k
+    (default: every saved student)."""
+    reason = unsupported_reason(run)
+    if reason:
+        raise ValueError(reason)
+    return check_request(run, run.students_saved() if k is None else k, "onnx")
+
+
+def out_folder(run: Run, out: str | os.PathLike | None) -> Path:
+    """The page's folder: --out (new, or empty), default <run>/export/web; one-line refusals for an existing
+    non-empty folder, a file, a link, a missing parent and a place inside a run directory."""
+    if out is None:
+        export = run.path.resolve() / EXPORT_DIR
+        if export.is_symlink():
+            raise ValueError(f"{export} is a symbolic link; a run directory is written only inside itself: give --out")
+        export.mkdir(exist_ok=True)
+        target, shown = export / WEB_DIR, f"{export / WEB_DIR}"
+    else:
+        given = Path(out).expanduser()
+        if given.is_symlink():
+            raise ValueError(f"--out {out} is a symbolic link; give the path of a real folder")
+        target, shown = given.resolve(), f"--out {out}"
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"{shown} is a file; give a new or empty folder")
+    if target.is_dir() and any(target.iterdir()):
+        raise ValueError(f"{shown} already exists and is not empty; remove it or choose a new folder")
+    if not target.parent.is_dir():
+        raise ValueError(f"{shown}: folder {target.parent} does not exist; create it first")
+    _check_not_in_a_run(run, target)
+    return target
+
+
+def optimized_model(onnx: bytes) -> bytes:
+    """The exported graph after onnxruntime's basic optimisations (constant folding, redundant nodes; standard
+    operators only), checked against the original on seeded inputs; the browser then loads it unoptimised
+    (graph optimisation was most of the page's start-up time)."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="pkd-web-") as tmp:
+        src, dst = Path(tmp) / "model.onnx", Path(tmp) / "optimized.onnx"
+        src.write_bytes(onnx)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(dst)
+        options.log_severity_level = 3
+        ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+        pixels = np.random.default_rng(2).random((9, 1, 28, 28), dtype=np.float32)
+        want = onnx_session(src, threads=1).run(None, {"pixels": pixels})
+        got = onnx_session(dst, threads=1).run(None, {"pixels": pixels})
+        diff = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+        if not diff <= OPTIMIZED_TOLERANCE:
+            raise RuntimeError(f"onnxruntime's optimised graph differs from the exported one by {diff:.1e}; "
+                               "please report this with the run")
+        return dst.read_bytes()
+
+
+def page_records(run: Run, k: int, card: dict) -> dict:
+    """What the page shows besides its answers: classes, each prefix's cost and test accuracy, the teacher and the
+    early-exit curve, from the run's records (summary.json, prefix.csv)."""
+    summary = run.summary()
+    teacher = summary.get(Summary.TEACHER) or {}
+    rows = [r for r in run.prefix_table() if r.get(PrefixRow.K) is not None and r[PrefixRow.K] <= k]
+    curve = [p for p in summary.get(Summary.ANYTIME) or [] if p.get(AnytimePoint.MEAN_FLOPS)]
+    return {
+        "runName": run.name, "datasetName": card["dataset"], "ensembleMode": card["mode"],
+        "classNames": card["classes"], "pkdVersion": __version__, "runtimeVersion": ORT_WEB_VERSION,
+        "teacherFlops": teacher.get(TeacherFigures.FLOPS), "teacherAcc": teacher.get(TeacherFigures.TEST_ACC),
+        "prefixRows": [{"students": r[PrefixRow.K], "flops": r[PrefixRow.CUMULATIVE_FLOPS],
+                        "share": r.get(PrefixRow.SHARE_OF_TEACHER), "accuracy": r.get(PrefixRow.PREFIX_ACC)}
+                       for r in rows],
+        # the early-exit curve is the whole run's: shown only when the page has every student
+        "exitCurve": [{"confidence": p[AnytimePoint.CONFIDENCE], "accuracy": p[AnytimePoint.ACC],
+                       "flops": p[AnytimePoint.MEAN_FLOPS]} for p in curve] if k == run.students_saved() else [],
+        "exitLevels": sorted({p[AnytimePoint.CONFIDENCE] for p in curve} or {0.5, 0.8, 0.9, 0.95, 0.99}),
+        "modelSha256": card["sha256"], "exportedAt": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _script(assignments: dict[str, str]) -> bytes:
+    """A classic script setting window.NAME = "text" for each item (JSON-quoted)."""
+    return "".join(f"window.{name} = {json.dumps(text)};\n" for name, text in assignments.items()).encode()
+
+
+def page_files(run: Run, k: int, runtime: dict[str, bytes]) -> dict[str, bytes]:
+    """{relative path: bytes} of the whole page for students 1..k."""
+    onnx, card, _ = export_bytes(run, k, "onnx", all_prefixes=True)
+    model = optimized_model(onnx)
+    wasm = gzip.compress(runtime["ort-wasm-simd-threaded.wasm"], 9, mtime=0)
+    records = page_records(run, k, card)
+    title = f"{run.name}: {k} students" if k > 1 else f"{run.name}: 1 student"
+    files = {
+        "index.html": (PAGE_DIR / "index.html").read_text().replace("__TITLE__", title).encode(),
+        "assets/ort.wasm.min.js": runtime["ort.wasm.min.js"],
+        "assets/ort-wasm.js": _script({"PKD_ORT_GLUE": runtime["ort-wasm-simd-threaded.mjs"].decode(),
+                                       "PKD_ORT_WASM_GZ": base64.b64encode(wasm).decode()}),
+        "assets/model.js": _script({"PKD_MODEL": base64.b64encode(model).decode()}),
+        "assets/run.js": f"window.PKD_RUN = {json.dumps(records, indent=1)};\n".encode(),
+        "run.json": (json.dumps({**records, "modelCard": card}, indent=1) + "\n").encode(),
+    }
+    files.update({f"assets/{name}": (PAGE_DIR / name).read_bytes() for name in PAGE_SCRIPTS})
+    return files
+
+
+def export_web(run: Run, k: int | None = None, out: str | os.PathLike | None = None,
+               runtime_source: str | os.PathLike | None = None) -> Path:
+    """Write the page of students 1..k (default all) of `run` into a new or empty folder; returns the folder.
+
+    The runtime is obtained first (pkd.web.runtime: $PKD_ORT_WEB, the cache or the npm registry), so a missing one
+    is refused before the export's minute of work. The page is built in a temporary folder beside the target and
+    renamed into place: an interrupted export leaves nothing half-written.
+    """
+    k = check_web_request(run, k)
+    target = out_folder(run, out)
+    runtime = runtime_files(runtime_source)
+    files = page_files(run, k, runtime)
+    building = Path(tempfile.mkdtemp(prefix=".pkd-web-", dir=target.parent))
+    try:
+        building.chmod(0o755)  # mkdtemp's 0700 would hide the page from a web server's user
+        for name, data in files.items():
+            (building / name).parent.mkdir(parents=True, exist_ok=True)
+            (building / name).write_bytes(data)
+        if target.is_dir():
+            target.rmdir()  # empty (checked above); a file appearing meanwhile makes this fail, nothing is lost
+        building.rename(target)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return target
+
+
+def web_zip(run: Run, k: int | None = None) -> bytes:
+    """The page as a zip (one folder, <run>-web/), built in a temporary folder (never in the run directory)."""
+    with tempfile.TemporaryDirectory(prefix="pkd-web-") as tmp:
+        folder = export_web(run, k, out=Path(tmp) / f"{run.name}-web")
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    archive.write(path, path.relative_to(folder.parent).as_posix())
+        return buffer.getvalue()
+
+
+def folder_bytes(folder: Path) -> int:
+    """The page's size on disk: every file's bytes."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

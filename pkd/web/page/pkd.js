@@ -1,0 +1,207 @@
+/* The page: the students in onnxruntime-web, the canvas, the per-prefix table, early exit, and window.pkd.
+ *
+ * window.pkd (documented in docs/web.md):
+ *   pkd.ready                  Promise, resolved once the model is loaded (rejected with the reason otherwise)
+ *   pkd.predict(pixels)        pixels: 784 numbers in [0, 1] (28x28, row-major, white digit on black, the model's
+ *                              input as pkd.preprocess makes it) -> Promise of k arrays of C probabilities,
+ *                              [prefix 1..k][class]
+ *   pkd.predictMany(pixels, n) n images back to back (n * 784) -> Promise of [image][prefix][class]
+ *   pkd.prepareCanvas(rgba, w, h)  a drawing's RGBA bytes -> Float32Array(784) or null (blank); throws on bad ink
+ *   pkd.canvasRGBA()           the drawing canvas's RGBA bytes (280x280x4), as an Array
+ *   pkd.run                    the run's records: classes, per-prefix FLOPs and accuracies, teacher, early exit
+ *   pkd.last                   the last drawing's {pixels, probs, ms}: the model input, [prefix][class], and the
+ *                              milliseconds from the stroke's end to the table drawn
+ */
+(function () {
+  "use strict";
+  const RUN = window.PKD_RUN;
+  const SIDE = 28;
+  const K = RUN.prefixRows.length, C = RUN.classNames.length;
+  const $ = (id) => document.getElementById(id);
+
+  function base64Bytes(text) {
+    const raw = atob(text), out = new Uint8Array(raw.length);
+    for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+    return out;
+  }
+
+  async function gunzip(bytes) {
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
+  }
+
+  /** onnxruntime-web from the bundled files, single-threaded (works from file:// and any static host). */
+  async function loadSession() {
+    ort.env.wasm.numThreads = 1;
+    ort.env.wasm.proxy = false;
+    ort.env.wasm.wasmBinary = await gunzip(base64Bytes(window.PKD_ORT_WASM_GZ));
+    const glue = new Blob([window.PKD_ORT_GLUE], { type: "text/javascript" });
+    ort.env.wasm.wasmPaths = { mjs: URL.createObjectURL(glue) };
+    // the graph was optimised when exported (onnxruntime, same version): no optimisation pass at load time
+    return ort.InferenceSession.create(base64Bytes(window.PKD_MODEL),
+      { executionProviders: ["wasm"], graphOptimizationLevel: "disabled" });
+  }
+
+  let session = null;
+  const ready = loadSession().then((s) => { session = s; });
+
+  async function predictMany(pixels, n) {
+    await ready;
+    if (pixels.length !== n * SIDE * SIDE) throw new Error(`expected ${n} x 784 pixels, got ${pixels.length}`);
+    const input = new ort.Tensor("float32", Float32Array.from(pixels), [n, 1, SIDE, SIDE]);
+    const result = await session.run({ pixels: input }, ["prefix_probs"]);
+    const data = result.prefix_probs.data;  // (n, K, C)
+    const out = [];
+    for (let i = 0; i < n; i++) {
+      const prefixes = [];
+      for (let k = 0; k < K; k++) prefixes.push(Array.from(data.subarray((i * K + k) * C, (i * K + k + 1) * C)));
+      out.push(prefixes);
+    }
+    return out;
+  }
+
+  async function predict(pixels) {
+    return (await predictMany(pixels, 1))[0];
+  }
+
+  // ------------------------------------------------------------------------------------------ the table
+
+  const fmtFlops = (f) => f >= 1e6 ? `${(f / 1e6).toFixed(2)} M` : `${Math.round(f / 1e3)} k`;
+  const pct = (x, digits) => x === null || x === undefined ? "–" : `${(100 * x).toFixed(digits)}%`;
+  const argmax = (p) => p.reduce((best, v, i) => v > p[best] ? i : best, 0);
+
+  function buildTable() {
+    const body = $("prefixes").tBodies[0];
+    RUN.prefixRows.forEach((row, i) => {
+      const tr = body.insertRow();
+      tr.innerHTML = `<td>1..${i + 1}</td><td class="answer">·</td><td class="conf">–</td>` +
+        `<td>${fmtFlops(row.flops)}</td><td>${pct(row.share, 2)}</td><td>${pct(row.accuracy, 2)}</td>`;
+    });
+    const select = $("confidence");
+    RUN.exitLevels.forEach((c) => {
+      const opt = document.createElement("option");
+      opt.value = c; opt.textContent = `${+(100 * c).toFixed(1)}%`;
+      select.appendChild(opt);
+    });
+    select.value = RUN.exitLevels.includes(0.9) ? 0.9 : RUN.exitLevels[0];
+    select.addEventListener("change", showAnswers);
+  }
+
+  /** The first prefix whose top probability reaches the threshold (the whole ensemble if none does). */
+  function earlyExit(probs, threshold) {
+    for (let k = 0; k < probs.length; k++) if (Math.max(...probs[k]) >= threshold) return k;
+    return probs.length - 1;
+  }
+
+  function showAnswers() {
+    const threshold = Number($("confidence").value);
+    const rows = $("prefixes").tBodies[0].rows;
+    const probs = last ? last.probs : null;
+    const exitK = probs ? earlyExit(probs, threshold) : -1;
+    for (let k = 0; k < K; k++) {
+      const cells = rows[k].cells;
+      rows[k].classList.toggle("exit", k === exitK);
+      if (!probs) { cells[1].textContent = "·"; cells[2].textContent = "–"; continue; }
+      const top = argmax(probs[k]), conf = probs[k][top];
+      cells[1].textContent = RUN.classNames[top];
+      cells[2].innerHTML = `<span class="bar" style="width:${Math.round(60 * conf)}px"></span> ${pct(conf, 1)}`;
+    }
+    const row = RUN.prefixRows[Math.max(exitK, 0)];
+    $("early").innerHTML = probs ? `Early exit at ${+(100 * threshold).toFixed(1)}%: <b>` +
+      `${RUN.classNames[argmax(probs[exitK])]}</b> after student${exitK ? "s 1.." : " "}${exitK + 1}, ` +
+      `${fmtFlops(row.flops)}FLOPs (${pct(row.share, 2)} of the teacher's ${fmtFlops(RUN.teacherFlops)}FLOPs)`
+      : "Draw a digit: every prefix answers as you draw.";
+    window.pkdChart.draw($("chart"), RUN, threshold, exitK);
+  }
+
+  // ------------------------------------------------------------------------------------------ the canvas
+
+  let last = null;
+  const canvas = $("draw"), ctx = canvas.getContext("2d", { willReadFrequently: true });
+  function clearCanvas() {
+    ctx.fillStyle = "#000";
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    $("seen").getContext("2d").clearRect(0, 0, SIDE, SIDE);
+    $("message").textContent = "";
+    last = null;
+    showAnswers();
+  }
+
+  function canvasRGBA() {
+    return ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+  }
+
+  function showSeen(pixels) {
+    const seen = $("seen").getContext("2d"), image = seen.createImageData(SIDE, SIDE);
+    for (let i = 0; i < SIDE * SIDE; i++) {
+      const v = Math.round(255 * pixels[i]);
+      image.data.set([v, v, v, 255], 4 * i);
+    }
+    seen.putImageData(image, 0, 0);
+  }
+
+  let busy = false, again = false;
+  /** Answer the drawing as it is now; one answer at a time, the latest drawing next. */
+  async function answer() {
+    if (busy) { again = true; return; }
+    busy = true;
+    const start = performance.now();
+    try {
+      const pixels = window.pkdPreprocess.prepareCanvas(canvasRGBA(), canvas.width, canvas.height);
+      $("message").textContent = "";
+      if (pixels) {
+        showSeen(pixels);
+        last = { pixels: Array.from(pixels), probs: await predict(pixels) };
+        showAnswers();
+        last.ms = performance.now() - start;
+      }
+    } catch (err) {
+      $("message").textContent = err.message;
+    } finally {
+      busy = false;
+      if (again) { again = false; answer(); }
+    }
+  }
+
+  let drawing = false, px = 0, py = 0;
+  function point(event) {
+    const box = canvas.getBoundingClientRect();
+    return [(event.clientX - box.left) * canvas.width / box.width, (event.clientY - box.top) * canvas.height / box.height];
+  }
+  canvas.addEventListener("pointerdown", (event) => {
+    drawing = true;
+    [px, py] = point(event);
+    canvas.setPointerCapture(event.pointerId);
+    ctx.beginPath(); ctx.arc(px, py, 10, 0, 2 * Math.PI); ctx.fillStyle = "#fff"; ctx.fill();
+  });
+  canvas.addEventListener("pointermove", (event) => {
+    if (!drawing) return;
+    const [x, y] = point(event);
+    ctx.strokeStyle = "#fff"; ctx.lineWidth = 20; ctx.lineCap = "round"; ctx.lineJoin = "round";
+    ctx.beginPath(); ctx.moveTo(px, py); ctx.lineTo(x, y); ctx.stroke();
+    [px, py] = [x, y];
+  });
+  const endStroke = () => { if (drawing) { drawing = false; answer(); } };
+  canvas.addEventListener("pointerup", endStroke);
+  canvas.addEventListener("pointercancel", endStroke);
+  $("clear").addEventListener("click", clearCanvas);
+
+  // ------------------------------------------------------------------------------------------ start
+
+  buildTable();
+  clearCanvas();
+  $("about").innerHTML = `Run <code>${RUN.runName}</code> (${RUN.datasetName}, ${RUN.ensembleMode} ensemble of ${K} ` +
+    `students), exported by pkd ${RUN.pkdVersion}. The students run in this browser with onnxruntime-web ` +
+    `${RUN.runtimeVersion} (WebAssembly, one thread); nothing you draw leaves this page. For other pages: ` +
+    `<code>await window.pkd.predict(pixels28x28)</code> gives every prefix's probabilities.`;
+  ready.then(() => {
+    $("subtitle").textContent = `${K} students distilled from a teacher of ${fmtFlops(RUN.teacherFlops)}FLOPs ` +
+      `(test accuracy ${pct(RUN.teacherAcc, 2)}). Draw a digit: each row adds one student.`;
+  }, (err) => {
+    $("subtitle").textContent = `The students could not be loaded in this browser: ${err.message || err}`;
+  });
+
+  window.pkd = { ready, predict, predictMany, prepareCanvas: window.pkdPreprocess.prepareCanvas,
+                 canvasRGBA: () => Array.from(canvasRGBA()), run: RUN,
+                 get last() { return last; } };
+})();
