@@ -8,6 +8,10 @@ the MNIST-rows student size (batch 128, L 28, d_model 32, d_state 16, expand 2),
 
 It prints the CPU, its vector extension and the kernel's lane width first; ``--lanes`` adds pkd's block at each
 forced kernel width (``PKD_SCAN_LANES``), interleaved with the others, so widths compare on one machine in one run.
+``--unfused-dt`` adds pkd's block with dt = softplus(delta + bias) computed in torch before the kernel (how the
+kernel ran before it fused them); ``--build-flags "-mno-avx512f"`` adds pkd's block on a second build of the kernel
+made with those extra compiler flags (``PKD_KERNEL_CFLAGS``; that one builds the AVX2 kernel on an AVX-512 CPU,
+which is not an AVX2-only CPU: torch's own ops still use AVX-512 here).
 
 pkd's speed comes mostly from the selective-scan backend (`pkd.ssm.scan_backend()`); `--build` builds the fused
 C++ kernel first when it is not built. Needs `pip install mambapy`.
@@ -16,6 +20,7 @@ C++ kernel first when it is not built. Needs `pip install mambapy`.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -62,6 +67,73 @@ def with_lanes(step: Callable[[], torch.Tensor], lanes: int) -> Callable[[], tor
     return run
 
 
+def with_unfused_dt(step: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """step with the dt activation in torch: the layer's scan gets softplus(delta + bias) and no bias/softplus."""
+    import pkd.models.mamba as mamba_module
+
+    def scan_unfused(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, **kw):
+        dt = delta if delta_bias is None else delta + delta_bias[None, :, None]
+        dt = torch.nn.functional.softplus(dt) if delta_softplus else dt
+        return ssm.selective_scan(u, dt, A, B, C, D, z=z, **kw)
+
+    def run() -> torch.Tensor:
+        mamba_module.selective_scan = scan_unfused
+        try:
+            return step()
+        finally:
+            mamba_module.selective_scan = ssm.selective_scan
+
+    return run
+
+
+def set_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+@functools.lru_cache(maxsize=None)
+def other_build(flags: str):
+    """The fused kernel module built with extra compiler flags (built once if missing); this process's own build
+    stays the one selective_scan uses."""
+    from pkd.ssm import cpu_kernel
+
+    old_env, own = os.environ.get("PKD_KERNEL_CFLAGS"), cpu_kernel.KERNEL.module
+    set_env("PKD_KERNEL_CFLAGS", flags)
+    cpu_kernel._kernel_key.cache_clear()
+    cpu_kernel.KERNEL.module = None
+    try:
+        if not cpu_kernel.build_cpu_kernel(verbose=False):
+            sys.exit(f"cannot build the kernel with PKD_KERNEL_CFLAGS={flags!r}: {cpu_kernel.KERNEL.error}")
+        module = cpu_kernel.KERNEL.module
+    finally:
+        set_env("PKD_KERNEL_CFLAGS", old_env)
+        cpu_kernel._kernel_key.cache_clear()
+        cpu_kernel.KERNEL.module = own
+    print(f"second build (PKD_KERNEL_CFLAGS={flags!r}): {module.vector_isa()}, {module.preferred_lanes()} lanes")
+    return module
+
+
+def with_build(step: Callable[[], torch.Tensor], flags: str) -> Callable[[], torch.Tensor]:
+    """step on the kernel built with extra flags, at the lane width that build prefers."""
+    from pkd.ssm import cpu_kernel
+
+    other = other_build(flags)
+
+    def run() -> torch.Tensor:
+        own, old_lanes = cpu_kernel.KERNEL.module, os.environ.get(LANES_ENV)
+        cpu_kernel.KERNEL.module = other
+        os.environ[LANES_ENV] = str(other.preferred_lanes())
+        try:
+            return step()
+        finally:
+            cpu_kernel.KERNEL.module = own
+            set_env(LANES_ENV, old_lanes)
+
+    return run
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=128)
@@ -75,6 +147,10 @@ def main() -> None:
     p.add_argument("--build", action="store_true", help="build pkd's C++ scan kernel first if it is missing")
     p.add_argument("--lanes", type=int, nargs="*", default=[], choices=[4, 8, 16],
                    help="also time pkd's block with the kernel forced to these lane widths")
+    p.add_argument("--unfused-dt", action="store_true",
+                   help="also time pkd's block with softplus(delta + bias) in torch, outside the kernel")
+    p.add_argument("--build-flags", default=None,
+                   help='also time pkd\'s block on a kernel built with these extra flags, e.g. "-mno-avx512f"')
     args = p.parse_args()
 
     try:
@@ -114,6 +190,18 @@ def main() -> None:
         inputs[name] = x.clone().requires_grad_()
         blocks[name] = ours
         steps[name] = with_lanes(step_fn(ours, inputs[name], g), lanes)
+    extra = {}
+    if args.unfused_dt:
+        extra["pkd Mamba, dt in torch"] = with_unfused_dt
+    if args.build_flags:
+        extra[f"pkd Mamba, {args.build_flags} build"] = lambda step: with_build(step, args.build_flags)
+        if args.unfused_dt:
+            extra[f"pkd Mamba, {args.build_flags}, dt in torch"] = lambda step: with_unfused_dt(
+                with_build(step, args.build_flags))
+    for name, wrap in extra.items():
+        inputs[name] = x.clone().requires_grad_()
+        blocks[name] = ours
+        steps[name] = wrap(step_fn(ours, inputs[name], g))
 
     outs = {name: step().detach() for name, step in steps.items()}
     base = "pkd Mamba"

@@ -60,9 +60,11 @@ def write_error(path: Path, exc: OSError, fix: str = RUN_FIX) -> OSError:
     return type(exc)(exc.errno, f"cannot write {path} ({reason}); {fix}")
 
 
-def atomic_write_bytes(path: Path, data: bytes, fix: str = RUN_FIX) -> None:
+def atomic_write_bytes(path: Path, data: bytes, fix: str = RUN_FIX, durable: bool = True) -> None:
     """Write `data` to `path` via a temp file in the same folder + fsync + os.replace (never half-written; a link
-    planted at `path` is replaced, never followed).
+    planted at `path` is replaced, never followed). With durable=False the fsync is skipped: the replace is still
+    atomic for every reader and survives the writer being killed (the data is in the OS's cache), only a power
+    loss may keep the previous file; for the live heartbeat a training loop writes every second.
 
     Raises:
         OSError: the disk refused the write (full, read-only); the message names `path`, which is unchanged, and
@@ -75,7 +77,8 @@ def atomic_write_bytes(path: Path, data: bytes, fix: str = RUN_FIX) -> None:
             _fault(path, fh, data)
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         raise write_error(path, exc, fix) from None
@@ -86,8 +89,8 @@ def atomic_write_bytes(path: Path, data: bytes, fix: str = RUN_FIX) -> None:
             pass
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+def atomic_write_json(path: Path, obj: Any, durable: bool = True) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode(), durable=durable)
 
 
 def append_line(path: Path, line: bytes) -> None:

@@ -98,12 +98,13 @@ class RunWriter:
         return run
 
     # -------------------------------------------------------------------------- status and the writer lock
-    def write_status(self, **fields: Any) -> dict:
-        """Merge `fields` into status.json (atomically) and stamp the heartbeat."""
+    def write_status(self, *, durable: bool = True, **fields: Any) -> dict:
+        """Merge `fields` into status.json (atomically) and stamp the heartbeat; durable=False skips the fsync (the
+        per-second progress of an epoch: still atomic and kill-safe, see atomic_write_bytes)."""
         status = self.status(raw=True)
         status.update(fields)
         status[Status.UPDATED] = time.time()
-        atomic_write_json(self.path / STATUS_FILE, status)
+        atomic_write_json(self.path / STATUS_FILE, status, durable=durable)
         return status
 
     def mark_started(self, message: str = "") -> None:

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 
 from pkd.ssm.cpu_info import cpu_model, describe_cpu, kernel_flags, vector_extension
 from pkd.ssm.layout import BACKEND_ENV, ScanLayout, needs_grad
@@ -235,22 +234,25 @@ def kernel_info() -> dict[str, str | int | None]:
 
 
 @torch.library.custom_op("pkd::scan_fwd", mutates_args=())
-def scan_fwd_op(u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bt: torch.Tensor, Ct: torch.Tensor,
-                D: Optional[torch.Tensor], z: Optional[torch.Tensor], want_last: bool, save: bool, lanes: int
+def scan_fwd_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bt: torch.Tensor, Ct: torch.Tensor,
+                D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+                softplus: bool, want_last: bool, save: bool, lanes: int
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Kernel forward on float32 contiguous u, dt (B, ED, L), A (ED, N), Bt, Ct (B, L, N), (B, G, L, N) or fixed
-    (ED, N), D (ED,), z (B, ED, L), with W = lanes (4, 8 or 16; :func:`pick_lanes`).
+    """Kernel forward on float32 contiguous u, delta (B, ED, L), A (ED, N), Bt, Ct (B, L, N), (B, G, L, N) or fixed
+    (ED, N), D (ED,), z (B, ED, L), delta_bias (ED,), with W = lanes (4, 8 or 16; :func:`pick_lanes`). The kernel
+    computes dt = softplus(delta + delta_bias) itself (without softplus: delta + delta_bias), block by block.
 
     Returns:
         out (B, ED, L); last state (B, ED, N) if want_last; if save, checkpoints (B, ED/W, ceil(L/16), N, W) and
         y before the gate (B, ED, L) when z is given. Outputs not asked for are empty (0,) tensors.
     """
-    out, last, ckpt, ypre = _loaded_kernel().fwd(u, dt, A, Bt, Ct, D, z, want_last, save, lanes)
+    out, last, ckpt, ypre = _loaded_kernel().fwd(u, delta, A, Bt, Ct, D, z, delta_bias, softplus, want_last, save,
+                                                 lanes)
     return out, last, ckpt, ypre
 
 
 @scan_fwd_op.register_fake
-def _scan_fwd_fake(u, dt, A, Bt, Ct, D, z, want_last, save, lanes):
+def _scan_fwd_fake(u, delta, A, Bt, Ct, D, z, delta_bias, softplus, want_last, save, lanes):
     batch, dim, length = u.shape
     nst = A.shape[1]
     empty = u.new_empty(0)
@@ -262,46 +264,50 @@ def _scan_fwd_fake(u, dt, A, Bt, Ct, D, z, want_last, save, lanes):
 
 @torch.library.custom_op("pkd::scan_bwd", mutates_args=())
 def _scan_bwd_op(gout: torch.Tensor, glast: Optional[torch.Tensor], ckpt: torch.Tensor, ypre: torch.Tensor,
-                 u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bt: torch.Tensor, Ct: torch.Tensor,
-                 D: Optional[torch.Tensor], z: Optional[torch.Tensor]) -> list[torch.Tensor]:
-    """Kernel backward. Returns gu, gdt (B, ED, L), gA per batch row (B, ED, N), gBt, gCt shaped as Bt, Ct (a fixed
-    one per batch row, (B, ED, N)), gD per batch row (B, ED) or empty, gz (B, ED, L) or empty."""
-    return list(_loaded_kernel().bwd(gout, glast, ckpt, ypre, u, dt, A, Bt, Ct, D, z))
+                 u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bt: torch.Tensor, Ct: torch.Tensor,
+                 D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
+                 softplus: bool) -> list[torch.Tensor]:
+    """Kernel backward. Returns gu, gdelta (B, ED, L), gA per batch row (B, ED, N), gBt, gCt shaped as Bt, Ct (a
+    fixed one per batch row, (B, ED, N)), gD per batch row (B, ED) or empty, gz (B, ED, L) or empty, gdelta_bias
+    per batch row (B, ED) or empty."""
+    return list(_loaded_kernel().bwd(gout, glast, ckpt, ypre, u, delta, A, Bt, Ct, D, z, delta_bias, softplus))
 
 
 @_scan_bwd_op.register_fake
-def _scan_bwd_fake(gout, glast, ckpt, ypre, u, dt, A, Bt, Ct, D, z):
+def _scan_bwd_fake(gout, glast, ckpt, ypre, u, delta, A, Bt, Ct, D, z, delta_bias, softplus):
     batch, dim, length = u.shape
     nst = A.shape[1]
     gBt, gCt = [u.new_empty(batch, dim, nst) if M.dim() == 2 else M.new_empty(M.shape) for M in (Bt, Ct)]
     return [u.new_empty(batch, dim, length), u.new_empty(batch, dim, length), u.new_empty(batch, dim, nst), gBt, gCt,
             u.new_empty(batch, dim) if D is not None else u.new_empty(0),
-            u.new_empty(batch, dim, length) if z is not None else u.new_empty(0)]
+            u.new_empty(batch, dim, length) if z is not None else u.new_empty(0),
+            u.new_empty(batch, dim) if delta_bias is not None else u.new_empty(0)]
 
 
 def _scan_setup_context(ctx, inputs, output) -> None:
-    u, dt, A, Bt, Ct, D, z, want_last, save, _lanes = inputs
+    u, delta, A, Bt, Ct, D, z, delta_bias, softplus, want_last, save, _lanes = inputs
     _, _, ckpt, ypre = output
-    ctx.want_last, ctx.save = want_last, save
-    ctx.save_for_backward(ckpt, ypre, u, dt, A, Bt, Ct, D, z)
+    ctx.want_last, ctx.save, ctx.softplus = want_last, save, softplus
+    ctx.save_for_backward(ckpt, ypre, u, delta, A, Bt, Ct, D, z, delta_bias)
 
 
 def _scan_backward(ctx, gout, glast, _gckpt, _gypre):
     if not ctx.save:
         raise RuntimeError("pkd::scan_fwd was called with save=False, so it cannot be differentiated")
-    ckpt, ypre, u, dt, A, Bt, Ct, D, z = ctx.saved_tensors
+    ckpt, ypre, u, delta, A, Bt, Ct, D, z, delta_bias = ctx.saved_tensors
     glast = glast.float().contiguous() if ctx.want_last and glast is not None else None
-    gu, gdt, gA, gBt, gCt, gD, gz = _scan_bwd_op(gout.float().contiguous(), glast, ckpt, ypre, u, dt, A, Bt, Ct,
-                                                 D, z)
+    gu, gdelta, gA, gBt, gCt, gD, gz, gbias = _scan_bwd_op(gout.float().contiguous(), glast, ckpt, ypre, u, delta, A,
+                                                           Bt, Ct, D, z, delta_bias, ctx.softplus)
     gBt, gCt = [g.sum(0) if M.dim() == 2 else g for g, M in ((gBt, Bt), (gCt, Ct))]  # a fixed one: (ED, N)
-    return (gu, gdt, gA.sum(0), gBt, gCt, gD.sum(0) if D is not None else None,  # (ED, N), (ED,)
-            gz if z is not None else None, None, None, None)
+    return (gu, gdelta, gA.sum(0), gBt, gCt, gD.sum(0) if D is not None else None,  # (ED, N), (ED,)
+            gz if z is not None else None, gbias.sum(0) if delta_bias is not None else None,  # (ED,)
+            None, None, None, None)
 
 
 torch.library.register_autograd("pkd::scan_fwd", _scan_backward, setup_context=_scan_setup_context)
 
 
-def _cpp_args(u, dt, A, B, C, D, z) -> list[torch.Tensor | None]:
+def _cpp_args(u, delta, A, B, C, D, z, delta_bias) -> list[torch.Tensor | None]:
     """float32 contiguous kernel inputs; B and C go time-major, (B, N, L) -> (B, L, N) (a no-op for Mamba's x_proj
     layout) or (B, G, N, L) -> (B, G, L, N); a fixed (ED, N) one stays as it is."""
 
@@ -310,19 +316,15 @@ def _cpp_args(u, dt, A, B, C, D, z) -> list[torch.Tensor | None]:
 
     Bt = B.float().transpose(-1, -2).contiguous() if B.dim() > 2 else prep(B)  # (B, [G,] L, N) | (ED, N)
     Ct = C.float().transpose(-1, -2).contiguous() if C.dim() > 2 else prep(C)  # (B, [G,] L, N) | (ED, N)
-    return [prep(u), prep(dt), prep(A), Bt, Ct, prep(D), prep(z)]
+    return [prep(u), prep(delta), prep(A), Bt, Ct, prep(D), prep(z), prep(delta_bias)]
 
 
 def scan_cpp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
-    """The cpp backend on selective_scan's (checked) arguments: y (B, ED, L), with the last state when asked."""
-    dt = delta.float()  # (B, ED, L); bias and softplus run in torch so autograd gives their exact gradients
-    if delta_bias is not None:
-        dt = dt + delta_bias.float()[None, :, None]
-    if delta_softplus:
-        dt = F.softplus(dt)
+    """The cpp backend on selective_scan's (checked) arguments: y (B, ED, L), with the last state when asked. The
+    kernel adds delta_bias and takes the softplus itself (and their gradients), so no (B, ED, L) dt is made here."""
     save = needs_grad(u, delta, A, B, C, D, z, delta_bias)  # keep checkpoints only for a backward pass
-    args = _cpp_args(u, dt, A, B, C, D, z)
+    args = _cpp_args(u, delta, A, B, C, D, z, delta_bias)
     lanes = pick_lanes(u.shape[1], _per_group(u.shape[1], args[3], args[4]), preferred_lanes())
-    out, last, _, _ = scan_fwd_op(*args, return_last_state or save, save, lanes)
+    out, last, _, _ = scan_fwd_op(*args, bool(delta_softplus), return_last_state or save, save, lanes)
     out = out.to(u.dtype)
     return (out, last) if return_last_state else out

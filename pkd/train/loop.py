@@ -166,6 +166,6 @@ def train_epoch(trainer: Trainer, stage: Stage, epoch: int, train: Split, data_s
         if time.time() - last_status > STATUS_EVERY_S:
             last_status = time.time()
             info = stage.info(epoch + 1, (epoch + (step + 1) / steps_per_epoch) / stage.optim.epochs)
-            recorder.progress({**info, "loss": sums["loss"] / count})
+            recorder.progress({**info, "loss": sums["loss"] / count}, durable=False)  # a heartbeat: no fsync
     totals = all_reduce_sums({**sums, "__count": count}, world)  # the epoch's figures over every rank's samples
     return {name: value / max(totals["__count"], 1) for name, value in totals.items() if name != "__count"}

@@ -43,12 +43,13 @@ class Recorder:
         self.callback = callback
 
     # ------------------------------------------------------------------ live status
-    def status(self, **fields: Any) -> None:
-        self.run.write_status(**fields)
+    def status(self, *, durable: bool = True, **fields: Any) -> None:
+        self.run.write_status(durable=durable, **fields)
 
-    def progress(self, info: dict, **extra: Any) -> None:
-        """status.json gets `info`; the progress callback (the CLI's bar) gets `info` and `extra`."""
-        self.status(**info)
+    def progress(self, info: dict, durable: bool = True, **extra: Any) -> None:
+        """status.json gets `info` (durable=False: no fsync, for the per-second heartbeat inside an epoch); the
+        progress callback (the CLI's bar) gets `info` and `extra`."""
+        self.status(durable=durable, **info)
         if self.callback:
             self.callback({**info, **extra})
 
@@ -103,7 +104,7 @@ class Recorder:
 class NullRecorder(Recorder):
     """A recorder for a process that trains beside the writer but must not write: every write is skipped."""
 
-    def status(self, **fields: Any) -> None:
+    def status(self, *, durable: bool = True, **fields: Any) -> None:
         pass
 
     def epoch_done(self, checkpoint: dict, record: dict) -> None:

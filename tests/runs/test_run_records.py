@@ -43,6 +43,24 @@ def test_status_liveness(tmp_path):
     assert not process_alive(None)
 
 
+def test_heartbeat_status_skips_fsync_but_survives_a_kill(tmp_path, monkeypatch):
+    """The per-second progress of an epoch (durable=False) is written without fsync, state changes with it; a
+    process SIGKILLed right after a heartbeat leaves that heartbeat whole in status.json (atomic replace)."""
+    run = Run.create(tmp_path, "t", CONFIG)
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    run.write_status(durable=False, progress=0.25)
+    assert synced == [] and run.status(raw=True)["progress"] == 0.25
+    run.write_status(progress=0.5)
+    assert len(synced) == 1
+    code = ("import os, signal; from pkd.runs import Run; "
+            f"Run({str(run.path)!r}).write_status(durable=False, progress=0.75); os.kill(os.getpid(), signal.SIGKILL)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == -9
+    assert run.status(raw=True)["progress"] == 0.75
+    assert not list(run.path.glob(".status.json.*"))
+
+
 def test_zombie_counts_as_dead(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     import time

@@ -94,9 +94,10 @@ def test_kernel_custom_op_fakes_match_every_layout(cpp_kernel, b_shape, c_shape)
     u, dt, z = (torch.rand(2, 48, 9, generator=g) for _ in range(3))
     A, D = -torch.rand(48, 4, generator=g), torch.randn(48, generator=g)
     Bt, Ct = (torch.randn(s, generator=g) for s in (b_shape, c_shape))
+    bias = torch.rand(48, generator=g)
     per_group = [48 // M.shape[1] for M in (Bt, Ct) if M.dim() == 4 and M.shape[1] > 1]
     for lanes in sorted({pick_lanes(48, per_group, w) for w in LANE_WIDTHS}):
-        args = [t.detach().requires_grad_() for t in (u, dt, A, Bt, Ct, D, z)] + [True, True, lanes]
+        args = [t.detach().requires_grad_() for t in (u, dt, A, Bt, Ct, D, z, bias)] + [True, True, True, lanes]
         torch.library.opcheck(scan_fwd_op, args, test_utils=["test_faketensor", "test_autograd_registration"])
         assert scan_fwd_op(*args)[2].shape[-1] == lanes  # the checkpoints carry the width to the backward
 

@@ -5,8 +5,9 @@
 // contiguous ranges per thread); inside a task every operation is on GCC vector types holding W channels, so the
 // recurrence over t vectorises without horizontal reductions. The state x (N vectors) stays in a thread-local
 // array in L1. B and C arrive transposed to (B, L, N) so the values of one step are contiguous. exp is an inlined
-// polynomial. The skip D and the gate silu(z) are fused; delta_bias and softplus are applied by the caller (torch,
-// exact autograd). The backward pass recomputes the forward states and decays of one task into thread-local
+// polynomial. The skip D, the gate silu(z), delta_bias and the softplus of dt are fused (dt = softplus(delta +
+// bias) is computed per block as its rows are gathered, so no (B, ED, L) dt tensor is made and no torch softplus
+// runs; the backward recomputes it and returns the gradient of delta and of the bias). The backward pass recomputes the forward states and decays of one task into thread-local
 // (L+1, N) buffers and runs the reverse-time adjoint recurrence; the (B, L, N) gradients of B and C are summed
 // per thread over the tasks of one batch row (of one group of it) and flushed once. Nothing of size (B, ED, L, N)
 // is allocated.
@@ -96,6 +97,44 @@ static inline vf vexp(vf x) {
   return p * reinterpret_cast<const vf&>(bits);
 }
 
+// Natural log of every lane for finite x >= 1 (what softplus needs), Cephes logf: x = m 2^e with m in
+// [sqrt(1/2), sqrt(2)), log(1 + f) by its polynomial (about 1 ulp).
+template <typename vf, typename vi>
+static inline vf vlog(vf x) {
+  const vi bits = reinterpret_cast<const vi&>(x);
+  vi e = ((bits >> 23) & 0xff) - 126;
+  const vi mbits = (bits & 0x007fffff) | 0x3f000000;  // mantissa in [0.5, 1)
+  vf m = reinterpret_cast<const vf&>(mbits);
+  const vi small = m < 0.707106781186547524f;  // -1 where true
+  e = e + small;
+  m = small ? m + m - 1.0f : m - 1.0f;
+  const vf fe = __builtin_convertvector(e, vf);
+  const vf z = m * m;
+  vf y = vf{} + 7.0376836292E-2f;
+  y = y * m - 1.1514610310E-1f;
+  y = y * m + 1.1676998740E-1f;
+  y = y * m - 1.2420140846E-1f;
+  y = y * m + 1.4249322787E-1f;
+  y = y * m - 1.6668057665E-1f;
+  y = y * m + 2.0000714765E-1f;
+  y = y * m - 2.4999993993E-1f;
+  y = y * m + 3.3333331174E-1f;
+  y = y * m * z + fe * -2.12194440e-4f - 0.5f * z;
+  return m + y + fe * 0.693359375f;
+}
+
+// softplus of every lane as torch's F.softplus (threshold 20: x itself above it): log1p(e^x), with log1p by
+// Goldberg's correction log(u) * e / (u - 1), u = 1 + e (e itself where u rounds to 1), accurate for tiny e.
+template <typename vf, typename vi>
+static inline vf vsoftplus(vf x) {
+  const vi big = x > 20.0f;
+  const vf e = vexp<vf, vi>(big ? vf{} : x);
+  const vf u = 1.0f + e;
+  const vf d = u - 1.0f;
+  const vf lp = d == 0.0f ? e : vlog<vf, vi>(u) * (e / d);
+  return big ? x : lp;
+}
+
 // One level of a transpose-reduce: a and b hold W/G groups of G lanes; the result holds twice as many groups of
 // G/2 lanes, each group halved by adding its two halves (a's group g goes to 2g, b's to 2g + 1).
 template <int W, int G>
@@ -149,12 +188,14 @@ static inline void add_lane_sums(const typename Lane<W>::f* src, int64_t rows, f
 
 struct Inputs {
   const float* u;      // (B, ED, L)
-  const float* dt;     // (B, ED, L), bias and softplus already applied
+  const float* dt;     // (B, ED, L): delta, before the bias and softplus
   const float* A;      // (ED, N)
   const float* Bt;     // (B, L, N), (B, G, L, N), or fixed (ED, N)
   const float* Ct;     // (B, L, N), (B, G, L, N), or fixed (ED, N)
   const float* D;      // (ED,) or null
   const float* z;      // (B, ED, L) or null
+  const float* bias;   // (ED,) delta_bias or null
+  bool softplus;       // dt = softplus(delta + bias), else delta + bias
   int64_t batch, dim, len, nst;
   int64_t gB, gC;      // groups of B and C: 0 when fixed (ED, N), 1 for (B, L, N)
   int64_t hB, hC;      // channels per group (ED / groups; ED when fixed)
@@ -223,6 +264,27 @@ inline void load_params(const Inputs& p, int64_t d0, typename Lane<W>::f* Aw, ty
   for (int64_t w = 0; w < W; ++w) Dw[w] = (p.D && w < nd) ? p.D[d0 + w] : 0.0f;
 }
 
+// The block's dt_t = softplus(delta_t + bias) (or delta_t + bias without softplus), in place over the L gathered
+// delta vectors; with sig, also sig[t] = d softplus / d x = sigmoid(delta_t + bias) for the backward's chain rule.
+template <int W>
+inline void prepare_dt(const Inputs& p, int64_t d0, int64_t L, typename Lane<W>::f* dt, typename Lane<W>::f* sig) {
+  using vf = typename Lane<W>::f;
+  using vi = typename Lane<W>::i;
+  if (!p.bias && !p.softplus) return;
+  vf bw = vf{};
+  const int64_t nd = std::min<int64_t>(W, p.dim - d0);
+  for (int64_t w = 0; w < nd && p.bias; ++w) bw[w] = p.bias[d0 + w];
+  for (int64_t t = 0; t < L; ++t) {
+    const vf x = dt[t] + bw;
+    if (!p.softplus) {
+      dt[t] = x;
+      continue;
+    }
+    dt[t] = vsoftplus<vf, vi>(x);
+    if (sig) sig[t] = 1.0f / (1.0f + vexp<vf, vi>(-x));
+  }
+}
+
 constexpr int64_t kChunk = 16;  // checkpoint spacing: the backward recomputes kChunk steps at a time
 
 // Recurrence of one block over steps [t0, t1) from state x (N vectors, updated in place): y_t (before skip and
@@ -269,7 +331,7 @@ inline void scan_block(const float* Bb, const float* Cb, const typename Lane<W>:
 }
 
 Inputs make_inputs(const Tensor& u, const Tensor& dt, const Tensor& A, const Tensor& Bt, const Tensor& Ct,
-                   const OptTensor& D, const OptTensor& z) {
+                   const OptTensor& D, const OptTensor& z, const OptTensor& bias, bool softplus) {
   for (const Tensor* t : {&u, &dt, &A, &Bt, &Ct}) {
     TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->is_contiguous(),
                 "pkd scan kernel: expected contiguous float32 CPU tensors");
@@ -282,6 +344,8 @@ Inputs make_inputs(const Tensor& u, const Tensor& dt, const Tensor& A, const Ten
   p.Ct = Ct.data_ptr<float>();
   p.D = D.has_value() ? D->data_ptr<float>() : nullptr;
   p.z = z.has_value() ? z->data_ptr<float>() : nullptr;
+  p.bias = bias.has_value() ? bias->data_ptr<float>() : nullptr;
+  p.softplus = softplus;
   p.batch = u.size(0);
   p.dim = u.size(1);
   p.len = u.size(2);
@@ -290,6 +354,11 @@ Inputs make_inputs(const Tensor& u, const Tensor& dt, const Tensor& A, const Ten
   p.gC = Ct.dim() == 2 ? 0 : (Ct.dim() == 4 ? Ct.size(1) : 1);
   TORCH_CHECK(u.dim() == 3 && dt.sizes() == u.sizes() && A.dim() == 2 && A.size(0) == p.dim,
               "pkd scan kernel: u, dt must be (B, ED, L) and A (ED, N)");
+  for (const OptTensor* v : {&D, &bias}) {
+    TORCH_CHECK(!v->has_value() || ((*v)->dim() == 1 && (*v)->size(0) == p.dim && (*v)->is_contiguous() &&
+                                    (*v)->scalar_type() == at::kFloat),
+                "pkd scan kernel: D and delta_bias must be contiguous float32 (ED,)");
+  }
   for (const Tensor* M : {&Bt, &Ct}) {
     const bool fixed = M->dim() == 2 && M->size(0) == p.dim && M->size(1) == p.nst;
     const bool rows = (M->dim() == 3 || M->dim() == 4) && M->size(0) == p.batch && M->size(-2) == p.len &&
@@ -331,6 +400,7 @@ void forward_impl(const Inputs& p, float* out, float* last, float* ckpt, float* 
       const int64_t b = task / nblk, d0 = (task % nblk) * W;
       gather_rows<W>(p.u, b, d0, ED, L, uu);
       gather_rows<W>(p.dt, b, d0, ED, L, dt);
+      prepare_dt<W>(p, d0, L, dt, nullptr);
       load_params<W>(p, d0, Aw, Dw);
       if constexpr (FB) load_lanes<W>(p.Bt, d0, ED, N, Bw);
       if constexpr (FC) load_lanes<W>(p.Ct, d0, ED, N, Cw);
@@ -359,13 +429,25 @@ void forward_impl(const Inputs& p, float* out, float* last, float* ckpt, float* 
   });
 }
 
+// One block's buffers in the backward, carved from a row of `per` vectors: uu, dt, go, gub, zz, sig (L vectors
+// each), then Aw, h, gA, Bw, Cw, gBw, gCw (N each).
+template <typename vf>
+struct BlockRows {
+  static int64_t size(int64_t L, int64_t N) { return 6 * L + 7 * N; }
+  BlockRows(vf* r, int64_t L, int64_t N)
+      : uu(r), dt(r + L), go(r + 2 * L), gub(r + 3 * L), zz(r + 4 * L), sig(r + 5 * L), Aw(r + 6 * L), h(Aw + N),
+        gA(h + N), Bw(gA + N), Cw(Bw + N), gBw(Cw + N), gCw(gBw + N) {}
+  vf *uu, *dt, *go, *gub, *zz, *sig, *Aw, *h, *gA, *Bw, *Cw, *gBw, *gCw;
+};
+
 // Backward. A thread owns a contiguous range of (b, block) tasks; the blocks of one batch row are processed
 // together, chunk by chunk in reverse time: recompute the chunk's states from the forward checkpoint into small
 // buffers, run the adjoint recurrence, then flush the chunk's B/C gradient sums (summed over the blocks of one
 // group of the row). A fixed B/C instead sums its (ED, N) gradient per block, like A, into gB/gC per batch row.
 template <int W, bool FB, bool FC>
 void backward_impl(const Inputs& p, const float* gout, const float* glast, const float* ckpt, const float* ypre,
-                   float* gu, float* gdt, float* gA_part, float* gBt, float* gCt, float* gD_part, float* gz) {
+                   float* gu, float* gdt, float* gA_part, float* gBt, float* gCt, float* gD_part, float* gz,
+                   float* gbias_part) {
   using vf = typename Lane<W>::f;
   using vi = typename Lane<W>::i;
   const int64_t L = p.len, N = p.nst, ED = p.dim;
@@ -378,7 +460,7 @@ void backward_impl(const Inputs& p, const float* gout, const float* glast, const
     vf* accC = accB + kChunk * N + pad;       // (kChunk, N)
     vf* xs = accC + kChunk * N + pad;         // (kChunk + 1, N) states of the chunk (row 0 unused)
     vf* as = xs + (kChunk + 1) * N + pad;     // (kChunk, N) decays of the chunk
-    std::vector<vf> rows;  // per block of the row: uu, dt, go, gub, gz (L each), Aw, h, gA, Bw, Cw, gBw, gCw (N)
+    std::vector<vf> rows;  // per block of the row: BlockRows
     std::vector<vf> Dws(nblk), gDs(nblk);
     std::vector<vf> xwork(N);  // running state while recomputing a chunk
     vf* xw = xwork.data();
@@ -386,20 +468,21 @@ void backward_impl(const Inputs& p, const float* gout, const float* glast, const
       const int64_t b = task / nblk, k0 = task % nblk;
       const int64_t k1 = std::min<int64_t>(nblk, k0 + (end - task));
       const int64_t nk = k1 - k0;
-      const int64_t per = 5 * L + 7 * N;
+      const int64_t per = BlockRows<vf>::size(L, N);
       rows.assign(nk * per, vf{});
       for (int64_t k = k0; k < k1; ++k) {
-        vf* r = rows.data() + (k - k0) * per;
-        vf *uu = r, *dt = r + L, *go = r + 2 * L, *zz = r + 4 * L, *Aw = r + 5 * L, *h = Aw + N;
+        const BlockRows<vf> R(rows.data() + (k - k0) * per, L, N);
+        vf *uu = R.uu, *dt = R.dt, *go = R.go, *zz = R.zz, *Aw = R.Aw, *h = R.h;
         const int64_t d0 = k * W, nd = std::min<int64_t>(W, ED - d0);
         gather_rows<W>(p.u, b, d0, ED, L, uu);
         gather_rows<W>(p.dt, b, d0, ED, L, dt);
+        prepare_dt<W>(p, d0, L, dt, R.sig);
         gather_rows<W>(gout, b, d0, ED, L, go);
         load_params<W>(p, d0, Aw, Dws[k]);
-        if constexpr (FB) load_lanes<W>(p.Bt, d0, ED, N, Aw + 3 * N);
-        if constexpr (FC) load_lanes<W>(p.Ct, d0, ED, N, Aw + 4 * N);
+        if constexpr (FB) load_lanes<W>(p.Bt, d0, ED, N, R.Bw);
+        if constexpr (FC) load_lanes<W>(p.Ct, d0, ED, N, R.Cw);
         if (p.z) {  // go becomes dLoss/dy_t (before the gate); zz becomes dLoss/dz_t
-          vf* yp = r + 3 * L;  // borrow the gub slot for y before the gate
+          vf* yp = R.gub;  // borrow the gub slot for y before the gate
           gather_rows<W>(ypre, b, d0, ED, L, yp);
           gather_rows<W>(p.z, b, d0, ED, L, zz);
           for (int64_t t = 0; t < L; ++t) {
@@ -422,9 +505,9 @@ void backward_impl(const Inputs& p, const float* gout, const float* glast, const
         std::fill(accB, accB + kChunk * N, vf{});
         std::fill(accC, accC + kChunk * N, vf{});
         for (int64_t k = k0; k < k1; ++k) {
-          vf* r = rows.data() + (k - k0) * per;
-          vf *uu = r, *dt = r + L, *go = r + 2 * L, *gub = r + 3 * L, *Aw = r + 5 * L, *h = Aw + N, *gA = h + N;
-          vf *Bw = gA + N, *Cw = Bw + N, *gBw = Cw + N, *gCw = gBw + N;
+          const BlockRows<vf> R(rows.data() + (k - k0) * per, L, N);
+          vf *uu = R.uu, *dt = R.dt, *go = R.go, *gub = R.gub, *Aw = R.Aw, *h = R.h, *gA = R.gA;
+          vf *Bw = R.Bw, *Cw = R.Cw, *gBw = R.gBw, *gCw = R.gCw;
           const int64_t d0 = k * W;
           const float* Bb = group_rows(p.Bt, p.gB, p.hB, b, d0, L, N);
           const float* Cb = group_rows(p.Ct, p.gC, p.hC, b, d0, L, N);
@@ -482,10 +565,19 @@ void backward_impl(const Inputs& p, const float* gout, const float* glast, const
         }
       }
       for (int64_t k = k0; k < k1; ++k) {
-        const vf* r = rows.data() + (k - k0) * per;
-        const vf *dt = r + L, *gub = r + 3 * L, *zz = r + 4 * L, *gA = r + 5 * L + 2 * N;
-        const vf *gBw = gA + 3 * N, *gCw = gA + 4 * N;
+        const BlockRows<vf> R(rows.data() + (k - k0) * per, L, N);
+        vf *dt = R.dt, *gub = R.gub, *zz = R.zz, *gA = R.gA, *gBw = R.gBw, *gCw = R.gCw;
         const int64_t d0 = k * W, nd = std::min<int64_t>(W, ED - d0);
+        // dt holds dLoss/d(dt_t): chain it through the softplus to dLoss/d(delta_t); the bias gradient is its sum
+        // over t, compensated (Kahan) so that long rows keep float32 accuracy.
+        vf gbias = vf{}, comp = vf{};
+        for (int64_t t = 0; t < L; ++t) {
+          if (p.softplus) dt[t] *= R.sig[t];
+          const vf yk = dt[t] - comp;
+          const vf sum = gbias + yk;
+          comp = (sum - gbias) - yk;
+          gbias = sum;
+        }
         scatter_rows<W>(gub, b, d0, ED, L, gu);
         scatter_rows<W>(dt, b, d0, ED, L, gdt);
         if (gz) scatter_rows<W>(zz, b, d0, ED, L, gz);
@@ -498,6 +590,7 @@ void backward_impl(const Inputs& p, const float* gout, const float* glast, const
             for (int64_t n = 0; n < N; ++n) gCt[(b * ED + d0 + w) * N + n] = gCw[n][w];
           }
           if (gD_part) gD_part[b * ED + d0 + w] = gDs[k][w];
+          if (gbias_part) gbias_part[b * ED + d0 + w] = gbias[w];
         }
       }
       task += nk;
@@ -541,11 +634,13 @@ void dispatch(const Inputs& p, int W, F&& f) {
 }
 
 // Returns [out (B, ED, L), last state (B, ED, N) or empty, checkpoints (B, ED/W, ceil(L/16), N, W) or empty,
-// y before the gate (B, ED, L) or empty]. dt = softplus(delta + bias) or delta. With save (autograd), the
+// y before the gate (B, ED, L) or empty]. dt = softplus(delta + bias) with softplus, else delta + bias (bias
+// optional). With save (autograd), the
 // checkpoints, and y before the gate when z is given, are returned for bwd. lanes: W, 4, 8 or 16.
-std::vector<Tensor> fwd(const Tensor& u, const Tensor& dt, const Tensor& A, const Tensor& Bt, const Tensor& Ct,
-                        const OptTensor& D, const OptTensor& z, bool want_last, bool save, int64_t lanes) {
-  const Inputs p = make_inputs(u, dt, A, Bt, Ct, D, z);
+std::vector<Tensor> fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bt, const Tensor& Ct,
+                        const OptTensor& D, const OptTensor& z, const OptTensor& bias, bool softplus, bool want_last,
+                        bool save, int64_t lanes) {
+  const Inputs p = make_inputs(u, delta, A, Bt, Ct, D, z, bias, softplus);
   auto opt = u.options();
   const int W = check_lanes(p, lanes);
   Tensor out = torch::empty({p.batch, p.dim, p.len}, opt);
@@ -563,13 +658,13 @@ std::vector<Tensor> fwd(const Tensor& u, const Tensor& dt, const Tensor& A, cons
   return {out, last, ckpt, ypre};
 }
 
-// Returns [gu, gdt (B, ED, L), gA per batch row (B, ED, N), gBt, gCt (B, L, N) / (B, G, L, N), or per batch row
-// (B, ED, N) when fixed, gD per batch row (B, ED) or empty, gz (B, ED, L) or empty]. W is the checkpoints' last
-// dimension (the lanes of the forward pass).
+// Returns [gu, gdelta (B, ED, L), gA per batch row (B, ED, N), gBt, gCt (B, L, N) / (B, G, L, N), or per batch
+// row (B, ED, N) when fixed, gD per batch row (B, ED) or empty, gz (B, ED, L) or empty, gbias per batch row (B, ED)
+// or empty]. W is the checkpoints' last dimension (the lanes of the forward pass).
 std::vector<Tensor> bwd(const Tensor& gout, const OptTensor& glast, const Tensor& ckpt, const Tensor& ypre,
-                        const Tensor& u, const Tensor& dt, const Tensor& A, const Tensor& Bt, const Tensor& Ct,
-                        const OptTensor& D, const OptTensor& z) {
-  const Inputs p = make_inputs(u, dt, A, Bt, Ct, D, z);
+                        const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& Bt, const Tensor& Ct,
+                        const OptTensor& D, const OptTensor& z, const OptTensor& bias, bool softplus) {
+  const Inputs p = make_inputs(u, delta, A, Bt, Ct, D, z, bias, softplus);
   TORCH_CHECK(ckpt.dim() == 5, "pkd scan kernel: bad checkpoints");
   const int W = check_lanes(p, ckpt.size(4));
   TORCH_CHECK(gout.is_contiguous() && gout.scalar_type() == at::kFloat, "pkd scan kernel: bad output grad");
@@ -584,6 +679,7 @@ std::vector<Tensor> bwd(const Tensor& gout, const OptTensor& glast, const Tensor
   Tensor gCt = p.gC == 0 ? torch::empty({p.batch, p.dim, p.nst}, opt) : torch::zeros_like(Ct);
   Tensor gD = D.has_value() ? torch::empty({p.batch, p.dim}, opt) : torch::empty({0}, opt);
   Tensor gz = z.has_value() ? torch::empty_like(u) : torch::empty({0}, opt);
+  Tensor gbias = bias.has_value() ? torch::empty({p.batch, p.dim}, opt) : torch::empty({0}, opt);
   const float* gl = nullptr;
   if (glast.has_value()) {
     TORCH_CHECK(glast->is_contiguous() && glast->scalar_type() == at::kFloat, "pkd scan kernel: bad state grad");
@@ -591,13 +687,14 @@ std::vector<Tensor> bwd(const Tensor& gout, const OptTensor& glast, const Tensor
   }
   float* gDp = D.has_value() ? gD.data_ptr<float>() : nullptr;
   float* gzp = z.has_value() ? gz.data_ptr<float>() : nullptr;
+  float* gbp = bias.has_value() ? gbias.data_ptr<float>() : nullptr;
   const float* yp = z.has_value() ? ypre.data_ptr<float>() : nullptr;
   dispatch(p, W, [&](auto lanes, auto fb, auto fc) {
     backward_impl<decltype(lanes)::value, decltype(fb)::value, decltype(fc)::value>(
         p, gout.data_ptr<float>(), gl, ckpt.data_ptr<float>(), yp, gu.data_ptr<float>(), gdt.data_ptr<float>(),
-        gA.data_ptr<float>(), gBt.data_ptr<float>(), gCt.data_ptr<float>(), gDp, gzp);
+        gA.data_ptr<float>(), gBt.data_ptr<float>(), gCt.data_ptr<float>(), gDp, gzp, gbp);
   });
-  return {gu, gdt, gA, gBt, gCt, gD, gz};
+  return {gu, gdt, gA, gBt, gCt, gD, gz, gbias};
 }
 
 }  // namespace
