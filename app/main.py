@@ -12,7 +12,7 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts only app/ on s
 import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
-from app import common, lesson, widgets  # noqa: E402
+from app import common, lesson, warmup, widgets  # noqa: E402
 
 # One image at a time gains nothing from a second thread, and on a busy machine (training beside the app) a
 # 2-thread batch-1 forward pass waits for a free core: measured 7 ms with 1 thread vs 74 ms with 2.
@@ -50,3 +50,4 @@ finally:  # what the page itself set (a default number of students, a clamped va
         lesson.card(name)
     common.write_url(name)
     widgets.copy_link(link_slot, page.url_path)
+    warmup.start(st.session_state.get(common.RUN_KEY))  # the first page has run: load the next pages' models

@@ -15,11 +15,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats as scipy_stats
-
 ALPHA = 0.05  # two-sided level below which a test separates two runs / groups
 AHEAD, BEHIND, WITHIN_NOISE = "ahead", "behind", "within noise"
 VERDICTS = (AHEAD, BEHIND, WITHIN_NOISE)
+
+
+def _scipy_stats():
+    """scipy.stats, imported on the first test run rather than with this module: the import takes 1-2 s (measured on
+    a 2-core EPYC), and the app's pages import pkd.stats for its words and formats on every first open."""
+    from scipy import stats
+
+    return stats
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ def mcnemar(right_a: Sequence[bool], right_b: Sequence[bool], alpha: float = ALP
     a_only = sum(x and not y for x, y in zip(a, b))
     b_only = sum(y and not x for x, y in zip(a, b))
     discordant = a_only + b_only
-    p = scipy_stats.binomtest(a_only, discordant, 0.5).pvalue if discordant else 1.0
+    p = _scipy_stats().binomtest(a_only, discordant, 0.5).pvalue if discordant else 1.0
     n = len(a)
     diff = (a_only - b_only) / n if n else 0.0
     return McNemar(n=n, a_only=a_only, b_only=b_only, diff=diff, p_value=float(p), verdict=_verdict(diff, p, alpha))
@@ -108,7 +114,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float], alpha: float = ALP
     elif summary.se == 0:
         p = 1.0 if summary.mean == 0 else 0.0  # the same difference on every seed: no noise to hide in
     else:
-        p = float(scipy_stats.ttest_rel(a, b).pvalue)
+        p = float(_scipy_stats().ttest_rel(a, b).pvalue)
     verdict = _verdict(summary.mean, p, alpha) if len(diffs) > 1 else WITHIN_NOISE
     return PairedDifference(n=len(diffs), mean=summary.mean, se=summary.se, wins=sum(d > 0 for d in diffs),
                             losses=sum(d < 0 for d in diffs), ties=sum(d == 0 for d in diffs), p_value=p,

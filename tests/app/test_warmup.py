@@ -1,0 +1,66 @@
+"""The server's warm-up (app/warmup.py): after the first page of the first session has run, one background thread
+loads that run's students, teacher and test split into the caches the pages read, once per server process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from app import common, warmup
+from pkd.runs import Run
+from tests.app.trained import ROOT, copy_run
+
+
+def test_the_warm_up_fills_the_cache_the_pages_read(shipped_root, tmp_path):
+    path = str(copy_run(shipped_root / "mnist", tmp_path, "warm"))
+    warmup.warm(path)
+    students = warmup.loaded(path)
+    assert students is not None
+    assert common.cached_ensemble(path, Run(Path(path)).weights_stamp()) is students  # a hit, not a second load
+
+
+def test_a_run_whose_students_cannot_be_loaded_is_left_to_the_page(shipped_root, tmp_path):
+    path = copy_run(shipped_root / "mnist", tmp_path, "damaged")
+    (path / "students" / "student_01.pt").write_bytes(b"not a weights file")
+    warmup.warm(str(path))  # no exception: the Playground names the damaged file when it loads the run
+    assert warmup.loaded(str(path)) is None
+
+
+CHILD = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, sys.argv[1])
+    from streamlit.testing.v1 import AppTest
+    from app import common, warmup
+    from pkd.runs import Run
+    from pathlib import Path
+    main, first, second = sys.argv[2], sys.argv[3], sys.argv[4]
+    for run in (first, second):  # two sessions, each opening Results on its own run (its URL id is its name)
+        at = AppTest.from_file(main, default_timeout=120)
+        at.query_params["run"] = Path(run).name
+        at.run()
+        assert not at.exception, at.exception
+    done = warmup.wait(300)
+    after = {"done": done, "first": warmup.loaded(first) is not None, "second": warmup.loaded(second) is not None}
+    at = AppTest.from_file(main, default_timeout=120)
+    at.query_params["run"] = Path(first).name
+    at.switch_page("app_pages/playground.py").run()
+    assert not at.exception, at.exception
+    after["same"] = common.cached_ensemble(first, Run(Path(first)).weights_stamp()) is warmup.loaded(first)
+    print(json.dumps(after))
+""")
+
+
+def test_only_the_first_sessions_run_is_warmed_and_the_playground_uses_it(shipped_root, tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    first, second = (str(copy_run(shipped_root / "mnist", runs, name)) for name in ("first", "second"))
+    env = {"PKD_RUNS_DIR": str(runs), "PKD_PRETRAINED_DIR": str(shipped_root), "PATH": "/usr/bin:/bin",
+           "HOME": str(Path.home())}
+    done = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(ROOT / "app" / "main.py"), first, second],
+                          capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = json.loads(done.stdout.strip().splitlines()[-1])
+    assert after == {"done": True, "first": True, "second": False, "same": True}
