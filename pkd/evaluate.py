@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from pkd.anytime import anytime_curve, anytime_figures, combiner_figures, monotonicity_shares
+from pkd.combiners import native_combiner, prefix_probs
 from pkd.artifacts import load_ensemble, load_teacher
 from pkd.config import RunConfig, config_from_dict
 from pkd.data import DatasetSpec, Split, resolve_data_root
@@ -26,7 +27,8 @@ from pkd.distributed import SINGLE, World, gather_rows, shard_range
 from pkd.flops import model_cost
 from pkd.models.ensemble import Ensemble, PrefixSums
 from pkd.runs import Run
-from pkd.runs.schema import DrawnFigures, PhotoFigures, PrefixRow, Summary, TeacherFigures, VideoFigures
+from pkd.runs.schema import DrawnFigures, PhotoFigures, PrefixRow, Summary, TeacherFigures, TeacherTest, VideoFigures
+from pkd.stats import mcnemar
 
 EVAL_BATCH = 1000
 REPORTED_SPLITS = ("val", "test")  # accuracies in prefix.csv; the train split is never reported
@@ -119,7 +121,7 @@ def evaluate_run(run: Run, device: torch.device | str = "cpu", drawn_per_digit: 
                                        device)
     run.write_prefix_table(rows)
     summary = run_summary(cfg, teacher_figures, rows, len(cfg.students.schedule))
-    summary.update(end_of_run_figures(summary, ensemble, teacher, data_spec, splits, student_logits))
+    summary.update(end_of_run_figures(summary, ensemble, teacher, data_spec, splits, student_logits, logits["test"]))
     if cfg.data.dataset == "mnist" and drawn_per_digit > 0:
         summary["drawn"] = drawn_figures(teacher, ensemble.cpu(), data_spec, drawn_per_digit)
     if data_spec.photos and drawn_per_digit > 0:
@@ -129,11 +131,13 @@ def evaluate_run(run: Run, device: torch.device | str = "cpu", drawn_per_digit: 
 
 
 def end_of_run_figures(summary: dict, ensemble: Ensemble, teacher: nn.Module, data_spec: DatasetSpec,
-                       splits: dict[str, Split], student_logits: dict[str, list[torch.Tensor]]) -> dict:
+                       splits: dict[str, Split], student_logits: dict[str, list[torch.Tensor]],
+                       teacher_test_logits: torch.Tensor) -> dict:
     """The figures summary.json gains at the end of a run, computed the same way by training and `pkd eval`.
 
     Once every planned student is trained (as many prefix rows as summary["k_planned"]): "anytime" (the
-    confidence early-exit curve on test), "anytime_val_fitted", "anytime_auc" and "combiners" (pkd.anytime). For a clip
+    confidence early-exit curve on test), "anytime_val_fitted", "anytime_auc", "combiners" (pkd.anytime) and
+    "teacher_tests" (each prefix against the teacher, teacher_tests). For a clip
     dataset: "video" (the reversal test and digit identity, video_figures). Moves the ensemble (and for a clip
     dataset the teacher) to the CPU.
 
@@ -144,6 +148,7 @@ def end_of_run_figures(summary: dict, ensemble: Ensemble, teacher: nn.Module, da
         data_spec: the run's dataset.
         splits: at least "val" and "test".
         student_logits: {"val": K tensors (N, C), "test": K tensors (N, C)}, every student's logits.
+        teacher_test_logits: (N, C) the teacher's logits on the test split.
     """
     out = {}
     ensemble.cpu()
@@ -152,8 +157,25 @@ def end_of_run_figures(summary: dict, ensemble: Ensemble, teacher: nn.Module, da
         out[Summary.ANYTIME] = anytime_curve(ensemble, student_logits["test"], labels["test"])
         out.update(anytime_figures(ensemble, student_logits, labels, summary))
         out[Summary.COMBINERS] = combiner_figures(ensemble, student_logits, labels)
+        out[Summary.TEACHER_TESTS] = teacher_tests(ensemble, student_logits["test"], teacher_test_logits,
+                                                   labels["test"])
     if data_spec.kind == "clip":
         out[Summary.VIDEO] = video_figures(teacher.cpu(), ensemble, data_spec, splits["test"])
+    return out
+
+
+def teacher_tests(ensemble: Ensemble, test_logits: list[torch.Tensor], teacher_test_logits: torch.Tensor,
+                  labels: torch.Tensor) -> list[dict]:
+    """summary.json's "teacher_tests": McNemar's exact test of each prefix k (its own combiner) against the teacher
+    on the test samples. test_logits: K tensors (N, C); teacher_test_logits: (N, C); labels: (N,)."""
+    prefix_classes = prefix_probs(test_logits, native_combiner(ensemble.mode), ensemble.prev_scales).argmax(-1)
+    teacher_right = (teacher_test_logits.argmax(-1) == labels).tolist()
+    out = []
+    for k, classes in enumerate(prefix_classes, start=1):  # (N,) each
+        test = mcnemar((classes == labels).tolist(), teacher_right)
+        out.append({TeacherTest.K: k, TeacherTest.N: test.n, TeacherTest.PREFIX_ONLY: test.a_only,
+                    TeacherTest.TEACHER_ONLY: test.b_only, TeacherTest.DIFF: test.diff,
+                    TeacherTest.P_VALUE: test.p_value, TeacherTest.VERDICT: test.verdict})
     return out
 
 

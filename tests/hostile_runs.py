@@ -181,6 +181,12 @@ BREAKERS = [
             r"^summary\.json: anytime\[0\]\.acc is missing"),
     Breaker("summary-k-planned-float", "summary", write("summary.json", '{"k_planned": 2.5}'),
             r"^summary\.json: k_planned 2\.5 is not a whole number"),
+    Breaker("summary-teacher-test-verdict", "summary", write("summary.json", json.dumps({"teacher_tests": [
+        {"k": 1, "n": 10, "prefix_only": 1, "teacher_only": 0, "diff": 0.1, "p_value": 1.0, "verdict": "won"}]})),
+            r"^summary\.json: teacher_tests\[0\]\.verdict 'won' is not one of ahead, behind, within noise"),
+    Breaker("summary-teacher-test-p", "summary", write("summary.json", json.dumps({"teacher_tests": [
+        {"k": 1, "n": 10, "prefix_only": 1, "teacher_only": 0, "diff": 0.1, "p_value": 7, "verdict": "ahead"}]})),
+            r"^summary\.json: teacher_tests\[0\]\.p_value 7 is outside 0\.\.1"),
     # -- weights: files beyond the run's K are never loaded
     Breaker("students-beyond-k", "students", students_beyond_k, None),
 ]

@@ -46,22 +46,31 @@ def test_eval_reads_only_the_reported_splits(tiny_run, tmp_path, monkeypatch):
 
 
 def test_end_of_run_figures_are_the_ones_training_wrote_and_wait_for_the_last_student(tiny_run):
-    """Training and `pkd eval` share end_of_run_figures: on the saved students it gives the early-exit figures
-    training wrote; a summary with a student still to train gets none."""
+    """Training and `pkd eval` share end_of_run_figures: on the saved students it gives the early-exit figures and
+    the prefix-vs-teacher tests training wrote (the tests also equal pkd.compare's, which re-runs both models); a
+    summary with a student still to train gets none."""
     import torch
 
     from pkd.artifacts import load_ensemble, load_teacher
     from pkd.config import config_from_dict
     from pkd.data.run_data import load_run_data
-    from pkd.evaluate import REPORTED_SPLITS, end_of_run_figures, prefix_rows
+    from pkd.compare import compare_to_teacher
+    from pkd.evaluate import REPORTED_SPLITS, end_of_run_figures, predict_logits, prefix_rows
 
     cfg = config_from_dict(tiny_run.config())
     data_spec, splits = load_run_data(cfg, REPORTED_SPLITS)
     ensemble, teacher, trained = load_ensemble(tiny_run), load_teacher(tiny_run), tiny_run.summary()
     rows, logits = prefix_rows(ensemble, cfg.students.arch, data_spec, splits, trained["teacher"]["flops"],
                                torch.device("cpu"))
-    figures = end_of_run_figures({**trained, "prefixes": rows}, ensemble, teacher, data_spec, splits, logits)
-    assert set(figures) == {"anytime", "anytime_val_fitted", "anytime_auc", "combiners"}
+    teacher_test = predict_logits(teacher, data_spec, splits["test"].inputs, torch.device("cpu"))
+    figures = end_of_run_figures({**trained, "prefixes": rows}, ensemble, teacher, data_spec, splits, logits,
+                                 teacher_test)
+    assert set(figures) == {"anytime", "anytime_val_fitted", "anytime_auc", "combiners", "teacher_tests"}
+    assert figures["teacher_tests"] == trained["teacher_tests"]
+    rerun = compare_to_teacher(tiny_run)
+    assert [(t["k"], t["prefix_only"], t["teacher_only"], t["verdict"]) for t in figures["teacher_tests"]] == [
+        (k, test.a_only, test.b_only, test.verdict) for k, test in rerun]
+    assert all(t["p_value"] == pytest.approx(test.p_value) for t, (_, test) in zip(figures["teacher_tests"], rerun))
     for name, combined in figures["combiners"].items():  # every combiner's figures, as training wrote them
         for key in ("prefix_acc", "prefix_val_acc", "true_prob_drop", "right_to_wrong"):
             assert combined[key] == pytest.approx(trained["combiners"][name][key], abs=1e-9), (name, key)
@@ -71,7 +80,7 @@ def test_end_of_run_figures_are_the_ones_training_wrote_and_wait_for_the_last_st
             assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
     assert figures["anytime_auc"] == pytest.approx(trained["anytime_auc"], rel=1e-9)
     planned = {**trained, "prefixes": rows, "k_planned": len(rows) + 1}
-    assert end_of_run_figures(planned, ensemble, teacher, data_spec, splits, logits) == {}
+    assert end_of_run_figures(planned, ensemble, teacher, data_spec, splits, logits, teacher_test) == {}
 
 
 def test_runs_and_predict_cli(tiny_run, tmp_path):

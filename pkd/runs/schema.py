@@ -54,6 +54,20 @@ class AnytimePoint:
     MEAN_FLOPS = "mean_flops"
 
 
+class TeacherTest:
+    """An item of summary.json's "teacher_tests": prefix k against the run's own teacher on the test split, sample
+    by sample (McNemar's exact test, pkd.stats.mcnemar with the prefix as A): so "+0.05 points vs the teacher" is
+    printed with its verdict without running the models again."""
+
+    K = "k"
+    N = "n"
+    PREFIX_ONLY = "prefix_only"  # samples the prefix gets right and the teacher wrong
+    TEACHER_ONLY = "teacher_only"
+    DIFF = "diff"  # prefix accuracy minus the teacher's, on these samples
+    P_VALUE = "p_value"
+    VERDICT = "verdict"  # one of pkd.stats.VERDICTS, for the prefix
+
+
 class ValFittedPoint:
     """An item of summary.json's "anytime_val_fitted": early exit under one FLOP budget with its threshold fitted on
     val (confidence null: no early exit), measured on test (acc, mean_flops) and on val."""
@@ -140,6 +154,7 @@ class Summary:
     ANYTIME_VAL_FITTED = "anytime_val_fitted"  # ValFittedPoint items
     ANYTIME_AUC = "anytime_auc"  # AnytimeAuc
     COMBINERS = "combiners"  # {combiner name: CombinerFigures}
+    TEACHER_TESTS = "teacher_tests"  # TeacherTest items, one per prefix k
     DRAWN = "drawn"  # DrawnFigures
     PHOTOS = "photos"  # PhotoFigures
     VIDEO = "video"  # VideoFigures
@@ -324,6 +339,10 @@ COMBINER_LISTS = (CombinerFigures.PREFIX_ACC, CombinerFigures.PREFIX_VAL_ACC, Co
                   CombinerFigures.RIGHT_TO_WRONG)
 ANYTIME_RULES = {AnytimePoint.CONFIDENCE: ACCURACY_RULE, AnytimePoint.ACC: ACCURACY_RULE,
                  AnytimePoint.MEAN_FLOPS: FLOPS_RULE}
+TEACHER_TEST_RULES = {TeacherTest.K: ("int", 1, MAX_STUDENTS), TeacherTest.N: COUNT_RULE,
+                      TeacherTest.PREFIX_ONLY: COUNT_RULE, TeacherTest.TEACHER_ONLY: COUNT_RULE,
+                      TeacherTest.DIFF: ("number", -1, 1), TeacherTest.P_VALUE: ACCURACY_RULE,
+                      TeacherTest.VERDICT: ("text", 1, 16)}
 VAL_FITTED_RULES = {ValFittedPoint.BUDGET: FLOPS_RULE, ValFittedPoint.CONFIDENCE: ACCURACY_RULE,
                     ValFittedPoint.VAL_ACC: ACCURACY_RULE, ValFittedPoint.VAL_MEAN_FLOPS: FLOPS_RULE,
                     ValFittedPoint.ACC: ACCURACY_RULE, ValFittedPoint.MEAN_FLOPS: FLOPS_RULE}

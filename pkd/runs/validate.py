@@ -14,13 +14,14 @@ from typing import Any
 from pkd.config import MAX_STUDENTS
 from pkd.runs.files import MAX_JSON_DEPTH, MAX_METRICS_LINE, WRITTEN_STATES, RunError
 from pkd.runs.io import printable, too_deep
+from pkd.stats import VERDICTS
 from pkd.runs.schema import (ACCURACY_RULE, ANYTIME_RULES, AUC_NULLABLE, AUC_REQUIRED, AUC_RULES, COMBINER_LISTS,
                              CONFIG_SECTIONS, CONFIG_TEXTS, DRAWN_RULES, MANIFEST_RULES, METRIC_RULES, NAME_RULE,
                              PHOTO_RULES, PREFIX_COLUMNS, PREFIX_FILLED, PREFIX_REQUIRED, PREFIX_RULES, STATUS_RULES,
-                             SUMMARY_RULES,
+                             SUMMARY_RULES, TEACHER_TEST_RULES,
                              TEACHER_REF_RULES, TEACHER_RULES, VAL_FITTED_NULLABLE, VAL_FITTED_REQUIRED,
                              VAL_FITTED_RULES, VIDEO_LISTS, VIDEO_RULES, CombinerFigures, DrawnFigures, Manifest, Metric,
-                             PrefixRow, Status, Summary)
+                             PrefixRow, Status, Summary, TeacherTest)
 
 
 def get_field(mapping: Any, *keys: str) -> Any:
@@ -134,13 +135,18 @@ def summary_problem(summary: dict) -> str | None:
     for key, rules, required, nullable in (
             (Summary.PREFIXES, PREFIX_RULES, PREFIX_REQUIRED, ()),
             (Summary.ANYTIME, ANYTIME_RULES, tuple(ANYTIME_RULES), ()),
-            (Summary.ANYTIME_VAL_FITTED, VAL_FITTED_RULES, VAL_FITTED_REQUIRED, VAL_FITTED_NULLABLE)):
+            (Summary.ANYTIME_VAL_FITTED, VAL_FITTED_RULES, VAL_FITTED_REQUIRED, VAL_FITTED_NULLABLE),
+            (Summary.TEACHER_TESTS, TEACHER_TEST_RULES, tuple(TEACHER_TEST_RULES), ())):
         items = summary.get(key)
         if problem is None and key in summary:
             if not isinstance(items, list) or len(items) > 1000:
                 return f"{key} is {_show(items)}, not a list of up to 1000 mappings"
             problem = next(filter(None, (_mapping_problem(item, rules, f"{key}[{i}].", required, nullable)
                                          for i, item in enumerate(items))), None)
+    if problem is None and Summary.TEACHER_TESTS in summary:
+        problem = next((f"{Summary.TEACHER_TESTS}[{i}].{TeacherTest.VERDICT} {_show(item[TeacherTest.VERDICT])} is not "
+                        f"one of {', '.join(VERDICTS)}" for i, item in enumerate(summary[Summary.TEACHER_TESTS])
+                        if item[TeacherTest.VERDICT] not in VERDICTS), None)
     if problem is None and Summary.ANYTIME_AUC in summary:
         problem = _mapping_problem(summary[Summary.ANYTIME_AUC], AUC_RULES, f"{Summary.ANYTIME_AUC}.", AUC_REQUIRED,
                                   AUC_NULLABLE)

@@ -60,7 +60,8 @@ def train_run(run: Run, device_name: str = "auto", progress: ProgressFn | None =
     summary = run_summary(cfg, teacher_figures, so_far.rows, k_planned)
     if world.is_writer:  # the saved ensemble, judged by the config trained with, on its students' logits
         ensemble = load_ensemble(run, config=cfg.to_dict())
-        summary.update(end_of_run_figures(summary, ensemble, teacher, data_spec, splits, so_far.logits))
+        summary.update(end_of_run_figures(summary, ensemble, teacher, data_spec, splits, so_far.logits,
+                                          teacher_logits["test"]))
         ctx.recorder.summary(summary)
     del teacher
     return summary

@@ -56,20 +56,19 @@ def test_an_image_run_names_its_measure_and_test_set(app_env, shipped_root):
     assert not any("digit identity" in m.label for m in at.metric)  # images have no motion to tell apart
 
 
-def test_the_gap_to_the_teacher_is_tested_per_prefix_and_the_headline_says_the_verdict(app_env, tiny_run):
-    import shutil
-
+def tests_of(run: Run) -> list:
+    """Each prefix vs the teacher, recomputed from both models' answers (pkd.compare)."""
     from pkd import stats
     from pkd.compare import prefix_answers, teacher_right
 
-    run = Run(shutil.copytree(tiny_run.path, app_env / "tiny"))
-    at = open_results(run)
-    assert "not tested yet" in " ".join(c.value for c in at.caption)
-    at.button(key="results_noise_run").click().run()
-    assert not at.exception, at.exception
     answers = prefix_answers(run)
     teacher = teacher_right(run, answers.split).tolist()
-    tests = [stats.mcnemar(right.tolist(), teacher) for right in answers.right]
+    return [stats.mcnemar(right.tolist(), teacher) for right in answers.right]
+
+
+def assert_verdicts_shown(at, tests: list) -> None:
+    from pkd import stats
+
     table = next(t.value for t in at.dataframe if "vs the teacher" in t.value.columns)
     assert list(table["vs the teacher"]) == [stats.describe(t.diff, t.verdict) for t in tests]
     assert list(table["only the students right"]) == [t.a_only for t in tests]
@@ -77,3 +76,30 @@ def test_the_gap_to_the_teacher_is_tested_per_prefix_and_the_headline_says_the_v
     together = next(m for m in at.metric if m.label.startswith(f"all {len(tests)} students together"))
     assert together.delta.endswith(f"points vs the teacher · {tests[-1].verdict}")
     assert "not tested yet" not in " ".join(c.value for c in at.caption)
+
+
+def test_the_headline_says_the_recorded_verdict_without_a_click(app_env, tiny_run):
+    """Training records each prefix's test against the teacher in summary.json: the page shows it on opening."""
+    import shutil
+
+    run = Run(shutil.copytree(tiny_run.path, app_env / "tiny"))
+    at = open_results(run)
+    assert "results_noise_run" not in [b.key for b in at.button]
+    assert_verdicts_shown(at, tests_of(run))
+
+
+def test_a_run_without_recorded_tests_is_tested_on_request(app_env, tiny_run):
+    """A run evaluated before the tests were recorded: the page says the gap is untested, and one click runs both
+    models on the test set and shows the verdicts."""
+    import json
+    import shutil
+
+    run = Run(shutil.copytree(tiny_run.path, app_env / "older"))
+    summary = json.loads((run.path / "summary.json").read_text())
+    del summary["teacher_tests"]
+    (run.path / "summary.json").write_text(json.dumps(summary))
+    at = open_results(run)
+    assert "not tested yet" in " ".join(c.value for c in at.caption)
+    at.button(key="results_noise_run").click().run()
+    assert not at.exception, at.exception
+    assert_verdicts_shown(at, tests_of(run))
