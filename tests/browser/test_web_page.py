@@ -84,8 +84,8 @@ def test_the_export_holds_the_page_and_the_run(web_page, tiny_run, reference, mn
     records = json.loads((web_page / "run.json").read_text())
     assert [r["students"] for r in records["prefixRows"]] == list(range(1, tiny_run.students_saved() + 1))
     assert records["classNames"] == [str(d) for d in range(10)] and records["runtimeVersion"] == "1.31.1"
-    text = (web_page / "assets" / "model.js").read_text()  # window.PKD_MODEL = "<base64 ONNX>";
-    model = web_page / "model.onnx"
+    text = (web_page / "assets" / "model.js").read_text()  # window.PKD_MODEL = "<base64 .ort model>";
+    model = web_page / "model.ort"
     model.write_bytes(base64.b64decode(json.loads(text.split("=", 1)[1].strip().rstrip(";"))))
     pixels = mnist["test"].inputs[:64]
     got = onnx_session(model, threads=1).run(["prefix_probs"], {"pixels": pixels.numpy()})[0]
@@ -140,7 +140,10 @@ def test_a_mouse_drawn_digit_gets_pkds_answer_from_every_prefix(opened, referenc
     assert rows.count() == tiny_run.students_saved()
     for k in range(rows.count()):  # the table shows each prefix's answer
         assert rows.nth(k).locator("td.answer").inner_text() == str(int(want[k].argmax()))
-    opened.get_by_text("Early exit at").wait_for()
+    sure = [k for k in range(len(want)) if want[k].max() >= 0.9]  # the page's default confidence: 90%
+    exit_k = sure[0] if sure else len(want) - 1
+    assert opened.locator("#early b").inner_text() == str(int(want[exit_k].argmax()))
+    opened.get_by_text("Early exit at 90%" if sure else "No prefix is 90% sure").wait_for()
     opened.screenshot(path=screenshots / "web-page.png", full_page=True)
     opened.get_by_role("button", name="Clear").click()
     assert opened.evaluate("window.pkd.last") is None

@@ -69,8 +69,10 @@
     const legend = el("g", { transform: `translate(${W - R - 214} ${H - B - 40})` });  // bottom right
     legend.appendChild(el("circle", { cx: 12, cy: 14, r: 4.5, fill: "#4c78a8" }));
     legend.appendChild(el("text", { x: 22, y: 18 }, "students 1..k (number k)"));
-    legend.appendChild(el("line", { x1: 6, x2: 18, y1: 30, y2: 30, stroke: "#f58518", "stroke-width": 2 }));
-    legend.appendChild(el("text", { x: 22, y: 34 }, "early exit, one point per confidence"));
+    if (curve.length) {
+      legend.appendChild(el("line", { x1: 6, x2: 18, y1: 30, y2: 30, stroke: "#f58518", "stroke-width": 2 }));
+      legend.appendChild(el("text", { x: 22, y: 34 }, "early exit, one point per confidence"));
+    }
     svg.appendChild(legend);
     box.replaceChildren(svg);
   }

@@ -48,7 +48,7 @@
     ort.env.wasm.wasmBinary = wasm;
     const glue = new Blob([window.PKD_ORT_GLUE], { type: "text/javascript" });
     ort.env.wasm.wasmPaths = { mjs: URL.createObjectURL(glue) };
-    // the graph was optimised when exported (onnxruntime, same version): no optimisation pass at load time
+    // an .ort model, optimised when exported (onnxruntime, same version): no optimisation pass at load time
     const made = await ort.InferenceSession.create(model,
       { executionProviders: ["wasm"], graphOptimizationLevel: "disabled" });
     timings.session = performance.now();
@@ -119,11 +119,13 @@
       cells[1].textContent = RUN.classNames[top];
       cells[2].innerHTML = `<span class="bar" style="width:${Math.round(60 * conf)}px"></span> ${pct(conf, 1)}`;
     }
-    const row = RUN.prefixRows[Math.max(exitK, 0)];
-    $("early").innerHTML = probs ? `Early exit at ${+(100 * threshold).toFixed(1)}%: <b>` +
-      `${RUN.classNames[argmax(probs[exitK])]}</b> after student${exitK ? "s 1.." : " "}${exitK + 1}, ` +
-      `${fmtFlops(row.flops)}FLOPs (${pct(row.share, 2)} of the teacher's ${fmtFlops(RUN.teacherFlops)}FLOPs)`
-      : "Draw a digit: every prefix answers as you draw.";
+    const row = RUN.prefixRows[Math.max(exitK, 0)], level = `${+(100 * threshold).toFixed(1)}%`;
+    const sure = probs && Math.max(...probs[exitK]) >= threshold;
+    const cost = `${fmtFlops(row.flops)}FLOPs (${pct(row.share, 2)} of the teacher's ${fmtFlops(RUN.teacherFlops)}FLOPs)`;
+    $("early").innerHTML = !probs ? "Draw a digit: every prefix answers as you draw."
+      : sure ? `Early exit at ${level}: <b>${RUN.classNames[argmax(probs[exitK])]}</b> after ` +
+               `student${exitK ? "s 1.." : " "}${exitK + 1}, ${cost}`
+      : `No prefix is ${level} sure: all ${K} students answer <b>${RUN.classNames[argmax(probs[exitK])]}</b>, ${cost}`;
     window.pkdChart.draw($("chart"), RUN, threshold, exitK);
   }
 
