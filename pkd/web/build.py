@@ -3,9 +3,9 @@
 The folder holds `index.html` and `assets/`: onnxruntime-web (pkd.web.runtime; its WebAssembly gzipped and
 base64-encoded in a script, since a page opened from file:// may load scripts but not fetch files), the model (the
 ONNX export of every prefix's probabilities, `pkd.export.PrefixModel(all_prefixes=True)`, saved in onnxruntime's own
-.ort format by onnxruntime of the same version: the browser loads it faster, with no optimisation pass), the run's records (`run.js`) and the page's own
-scripts (`pkd/web/page/`: the preprocessing, the chart, the page). No server code: it opens from the file system or
-any static host.
+.ort format by onnxruntime of the same version: the browser loads it faster, with no optimisation pass), the run's
+records (`run.js`) and the page's own scripts (`pkd/web/page/`: the preprocessing, the chart, the page). No server
+code: it opens from the file system or any static host.
 """
 
 from __future__ import annotations
