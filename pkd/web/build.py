@@ -22,17 +22,19 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pkd import __version__
 from pkd.data import get_dataset_spec
 from pkd.export import EXPORT_DIR, _check_not_in_a_run, check_request, export_bytes, onnx_session
-from pkd.runs import Run
+from pkd.runs import Run, get_field
 from pkd.runs.schema import AnytimePoint, PrefixRow, Summary, TeacherFigures
 from pkd.web.runtime import ORT_WEB_VERSION, runtime_files
 
 PAGE_DIR = Path(__file__).with_name("page")  # index.html and the page's scripts, copied as they are
 PAGE_SCRIPTS = ("preprocess.js", "chart.js", "pkd.js")
 WEB_DIR = "web"  # the default folder: <run>/export/web
+TEST_DIGITS = 50  # test images the page can show ("A test digit"), a seeded pick
 OPTIMIZED_TOLERANCE = 1e-5  # the .ort model against the exported ONNX file, every output
 
 
@@ -129,6 +131,20 @@ def page_records(run: Run, k: int, card: dict) -> dict:
     }
 
 
+def test_digits(run: Run) -> dict | None:
+    """TEST_DIGITS images of the run's test split (a seeded pick) as base64 uint8 (n, 28, 28) and their labels, for
+    the page's "A test digit"; None when the split cannot be read here (the page then has no such button)."""
+    from pkd.data import load_split
+
+    try:
+        split = load_split(run.setting("data", "dataset"), "test", get_field(run.config(), "data", "root"))
+    except (OSError, ValueError, RuntimeError):
+        return None
+    pick = np.random.default_rng(0).choice(len(split.labels), size=min(TEST_DIGITS, len(split.labels)), replace=False)
+    pixels = (split.inputs[pick] * 255).round().clamp(0, 255).to(dtype=torch.uint8).numpy()  # (n, 1, 28, 28)
+    return {"pixels": base64.b64encode(pixels.tobytes()).decode(), "labels": split.labels[pick].tolist()}
+
+
 def _script(assignments: dict[str, str]) -> bytes:
     """A classic script setting window.NAME = "text" for each item (JSON-quoted)."""
     return "".join(f"window.{name} = {json.dumps(text)};\n" for name, text in assignments.items()).encode()
@@ -139,7 +155,7 @@ def page_files(run: Run, k: int, runtime: dict[str, bytes]) -> dict[str, bytes]:
     onnx, card, _ = export_bytes(run, k, "onnx", all_prefixes=True)
     model = ort_format_model(onnx)
     wasm = gzip.compress(runtime["ort-wasm-simd-threaded.wasm"], 9, mtime=0)
-    records = page_records(run, k, card)
+    records = {**page_records(run, k, card), "testDigits": test_digits(run)}
     title = f"{run.name}: {k} students" if k > 1 else f"{run.name}: 1 student"
     files = {
         "index.html": (PAGE_DIR / "index.html").read_text().replace("__TITLE__", title).encode(),

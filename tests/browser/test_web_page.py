@@ -189,3 +189,22 @@ def test_the_page_opens_from_the_file_system(page, web_page, reference, mnist):
     got = np.array(page.evaluate("(px) => window.pkd.predict(px)", pixels.flatten().tolist()))
     assert np.abs(got - reference(pixels)[0]).max() <= TOL
     page.get_by_text("students distilled from a teacher").wait_for()
+
+
+def test_a_test_digit_is_shown_with_its_label_and_answered_as_pkd(opened, web_page, reference, mnist):
+    records = json.loads((web_page / "run.json").read_text())
+    digits = np.frombuffer(base64.b64decode(records["testDigits"]["pixels"]), dtype=np.uint8).reshape(-1, 784)
+    test = (mnist["test"].inputs.flatten(1) * 255).round().numpy()  # (N, 784)
+    first = np.flatnonzero((test == digits[0]).all(axis=1))  # a real test image, with its real label
+    assert len(first) and int(mnist["test"].labels[first[0]]) == records["testDigits"]["labels"][0]
+    opened.get_by_role("button", name="A test digit").click()
+    opened.wait_for_function("window.pkd.last && window.pkd.last.ms !== undefined")
+    last = opened.evaluate("({pixels: window.pkd.last.pixels, probs: window.pkd.last.probs, "
+                           "label: window.pkd.last.label})")
+    assert last["label"] == records["testDigits"]["labels"][0]
+    pixels = torch.tensor(last["pixels"], dtype=torch.float32).view(1, 1, 28, 28)
+    assert np.abs(pixels.flatten().numpy() * 255 - digits[0]).max() < 1e-3
+    want = reference(pixels)[0]
+    assert np.abs(np.array(last["probs"]) - want).max() <= TOL
+    opened.get_by_text(f"its true label is {last['label']}").wait_for()
+    assert opened.locator("#prefixes tbody tr td.answer").first.inner_text() == str(int(want[0].argmax()))

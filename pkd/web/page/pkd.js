@@ -11,7 +11,7 @@
  *   pkd.timings                ms from navigation start: scripts run, runtime and model decoded, session ready
  *   pkd.run                    the run's records: classes, per-prefix FLOPs and accuracies, teacher, early exit
  *   pkd.last                   the last drawing's {pixels, probs, ms}: the model input, [prefix][class], and the
- *                              milliseconds from the stroke's end to the table drawn
+ *                              milliseconds from the stroke's end to the table drawn; a test digit's also has label
  */
 (function () {
   "use strict";
@@ -138,7 +138,9 @@
     ctx.fillRect(0, 0, canvas.width, canvas.height);
     $("seen").getContext("2d").clearRect(0, 0, SIDE, SIDE);
     $("message").textContent = "";
+    $("message").style.color = "";
     last = null;
+    showingTest = false;
     showAnswers();
   }
 
@@ -178,12 +180,37 @@
     }
   }
 
+  // "A test digit": the run's test images (run.js), shown as the students see them, with their true label
+  const tests = RUN.testDigits;
+  let testIndex = -1, showingTest = false;
+  async function showTestDigit() {
+    const bytes = Uint8Array.from(atob(tests.pixels), (c) => c.charCodeAt(0));
+    testIndex = (testIndex + 1) % tests.labels.length;
+    const pixels = Float32Array.from(bytes.subarray(testIndex * SIDE * SIDE, (testIndex + 1) * SIDE * SIDE),
+                                     (v) => v / 255);
+    showSeen(pixels);
+    ctx.imageSmoothingEnabled = true;
+    ctx.drawImage($("seen"), 0, 0, canvas.width, canvas.height);
+    showingTest = true;
+    const start = performance.now();
+    last = { pixels: Array.from(pixels), probs: await predict(pixels), label: tests.labels[testIndex] };
+    $("message").textContent = `A test digit: its true label is ${RUN.classNames[last.label]}.`;
+    $("message").style.color = "#1d2330";
+    showAnswers();
+    last.ms = performance.now() - start;
+  }
+  if (tests && tests.labels.length) {
+    $("test-digit").hidden = false;
+    $("test-digit").addEventListener("click", showTestDigit);
+  }
+
   let drawing = false, px = 0, py = 0;
   function point(event) {
     const box = canvas.getBoundingClientRect();
     return [(event.clientX - box.left) * canvas.width / box.width, (event.clientY - box.top) * canvas.height / box.height];
   }
   canvas.addEventListener("pointerdown", (event) => {
+    if (showingTest) clearCanvas();  // drawing after a test digit starts a new drawing
     drawing = true;
     [px, py] = point(event);
     canvas.setPointerCapture(event.pointerId);
