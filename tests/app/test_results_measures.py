@@ -56,7 +56,7 @@ def test_an_image_run_names_its_measure_and_test_set(app_env, shipped_root):
     assert not any("digit identity" in m.label for m in at.metric)  # images have no motion to tell apart
 
 
-def tests_of(run: Run) -> list:
+def recomputed_tests(run: Run) -> list:
     """Each prefix vs the teacher, recomputed from both models' answers (pkd.compare)."""
     from pkd import stats
     from pkd.compare import prefix_answers, teacher_right
@@ -85,7 +85,7 @@ def test_the_headline_says_the_recorded_verdict_without_a_click(app_env, tiny_ru
     run = Run(shutil.copytree(tiny_run.path, app_env / "tiny"))
     at = open_results(run)
     assert "results_noise_run" not in [b.key for b in at.button]
-    assert_verdicts_shown(at, tests_of(run))
+    assert_verdicts_shown(at, recomputed_tests(run))
 
 
 def test_a_run_without_recorded_tests_is_tested_on_request(app_env, tiny_run):
@@ -102,4 +102,4 @@ def test_a_run_without_recorded_tests_is_tested_on_request(app_env, tiny_run):
     assert "not tested yet" in " ".join(c.value for c in at.caption)
     at.button(key="results_noise_run").click().run()
     assert not at.exception, at.exception
-    assert_verdicts_shown(at, tests_of(run))
+    assert_verdicts_shown(at, recomputed_tests(run))
