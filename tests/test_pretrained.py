@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pkd.runs import Run
+from tests.pkd_process import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ["mnist", "mnist-independent", "moving-mnist", "moving-mnist-digits"]
@@ -19,8 +20,9 @@ def test_eval_reproduces_shipped_table(tmp_path, name):
     assert shipped.state() == "done"
     copy = tmp_path / name  # eval rewrites prefix.csv: never touch the committed run
     shutil.copytree(shipped.path, copy)
+    # one thread: the suite runs two test processes on two cores (two threads each: 2-3x slower on such a machine)
     subprocess.run([sys.executable, "-m", "pkd", "eval", str(copy)], cwd=ROOT, check=True, capture_output=True,
-                   timeout=600)
+                   env=child_env(OMP_NUM_THREADS="1"), timeout=600)
     for old, new in zip(shipped.prefix_table(), Run(copy).prefix_table(), strict=True):
         for key in ("prefix_acc", "solo_acc", "prefix_val_acc", "cumulative_flops", "share_of_teacher", "prev_scale"):
             # one test image is 1e-4; the run logged float32 accuracies, eval exact fractions

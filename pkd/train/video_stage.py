@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pkd.config import VIDEO_TEACHER, RunConfig
 from pkd.data import DatasetSpec
 from pkd.data.moving_mnist import digit_of
-from pkd.evaluate import EVAL_BATCH, accuracy
+from pkd.evaluate import accuracy, eval_batch
 from pkd.runs.schema import Metric, MetricEvent
 from pkd.models.clip import ViFiCLIP, load_clip_weights
 from pkd.train.context import RunContext
@@ -152,7 +152,7 @@ def prompt_stage(ctx: RunContext, teacher: ViFiCLIP, phase: TeacherPhase) -> Non
     with torch.no_grad():
         for name in ("val", "test"):
             video[name] = torch.cat([teacher.video_embedding(spec.normalize(x).to(device))
-                                     for x in ctx.splits[name].inputs.split(EVAL_BATCH)])  # (N, E)
+                                     for x in ctx.splits[name].inputs.split(eval_batch(device))])  # (N, E)
 
     def accuracies(names=("val", "test")) -> dict:
         with torch.no_grad():
