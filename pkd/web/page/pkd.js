@@ -48,9 +48,10 @@
     ort.env.wasm.wasmBinary = wasm;
     const glue = new Blob([window.PKD_ORT_GLUE], { type: "text/javascript" });
     ort.env.wasm.wasmPaths = { mjs: URL.createObjectURL(glue) };
-    // an .ort model, optimised when exported (onnxruntime, same version): no optimisation pass at load time
-    const made = await ort.InferenceSession.create(model,
-      { executionProviders: ["wasm"], graphOptimizationLevel: "disabled" });
+    // an .ort model, optimised when exported (onnxruntime, same version): no optimisation pass at load time; no
+    // weight pre-packing either (sessions made in about half the time, each answer ~3 ms slower: docs/web.md)
+    const made = await ort.InferenceSession.create(model, { executionProviders: ["wasm"],
+      graphOptimizationLevel: "disabled", extra: { session: { disable_prepacking: "1" } } });
     timings.session = performance.now();
     return made;
   }
