@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from pkd.flops import Cost, register_flop_rule, residual_add
 from pkd.models.checks import check_choice, check_int
 from pkd.ssm import selective_scan
+from pkd.ssm.conv import causal_conv1d_silu
 
 __all__ = ["InferenceParams", "Mamba", "RMSNorm", "ResidualBlock", "mamba_costs"]
 
@@ -170,7 +171,7 @@ class Mamba(nn.Module):
         if conv_state is not None:  # the last k conv inputs, zero-padded on the left when L < k
             conv_state.copy_(F.pad(u, (self.d_conv - L, 0)))  # (B, ED, k)
 
-        u = F.silu(self.conv1d(u)[..., :L])  # causal depthwise conv: (B, ED, L + d_conv - 1) -> (B, ED, L)
+        u = causal_conv1d_silu(u, self.conv1d.weight, self.conv1d.bias)  # silu(conv1d(u)[..., :L]): (B, ED, L)
 
         x_dbl = self.x_proj.weight @ u  # (R+2N, ED) @ (B, ED, L) -> (B, R+2N, L)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)  # (B, R|N|N, L)

@@ -697,11 +697,134 @@ std::vector<Tensor> bwd(const Tensor& gout, const OptTensor& glast, const Tensor
   return {gu, gdt, gA, gBt, gCt, gD, gz, gbias};
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Mamba's causal depthwise conv1d with its SiLU, u = silu(conv1d(x)[..., :L]), forward and backward, one (b, d) row
+// per task: pre_t = bias + sum_k w_k x_(t - K + 1 + k), x before t = 0 reading 0. x may be any strided (B, ED, L)
+// view (Mamba's is the channel half of in_proj's (B, L, 2ED) result), so no copy of it is made; outputs are
+// contiguous. torch's depthwise conv backward was the largest single cost of a classroom student's step.
+
+struct ConvArgs {
+  const float* x;
+  int64_t sb, sd, st;  // x's strides
+  const float* w;      // (ED, K)
+  const float* bias;   // (ED,) or null
+  int64_t batch, dim, len, K;
+};
+
+inline int64_t round8(int64_t n) { return (n + 7) / 8 * 8; }
+
+// The row's K - 1 zeros and L inputs into xr (L + K - 1), and its conv output before the SiLU into pre (L).
+inline void conv_row(const ConvArgs& a, int64_t b, int64_t d, float* xr, float* pre) {
+  const int64_t K = a.K, L = a.len;
+  const float* src = a.x + b * a.sb + d * a.sd;
+  for (int64_t k = 0; k < K - 1; ++k) xr[k] = 0.0f;
+  for (int64_t t = 0; t < L; ++t) xr[K - 1 + t] = src[t * a.st];
+  const float* wr = a.w + d * K;
+  const float bv = a.bias ? a.bias[d] : 0.0f;
+  for (int64_t t = 0; t < L; ++t) {
+    float acc = bv;
+    for (int64_t k = 0; k < K; ++k) acc += wr[k] * xr[t + k];
+    pre[t] = acc;
+  }
+}
+
+// sigmoid of n floats (n a multiple of 8) from v into sig, 8 lanes at a time.
+inline void sigmoid8(const float* v, float* sig, int64_t n) {
+  using vf = Lane<8>::f;
+  using vi = Lane<8>::i;
+  for (int64_t i = 0; i < n; i += 8) {
+    vf p;
+    std::memcpy(&p, v + i, sizeof(vf));
+    p = 1.0f / (1.0f + vexp<vf, vi>(-p));
+    std::memcpy(sig + i, &p, sizeof(vf));
+  }
+}
+
+ConvArgs make_conv_args(const Tensor& x, const Tensor& w, const OptTensor& bias) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() == 3,
+              "pkd conv kernel: x must be a float32 (B, ED, L) CPU tensor");
+  TORCH_CHECK(w.scalar_type() == at::kFloat && w.is_contiguous() && w.dim() == 2 && w.size(0) == x.size(1),
+              "pkd conv kernel: weight must be contiguous float32 (ED, K)");
+  TORCH_CHECK(!bias.has_value() || (bias->scalar_type() == at::kFloat && bias->is_contiguous() &&
+                                    bias->dim() == 1 && bias->size(0) == x.size(1)),
+              "pkd conv kernel: bias must be contiguous float32 (ED,)");
+  return ConvArgs{x.data_ptr<float>(), x.stride(0), x.stride(1), x.stride(2), w.data_ptr<float>(),
+                  bias.has_value() ? bias->data_ptr<float>() : nullptr, x.size(0), x.size(1), x.size(2), w.size(1)};
+}
+
+inline int64_t conv_grain(int64_t L) { return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, L)); }
+
+// Returns silu(conv1d(x)[..., :L]) (B, ED, L).
+Tensor conv_fwd(const Tensor& x, const Tensor& w, const OptTensor& bias) {
+  const ConvArgs a = make_conv_args(x, w, bias);
+  Tensor out = torch::empty({a.batch, a.dim, a.len}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  float* op = out.data_ptr<float>();
+  const int64_t L = a.len, n8 = round8(a.len);
+  at::parallel_for(0, a.batch * a.dim, conv_grain(L), [&](int64_t begin, int64_t end) {
+    std::vector<float> xr(L + a.K - 1), pre(n8, 0.0f), sig(n8);
+    for (int64_t task = begin; task < end; ++task) {
+      conv_row(a, task / a.dim, task % a.dim, xr.data(), pre.data());
+      sigmoid8(pre.data(), sig.data(), n8);
+      float* o = op + task * L;
+      for (int64_t t = 0; t < L; ++t) o[t] = pre[t] * sig[t];
+    }
+  });
+  return out;
+}
+
+// Returns [gx (B, ED, L), gweight per batch row (B, ED, K), gbias per batch row (B, ED) or empty] for the output
+// gradient gout (B, ED, L), contiguous.
+std::vector<Tensor> conv_bwd(const Tensor& gout, const Tensor& x, const Tensor& w, const OptTensor& bias) {
+  const ConvArgs a = make_conv_args(x, w, bias);
+  TORCH_CHECK(gout.is_contiguous() && gout.scalar_type() == at::kFloat && gout.sizes() == x.sizes(),
+              "pkd conv kernel: bad output grad");
+  auto opt = x.options().memory_format(at::MemoryFormat::Contiguous);
+  Tensor gx = torch::empty({a.batch, a.dim, a.len}, opt);
+  Tensor gw = torch::empty({a.batch, a.dim, a.K}, opt);
+  Tensor gb = bias.has_value() ? torch::empty({a.batch, a.dim}, opt) : torch::empty({0}, opt);
+  const float* go = gout.data_ptr<float>();
+  float *gxp = gx.data_ptr<float>(), *gwp = gw.data_ptr<float>();
+  float* gbp = bias.has_value() ? gb.data_ptr<float>() : nullptr;
+  const int64_t L = a.len, K = a.K, n8 = round8(a.len);
+  at::parallel_for(0, a.batch * a.dim, conv_grain(L), [&](int64_t begin, int64_t end) {
+    std::vector<float> xr(L + K - 1), pre(n8, 0.0f), sig(n8), gp(L + K - 1);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t d = task % a.dim;
+      conv_row(a, task / a.dim, d, xr.data(), pre.data());
+      sigmoid8(pre.data(), sig.data(), n8);
+      const float* g = go + task * L;
+      float gbias = 0.0f;
+      for (int64_t t = 0; t < L; ++t) {  // d silu(p) / dp = s (1 + p (1 - s))
+        gp[t] = g[t] * sig[t] * (1.0f + pre[t] * (1.0f - sig[t]));
+        gbias += gp[t];
+      }
+      for (int64_t t = L; t < L + K - 1; ++t) gp[t] = 0.0f;
+      const float* wr = a.w + d * K;
+      float* gwr = gwp + task * K;
+      for (int64_t k = 0; k < K; ++k) {
+        float acc = 0.0f;
+        for (int64_t t = 0; t < L; ++t) acc += gp[t] * xr[t + k];
+        gwr[k] = acc;
+      }
+      float* gxr = gxp + task * L;
+      for (int64_t s = 0; s < L; ++s) {  // x_s feeds pre_t for t = s + K - 1 - k
+        float acc = 0.0f;
+        for (int64_t k = 0; k < K; ++k) acc += wr[k] * gp[s + K - 1 - k];
+        gxr[s] = acc;
+      }
+      if (gbp) gbp[task] = gbias;
+    }
+  });
+  return {gx, gw, gb};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fwd", &fwd, "selective scan forward");
   m.def("bwd", &bwd, "selective scan backward");
+  m.def("conv_fwd", &conv_fwd, "causal depthwise conv1d + SiLU forward");
+  m.def("conv_bwd", &conv_bwd, "causal depthwise conv1d + SiLU backward");
   m.def("preferred_lanes", [] { return kPreferredLanes; }, "lanes the compiler's vector target suits");
   m.def("vector_isa", [] { return std::string(kVectorIsa); }, "the SIMD extension the kernel was compiled for");
 }
