@@ -228,12 +228,13 @@ def test_report_rows_add_up_and_carry_formulas():
 def test_flops_table_rows_and_total():
     r = count_flops(build_teacher("mnist_cnn"), MNIST)
     table = flops_table(r)
-    assert [row["name"] for row in table] == ["conv1", "relu", "conv2", "relu", "pool", "dropout1", "flatten",
-                                              "fc1", "relu", "dropout2", "fc2", "total"]
+    assert [row["name"] for row in table] == ["conv1", "bn1", "relu", "conv2", "bn2", "relu", "pool", "dropout1",
+                                              "flatten", "fc1", "relu", "dropout2", "fc2", "total"]
+    assert [row["flops"] for row in table if row["name"].startswith("bn")] == [0, 0]  # batch_norm off: Identity
     assert set(table[0]) == {"name", "type", "flops", "contraction_flops", "params", "share", "formula"}
     assert table[-1]["flops"] == r.flops and table[-1]["share"] == 1.0
     assert abs(sum(row["share"] for row in table[:-1]) - 1.0) < 1e-9
-    assert table[2]["type"] == "Conv2d" and table[2]["flops"] == 21_233_664 + 36_864
+    assert table[3]["type"] == "Conv2d" and table[3]["flops"] == 21_233_664 + 36_864
 
 
 def test_count_flops_restores_modes_and_needs_no_grad():
