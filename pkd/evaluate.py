@@ -27,7 +27,8 @@ from pkd.distributed import SINGLE, World, gather_rows, shard_range
 from pkd.flops import model_cost
 from pkd.models.ensemble import Ensemble, PrefixSums
 from pkd.runs import Run
-from pkd.runs.schema import DrawnFigures, PhotoFigures, PrefixRow, Summary, TeacherFigures, TeacherTest, VideoFigures
+from pkd.runs.schema import (DrawnFigures, PhotoFigures, PrefixRow, RobustnessSet, Summary, TeacherFigures,
+                             TeacherTest, VideoFigures)
 from pkd.stats import mcnemar
 
 EVAL_BATCH = 1000  # samples per forward pass on an accelerator
@@ -218,14 +219,8 @@ def drawn_figures(teacher: nn.Module, ensemble: Ensemble, data_spec: DatasetSpec
                   seed: int = DRAWN_SEED) -> dict:
     """summary.json's "drawn": teacher and prefix 1..K accuracies on the drawn-digit robustness set (pkd.drawn)."""
     images, labels = cached_drawn_digits(per_digit, seed, resolve_data_root())  # (N, 1, 28, 28), (N,)
-    cpu = torch.device("cpu")
-    sums, prefix_acc = PrefixSums(ensemble.mode), []
-    for student, scale in zip(ensemble.students, ensemble.prev_scales):
-        sums.add(predict_logits(student, data_spec, images, cpu), scale)
-        prefix_acc.append(accuracy(sums.log_probs(), labels))
-    return {DrawnFigures.PER_DIGIT: per_digit, DrawnFigures.SEED: seed, DrawnFigures.N: len(labels),
-            DrawnFigures.TEACHER_ACC: accuracy(predict_logits(teacher.cpu(), data_spec, images, cpu), labels),
-            DrawnFigures.PREFIX_ACC: prefix_acc}
+    return {DrawnFigures.PER_DIGIT: per_digit, DrawnFigures.SEED: seed,
+            **set_accuracies(teacher, ensemble, data_spec, images, labels)}
 
 
 def photo_figures(teacher: nn.Module, ensemble: Ensemble, data_spec: DatasetSpec, test: Split,
@@ -233,14 +228,22 @@ def photo_figures(teacher: nn.Module, ensemble: Ensemble, data_spec: DatasetSpec
     """summary.json's "photos": teacher and prefix 1..K accuracies on the re-photographed test images (pkd.photos),
     read through the app's picture path."""
     images, labels = photo_set(test, per_class, seed)  # (N, 1, 28, 28), (N,)
+    return {PhotoFigures.PER_CLASS: per_class, PhotoFigures.SEED: seed,
+            **set_accuracies(teacher, ensemble, data_spec, images, labels)}
+
+
+def set_accuracies(teacher: nn.Module, ensemble: Ensemble, data_spec: DatasetSpec, images: torch.Tensor,
+                   labels: torch.Tensor) -> dict:
+    """The size of a robustness set (images (N, ...) in [0, 1], labels (N,)) and the teacher's and each prefix
+    1..K's accuracy on it, on the CPU: the part "drawn" and "photos" share (RobustnessSet's keys)."""
     cpu = torch.device("cpu")
     sums, prefix_acc = PrefixSums(ensemble.mode), []
     for student, scale in zip(ensemble.students, ensemble.prev_scales):
         sums.add(predict_logits(student, data_spec, images, cpu), scale)
         prefix_acc.append(accuracy(sums.log_probs(), labels))
-    return {PhotoFigures.PER_CLASS: per_class, PhotoFigures.SEED: seed, PhotoFigures.N: len(labels),
-            PhotoFigures.TEACHER_ACC: accuracy(predict_logits(teacher.cpu(), data_spec, images, cpu), labels),
-            PhotoFigures.PREFIX_ACC: prefix_acc}
+    return {RobustnessSet.N: len(labels),
+            RobustnessSet.TEACHER_ACC: accuracy(predict_logits(teacher.cpu(), data_spec, images, cpu), labels),
+            RobustnessSet.PREFIX_ACC: prefix_acc}
 
 
 def video_figures(teacher: nn.Module, ensemble: Ensemble, data_spec: DatasetSpec, split: Split,

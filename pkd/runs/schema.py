@@ -102,24 +102,25 @@ class CombinerFigures:
     BUDGETED = "budgeted"
 
 
-class DrawnFigures:
+class RobustnessSet:
+    """What summary.json's "drawn" and "photos" share: accuracies on a set of inputs unlike the test split's."""
+
+    SEED = "seed"
+    N = "n"
+    TEACHER_ACC = "teacher_acc"
+    PREFIX_ACC = "prefix_acc"  # one accuracy per prefix k = 1..K
+
+
+class DrawnFigures(RobustnessSet):
     """summary.json's "drawn": accuracies on the drawn-digit robustness set (pkd.drawn)."""
 
     PER_DIGIT = "per_digit"
-    SEED = "seed"
-    N = "n"
-    TEACHER_ACC = "teacher_acc"
-    PREFIX_ACC = "prefix_acc"  # one accuracy per prefix k = 1..K
 
 
-class PhotoFigures:
+class PhotoFigures(RobustnessSet):
     """summary.json's "photos": accuracies on the re-photographed Fashion-MNIST set (pkd.photos)."""
 
     PER_CLASS = "per_class"
-    SEED = "seed"
-    N = "n"
-    TEACHER_ACC = "teacher_acc"
-    PREFIX_ACC = "prefix_acc"  # one accuracy per prefix k = 1..K
 
 
 class VideoFigures:

@@ -50,6 +50,28 @@ def start_server(port: int, env: dict, log: Path) -> subprocess.Popen:
     raise RuntimeError(f"streamlit did not answer /_stcore/health within 60 s: {log.read_text()[-2000:]}")
 
 
+def wait_idle(page, seconds: float = 120) -> None:
+    """Until the script has finished its run (Streamlit's running indicator gone twice in a row)."""
+    deadline, quiet = time.time() + seconds, 0
+    while quiet < 2:
+        assert time.time() < deadline, f"the app kept running for {seconds:.0f} s"
+        quiet = quiet + 1 if page.get_by_test_id("stStatusWidget").count() == 0 else 0
+        time.sleep(0.3)
+
+
+def draw_stroke(page) -> None:
+    """A mouse-drawn vertical stroke, like a "1", on the page's drawing canvas."""
+    canvas = page.locator("canvas.upper-canvas")
+    canvas.wait_for()
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.15
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for step in range(1, 21):  # a vertical stroke, like a "1"
+        page.mouse.move(x + step * 0.5, y + step * box["height"] * 0.035)
+    page.mouse.up()
+
+
 @pytest.fixture(scope="session")
 def chromium() -> str:
     path = chromium_path()

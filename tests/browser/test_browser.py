@@ -13,6 +13,7 @@ import pytest
 
 from app.charts.format import students_text
 from pkd.runs import Run, list_runs
+from tests.browser.conftest import draw_stroke
 
 
 
@@ -56,15 +57,7 @@ def test_a_mouse_drawn_stroke_gets_a_prediction_for_every_k(page, server, shippe
     k = Run(shipped_root / "mnist").students_saved()
     goto(page, server, "playground")
     page.get_by_text("The canvas is blank").wait_for()
-    canvas = page.locator("canvas.upper-canvas")
-    canvas.wait_for()
-    box = canvas.bounding_box()
-    x, y = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.15
-    page.mouse.move(x, y)
-    page.mouse.down()
-    for step in range(1, 21):  # a vertical stroke, like a "1"
-        page.mouse.move(x + step * 0.5, y + step * box["height"] * 0.035)
-    page.mouse.up()
+    draw_stroke(page)
     rows = page.get_by_test_id("stTable").last.locator("tbody tr")  # every number of students at once
     wait_for_count(rows, k, 30)
     assert rows.count() == k, f"expected one prediction row per prefix k=1..{k}"

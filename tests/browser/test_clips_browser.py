@@ -15,6 +15,7 @@ from pkd.artifacts import load_ensemble
 from pkd.data import get_dataset_spec, load_split
 from pkd.data.moving_mnist import reverse_clips
 from pkd.runs import Run
+from tests.browser.conftest import draw_stroke, wait_idle
 from tests.video_run import video_run_path
 
 
@@ -46,15 +47,6 @@ def wait_for_url(page, *parts: str) -> None:
     while not all(part in page.url for part in parts):
         assert time.time() < deadline, f"{page.url} lacks {parts}"
         page.wait_for_timeout(200)  # not time.sleep: page.url follows replaceState only while Playwright runs
-
-
-def wait_idle(page) -> None:
-    """Until the script has finished its run (Streamlit's running indicator gone twice in a row)."""
-    deadline, quiet = time.time() + 60, 0
-    while quiet < 2:
-        assert time.time() < deadline, "the app kept running for 60 s"
-        quiet = quiet + 1 if page.get_by_test_id("stStatusWidget").count() == 0 else 0
-        time.sleep(0.3)
 
 
 def student_answers(page, frame: int) -> list[str]:
@@ -123,15 +115,7 @@ def test_a_mouse_drawn_digit_becomes_a_moving_clip(page, clips_server, screensho
     goto(page, f"{server}/clips?run=tiny-video")
     page.get_by_text("my drawing", exact=True).click()
     page.get_by_text("Draw a digit (white on black)").wait_for()
-    canvas = page.locator("canvas.upper-canvas")
-    canvas.wait_for()
-    box = canvas.bounding_box()
-    x, y = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.15
-    page.mouse.move(x, y)
-    page.mouse.down()
-    for step in range(1, 21):  # a vertical stroke, like a "1"
-        page.mouse.move(x + step * 0.5, y + step * box["height"] * 0.035)
-    page.mouse.up()
+    draw_stroke(page)
     page.get_by_text("The right answer: your digit, moving left").wait_for()
     assert page.get_by_test_id("stException").count() == 0
     page.screenshot(path=screenshots / "clips-drawing.png", full_page=True)

@@ -15,6 +15,7 @@ import pytest
 from pkd import stats
 from pkd.compare import prefix_answers, teacher_right
 from pkd.runs import Run
+from tests.browser.conftest import wait_idle
 
 
 @pytest.fixture(scope="module")
@@ -80,15 +81,6 @@ def test_pareto_figure_downloads_as_svg_that_parses(page, compare_server, shippe
     text = " ".join(t for t in root.itertext())
     assert "test accuracy" in text and "Pareto front" in text
     assert "Times New Roman" in download.value.path().read_text()  # the paper preset's serif font
-
-
-def wait_idle(page) -> None:
-    """Until the script has finished its run (Streamlit's running indicator gone twice in a row)."""
-    deadline, quiet = time.time() + 120, 0
-    while quiet < 2:
-        assert time.time() < deadline, "the app kept running for 120 s"
-        quiet = quiet + 1 if page.get_by_test_id("stStatusWidget").count() == 0 else 0
-        time.sleep(0.3)
 
 
 def choose(page, label: str, option: str) -> None:

@@ -23,6 +23,14 @@ def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pkd_fashion_mnist, "download_fashion_torchvision", fail)
 
 
+def offline(monkeypatch: pytest.MonkeyPatch, module: object, download: str, error: str) -> None:
+    """`module.download` fails as on a machine without network: RuntimeError(error)."""
+    def fail(root: Path) -> None:
+        raise RuntimeError(error)
+
+    monkeypatch.setattr(module, download, fail)
+
+
 class Evil:
     """Unpickling this runs a shell command that creates ``marker``."""
 

@@ -11,7 +11,7 @@ import torch
 
 from pkd import data
 from pkd.data import cifar10 as pkd_cifar10
-from tests.data.helpers import Evil, no_download, snapshot
+from tests.data.helpers import Evil, no_download, offline, snapshot
 
 
 def _write_cifar(root: Path, per_batch: int = 4, n_test: int = 6, protocol: int = 4, bytes_keys: bool = False,
@@ -53,10 +53,8 @@ def test_cifar_synthetic_files_load(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_cifar_missing_files_and_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_internet(root: Path) -> None:
-        raise RuntimeError("Error downloading cifar-10-python.tar.gz:\n<urlopen error>")
-
-    monkeypatch.setattr(pkd_cifar10, "download_cifar10_torchvision", no_internet)
+    offline(monkeypatch, pkd_cifar10, "download_cifar10_torchvision",
+            "Error downloading cifar-10-python.tar.gz:\n<urlopen error>")
     with pytest.raises(FileNotFoundError) as info:
         data.load_split("cifar10", "train", tmp_path)
     message = str(info.value)

@@ -17,7 +17,7 @@ import torch
 
 from pkd import data
 from pkd.data import fashion_mnist as fm
-from tests.data.helpers import no_download
+from tests.data.helpers import no_download, offline
 
 # The first test image (an ankle boot) as 784 uint8 pixels, and the official labels the test file starts with.
 FIRST_TEST_SHA256 = "ffc7351ed0f8bae542820866086177fa4e0b366b97bf9d998dffdb8dbe138787"
@@ -100,11 +100,7 @@ def test_damaged_files_are_refused_naming_the_file(tmp_path: Path, monkeypatch: 
 def test_partial_or_absent_files_say_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     no_download(monkeypatch)
     monkeypatch.setattr(fm, "DEBIAN_DIR", tmp_path / "no-debian")
-
-    def offline(root: Path) -> Path:
-        raise RuntimeError("no network")
-
-    monkeypatch.setattr(fm, "download_fashion_torchvision", offline)
+    offline(monkeypatch, fm, "download_fashion_torchvision", "no network")
     with pytest.raises(FileNotFoundError) as info:
         data.load_split("fashion_mnist", "test", tmp_path)
     text = str(info.value)
