@@ -107,3 +107,11 @@ def test_headline_quotes_the_shipped_runs():
     quoted.append(f"digit identity {percent(clips['prefix_digit_acc'][-1])} at {percent(rows[-1]['share_of_teacher'])}")
     missing = [figure for figure in quoted if figure not in readme]
     assert not missing, missing
+
+
+def test_ci_runs_exactly_the_readmes_set_up_commands():
+    """The README's first two commands are the whole set-up: CI's last command is the second one, word for word."""
+    blocks = re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert len(blocks) >= 2 and "streamlit run app/main.py" in blocks[0]
+    ci_lines = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci_lines[-1] == blocks[1].strip()
