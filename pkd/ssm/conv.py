@@ -25,11 +25,13 @@ def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     Args:
         x: (B, ED, L), any strides. weight: (ED, 1, K) (nn.Conv1d's depthwise weight). bias: (ED,) or None.
     Returns:
-        (B, ED, L): computed by the fused kernel for float32 CPU tensors when the scan backend here is ``cpp``,
-        by torch otherwise (other devices and dtypes, the ``export`` and ``torch`` backends).
+        (B, ED, L): computed by the fused kernel for float32 CPU tensors when the scan backend here is ``cpp`` and
+        a gradient is wanted (training, where the time goes), by torch otherwise (inference, so evaluations
+        reproduce saved runs' figures bit for bit; other devices and dtypes; the ``export`` and ``torch`` backends).
     """
     K = weight.shape[-1]
-    fused = (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+    training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    fused = (training and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
              and (bias is None or bias.dtype == torch.float32) and scan_backend(x.device) == "cpp"
              and load_cached_kernel() is not None)
     if not fused:

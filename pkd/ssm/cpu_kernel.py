@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 
 from pkd.ssm.cpu_info import cpu_model, describe_cpu, kernel_flags, vector_extension
 from pkd.ssm.layout import BACKEND_ENV, ScanLayout, needs_grad
@@ -323,6 +324,11 @@ def scan_cpp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_st
     """The cpp backend on selective_scan's (checked) arguments: y (B, ED, L), with the last state when asked. The
     kernel adds delta_bias and takes the softplus itself (and their gradients), so no (B, ED, L) dt is made here."""
     save = needs_grad(u, delta, A, B, C, D, z, delta_bias)  # keep checkpoints only for a backward pass
+    if not save and (delta_bias is not None or delta_softplus):
+        # inference: torch's own softplus, so evaluations reproduce saved runs' figures bit for bit; training, where
+        # the time goes, takes the fused activation
+        delta = delta.float() if delta_bias is None else delta.float() + delta_bias.float()[None, :, None]
+        delta, delta_bias, delta_softplus = F.softplus(delta) if delta_softplus else delta, None, False
     args = _cpp_args(u, delta, A, B, C, D, z, delta_bias)
     lanes = pick_lanes(u.shape[1], _per_group(u.shape[1], args[3], args[4]), preferred_lanes())
     out, last, _, _ = scan_fwd_op(*args, bool(delta_softplus), return_last_state or save, save, lanes)

@@ -63,3 +63,20 @@ def test_conv_custom_op_fakes_and_autograd(cpp_kernel):
     args = [x.detach().clone().requires_grad_(), weight.reshape(8, 4).detach().clone().requires_grad_(),
             b.detach().clone().requires_grad_()]
     torch.library.opcheck(conv_silu_fwd_op, args, test_utils=["test_faketensor", "test_autograd_registration"])
+
+
+def test_inference_keeps_torchs_arithmetic(cpp_kernel, monkeypatch):
+    """Without a gradient (evaluation, the app) the conv and the dt activation run in torch, bit for bit as before
+    the kernel fused them, so re-evaluating a saved run reproduces its figures exactly."""
+    monkeypatch.setenv(ssm.BACKEND_ENV, "cpp")
+    x, weight, b = inputs(2, 8, 14, 4, True, True)
+    with torch.no_grad():
+        assert torch.equal(causal_conv1d_silu(x, weight, b), torch_conv_silu(x, weight, b))
+    g = torch.Generator().manual_seed(1)
+    u, delta, z = (torch.randn(2, 16, 9, generator=g) for _ in range(3))
+    A, B, C = -torch.rand(16, 4, generator=g), torch.randn(2, 4, 9, generator=g), torch.randn(2, 4, 9, generator=g)
+    D, bias = torch.randn(16, generator=g), torch.rand(16, generator=g)
+    with torch.no_grad():
+        fused_call = ssm.selective_scan(u, delta, A, B, C, D, z=z, delta_bias=bias, delta_softplus=True)
+        torch_dt = ssm.selective_scan(u, F.softplus(delta + bias[None, :, None]), A, B, C, D, z=z)
+    assert torch.equal(fused_call, torch_dt)
