@@ -11,7 +11,7 @@ from pkd.runs import Run
 from tests.pkd_process import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ["mnist", "mnist-independent", "moving-mnist", "moving-mnist-digits"]
+RUNS = ["mnist", "mnist-independent", "moving-mnist", "moving-mnist-digits", "fashion-mnist/seed-0"]
 
 
 @pytest.mark.parametrize("name", RUNS)
@@ -29,6 +29,7 @@ def test_eval_reproduces_shipped_table(tmp_path, name):
             assert new[key] == pytest.approx(old[key], abs=1e-6), (name, old["k"], key)
     old, new = shipped.summary(), Run(copy).summary()
     assert new.get("drawn") == old.get("drawn")
+    assert new.get("photos") == old.get("photos")  # the re-photographed set (Fashion-MNIST runs)
     assert_same_curve(new["anytime"], old["anytime"], name)
     assert new.get("video") == old.get("video")  # reversal test, digit identity (video runs)
     assert_same_curve(new["anytime_val_fitted"], old["anytime_val_fitted"], name)
