@@ -84,11 +84,19 @@ def sweep_of(run: Run) -> str | None:
     return printable(run.path.parent.name, 80) if Sweep(run.path.parent).exists() else None
 
 
+def group_of(run: Run) -> str | None:
+    """The name of the seed group a run is a member of (its parent folder holds group.json), else None."""
+    from pkd.runs.files import GROUP_FILE
+
+    return printable(run.path.parent.name, 80) if (run.path.parent / GROUP_FILE).is_file() else None
+
+
 def display_name(run: Run, info: dict | None = None) -> str:
-    """A run's name as pickers, tables and legends show it: 'sweep-quick / trial-002' for a sweep's trial."""
+    """A run's name as pickers, tables and legends show it: 'sweep-quick / trial-002' for a sweep's trial,
+    'fashion-mnist / seed-0' for a seed group's member (a bare 'seed-0' says nothing about what it learned)."""
     name = (info or {}).get("name") or printable(run.name, 160)
-    sweep = sweep_of(run)
-    return f"{sweep} / {name}" if sweep else name
+    outer = sweep_of(run) or group_of(run)
+    return f"{outer} / {name}" if outer else name
 
 
 def label(run: Run, info: dict | None = None) -> str:

@@ -79,13 +79,14 @@ def hard_caption(k_total: int) -> str | None:
         " (students used → answer)."
 
 
-def sure_is_not_right(prob: float, right: bool | None) -> str:
-    """The line under the answer: how sure is not whether it is right."""
+def sure_is_not_right(prob: float, right: bool | None, photos: bool = False) -> str:
+    """The line under the answer: how sure is not whether it is right (the example fits the run's pictures)."""
     if right is False:
         return (f"**{100 * prob:.0f}% sure, and wrong.** Sure is how much the students believe their answer, not a "
                 "check against the truth.")
     return ("*Sure is not the same as right*: it is how much the students believe their answer, not a check "
-            "against the truth (a digit halfway between a 4 and a 9 can get 100%).")
+            "against the truth (" + ("a shirt that looks like a pullover" if photos else
+                                     "a digit halfway between a 4 and a 9") + " can get 100%).")
 
 
 def _thumbs(pictures: Any, indices: list[int], captions: list[str], key: str, opener: Callable[[int], None]) -> None:

@@ -135,7 +135,8 @@ def answer_panel(report: inference.DigitReport, models: common.RunModels, truth:
     cls = int(np.argmax(probs))
     who = "Student 1 says" if k == 1 else f"Students 1–{k} together say"
     st.markdown(f"### {who} **{names[cls]}** ({100 * probs[cls]:.0f}% sure)")
-    st.caption(hard_digits.sure_is_not_right(probs[cls], None if truth is None else names[cls] == truth))
+    st.caption(hard_digits.sure_is_not_right(probs[cls], None if truth is None else names[cls] == truth,
+                                             photos=bool(models.spec.photos)))
     hard = hard_digits.hard_caption(k_total)
     if hard:
         st.caption(hard)

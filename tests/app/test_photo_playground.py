@@ -127,6 +127,7 @@ def test_a_new_picture_restarts_the_step_through_at_student_1(app_env, fashion_r
     at.button(key=other).click().run()
     assert not at.exception, at.exception
     assert at.session_state["pg_k"] == 1 and "Student 1 says" in texts(at, "markdown")
+    assert "a shirt that looks like a pullover" in texts(at, "caption") and "4 and a 9" not in texts(at, "caption")
     at.button(key="pg_step_next").click().run()
     at.file_uploader(key="ph_upload").set_value(("coat.jpg", photo_bytes(3)[0], "image/jpeg")).run()
     assert at.session_state["pg_k"] == 1, "an uploaded photo is a new input"
@@ -151,3 +152,9 @@ def test_the_wrong_answer_galleries_speak_of_images_and_open_them_in_the_photo_p
     opens[0].click().run()
     truth = split.spec.class_names[int(split.labels[position])]
     assert f"Test image #{int(index[position])} (from the gallery), true label **{truth}**" in texts(at, "caption")
+
+
+def test_a_seed_group_member_is_named_with_its_group():
+    from app.common import display_name
+
+    assert display_name(Run(SHIPPED)) == "fashion-mnist / seed-0"  # pickers and tables, not a bare 'seed-0'
