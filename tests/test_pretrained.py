@@ -11,7 +11,8 @@ from pkd.runs import Run
 from tests.pkd_process import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ["mnist", "mnist-independent", "moving-mnist", "moving-mnist-digits", "fashion-mnist/seed-0"]
+RUNS = ["mnist", "mnist-independent", "moving-mnist", "moving-mnist-digits", "fashion-mnist/seed-0",
+        "fashion-mnist-independent/seed-0"]
 
 
 @pytest.mark.parametrize("name", RUNS)
