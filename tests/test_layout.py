@@ -166,7 +166,7 @@ OTHER_FORMATS = {
     # a sweep's points and trials (pkd.sweep.results) and an export's model card (pkd.export) name their own fields
     **{(path, key): "a sweep point's / trial's own field" for key in ("val_acc", "test_acc", "_acc", "k_planned")
        for path in ("pkd/sweep/results.py", "app/charts/sweeps.py", "app/app_pages/sweeps.py", "pkd/console.py",
-                    "pkd/cli.py")},
+                    "pkd/commands/compare.py", "pkd/commands/run.py")},
     **{("pkd/export.py", key): "the model card's own field"
        for key in ("val_acc", "test_acc", "student_flops", "share_of_teacher")},
     **{("app/charts/playground.py", key): "a field of pkd.inference.DigitReport (one input's report)"

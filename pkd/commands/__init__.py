@@ -1,0 +1,1 @@
+"""The CLI's commands (pkd.cli parses the arguments and calls one): `run` for one run, `compare` for many."""
