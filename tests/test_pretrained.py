@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pkd.runs import Run
+from pkd.runs.schema import TeacherRef
 from tests.pkd_process import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +22,11 @@ def test_eval_reproduces_shipped_table(tmp_path, name):
     assert shipped.state() == "done"
     copy = tmp_path / name  # eval rewrites prefix.csv: never touch the committed run
     shutil.copytree(shipped.path, copy)
+    ref = shipped.teacher_reference()
+    if ref:  # a run sharing a shipped teacher: put a copy where its relative path leads from the copy
+        target = (copy / ref[TeacherRef.PATH]).resolve()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shipped.teacher_path(), target)
     # one thread: the suite runs two test processes on two cores (two threads each: 2-3x slower on such a machine)
     subprocess.run([sys.executable, "-m", "pkd", "eval", str(copy)], cwd=ROOT, check=True, capture_output=True,
                    env=child_env(OMP_NUM_THREADS="1"), timeout=600)
