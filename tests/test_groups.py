@@ -147,6 +147,24 @@ def test_resume_keeps_done_members_and_bad_seeds_create_nothing(groups, tmp_path
     assert "not one of each" in err
 
 
+def test_a_copied_group_shares_its_first_members_teacher_not_the_recorded_absolute_path(groups, tmp_path):
+    """group.json records the teacher's absolute path on the machine that made the group; a clone of the shipped
+    runs lacks it. The members to come share the first member's teacher, found relative to the copy."""
+    from pkd.train.seeds import group_teacher
+
+    shutil.copytree(groups["root"], tmp_path / "copy", ignore=shutil.ignore_patterns("*.lock"))
+    for kind in ("residual", "independent"):
+        copy = SeedGroup(tmp_path / "copy" / kind)
+        record = json.loads((copy.path / GROUP_FILE).read_text())
+        record[GroupRecord.TEACHER] = str(tmp_path / "gone" / "teacher.pt")
+        (copy.path / GROUP_FILE).write_text(json.dumps(record))
+        expected = tmp_path / "copy" / "residual" / "seed-0" / "teacher.pt"
+        assert group_teacher(copy).resolve() == expected.resolve()
+    fresh = tmp_path / "fresh"
+    shutil.copytree(groups["residual"], fresh, ignore=shutil.ignore_patterns("seed-*"))
+    assert group_teacher(SeedGroup(fresh)) is None  # no member yet, none recorded: the first member trains one
+
+
 def test_a_damaged_combiners_record_is_refused_by_name(groups, tmp_path):
     run = Run(shutil.copytree(groups["residual"] / "seed-0", tmp_path / "run", symlinks=True))
     summary = run.summary()

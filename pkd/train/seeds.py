@@ -82,11 +82,22 @@ def member_command(group: SeedGroup, seed: int, teacher: Path | None, args: argp
                        device=args.device, build_kernel=not args.no_kernel_build, after=[f"seed={seed}", *share])
 
 
+def group_teacher(group: SeedGroup) -> Path | None:
+    """The teacher every member shares: the first member's own (its teacher.pt, or the file its teacher-ref.json
+    leads to, relative to the group, so a copied or cloned group finds it), else the teacher file group.json
+    recorded at creation (an absolute path on the machine that made the group), else None (the first member
+    trains one)."""
+    first = group.member_path(group.seeds()[0])
+    if first.is_dir() and Run(first).has_teacher():
+        return Run(first).teacher_path()
+    recorded = group.record().get(GroupRecord.TEACHER)
+    return Path(recorded) if recorded else None
+
+
 def train_group(group: SeedGroup, args: argparse.Namespace) -> int:
     """Train (or continue) every member in seed order; returns 0 when all are done, else the first failing
     member's exit code (the members before it are kept; `--resume GROUP` continues)."""
-    record = group.record()
-    teacher = Path(record[GroupRecord.TEACHER]) if record.get(GroupRecord.TEACHER) else None
+    teacher = group_teacher(group)
     for seed in group.seeds():
         member = group.member_path(seed)
         if member.is_dir() and Run(member).state() == State.DONE:
