@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from pkd import data
 from pkd.runs import Run
 from pkd.data import mnist as pkd_mnist
 from tests.video_run import video_run_path
+
+
+def one_thread_per_worker() -> None:
+    """Under pytest-xdist (`-n 2`, CI's two cores) every worker, and every process it starts (training children,
+    Streamlit servers, torchrun ranks: they inherit OMP_NUM_THREADS), computes on one thread. Two threads per
+    worker beside the other worker oversubscribe the two cores: a test ran 3-4x slower than on one thread.
+    `PKD_TEST_THREADS=N` sets another count; one process (`-n 0`) keeps torch's default."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    threads = os.environ.get("PKD_TEST_THREADS", "1")
+    os.environ["OMP_NUM_THREADS"] = threads
+    torch.set_num_threads(int(threads))
+
+
+one_thread_per_worker()
 
 
 def _has_mnist(root: Path) -> bool:

@@ -114,3 +114,16 @@ def test_liveness_is_guarded_by_the_start_time():
     assert process_alive(me) and process_alive(me, proc_start_time(me))
     assert not process_alive(me, proc_start_time(me) + 1)  # the same pid, another process
     assert not process_alive(None) and not process_alive(0)
+
+
+def test_each_test_worker_and_the_processes_it_starts_compute_on_one_thread():
+    """tests/conftest.py: two xdist workers on two cores, one thread each, children included (OMP_NUM_THREADS)."""
+    import torch
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.skip("one test process (-n 0): torch keeps its default thread count")
+    threads = int(os.environ.get("PKD_TEST_THREADS", "1"))
+    assert torch.get_num_threads() == threads and os.environ["OMP_NUM_THREADS"] == str(threads)
+    child = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=child_env(),
+                           capture_output=True, text=True, check=True)
+    assert int(child.stdout) == threads
