@@ -229,9 +229,9 @@ def load_run_models(run: Run) -> RunModels:
 def cached_answers(path: str, stamp: tuple):  # noqa: ARG001 - stamp (the weights' mtimes) is part of the cache key
     """(labels (N,), prefixes' classes (K, N), teacher's classes (N,) or None) of a run on its test samples, as
     numpy arrays (pkd.compare): what paired tests (McNemar) and the per-sample diff need."""
-    from pkd.compare import prefix_answers, teacher_classes
+    from pkd.compare import run_answers, teacher_classes
 
     run = Run(Path(path))
-    answers = prefix_answers(run)
+    answers = run_answers(run)
     teacher = teacher_classes(run, answers.split) if run.has_teacher() else None
     return answers.split.labels.numpy(), answers.classes.numpy(), None if teacher is None else teacher.numpy()

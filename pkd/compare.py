@@ -25,8 +25,9 @@ from pkd.stats import McNemar, mcnemar
 
 
 @dataclass(frozen=True)
-class PrefixAnswers:
-    """Every prefix's answers on a run's test split: right (K, N) bool, classes (K, N) long, and the split."""
+class RunAnswers:
+    """Every prefix's answers on a run's test split, with a chosen combiner (pkd.hard_inputs.PrefixAnswers is the
+    app's: any inputs, the native combiner, with sureness): right (K, N) bool, classes (K, N) long, and the split."""
 
     right: torch.Tensor
     classes: torch.Tensor
@@ -34,8 +35,8 @@ class PrefixAnswers:
 
 
 @torch.no_grad()
-def prefix_answers(run: Run, combiner: str | None = None, device: torch.device | str = "cpu",
-                   split: Split | None = None) -> PrefixAnswers:
+def run_answers(run: Run, combiner: str | None = None, device: torch.device | str = "cpu",
+                   split: Split | None = None) -> RunAnswers:
     """Each prefix's class and whether it is right, per test sample, from the run's saved students.
 
     combiner: a pkd.combiners name (default: the one the run answers with, native_combiner(mode)).
@@ -45,7 +46,7 @@ def prefix_answers(run: Run, combiner: str | None = None, device: torch.device |
     logits = [predict_logits(student, data_spec, split.inputs, torch.device(device)) for student in ensemble.students]
     probs = prefix_probs(logits, combiner or native_combiner(ensemble.mode), ensemble.prev_scales)  # (K, N, C)
     classes = probs.argmax(dim=-1)
-    return PrefixAnswers(right=classes == split.labels[None], classes=classes, split=split)
+    return RunAnswers(right=classes == split.labels[None], classes=classes, split=split)
 
 
 @torch.no_grad()
@@ -79,7 +80,7 @@ def same_test_set(a: Split, b: Split) -> bool:
 def compare_runs(a: Run, b: Run, combiner: str | None = None) -> list[tuple[int, McNemar]]:
     """McNemar's exact test of run A against run B at every prefix k both have: [(k, McNemar), ...] (a_only:
     the test samples A's prefix k gets right and B's wrong). ValueError when their test sets differ."""
-    answers_a, answers_b = prefix_answers(a, combiner), prefix_answers(b, combiner)
+    answers_a, answers_b = run_answers(a, combiner), run_answers(b, combiner)
     if not same_test_set(answers_a.split, answers_b.split):
         raise ValueError(f"{a.name} and {b.name} were tested on different samples (dataset or data.test_limit "
                          "differ): McNemar's test pairs the same samples; compare runs of the same test set")
@@ -91,7 +92,7 @@ def compare_to_teacher(run: Run, combiner: str | None = None) -> list[tuple[int,
     """McNemar's exact test of every prefix k (A) against the run's own teacher (B) on the run's test set:
     [(k, McNemar), ...]; a_only: the samples prefix k gets right and the teacher wrong."""
     _, split = run_test_split(run)
-    answers, teacher = prefix_answers(run, combiner, split=split), teacher_right(run, split).tolist()
+    answers, teacher = run_answers(run, combiner, split=split), teacher_right(run, split).tolist()
     return [(k, mcnemar(answers.right[k - 1].tolist(), teacher)) for k in range(1, answers.right.shape[0] + 1)]
 
 

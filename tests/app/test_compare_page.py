@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from pkd import side_by_side, stats
-from pkd.compare import prefix_answers, teacher_right
+from pkd.compare import run_answers, teacher_right
 from pkd.runs import Run, list_runs
 from tests.app.trained import ROOT
 
@@ -94,7 +94,7 @@ def test_per_sample_diff_of_two_prefixes_matches_their_predictions(app_env, tiny
     at.selectbox(key="compare_B_k").set_value(0).run()  # the run's teacher
     at.toggle(key="compare_diff_on").set_value(True).run()
     assert not at.exception, at.exception
-    answers = prefix_answers(copy)
+    answers = run_answers(copy)
     test = stats.mcnemar(answers.right[0].tolist(), teacher_right(copy, answers.split).tolist())
     text = " ".join(m.value for m in at.markdown)
     assert f"is right where B is wrong on **{test.a_only}**" in text

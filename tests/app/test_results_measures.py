@@ -59,9 +59,9 @@ def test_an_image_run_names_its_measure_and_test_set(app_env, shipped_root):
 def recomputed_tests(run: Run) -> list:
     """Each prefix vs the teacher, recomputed from both models' answers (pkd.compare)."""
     from pkd import stats
-    from pkd.compare import prefix_answers, teacher_right
+    from pkd.compare import run_answers, teacher_right
 
-    answers = prefix_answers(run)
+    answers = run_answers(run)
     teacher = teacher_right(run, answers.split).tolist()
     return [stats.mcnemar(right.tolist(), teacher) for right in answers.right]
 

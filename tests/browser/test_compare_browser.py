@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from pkd import stats
-from pkd.compare import prefix_answers, teacher_right
+from pkd.compare import run_answers, teacher_right
 from pkd.runs import Run
 from tests.browser.conftest import wait_idle
 
@@ -107,7 +107,7 @@ def test_per_sample_diff_shows_the_samples_one_prefix_gets_right_and_the_other_w
     choose(page, "B: students", "the teacher")
     wait_idle(page)
     page.locator(".st-key-compare_diff_on").get_by_text("Compare them sample by sample").click()
-    answers = prefix_answers(tiny)
+    answers = run_answers(tiny)
     test = stats.mcnemar(answers.right[0].tolist(), teacher_right(tiny, answers.split).tolist())
     summary = page.get_by_text("is right where B is wrong on")
     summary.wait_for(timeout=300_000)
