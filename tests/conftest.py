@@ -29,6 +29,15 @@ def one_thread_per_worker() -> None:
 one_thread_per_worker()
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """A test may change torch's thread count (AppTest runs app/main.py in this process, which sets it; kernel
+    tests split work over 2 threads): restore it afterwards, so the next test runs as the worker was set up."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def _has_mnist(root: Path) -> bool:
     return (root / pkd_mnist.MNIST_PKL_NAME).is_file() or (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
 

@@ -243,18 +243,14 @@ def test_app_results_page_offers_the_export(run_copy, tmp_path, monkeypatch):
     copy = copy_run(run_copy, runs / "tiny")
     monkeypatch.setenv("PKD_RUNS_DIR", str(runs))
     monkeypatch.setenv("PKD_PRETRAINED_DIR", str(tmp_path / "no-pretrained"))
-    threads = torch.get_num_threads()
-    try:
-        at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=180)
-        at.run()
-        assert not at.exception, at.exception
-        assert at.session_state["run"] == str(copy.path)
-        at.selectbox(key="results_export_k").set_value(1)
-        at.button(key="results_export_build").click().run()
-        assert not at.exception, at.exception
-        assert not at.error, [e.value for e in at.error]
-    finally:
-        torch.set_num_threads(threads)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=180)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["run"] == str(copy.path)
+    at.selectbox(key="results_export_k").set_value(1)
+    at.button(key="results_export_build").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
     built = at.session_state["results_export"]
     assert built["k"] == 1 and built["card"]["k"] == 1 and len(built["data"]) == built["card"]["bytes"]
     assert hashlib.sha256(built["data"]).hexdigest() == built["card"]["sha256"]

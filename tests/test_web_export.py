@@ -12,7 +12,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import torch
 
 from pkd.procs import proc_start_time
 from pkd.runs import Run, State
@@ -106,16 +105,12 @@ def test_results_page_offers_the_run_as_a_web_page(run_copy, tmp_path, monkeypat
     copy = Run(Path(shutil.copytree(run_copy.path, runs / "tiny")))
     monkeypatch.setenv("PKD_RUNS_DIR", str(runs))
     monkeypatch.setenv("PKD_PRETRAINED_DIR", str(tmp_path / "no-pretrained"))
-    threads = torch.get_num_threads()
-    try:
-        at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=240)
-        at.run()
-        assert not at.exception, at.exception
-        at.button(key="results_web_build").click().run()
-        assert not at.exception, at.exception
-        assert not at.error, [e.value for e in at.error]
-    finally:
-        torch.set_num_threads(threads)
+    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=240)
+    at.run()
+    assert not at.exception, at.exception
+    at.button(key="results_web_build").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
     built = at.session_state["results_web"]
     names = zipfile.ZipFile(io.BytesIO(built["data"])).namelist()
     assert "tiny-web/index.html" in names and "tiny-web/assets/model.js" in names

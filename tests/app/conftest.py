@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.app.trained import pretrained_root
 
@@ -22,11 +21,3 @@ def app_env(monkeypatch, tmp_path, shipped_root) -> Path:
     monkeypatch.setenv("PKD_RUNS_DIR", str(runs))
     monkeypatch.setenv("PKD_PRETRAINED_DIR", str(shipped_root))
     return runs
-
-
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    """AppTest runs app/main.py in this process, and it sets torch's thread count: restore it afterwards."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)

@@ -148,7 +148,6 @@ def check_the_front(two_machines: dict) -> None:
 def check_no_password(two_machines: dict, monkeypatch) -> None:
     """Not in any file under the test's folder (sweeps, runs, logs), not in pkd's output, not on the Sweeps page
     of an app whose machine knows it."""
-    import torch
     from streamlit.testing.v1 import AppTest
 
     tmp, password = two_machines["tmp"], two_machines["password"]
@@ -158,15 +157,11 @@ def check_no_password(two_machines: dict, monkeypatch) -> None:
     assert "--storage" in meta["command"] and "***" in " ".join(meta["command"])
 
     monkeypatch.setenv("PKD_RUNS_DIR", str(tmp / "watch"))
-    threads = torch.get_num_threads()  # AppTest runs app/main.py here, which sets torch's thread count
-    try:
-        at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=120).run()
-        at.switch_page("app_pages/sweeps.py").run()
-        assert not at.exception, at.exception
-        at.selectbox(key="sweeps_pick").set_value(str(tmp / "watch" / "sweep")).run()
-        assert not at.exception, at.exception
-    finally:
-        torch.set_num_threads(threads)
+    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=120).run()
+    at.switch_page("app_pages/sweeps.py").run()
+    assert not at.exception, at.exception
+    at.selectbox(key="sweeps_pick").set_value(str(tmp / "watch" / "sweep")).run()
+    assert not at.exception, at.exception
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     points = pkd_sweep.sweep_points(pkd_sweep.Sweep(tmp / "watch" / "sweep"))
     assert sum(len(t["x"]) for t in spec["data"] if t["name"] != "Pareto front") == len(points) > 0
