@@ -14,7 +14,6 @@ the motion is drawn uniformly whatever the direction, and zoom clips use the sam
 
 Train clips use train digits only, val val, test test; each split draws its digits without replacement from a
 seeded permutation, so no two clips of a split share a digit. Same config and seed -> byte-identical clips.
-
 Shape letters: N clips, M source digits, T frames, C channels (1), S canvas side (H = W = S).
 """
 
