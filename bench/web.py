@@ -13,6 +13,10 @@ already exported (`--page DIR`), serves it from 127.0.0.1 and measures, in fresh
   every prefix.
 
     python bench/web.py [--run pretrained/mnist] [--page DIR] [--loads 5] [--strokes 20] [--skip-parity]
+    python bench/web.py --page DIR_A --page DIR_B [--loads 8]   # start-up only, pages alternated load by load
+
+Two or more pages: start-up only, one fresh page of each in turn per round, so a busy machine's load falls on all
+of them alike (how a change is compared with main's page).
 
 Prints figures, asserts nothing. Check `uptime` first: on a shared 2-core machine the numbers move with the load.
 """
@@ -135,10 +139,37 @@ def summary(name: str, values: list[float]) -> str:
     return f"{name}: best {min(values):.0f} ms, median {statistics.median(values):.0f} ms, worst {max(values):.0f} ms"
 
 
+def compare(pages: list[str], run: Run, loads: int) -> None:
+    """Start-up of several exported pages, alternated: `loads` rounds of one fresh page each."""
+    from playwright.sync_api import sync_playwright
+
+    spec = get_dataset_spec(run.setting("data", "dataset"))
+    digit = pkd_data.load_split(spec.name, "test", pkd_data.resolve_data_root()).inputs[0].flatten().tolist()
+    servers = [serve(Path(page)) for page in pages]
+    times = [{} for _ in pages]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                             args=["--headless", "--no-sandbox", "--disable-gpu"])
+        for _ in range(loads):
+            for (_, url), got in zip(servers, times):
+                for key, values in start_up(browser, url, digit, 1).items():
+                    got.setdefault(key, []).extend(values)
+        browser.close()
+    print(f"load after: {Path('/proc/loadavg').read_text().split()[:3]}")
+    for page, got in zip(pages, times):
+        print(f"{page}: {folder_bytes(Path(page)) / 1e6:.2f} MB")
+        for key in ("session", "load", "first"):
+            print("  " + summary(f"{key} (from navigation start)", got[key]))
+        print("  " + summary("first answer after the load event", [f - lo for f, lo in zip(got["first"], got["load"])]))
+    for server, _ in servers:
+        server.shutdown()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default=str(ROOT / "pretrained" / "mnist"))
-    parser.add_argument("--page", help="an exported page's folder (default: export the run's page now)")
+    parser.add_argument("--page", action="append", help="an exported page's folder (default: export the run's page "
+                        "now); twice or more: compare their start-up, alternated")
     parser.add_argument("--loads", type=int, default=5)
     parser.add_argument("--strokes", type=int, default=20)
     parser.add_argument("--skip-parity", action="store_true")
@@ -149,9 +180,12 @@ def main() -> None:
     print(subprocess.run([sys.executable, "-m", "pkd", "backends"], capture_output=True, text=True,
                          cwd=ROOT).stdout.strip().splitlines()[-1])
     print(f"load: {Path('/proc/loadavg').read_text().split()[:3]}")
+    if args.page and len(args.page) > 1:
+        compare(args.page, run, args.loads)
+        return
     with tempfile.TemporaryDirectory(prefix="pkd-bench-web-") as tmp:
         if args.page:
-            folder = Path(args.page)
+            folder = Path(args.page[0])
         else:
             started = time.perf_counter()
             folder = export_web(run, out=Path(tmp) / "page")

@@ -7,6 +7,7 @@ torch.export.load. Everything is written under pytest's temporary folders.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -121,14 +122,16 @@ def test_model_card(exported, run_copy):
 # ------------------------------------------------------------------------------------------------ the scan
 
 
-@pytest.mark.parametrize("length", [16, ssm.EXPORT_UNROLL_MAX + 3], ids=["unrolled", "scan-op"])
-def test_export_scan_matches_reference_and_runs_in_onnxruntime(length, tmp_path):
+@pytest.mark.parametrize("length, rounds", [(16, False), (ssm.EXPORT_UNROLL_MAX + 3, False), (13, True)],
+                         ids=["unrolled", "scan-op", "in-rounds"])
+def test_export_scan_matches_reference_and_runs_in_onnxruntime(length, rounds, tmp_path):
     g = torch.Generator().manual_seed(0)
     u, delta, z = (torch.randn(2, 8, length, generator=g) for _ in range(3))
     B, C = (torch.randn(2, 4, length, generator=g) for _ in range(2))
     A, D, bias = -torch.rand(8, 4, generator=g) - 0.1, torch.randn(8, generator=g), torch.rand(8, generator=g)
     want, want_last = ssm.selective_scan_ref(u, delta, A, B, C, D, z, bias, True, True)
-    got, got_last = ssm.selective_scan_export(u, delta, A, B, C, D, z, bias, True, True)
+    with ssm.export_in_rounds() if rounds else contextlib.nullcontext():
+        got, got_last = ssm.selective_scan_export(u, delta, A, B, C, D, z, bias, True, True)
     assert float((got - want).abs().max()) <= 1e-5 and float((got_last - want_last).abs().max()) <= 1e-5
 
     class Scan(torch.nn.Module):  # the weights as a model holds them: buffers, not constants in a closure
@@ -142,8 +145,12 @@ def test_export_scan_matches_reference_and_runs_in_onnxruntime(length, tmp_path)
                 return ssm.selective_scan(u, delta, self.A, B, C, self.D, z, self.bias, delta_softplus=True)
 
     batch = torch.export.Dim("batch", min=1)
-    program = torch.export.export(Scan(), (u, delta, B, C, z), dynamic_shapes=({0: batch},) * 5)
+    with ssm.export_in_rounds() if rounds else contextlib.nullcontext():
+        program = torch.export.export(Scan(), (u, delta, B, C, z), dynamic_shapes=({0: batch},) * 5)
     torch.onnx.export(program, dynamo=True, verbose=False).save(tmp_path / "scan.onnx")
+    nodes = len(onnx.load(tmp_path / "scan.onnx").graph.node)
+    if length <= ssm.EXPORT_UNROLL_MAX:  # 13 steps in rounds: 46 nodes (99 unrolled); unrolled: six a step and more
+        assert nodes < 60 if rounds else nodes > 6 * length
     session = export.onnx_session(tmp_path / "scan.onnx")
     inputs = (u, delta, B, C, z)
     assert len(session.get_inputs()) == len(inputs)

@@ -24,12 +24,12 @@ kernel, source in ``csrc/``) and ``cuda`` (mamba_ssm, checked at run time). This
 
 from pkd.ssm.cpu_kernel import CACHE_ENV, build_cpu_kernel, kernel_build_dir
 from pkd.ssm.dispatch import available_backends, scan_backend, selective_scan, use_backend
-from pkd.ssm.export_scan import EXPORT_UNROLL_MAX, selective_scan_export
+from pkd.ssm.export_scan import EXPORT_UNROLL_MAX, export_in_rounds, selective_scan_export
 from pkd.ssm.layout import BACKEND_ENV, BACKENDS, ScanLayout
 from pkd.ssm.ref import selective_scan_ref
 
 __all__ = [
     "BACKENDS", "BACKEND_ENV", "CACHE_ENV", "EXPORT_UNROLL_MAX", "ScanLayout", "available_backends",
-    "build_cpu_kernel", "kernel_build_dir", "scan_backend", "selective_scan", "selective_scan_export",
+    "build_cpu_kernel", "export_in_rounds", "kernel_build_dir", "scan_backend", "selective_scan", "selective_scan_export",
     "selective_scan_ref", "use_backend",
 ]

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pkd import __version__
+from pkd import __version__, ssm
 from pkd.data import get_dataset_spec
 from pkd.export import EXPORT_DIR, _check_not_in_a_run, check_request, export_bytes, onnx_session
 from pkd.runs import Run, get_field
@@ -152,7 +152,8 @@ def _script(assignments: dict[str, str]) -> bytes:
 
 def page_files(run: Run, k: int, runtime: dict[str, bytes]) -> dict[str, bytes]:
     """{relative path: bytes} of the whole page for students 1..k."""
-    onnx, card, _ = export_bytes(run, k, "onnx", all_prefixes=True)
+    with ssm.export_in_rounds():  # fewer graph nodes: the browser makes its session sooner (docs/web.md)
+        onnx, card, _ = export_bytes(run, k, "onnx", all_prefixes=True)
     model = ort_format_model(onnx)
     wasm = gzip.compress(runtime["ort-wasm-simd-threaded.wasm"], 9, mtime=0)
     records = {**page_records(run, k, card), "testDigits": test_digits(run)}
