@@ -85,6 +85,20 @@ def runs_of(path: str | Path) -> list[Run]:
     return runs
 
 
+def seed_group_of(run: Run) -> SeedGroup | None:
+    """The seed group `run` is a member of (its folder is one of the seed-<s> members its parent's group.json
+    lists), else None (a plain run, a sweep's trial, or a damaged group record)."""
+    parent = run.path.parent
+    if not (parent / GROUP_FILE).is_file():
+        return None
+    group = SeedGroup(parent)
+    try:
+        members = group.members()
+    except RunError:
+        return None
+    return group if any(m.path == run.path for m in members) else None
+
+
 def find_groups(folders: list[str | Path]) -> list[SeedGroup]:
     """The seed groups in the given folders (a group folder itself, or one directly inside), each once, by path."""
     found: dict[Path, SeedGroup] = {}

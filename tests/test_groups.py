@@ -165,6 +165,18 @@ def test_a_copied_group_shares_its_first_members_teacher_not_the_recorded_absolu
     assert group_teacher(SeedGroup(fresh)) is None  # no member yet, none recorded: the first member trains one
 
 
+def test_seed_group_of_finds_a_members_group_and_nothing_else(groups, tmp_path):
+    from pkd.groups import seed_group_of
+
+    member = Run(groups["residual"] / "seed-1")
+    assert seed_group_of(member).path == groups["residual"]
+    alone = tmp_path / "seed-1"
+    shutil.copytree(member.path, alone)
+    assert seed_group_of(Run(alone)) is None  # the same run outside its group
+    stray = groups["residual"] / "seed-7"  # a folder the group's seeds do not name
+    assert seed_group_of(Run(stray)) is None
+
+
 def test_a_damaged_combiners_record_is_refused_by_name(groups, tmp_path):
     run = Run(shutil.copytree(groups["residual"] / "seed-0", tmp_path / "run", symlinks=True))
     summary = run.summary()

@@ -17,7 +17,8 @@ from pkd.runs import Run, RunError
 from pkd import stats
 from pkd.compare import recorded_teacher_tests
 from pkd.data import get_dataset_spec
-from pkd.runs.schema import AnytimeAuc, PrefixRow, RunInfo, Summary, TeacherFigures, VideoFigures
+from pkd.groups import group_prefixes, seed_group_of
+from pkd.runs.schema import AnytimeAuc, Manifest, PrefixRow, RunInfo, Summary, TeacherFigures, VideoFigures
 
 ss = st.session_state
 
@@ -216,8 +217,28 @@ def series_of(run: Run, rows: list[dict], summary: dict, compare: list[str]) -> 
         if o_rows:
             fitted = None if common.lesson_mode() else o_summary.get(Summary.ANYTIME_VAL_FITTED)
             out.append(results_charts.run_series(common.display_name(other), o_rows, o_summary,
-                                                 unit=sample_kind(other), val_fitted=fitted))
+                                                 unit=sample_kind(other), val_fitted=fitted, seeds=seed_spread(other)))
     return out
+
+
+def seed_spread(run: Run) -> list | None:
+    """The run's seed group per k (pkd.groups.PrefixSpread: mean ± SE over the members' seeds), or None when the run
+    is no group's member or its group has one member so far."""
+    group = seed_group_of(run)
+    members = group.members() if group else []
+    return group_prefixes(members) if len(members) > 1 else None
+
+
+def seed_caption(run: Run, spreads: list | None) -> None:
+    """One line under the chart for a seed group's member: which seed it is and the group's figure for all students."""
+    if not spreads:
+        return
+    last = spreads[-1]
+    st.caption(f"**{common.display_name(run)}** is seed {run.manifest().get(Manifest.SEED)} of a seed group: the "
+               f"same config trained with {last.n} seeds on one teacher. The shaded band is the students' accuracy "
+               f"over those seeds, mean ± SE; all {last.k} students together: {stats.format_spread(last.test)}% "
+               f"(min {100 * last.test.low:.2f}%, max {100 * last.test.high:.2f}%). One seed's curve is one draw; "
+               "the band says how far another seed would move it.")
 
 
 def explain_early_exit(summary: dict) -> None:
@@ -282,6 +303,7 @@ def main() -> None:
     if series:
         st.plotly_chart(results_charts.accuracy_flops_figure(series, log_x=log_x, show_anytime=show_anytime),
                         key="results_chart", width="stretch")
+        seed_caption(run, series[0]["seeds"])
     if show_anytime:
         explain_early_exit(summary)
     video_identity(summary)

@@ -84,7 +84,7 @@ def table_csv(frame: pd.DataFrame) -> bytes:
 
 
 def run_series(label: str, rows: list[dict], summary: dict, teacher: dict | None = None, unit: str = "image",
-               val_fitted: Any = None) -> dict:
+               val_fitted: Any = None, seeds: list | None = None) -> dict:
     """One run as accuracy_flops_figure draws it (one item of its `series`).
 
     Args:
@@ -94,10 +94,12 @@ def run_series(label: str, rows: list[dict], summary: dict, teacher: dict | None
         teacher: the teacher dict to draw; default summary.json's.
         unit: what one FLOPs figure is per: "image" or "clip".
         val_fitted: summary.json's anytime_val_fitted to draw, or None for no such curve.
+        seeds: when the run is a seed group's member, the group's pkd.groups.PrefixSpread per k (a band of
+            mean ± SE over the seeds is drawn around its curve), else None.
     """
     return {"label": label, "rows": rows, "teacher": summary.get("teacher", {}) if teacher is None else teacher,
             Summary.ANYTIME: summary.get(Summary.ANYTIME, []), "mode": summary.get(Summary.MODE), "unit": unit,
-            "val_fitted": val_fitted}
+            "val_fitted": val_fitted, "seeds": seeds}
 
 
 def accuracy_flops_figure(series: list[dict], log_x: bool = False, show_solo: bool = True,
@@ -126,6 +128,7 @@ def accuracy_flops_figure(series: list[dict], log_x: bool = False, show_solo: bo
         if show_anytime:
             _add_anytime(fig, item, color, many)
             _add_val_fitted(fig, item, color, many)
+        _add_seed_band(fig, item, color, many)
         _add_prefixes(fig, item, color, many, label_points=i == 0, log_x=log_x)
         _add_teacher(fig, item, color, many, teacher_labels.get(i))
     _layout(fig, series, log_x, show_anytime)
@@ -210,6 +213,27 @@ def _add_val_fitted(fig: go.Figure, item: dict, color: str, many: bool) -> None:
         hovertemplate=("budget %{customdata[0]} FLOPs: %{y:.2f}% on test<br>%{customdata[1]} FLOPs on average"
                        "<extra></extra>"),
     ))
+
+
+def _add_seed_band(fig: go.Figure, item: dict, color: str, many: bool) -> None:
+    """A seed group member's band: students 1..k together, mean ± SE over the group's seeds, at each k's FLOPs
+    (drawn only where some k rests on two seeds or more: one seed has no spread to show)."""
+    spreads = [p for p in item.get("seeds") or [] if p.n > 0]
+    if not any(p.n > 1 for p in spreads):
+        return
+    xs = [p.cumulative_flops for p in spreads]
+    upper, lower = [100 * (p.test.mean + p.test.se) for p in spreads], [100 * (p.test.mean - p.test.se) for p in spreads]
+    seeds = max(p.n for p in spreads)
+    fig.add_trace(go.Scatter(
+        x=xs + xs[::-1], y=upper + lower[::-1], mode="lines", fill="toself", fillcolor=color, opacity=0.18,
+        line={"width": 0}, hoverinfo="skip", legendrank=5,
+        name=_name(item, many, f"students together over its {seeds} seeds: mean ± SE")))
+    fig.add_trace(go.Scatter(
+        x=xs, y=[100 * p.test.mean for p in spreads], mode="lines", line={"color": color, "width": 1, "dash": "dash"},
+        showlegend=False, name=_name(item, many, "mean over the seeds"),
+        customdata=[[students_text(p.k), 100 * p.test.se, p.n] for p in spreads],
+        hovertemplate="%{customdata[0]}: %{y:.2f}% ± %{customdata[1]:.2f} (mean ± SE of %{customdata[2]} seeds)"
+                      "<extra></extra>"))
 
 
 def _add_prefixes(fig: go.Figure, item: dict, color: str, many: bool, label_points: bool, log_x: bool) -> None:

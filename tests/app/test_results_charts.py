@@ -120,8 +120,30 @@ def test_run_series_is_what_the_figure_draws():
     summary = {"teacher": TEACHER, "anytime": ANYTIME, "mode": "residual", "anytime_val_fitted": []}
     item = results_charts.run_series("a", ROWS, summary)
     assert item == {"label": "a", "rows": ROWS, "teacher": TEACHER, "anytime": ANYTIME, "mode": "residual",
-                    "unit": "image", "val_fitted": None}
+                    "unit": "image", "val_fitted": None, "seeds": None}
     assert results_charts.run_series("a", ROWS, {}, teacher={"flops": 5})["teacher"] == {"flops": 5}
     assert results_charts.run_series("a", [], {}, unit="clip")["unit"] == "clip"
     fig = results_charts.accuracy_flops_figure([item])
     assert "the first students together" in [t.name for t in fig.data]
+
+
+def test_a_seed_group_members_curve_gets_the_groups_band():
+    """Band = mean ± SE over the seeds at each k's FLOPs, hover on its mean line; none when every k has one seed."""
+    from pkd.groups import PrefixSpread
+    from pkd.stats import spread
+
+    seeds = [PrefixSpread(k=1, n=3, cumulative_flops=1000, test=spread([0.80, 0.82, 0.78]), val=None),
+             PrefixSpread(k=2, n=3, cumulative_flops=4000, test=spread([0.90, 0.91, 0.86]), val=None)]
+    fig = results_charts.accuracy_flops_figure([results_charts.run_series("a / seed-0", ROWS, {"teacher": TEACHER},
+                                                                          seeds=seeds)])
+    band = next(t for t in fig.data if t.fill == "toself")
+    assert "over its 3 seeds: mean ± SE" in band.name
+    s1, s2 = seeds[0].test, seeds[1].test
+    assert list(band.x) == [1000, 4000, 4000, 1000]
+    assert list(band.y) == pytest.approx([100 * (s1.mean + s1.se), 100 * (s2.mean + s2.se),
+                                          100 * (s2.mean - s2.se), 100 * (s1.mean - s1.se)])
+    mean = next(t for t in fig.data if t.name == "mean over the seeds")
+    assert list(mean.y) == pytest.approx([80.0, 89.0]) and s2.se > 0
+    one = [PrefixSpread(k=1, n=1, cumulative_flops=1000, test=spread([0.8]), val=None)]
+    fig = results_charts.accuracy_flops_figure([results_charts.run_series("b", ROWS, {"teacher": TEACHER}, seeds=one)])
+    assert not any(t.fill == "toself" for t in fig.data)

@@ -103,3 +103,24 @@ def test_a_run_without_recorded_tests_is_tested_on_request(app_env, tiny_run):
     at.button(key="results_noise_run").click().run()
     assert not at.exception, at.exception
     assert_verdicts_shown(at, recomputed_tests(run))
+
+
+def test_a_seed_group_member_shows_its_groups_band_and_spread(app_env, shipped_root):
+    """Results on a member of the shipped Fashion-MNIST seed group: the band over its seeds on the chart and one
+    line saying which seed this is and what all students score over the seeds (pkd.groups, the same figures)."""
+    import json
+
+    from pkd.groups import SeedGroup, group_prefixes
+    from pkd.stats import format_spread
+
+    group = SeedGroup(shipped_root / "fashion-mnist")
+    if len(group.members()) < 2:
+        pytest.skip("no shipped Fashion-MNIST seed group of two or more members")
+    at = open_results(group.members()[1])
+    last = group_prefixes(group.members())[-1]
+    captions = " ".join(c.value for c in at.caption)
+    assert f"is seed {group.seeds()[1]} of a seed group" in captions
+    assert f"all {last.k} students together: {format_spread(last.test)}%" in captions
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    band = [t for t in spec["data"] if t.get("fill") == "toself"]
+    assert len(band) == 1 and f"over its {last.n} seeds" in band[0]["name"]
