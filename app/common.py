@@ -10,9 +10,9 @@ from typing import Any
 
 import streamlit as st
 
-from app import url_state
+from app import shared, url_state
 from pkd.data import get_dataset_spec
-from pkd.runs import Run, RunError, State, default_runs_dir, list_runs, printable
+from pkd.runs import Run, RunError, State, default_runs_dir, printable
 from pkd.runs.schema import RunInfo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +37,15 @@ def runs_dir() -> Path:
 
 
 def all_runs() -> list[Run]:
-    """Shipped runs under pretrained/ and the runs in the runs folder, newest first."""
-    return list_runs([pretrained_dir(), runs_dir()])
+    """Shipped runs under pretrained/ and the runs in the runs folder, newest first (kept between sessions until
+    a folder changes: app/shared.py)."""
+    return shared.runs_in([pretrained_dir(), runs_dir()])
+
+
+def run_info(run: Run) -> dict:
+    """run.info() (never raises: a bad run carries its one-line `problem`), kept between sessions until one of the
+    run's files changes (app/shared.py)."""
+    return shared.info(run)
 
 
 def location(run: Run) -> str:
@@ -60,13 +67,13 @@ def dataset_kind(dataset: object) -> str | None:
 
 def run_infos() -> list[tuple[Run, dict]]:
     """Every run with its Run.info(), which never raises: a bad run carries its one-line `problem` instead."""
-    return [(run, run.info()) for run in all_runs()]
+    return [(run, run_info(run)) for run in all_runs()]
 
 
 def default_run(runs: list[Run], infos: dict[str, dict] | None = None) -> Run | None:
     """The shipped pretrained MNIST run if present, else the newest finished run, else the newest run (sound
     runs first: one with a `problem` is opened only when there is nothing else)."""
-    infos = infos or {str(run.path): run.info() for run in runs}
+    infos = infos or {str(run.path): run_info(run) for run in runs}
     sound = [run for run in runs if not infos[str(run.path)][RunInfo.PROBLEM]]
     for run in sound:
         if Path(run.path).resolve() == pretrained_dir() / SHIPPED_NAME:
@@ -101,7 +108,7 @@ def display_name(run: Run, info: dict | None = None) -> str:
 
 def label(run: Run, info: dict | None = None) -> str:
     """A run as pickers show it: name, state and students, or why a broken run cannot be shown."""
-    info = info or run.info()
+    info = info or run_info(run)
     name = display_name(run, info)
     if info[RunInfo.PROBLEM]:
         return f"{name} (broken: {info[RunInfo.PROBLEM][:100]})"
@@ -116,7 +123,12 @@ def lesson_mode() -> bool:
 
 
 def url_ids() -> dict[str, str]:
-    """Short ids of every run and sweep for the URL ('mnist', 'sweep-quick/trial-002') -> their paths."""
+    """Short ids of every run and sweep for the URL ('mnist', 'sweep-quick/trial-002') -> their paths (kept between
+    sessions until a folder changes)."""
+    return shared.ids([pretrained_dir(), runs_dir()], _url_ids)
+
+
+def _url_ids() -> dict[str, str]:
     from pkd.sweep import find_sweeps
 
     paths = [str(run.path) for run in all_runs()]
@@ -188,7 +200,7 @@ def run_or_stop() -> Run:
         st.info("There is no run to show yet. Start one on the **Train** page, or put the shipped run in "
                 f"`{pretrained_dir() / SHIPPED_NAME}`.")
         st.stop()
-    info = run.info()
+    info = run_info(run)
     if info[RunInfo.PROBLEM]:
         st.error(f"Cannot show run {info['name']}: {info[RunInfo.PROBLEM]}")
         st.stop()
@@ -198,17 +210,27 @@ def run_or_stop() -> Run:
 @dataclass
 class RunModels:
     """What the Playground and the Clips page need of a run: its dataset, students, teacher and the teacher's FLOPs
-    (None when the summary has none)."""
+    (None when the summary has none); `source` (the run's path and weights stamp) names these models in the keys of
+    results kept between sessions."""
 
     spec: Any
     ensemble: Any
     teacher: Any
     teacher_flops: int | None
+    source: tuple = ()
 
     @property
     def residual(self) -> bool:
         """Residual students answer as a sum: only the prefix's answer counts, not a student's alone."""
         return self.ensemble.mode == "residual"
+
+
+def image_digest(image: Any) -> str:
+    """A short name of an image tensor's shape and pixels, for the keys of results kept between sessions."""
+    import hashlib
+
+    array = image.detach().cpu().contiguous().numpy()
+    return f"{tuple(array.shape)}:{array.dtype}:{hashlib.sha1(array.tobytes()).hexdigest()}"
 
 
 def load_run_models(run: Run) -> RunModels:
@@ -222,7 +244,7 @@ def load_run_models(run: Run) -> RunModels:
     except (RunError, ValueError, OSError, KeyError) as exc:
         st.error(f"Cannot load the models of {display_name(run)}: {exc}")
         st.stop()
-    return RunModels(spec, ensemble, teacher, teacher_flops)
+    return RunModels(spec, ensemble, teacher, teacher_flops, (str(run.path), key))
 
 
 @st.cache_data(max_entries=6, show_spinner="Running the models on the test set ...")

@@ -17,6 +17,12 @@ from pkd import inference
 ss = st.session_state
 
 
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _reading(source: tuple, which: int, digest: str, _models: common.RunModels, _image: Any) -> inference.TokenReading:
+    """Student `which` reading one image (kept between sessions: a new tab on the same digit reuses it)."""
+    return inference.read_tokens(_models.ensemble.students[which - 1], _models.spec, _image)
+
+
 def section(models: common.RunModels, image: Any) -> None:
     """The reading view for one image (students that read pixels row by row; others get a sentence)."""
     st.subheader("Inside a student: it reads the image one row at a time")
@@ -24,7 +30,7 @@ def section(models: common.RunModels, image: Any) -> None:
     which = st.selectbox("Student", range(1, k_total + 1), key="how_student", format_func=lambda k: f"student {k}",
                          help="Which student reads. Student 1 is the smallest.") if k_total > 1 else 1
     try:
-        reading = inference.read_tokens(models.ensemble.students[which - 1], models.spec, image)
+        reading = _reading(models.source, which, common.image_digest(image), models, image)
     except ValueError as exc:
         st.caption(f"This student cannot be shown reading: {exc}")
         return

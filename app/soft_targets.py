@@ -29,6 +29,20 @@ def run_defaults() -> tuple[float, float]:
     return min(max(t, T_RANGE[0]), T_RANGE[1]), min(max(a, 0.0), 1.0)
 
 
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _teacher_probs(source: tuple, digest: str, _models: common.RunModels, _image: Any) -> list[float]:
+    """The teacher's probabilities on one image (kept between sessions: a new tab on the same digit reuses them)."""
+    return inference.predict_digit(_models.ensemble, _models.spec, _image, _models.teacher).teacher_probs
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _parts(source: tuple, digest: str, k: int, label: int, alpha: float, temperature: float,
+           _models: common.RunModels, _image: Any) -> dict:
+    """digit_soft_targets' parts (kept between sessions, like _teacher_probs)."""
+    return vars(inference.digit_soft_targets(_models.ensemble, _models.spec, _image, _models.teacher, k, label, alpha,
+                                             temperature))
+
+
 def who_learns(models: common.RunModels, k: int) -> str:
     """Whose answer student k's loss compares with the teacher's, in words."""
     if not models.residual:
@@ -74,12 +88,12 @@ def panel(models: common.RunModels, image: Any, truth: int | None, k: int, key: 
     temperature = left.slider("Temperature T", *T_RANGE, step=0.5, key=f"{key}_T", help=glossary.HELP["temperature"])
     alpha = right.slider("α: weight of the true label", 0.0, 1.0, step=0.05, key=f"{key}_alpha",
                          help=glossary.HELP["alpha"])
+    digest = common.image_digest(image)
     if teacher_probs is None:
-        teacher_probs = inference.predict_digit(models.ensemble, models.spec, image, models.teacher).teacher_probs
+        teacher_probs = _teacher_probs(models.source, digest, models, image)
     teacher_class = max(range(len(names)), key=teacher_probs.__getitem__)
     label = _label(names, truth, teacher_class, key, source)
-    parts = vars(inference.digit_soft_targets(models.ensemble, models.spec, image, models.teacher, k, label, alpha,
-                                               temperature))
+    parts = dict(_parts(models.source, digest, k, label, alpha, temperature, models, image))
     who = who_learns(models, k)
     st.caption(f"This run was trained with T = {t_default:g} and α = {a_default:g}; the sliders only change what is "
                f"shown here. The loss is student {k}'s ({who} in this "

@@ -60,7 +60,7 @@ def warm(run_path: str) -> None:
 
     try:
         run = Run(Path(run_path))
-        if run.info()[common.RunInfo.PROBLEM] or not run.students_saved():
+        if common.run_info(run)[common.RunInfo.PROBLEM] or not run.students_saved():
             return
         key = run.weights_stamp()
         ensemble = common.cached_ensemble(run_path, key)

@@ -17,7 +17,7 @@ from pkd.runs.schema import RunInfo
 def sidebar() -> Run | None:
     """The shared run picker in the sidebar; returns the chosen run (None when there are no runs)."""
     runs = common.all_runs()
-    infos = {str(run.path): run.info() for run in runs}
+    infos = {str(run.path): common.run_info(run) for run in runs}
     labels = {str(run.path): common.label(run, infos[str(run.path)]) for run in runs}
     with st.sidebar:
         st.toggle("Lesson mode", key=common.LESSON_KEY, help="For a class: a numbered path through the pages, one thing "

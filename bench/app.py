@@ -100,13 +100,30 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def open_page(browser, url: str) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (all its threads) has used, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(pids: list[int], limit_s: float = 20.0) -> None:
+    """Wait (at most limit_s) until the servers used under 5% of a core for 0.5 s: a background warm-up or the
+    previous page's work done, as when a user reads a page before opening the next."""
+    t_end = time.perf_counter() + limit_s
+    while time.perf_counter() < t_end:
+        before = sum(cpu_seconds(pid) for pid in pids)
+        time.sleep(0.5)
+        if sum(cpu_seconds(pid) for pid in pids) - before < 0.025:
+            return
+
+
+def open_page(new_page, url: str) -> float:
     """Seconds from navigation until the page's script has run to its end and stayed there QUIET_S (in a new tab =
     a new session; the quiet time is not counted). The Train page polls its runs in a fragment, so there it is
     until its runs panel shows. NaN when the page is not there within 5 minutes."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page = new_page()
     state = "document.querySelector('[data-testid=stApp]')?.getAttribute('data-test-script-state')"
     finished = "[data-testid='stApp'][data-test-script-state='notRunning']"
     try:
@@ -129,29 +146,56 @@ def open_page(browser, url: str) -> float:
         page.close()
 
 
-def page_figures(tree: Path, env: dict, runs: list[str]) -> dict:
-    """Serve the app of `tree` and open each page on `runs[0]` twice (first open, re-open), then each page that
-    loads a run's models or data on every run; returns {"first": {page: s}, "again": {page: s}, "slowest": (s,
-    url), "rss": MB, "peak": MB}."""
+def page_figures(trees: dict[str, Path], env: dict, runs: list[str], fresh_browser: bool = False,
+                 reopens: int = 3) -> dict:
+    """Serve the app of each tree at once and open, alternating between the trees (which one goes first alternates
+    too), each page on `runs[0]` once (first open) and `reopens` times more (re-opens), then each page that loads a
+    run's models or data on every run; before each open the servers are left to go idle. Each tree has its own
+    Chromium (both start cold); each open is a new tab of it (its cache shared between tabs, as a user's is), or
+    with fresh_browser a new browser profile each time (nothing cached: every tab downloads and compiles
+    Streamlit's and Plotly's JavaScript again). Returns per tree {"first": {page: s}, "again": {page: median s},
+    "cpu_first"/"cpu_again": {page: the server's CPU seconds for that open (median)}, "slowest": (s, url), "rss":
+    MB, "peak": MB}; CPU seconds move less with the machine's load than wall times."""
     from playwright.sync_api import sync_playwright
 
-    proc, url, _ = start_server(env, tree)
-    out: dict = {"first": {}, "again": {}, "slowest": (0.0, "")}
+    servers = {name: start_server(dict(env, PYTHONPATH=str(tree)), tree)[:2] for name, tree in trees.items()}
+    out = {name: {"first": {}, "again": {}, "cpu_first": {}, "cpu_again": {}, "slowest": (0.0, "")} for name in trees}
+    opens = [(when, path, runs[0]) for path in PAGES for when in ["first"] + ["again"] * reopens]
+    opens += [(None, path, run) for run in runs for path in RUN_PAGES]
+    pids = [proc.pid for proc, _ in servers.values()]
+    again: dict = {name: {} for name in trees}
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
-            for path in PAGES:
-                for when in ("first", "again"):
-                    out[when][path or "results"] = open_page(browser, f"{url}/{path}?run={runs[0]}")
-            for run in runs:
-                for path in RUN_PAGES:
-                    seconds = open_page(browser, f"{url}/{path}?run={run}")
-                    out["slowest"] = max(out["slowest"], (seconds, f"/{path}?run={run}"))
-            browser.close()
-        out["rss"], out["peak"] = rss_mb(proc.pid)
+            viewport = {"width": 1400, "height": 900}
+            browsers = {name: playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+                        for name in trees}
+            contexts = {name: browsers[name].new_context(viewport=viewport) for name in trees}  # one user each
+            for i, (when, path, run) in enumerate(opens):
+                for name in (list(trees) if i % 2 == 0 else list(trees)[::-1]):
+                    wait_idle(pids)
+                    new_page = (lambda b=browsers[name]: b.new_page(viewport=viewport)) if fresh_browser else \
+                        contexts[name].new_page
+                    cpu0 = cpu_seconds(servers[name][0].pid)
+                    seconds = open_page(new_page, f"{servers[name][1]}/{path}?run={run}")
+                    cpu = cpu_seconds(servers[name][0].pid) - cpu0
+                    page = path or "results"
+                    if when == "first":
+                        out[name]["first"][page], out[name]["cpu_first"][page] = seconds, cpu
+                    elif when == "again":
+                        again[name].setdefault(page, []).append((seconds, cpu))
+                    else:
+                        out[name]["slowest"] = max(out[name]["slowest"], (seconds, f"/{path}?run={run}"))
+            for browser in browsers.values():
+                browser.close()
+        for name, (proc, _) in servers.items():
+            out[name]["rss"], out[name]["peak"] = rss_mb(proc.pid)
+            for page, values in again[name].items():
+                out[name]["again"][page] = statistics.median(v[0] for v in values)
+                out[name]["cpu_again"][page] = statistics.median(v[1] for v in values)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(timeout=30)
     return out
 
 
@@ -205,29 +249,45 @@ def old_tree(ref: str, into: Path) -> Path:
     return into
 
 
-def bench_pages(env: dict, compare: str | None, apptest: bool = False) -> None:
+def bench_pages(env: dict, compare: str | None, apptest: bool = False, fresh_browser: bool = False,
+                reopens: int = 3) -> None:
     """Each page's first open and re-open, and the server's memory after every page on every shipped run."""
     from pkd.runs import list_runs
 
     shipped = Path(env["PKD_PRETRAINED_DIR"])
     runs = [Path(r.path).relative_to(shipped).as_posix() for r in list_runs(shipped)]
     runs.sort(key=lambda r: r != "mnist")  # the app's default run first
-    print(f"\n== page opens in Chromium (a new tab each, the script run to its end) and server memory after every "
-          f"page on each of the {len(runs)} shipped runs ({shipped})", flush=True)
+    how = "AppTest, one process per tree" if apptest else \
+        f"Chromium, a new tab each ({'a fresh browser profile' if fresh_browser else 'one browser cache'}), the trees alternating"
+    print(f"\n== page opens ({how}; the script run to its end) and server memory after every page on each of the "
+          f"{len(runs)} shipped runs ({shipped})", flush=True)
     trees = {"this tree": ROOT}
     with tempfile.TemporaryDirectory(prefix="pkd-bench-old-") as tmp:
         if compare:  # a folder holding an older checkout, or a commit of this repository
             trees[compare] = Path(compare) if (Path(compare) / "app").is_dir() else old_tree(compare, Path(tmp))
-        figures = {}
-        for name, tree in trees.items():
-            measure = apptest_figures if apptest else page_figures
-            figures[name] = measure(tree, dict(env, PYTHONPATH=str(tree)), runs)
+        if apptest:
+            figures = {name: apptest_figures(tree, dict(env, PYTHONPATH=str(tree)), runs) for name, tree in trees.items()}
+        else:
+            figures = page_figures(trees, env, runs, fresh_browser, reopens)
+        for name in trees:
             print(f"  {name}: {figures[name]}", flush=True)
     names = list(figures)
     print(f"  {'page':<14}" + "".join(f"{name + ' first / again (s)':>34}" for name in names))
     for page in figures[names[0]]["first"]:
         print(f"  {page:<14}" + "".join(f"{f['first'].get(page, float('nan')):>25.2f} / {f['again'].get(page, float('nan')):5.2f}"
                                        for f in figures.values()))
+    if "cpu_first" in figures[names[0]]:
+        print(f"  {'server CPU s':<14}" + "".join(f"{name + ' first / again':>34}" for name in names))
+        for page in figures[names[0]]["cpu_first"]:
+            print(f"  {page:<14}" + "".join(f"{f['cpu_first'][page]:>25.2f} / {f['cpu_again'].get(page, float('nan')):5.2f}"
+                                           for f in figures.values()))
+    if len(names) == 2:
+        a, b = figures[names[0]], figures[names[1]]
+        for when in [w for w in ("first", "again", "cpu_first", "cpu_again") if w in a]:
+            ratios = [a[when][p] / b[when][p] for p in a[when] if b[when].get(p)]
+            if ratios:
+                print(f"  {when}: {names[0]} / {names[1]} per page: " + ", ".join(f"{r:.2f}" for r in ratios)
+                      + f"; median {statistics.median(ratios):.2f}")
     for name, f in figures.items():
         if f.get("errors"):
             print(f"  {name}: pages that raised: {', '.join(f['errors'])}")
@@ -391,6 +451,10 @@ def main() -> None:
     parser.add_argument("--pages-only", action="store_true", help="only the page times and server memory")
     parser.add_argument("--apptest", action="store_true", help="with --pages-only: run the pages in one process "
                         "with Streamlit's AppTest instead of a server and Chromium (a busy or memory-short machine)")
+    parser.add_argument("--fresh-browser", action="store_true", help="with --pages-only: each tab in a new browser "
+                        "profile (nothing cached; the figures before this option existed) instead of one browser")
+    parser.add_argument("--reopens", type=int, default=3, help="with --pages-only: re-opens per page on the default "
+                        "run (their median is reported)")
     parser.add_argument("--compare", metavar="REF", help="also time the app of this git commit (an older release), "
                         "or of a folder holding an older checkout, side by side")
     args = parser.parse_args()
@@ -406,7 +470,8 @@ def main() -> None:
         env = dict(os.environ, PKD_RUNS_DIR=str(Path(tmp) / "runs"), PKD_PRETRAINED_DIR=str(pretrained),
                    PYTHONPATH=str(ROOT))
         if args.pages_only:
-            bench_pages(dict(env, PKD_PRETRAINED_DIR=str(ROOT / "pretrained")), args.compare, args.apptest)
+            bench_pages(dict(env, PKD_PRETRAINED_DIR=str(ROOT / "pretrained")), args.compare, args.apptest,
+                        args.fresh_browser, args.reopens)
             return
         bench_prediction(run_path, args.repeats)
         if not args.skip_browser:

@@ -71,6 +71,14 @@ def cached_frame_flops(path: str, key: tuple) -> list[list[int]]:  # noqa: ARG00
     return inference.frame_flops(common.cached_ensemble(path, key))
 
 
+@st.cache_resource(max_entries=16, show_spinner=False)
+def test_clip_report(path: str, key: tuple, index: int, back: bool, _models: ClipModels,  # noqa: ARG001
+                     _shown: Any) -> inference.ClipReport:
+    """clip_report of test clip `index` (played backwards when `back`) of run `path` with weights `key`, kept
+    between sessions: a new tab on the same clip reuses it instead of running every student frame by frame."""
+    return inference.clip_report(_models.ensemble, _models.spec, _shown, _models.teacher, _models.frame_flops)
+
+
 def load_models(run: Run) -> ClipModels:
     """The run's students, teacher and per-frame FLOPs (cached), or an error and st.stop()."""
     models = common.load_run_models(run)
@@ -79,7 +87,7 @@ def load_models(run: Run) -> ClipModels:
     except (RunError, ValueError, OSError) as exc:
         st.error(f"Cannot load the models of {common.display_name(run)}: {exc}")
         st.stop()
-    return ClipModels(models.spec, models.ensemble, models.teacher, models.teacher_flops, flops)
+    return ClipModels(models.spec, models.ensemble, models.teacher, models.teacher_flops, models.source, flops)
 
 
 def on_random(n: int) -> None:
@@ -254,7 +262,10 @@ def main() -> None:
             ss.clips_frame = frames  # first visit, a bad link, or a run with fewer frames
         show_clip(shown)
         t = st.slider("After frame", 1, frames, key="clips_frame", help=glossary.HELP["frame"])
-    report = inference.clip_report(models.ensemble, models.spec, shown, models.teacher, models.frame_flops)
+    if split is not None:
+        report = test_clip_report(str(run.path), run.weights_stamp(), ss.clips_idx, back, models, shown)
+    else:  # a drawing: made anew each time
+        report = inference.clip_report(models.ensemble, models.spec, shown, models.teacher, models.frame_flops)
     with right:
         teacher_panel(report, models)
         students_panel(report, models, t, truth_of(back))

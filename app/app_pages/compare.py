@@ -34,8 +34,8 @@ def pickable() -> dict[str, str]:
 def default_runs(names: dict[str, str]) -> list[str]:
     """The sidebar's run and the other runs of its dataset (at most 8)."""
     chosen = common.selected_run()
-    dataset = chosen.info()[RunInfo.DATASET] if chosen else None
-    same = [p for p, _ in common.run_infos() if p.info()[RunInfo.DATASET] == dataset]
+    dataset = common.run_info(chosen)[RunInfo.DATASET] if chosen else None
+    same = [p for p, info in common.run_infos() if info[RunInfo.DATASET] == dataset]
     return [str(p.path) for p in same if str(p.path) in names][:8]
 
 

@@ -15,7 +15,7 @@ from pkd.runs.schema import PrefixRow, RunInfo
 def run_figures() -> tuple[str, list[dict], dict, str]:
     """The chosen run's name, prefix rows, teacher and mode ('', [], {}, 'residual' when there is none to read)."""
     run = common.selected_run()
-    if run is None or run.info()[RunInfo.PROBLEM]:
+    if run is None or common.run_info(run)[RunInfo.PROBLEM]:
         return "", [], {}, "residual"
     try:
         summary = run.summary()
@@ -73,7 +73,7 @@ def teacher_picture(k_total: int, mode: str) -> None:
 def one_test_digit() -> None:
     """The soft targets and a student reading, on a test digit the class picks (image runs with a teacher)."""
     run = common.selected_run()
-    if run is None or run.info()[RunInfo.PROBLEM] or run.students_saved() == 0 or \
+    if run is None or common.run_info(run)[RunInfo.PROBLEM] or run.students_saved() == 0 or \
             common.dataset_kind(run.setting("data", "dataset")) != "image":
         st.caption("Pick an image run with trained students in the sidebar to see its teacher and students at work "
                    "on a test digit.")

@@ -82,7 +82,7 @@ def is_motion(summary: dict) -> bool:
 def measure_of(run: Run, summary: dict) -> str:
     """What the page's accuracies measure and on which samples, in words: 'digit-and-motion accuracy (60 classes)
     on the 2,000 test clips of moving_mnist' / 'accuracy (10 classes) on the test set of mnist'."""
-    dataset = summary.get(Summary.DATASET) or run.info()["dataset"]
+    dataset = summary.get(Summary.DATASET) or common.run_info(run)["dataset"]
     try:
         spec = get_dataset_spec(str(dataset))
         classes, motion = spec.num_classes, spec.motion_labels
@@ -264,7 +264,7 @@ def explain_early_exit(summary: dict) -> None:
 def table(run: Run, rows: list[dict]) -> None:
     """The per-student table with its explanation and (outside lesson mode) its CSV."""
     st.subheader(f"Per student: {common.display_name(run)}")
-    residual = run.info()[RunInfo.MODE] != "independent"  # independent students have no scale s_k
+    residual = common.run_info(run)[RunInfo.MODE] != "independent"  # independent students have no scale s_k
     st.caption("**alone**: the student on its own (in a residual ensemble, students after the first learn a "
                "correction to the sum before them, so alone they can score low).  **together**: students 1 to this "
                "one, the ensemble's accuracy.  FLOPs are per image.  "
@@ -282,7 +282,7 @@ def compare_table(run: Run, compare: list[str]) -> None:
     if compare:
         st.subheader("Runs compared")
         runs = [run, *[Run(Path(p)) for p in compare]]
-        frame = runs_charts.runs_frame([r.info() for r in runs],
+        frame = runs_charts.runs_frame([common.run_info(r) for r in runs],
                                        names={str(r.path): common.display_name(r) for r in runs})
         widgets.show_table(frame.drop(columns=["where", RunInfo.PROBLEM]), key="results_compare_table")
 
@@ -295,7 +295,8 @@ def main() -> None:
     rows, summary = load(run)
     compare, log_x, show_anytime = controls(run)
     if not rows:
-        st.info(f"**{common.display_name(run)}** has no finished students yet (state: {run.info()['state']}). "
+        state = common.run_info(run)["state"]
+        st.info(f"**{common.display_name(run)}** has no finished students yet (state: {state}). "
                 "Watch it train on the **Train** page; this page fills in as students finish.")
         return
     headline(run, rows, summary, thing)

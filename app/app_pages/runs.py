@@ -102,7 +102,7 @@ def main() -> None:
         st.info(f"No runs yet. Shipped runs live in `{common.pretrained_dir()}`, new ones go to "
                 f"`{common.runs_dir()}`: start one on the **Train** page.")
         return
-    infos = {str(run.path): run.info() for run in runs}
+    infos = {str(run.path): common.run_info(run) for run in runs}
     table(runs, infos)
     paths = list(infos)
     labels = {str(run.path): common.label(run, infos[str(run.path)]) for run in runs}

@@ -199,6 +199,12 @@ with st.expander(f"Trials ({len(trials)})"):
         st.code("\n".join(tail[-30:]))
 
 
+@st.cache_resource(max_entries=4, show_spinner=False)
+def settings_chart(trials: list[dict], names: tuple[str, ...], drawn: dict[str, list[str]]):
+    """sweep_charts.settings_figure, kept between sessions for the same trials (a new tab reuses it)."""
+    return sweep_charts.settings_figure(trials, names, drawn)
+
+
 @st.cache_data(max_entries=8, show_spinner="Computing parameter importances ...")
 def importances(path: str, stamp: float) -> dict:  # noqa: ARG001 - stamp is part of the cache key
     return pkd_sweep.param_importances(pkd_sweep.Sweep(Path(path)))
@@ -218,7 +224,7 @@ if counts["complete"] < pkd_sweep.MIN_TRIALS_FOR_IMPORTANCE:
                "against each objective instead, one dot per trial with its trend; a trend over a few dots is a "
                "hint to test with seeds, not a finding.")
     if searched:
-        st.plotly_chart(sweep_charts.settings_figure(trials, names, drawn), key="sweeps_settings", width="stretch")
+        st.plotly_chart(settings_chart(trials, tuple(names), drawn), key="sweeps_settings", width="stretch")
     if never:
         st.caption(never + ".")
     st.stop()
