@@ -23,9 +23,11 @@ import pkd
 from pkd import data as pkd_data
 from pkd import export, ssm
 from pkd.artifacts import load_ensemble
+from pkd.data import get_dataset_spec
 from pkd.procs import proc_start_time
 from pkd.runs import MANIFEST_FILE, Run, State
 from pkd.ssm.cpu_kernel import KERNEL
+from tests.pkd_process import ROOT
 from tests.pkd_process import pkd as run_pkd
 from tests.pkd_process import pkd_ok
 
@@ -123,7 +125,7 @@ def test_model_card(exported, run_copy):
 
 
 @pytest.mark.parametrize("length, rounds", [(16, False), (ssm.EXPORT_UNROLL_MAX + 3, False), (13, True)],
-                         ids=["unrolled", "scan-op", "in-rounds"])
+                         ids=["unrolled", "long-in-rounds", "in-rounds"])
 def test_export_scan_matches_reference_and_runs_in_onnxruntime(length, rounds, tmp_path):
     g = torch.Generator().manual_seed(0)
     u, delta, z = (torch.randn(2, 8, length, generator=g) for _ in range(3))
@@ -156,6 +158,19 @@ def test_export_scan_matches_reference_and_runs_in_onnxruntime(length, rounds, t
     assert len(session.get_inputs()) == len(inputs)
     feed = {meta.name: t.numpy() for meta, t in zip(session.get_inputs(), inputs)}  # in forward's order
     assert float(np.abs(session.run(None, feed)[0] - want.numpy()).max()) <= 1e-5
+
+
+def test_a_clip_run_exports_to_onnx(tmp_path):
+    """The shipped Moving MNIST students read 384 rows (> EXPORT_UNROLL_MAX), so their scan is exported in rounds;
+    the file answers as eager PyTorch (torch's scan op, used before, stopped the ONNX exporter on a dynamic batch)."""
+    run = Run(ROOT / "pretrained" / "moving-mnist-independent")
+    spec = get_dataset_spec(run.setting("data", "dataset"))
+    path = export.export_prefix(run, 2, "onnx", out=tmp_path / "clips.onnx", all_prefixes=True)
+    clips = torch.rand(3, *spec.sample_shape, generator=torch.Generator().manual_seed(1))  # (3, T, 1, S, S)
+    with torch.no_grad():
+        want = export.PrefixModel(load_ensemble(run, k=2), spec, all_prefixes=True).eval()(clips)[2].numpy()
+    got = export.onnx_session(path, threads=1).run(["prefix_probs"], {"pixels": clips.numpy()})[0]  # (3, 2, C)
+    assert float(np.abs(got - want).max()) <= 1e-4 and (got.argmax(-1) == want.argmax(-1)).all()
 
 
 def test_training_model_exports_with_the_fused_kernel(run_copy):

@@ -10,7 +10,7 @@ time that computes the call exactly (a backend hands a layout it does not run to
 - ``torch``: a pure-torch autograd Function with a hand-written backward (no build step; any device);
 - ``ref``: the reference loop;
 - ``export``: forward only, in plain aten ops without in-place writes, so ``torch.export`` and
-  the ONNX exporter trace it (the loop over L unrolls for short sequences, else torch's ``scan`` operator).
+  the ONNX exporter trace it (the loop over L unrolls for short sequences, longer ones run in log2 L rounds).
 
 Set ``PKD_SCAN_BACKEND`` to ``auto|cpp|torch|ref|cuda|export`` to force one, or ``with use_backend("export"):``
 for one block of code (what ``pkd.export`` does). The fused kernel is also the custom operator ``pkd::scan_fwd``

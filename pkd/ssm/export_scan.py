@@ -1,8 +1,9 @@
-"""The export backend (``export``): the recurrence in out-of-place aten ops, discretised one step at a time
-(O(B*ED*N) memory), forward only, so ``torch.export`` and the ONNX exporter trace it (the loop over L unrolls for
-short sequences, else torch's ``scan`` operator). ``pkd.export`` selects it with ``use_backend("export")``.
-Inside ``with export_in_rounds():`` a short sequence runs in ceil(log2 L) rounds over all of it instead (a graph of
-a few dozen nodes a layer instead of six a token: what the web page uses, pkd.web.build).
+"""The export backend (``export``): the recurrence in out-of-place aten ops, forward only, so ``torch.export`` and
+the ONNX exporter trace it: a sequence up to EXPORT_UNROLL_MAX long is unrolled one step at a time (O(B*ED*N)
+memory), a longer one runs in ceil(log2 L) rounds over all of it (a parallel prefix scan, O(B*ED*L*N) memory).
+``pkd.export`` selects the backend with ``use_backend("export")``. Inside ``with export_in_rounds():`` short
+sequences run in rounds too (a graph of a few dozen nodes a layer instead of six a token: what the web page uses,
+pkd.web.build).
 
 Letters: B batch, ED channels (expand * d_model), L sequence length, N state size.
 """
@@ -17,13 +18,13 @@ import torch.nn.functional as F
 
 from pkd.ssm.ref import selective_scan_ref
 
-EXPORT_UNROLL_MAX = 128  # the export scan unrolls sequences up to this length, longer ones use torch's scan op
+EXPORT_UNROLL_MAX = 128  # the export scan unrolls sequences up to this length, longer ones run in rounds
 _in_rounds: contextvars.ContextVar[bool] = contextvars.ContextVar("pkd_export_scan_rounds", default=False)
 
 
 @contextlib.contextmanager
 def export_in_rounds():
-    """Inside the with-block (this thread), the export scan of a sequence up to EXPORT_UNROLL_MAX long runs in
+    """Inside the with-block (this thread), the export scan of a sequence up to EXPORT_UNROLL_MAX long also runs in
     ceil(log2 L) rounds (:func:`_recurrence_in_rounds`) instead of one step per token. Same maths; the graph of the
     shipped MNIST run drops from 829 to 433 ONNX nodes, and onnxruntime-web makes its session ~0.3 s sooner
     (docs/web.md), for about three times the scan's arithmetic."""
@@ -66,30 +67,22 @@ def _recurrence_in_rounds(dt, dtu, A, B, C):
 def _export_recurrence(dt, dtu, A, B, C):
     """x_t = exp(dt_t A) x_(t-1) + dt_t u_t B_t and y_t = <x_t, C_t> for dt, dtu (B, ED, L), B, C (B, N, L).
 
-    Up to EXPORT_UNROLL_MAX steps the loop is unrolled when traced (six ops a step); beyond it, torch's ``scan``
-    higher-order op keeps the graph one step long (ONNX ``Scan``).
+    Up to EXPORT_UNROLL_MAX steps the loop is unrolled when traced (six ops a step); beyond it, and inside
+    export_in_rounds(), it runs in rounds (:func:`_recurrence_in_rounds`). (torch's ``scan`` higher-order op, used
+    here before, does not reach ONNX for a model with a dynamic batch: the exporter stops on a SymInt.)
 
     Returns:
         y (B, ED, L) and the last state (B, ED, N).
     """
+    if dt.shape[2] > EXPORT_UNROLL_MAX or _in_rounds.get():
+        return _recurrence_in_rounds(dt, dtu, A, B, C)
     steps = (dt.permute(2, 0, 1)[..., None], dtu.permute(2, 0, 1)[..., None],  # (L, B, ED, 1) each
              B.permute(2, 0, 1)[:, :, None, :], C.permute(2, 0, 1)[..., None])  # (L, B, 1, N), (L, B, N, 1)
-    if dt.shape[2] <= EXPORT_UNROLL_MAX and _in_rounds.get():
-        return _recurrence_in_rounds(dt, dtu, A, B, C)
-    if dt.shape[2] <= EXPORT_UNROLL_MAX:  # split, not unbind: one Split node, no Squeeze per step and operand
-        x, ys = None, []
-        for dt_t, dtu_t, B_t, C_t in zip(*(s.split(1, dim=0) for s in steps)):  # (1, B, ...) each
-            x, y_t = _export_step(x, dt_t, dtu_t, A, B_t, C_t)
-            ys.append(y_t)
-        return torch.cat(ys, dim=0)[..., 0].permute(1, 2, 0), x[0]  # (L, B, ED, 1) -> (B, ED, L); (B, ED, N)
-    from torch._higher_order_ops.scan import scan
-
-    def combine(x, xs):
-        return _export_step(x, xs[0], xs[1], A, xs[2], xs[3])
-
-    x0 = dt.new_zeros(dt.shape[0], dt.shape[1], A.shape[1])  # (B, ED, N)
-    last, ys = scan(combine, x0, steps, dim=0)  # (B, ED, N), (L, B, ED, 1)
-    return ys[..., 0].permute(1, 2, 0), last  # (B, ED, L)
+    x, ys = None, []  # split, not unbind: one Split node, no Squeeze per step and operand
+    for dt_t, dtu_t, B_t, C_t in zip(*(s.split(1, dim=0) for s in steps)):  # (1, B, ...) each
+        x, y_t = _export_step(x, dt_t, dtu_t, A, B_t, C_t)
+        ys.append(y_t)
+    return torch.cat(ys, dim=0)[..., 0].permute(1, 2, 0), x[0]  # (L, B, ED, 1) -> (B, ED, L); (B, ED, N)
 
 
 def selective_scan_export(
