@@ -26,8 +26,8 @@ _in_rounds: contextvars.ContextVar[bool] = contextvars.ContextVar("pkd_export_sc
 def export_in_rounds():
     """Inside the with-block (this thread), the export scan of a sequence up to EXPORT_UNROLL_MAX long also runs in
     ceil(log2 L) rounds (:func:`_recurrence_in_rounds`) instead of one step per token. Same maths; the graph of the
-    shipped MNIST run drops from 829 to 433 ONNX nodes, and onnxruntime-web makes its session ~0.3 s sooner
-    (docs/web.md), for about three times the scan's arithmetic."""
+    shipped MNIST run drops from 829 to 433 ONNX nodes, and the web page's first answer comes 0.1-0.8 s sooner
+    on a busy 2-core machine (docs/web.md), for about three times the scan's arithmetic."""
     token = _in_rounds.set(True)
     try:
         yield
