@@ -12,13 +12,14 @@ from typing import Any
 
 from pkd.anytime import auc_of_rows
 from pkd.pareto import Point, front_flags
-from pkd.runs import Run, RunError, get_field, printable
-from pkd.runs.schema import PrefixRow, Summary, TeacherFigures
+from pkd.runs import TEACHER_FILE, Run, RunError, file_sha256, get_field, printable
+from pkd.runs.schema import PrefixRow, Summary, TeacherFigures, TeacherRef
 from pkd.groups import group_prefixes
 from pkd.sweep.results import schedule_text
 
 SCHEDULE = "students.schedule"  # shown as schedule_text: d_model/d_state/n_layers of each student
 IGNORED = ("name",)  # every run has its own name: never a "difference"
+TEACHER_ID = "teacher file"  # the teacher a run distils from: the first 12 hex of its file's sha256
 # the figures of a run's row, after its differing settings (names the app shows as column titles)
 FIGURES = ("students", "test accuracy", "val accuracy", "FLOPs per sample", "% of the teacher's FLOPs",
            "teacher's accuracy", "anytime AUC (test)")
@@ -58,6 +59,22 @@ class RunFigures:
     settings: dict
     rows: list
     summary: dict
+    teacher: str | None = None  # teacher_id(run)
+
+
+def teacher_id(run: Run) -> str | None:
+    """The teacher file a run distils from, as the first 12 hex digits of its sha256 (teacher-ref.json's for a
+    shared one, else its own teacher.pt hashed), or None while it has none. Runs that share one teacher record
+    different paths and stage settings for it (the run that trained it, the ones that load it, each on its own
+    machine): the file says whether the teacher differs."""
+    try:
+        ref = run.teacher_reference()
+    except (RunError, OSError):
+        ref = None
+    if ref:
+        return ref[TeacherRef.SHA256][:12]
+    own = run.path / TEACHER_FILE
+    return file_sha256(own)[:12] if own.is_file() else None
 
 
 def read_runs(runs: list[Run], names: dict[str, str] | None = None) -> tuple[list[RunFigures], list[str]]:
@@ -74,7 +91,7 @@ def read_runs(runs: list[Run], names: dict[str, str] | None = None) -> tuple[lis
         if not rows:
             skipped.append(f"{name}: no finished student yet")
             continue
-        out.append(RunFigures(run, name, flat_settings(config), rows, summary))
+        out.append(RunFigures(run, name, flat_settings(config), rows, summary, teacher_id(run)))
     return out, skipped
 
 
@@ -90,9 +107,17 @@ def figures_of(item: RunFigures) -> dict[str, Any]:
 
 
 def run_table(items: list[RunFigures]) -> tuple[list[str], list[dict]]:
-    """The settings that differ between the runs and one row per run: run, those settings, FIGURES."""
+    """The settings that differ between the runs and one row per run: run, those settings, FIGURES. When every run
+    distils the same teacher file, how each got it (teacher.* settings: a path, the epochs of the run that trained
+    it) is no difference; when the files differ, TEACHER_ID is one."""
     keys = differing_settings([item.settings for item in items]) if len(items) > 1 else []
-    rows = [{"run": item.name, **{key: item.settings.get(key) for key in keys}, **figures_of(item)} for item in items]
+    teachers = {item.teacher for item in items}
+    if len(teachers) == 1 and None not in teachers:
+        keys = [key for key in keys if not key.startswith("teacher.")]
+    elif len(items) > 1 and len(teachers) > 1:
+        keys.append(TEACHER_ID)
+    rows = [{"run": item.name, **{key: item.settings.get(key) for key in keys if key != TEACHER_ID},
+             **({TEACHER_ID: item.teacher} if TEACHER_ID in keys else {}), **figures_of(item)} for item in items]
     return keys, rows
 
 

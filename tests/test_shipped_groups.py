@@ -55,3 +55,20 @@ def test_the_docs_quote_the_shipped_groups(dataset):
                               SeedGroup(ROOT / "pretrained" / independent).members())
     for p in pairings:
         assert describe(p.diff.mean, p.diff.verdict, p.diff.se) in text, (page, p.k)
+
+
+def test_compare_says_the_shipped_groups_share_one_teacher_not_that_its_paths_differ():
+    """The Fashion runs record their shared teacher by different paths and stage settings (seed-0 trained it, the
+    others load it, on two machines); the Compare table names none of that, and names the teacher file when
+    runs distil different teachers (the MNIST run against the Fashion ones)."""
+    from pkd.groups import runs_of
+    from pkd.side_by_side import TEACHER_ID, read_runs, run_table, teacher_id
+
+    fashion = [run for name in ("fashion-mnist", "fashion-mnist-independent") for run in runs_of(ROOT / "pretrained" / name)]
+    keys, _ = run_table(read_runs(fashion)[0])
+    assert keys == ["distill.learn_prev_scale", "distill.mode", "seed"]
+    shared = sha256(ROOT / "pretrained" / "fashion-mnist" / "seed-0" / "teacher.pt")[:12]
+    assert {teacher_id(run) for run in fashion} == {shared}
+    keys, rows = run_table(read_runs(fashion[:1] + runs_of(ROOT / "pretrained" / "mnist"))[0])
+    assert TEACHER_ID in keys and "data.dataset" in keys
+    assert [row[TEACHER_ID] for row in rows] == [shared, sha256(ROOT / "pretrained" / "mnist" / "teacher.pt")[:12]]

@@ -222,7 +222,8 @@ def _add_seed_band(fig: go.Figure, item: dict, color: str, many: bool) -> None:
     if not any(p.n > 1 for p in spreads):
         return
     xs = [p.cumulative_flops for p in spreads]
-    upper, lower = [100 * (p.test.mean + p.test.se) for p in spreads], [100 * (p.test.mean - p.test.se) for p in spreads]
+    upper = [100 * (p.test.mean + p.test.se) for p in spreads]
+    lower = [100 * (p.test.mean - p.test.se) for p in spreads]
     seeds = max(p.n for p in spreads)
     fig.add_trace(go.Scatter(
         x=xs + xs[::-1], y=upper + lower[::-1], mode="lines", fill="toself", fillcolor=color, opacity=0.18,
