@@ -51,3 +51,4 @@ finally:  # what the page itself set (a default number of students, a clamped va
     common.write_url(name)
     widgets.copy_link(link_slot, page.url_path)
     warmup.start(st.session_state.get(common.RUN_KEY))  # the first page has run: load the next pages' models
+    common.release_freed_memory()

@@ -95,14 +95,3 @@ def compare_to_teacher(run: Run, combiner: str | None = None) -> list[tuple[int,
     answers, teacher = run_answers(run, combiner, split=split), teacher_right(run, split).tolist()
     return [(k, mcnemar(answers.right[k - 1].tolist(), teacher)) for k in range(1, answers.right.shape[0] + 1)]
 
-
-def recorded_teacher_tests(summary: dict) -> list[McNemar] | None:
-    """The prefix-vs-teacher tests `pkd eval` and training record in summary.json ("teacher_tests", validated on
-    read), as pkd.stats results in k order; None for a run evaluated before they were recorded (or unfinished)."""
-    from pkd.runs.schema import Summary, TeacherTest as T
-
-    records = summary.get(Summary.TEACHER_TESTS)
-    if not records:
-        return None
-    return [McNemar(n=r[T.N], a_only=r[T.PREFIX_ONLY], b_only=r[T.TEACHER_ONLY], diff=r[T.DIFF], p_value=r[T.P_VALUE],
-                    verdict=r[T.VERDICT]) for r in sorted(records, key=lambda r: r[T.K])]

@@ -142,3 +142,16 @@ def describe(diff: float, verdict: str, se: float | None = None) -> str:
 def format_spread(s: Spread, scale: float = 100.0, digits: int = 2) -> str:
     """"98.12 ± 0.05" (mean ± SE, accuracies as percentages by default)."""
     return f"{scale * s.mean:.{digits}f} ± {scale * s.se:.{digits}f}"
+
+
+def recorded_teacher_tests(summary: dict) -> list[McNemar] | None:
+    """The prefix-vs-teacher tests `pkd eval` and training record in summary.json ("teacher_tests", validated on
+    read), as McNemar results in k order; None for a run evaluated before they were recorded (or unfinished). Here
+    rather than in pkd.compare, which loads models: the Results page reads them without importing the models."""
+    from pkd.runs.schema import Summary, TeacherTest as T
+
+    records = summary.get(Summary.TEACHER_TESTS)
+    if not records:
+        return None
+    return [McNemar(n=r[T.N], a_only=r[T.PREFIX_ONLY], b_only=r[T.TEACHER_ONLY], diff=r[T.DIFF], p_value=r[T.P_VALUE],
+                    verdict=r[T.VERDICT]) for r in sorted(records, key=lambda r: r[T.K])]

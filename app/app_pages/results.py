@@ -15,7 +15,6 @@ from app.charts import results as results_charts
 from app.charts import runs as runs_charts
 from pkd.runs import Run, RunError
 from pkd import stats
-from pkd.compare import recorded_teacher_tests
 from pkd.data import get_dataset_spec
 from pkd.groups import group_prefixes, seed_group_of
 from pkd.runs.schema import AnytimeAuc, Manifest, PrefixRow, RunInfo, Summary, TeacherFigures, VideoFigures
@@ -130,7 +129,7 @@ def headline(run: Run, rows: list[dict], summary: dict, thing: str) -> None:
 def noise_tests(run: Run) -> list | None:
     """McNemar's test of each prefix 1..K vs the teacher: as summary.json records it, else if this session has run
     it for these weights, else None."""
-    recorded = recorded_teacher_tests(run.summary())
+    recorded = stats.recorded_teacher_tests(run.summary())
     if recorded:
         return recorded
     found = ss.get("results_noise")

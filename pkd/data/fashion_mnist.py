@@ -12,6 +12,7 @@ file is refused with a one-line error that names it.
 
 from __future__ import annotations
 
+import functools
 import zipfile
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from pkd.data.mnist import _find_raw, _read_idx, torchvision_download
-from pkd.data.registry import DATA_DIR_ENV, check_labels, register_dataset
+from pkd.data.registry import DATA_DIR_ENV, LazySplits, check_labels, register_dataset
 from pkd.data.spec import DatasetSpec, Split
 
 
@@ -58,8 +59,10 @@ def _check_counts(labels: np.ndarray, per_class: int, path: Path) -> None:
                          f"Fashion-MNIST has {per_class} of each class; this is not the standard Fashion-MNIST")
 
 
-def read_fashion_raw(raw_dir: Path) -> dict[str, Split]:
-    """The three splits from the four original IDX files in raw_dir (each plain or .gz).
+def read_fashion_raw(raw_dir: Path) -> LazySplits:
+    """The three splits from the four original IDX files in raw_dir (each plain or .gz), read and checked now; each
+    split's float tensor is made when it is first asked for, from the uint8 pixels kept meanwhile (as MNIST's: the
+    app shows test images with 55 MB of pixels and the 31 MB test tensor instead of all 220 MB of float tensors).
 
     Returns:
         {"train", "val", "test"} Splits: images (N, 1, 28, 28) float32 k/255, labels (N,) int64.
@@ -79,9 +82,13 @@ def read_fashion_raw(raw_dir: Path) -> dict[str, Split]:
     _check_counts(y_test, FASHION_TEST_COUNT, paths["test_labels"])
     t = 60_000 - FASHION_VAL_SIZE
     parts = {"train": (x_train[:t], y_train[:t]), "val": (x_train[t:], y_train[t:]), "test": (x_test, y_test)}
-    return {split: Split(torch.from_numpy(x).unsqueeze(1).to(torch.float32).div_(255.0),  # (N, 1, 28, 28)
-                         torch.from_numpy(y), "fashion_mnist", split)
-            for split, (x, y) in parts.items()}
+
+    def make(split: str) -> Split:
+        x, y = parts[split]
+        return Split(torch.from_numpy(x).unsqueeze(1).to(torch.float32).div_(255.0),  # (N, 1, 28, 28)
+                     torch.from_numpy(y), "fashion_mnist", split)
+
+    return LazySplits({split: functools.partial(make, split) for split in parts})
 
 
 def load_test_sample(path: Path = SAMPLE_FILE) -> tuple[Split, torch.Tensor]:
@@ -123,7 +130,7 @@ def download_fashion_torchvision(root: Path) -> Path:
 
 
 @register_dataset(FASHION_MNIST)
-def _load_fashion_mnist(root: Path) -> dict[str, Split]:
+def _load_fashion_mnist(root: Path) -> LazySplits:
     """Fashion-MNIST from root's files, else Debian's, else torchvision's download into root."""
     folder = find_fashion_dir(root)
     if folder is not None:

@@ -110,3 +110,10 @@ def test_a_second_session_reuses_the_test_clips_report(app_env, video_run, monke
 def test_the_memo_is_one_dict_per_process(app_env):
     assert shared.memo() is shared.memo()
     assert isinstance(shared.listing_stamp([Path(app_env)]), tuple)
+
+
+def test_sweep_folders_are_those_find_sweeps_lists(shipped_root, app_env):
+    from pkd.sweep import find_sweeps
+
+    for root in (shipped_root, app_env, *common.sweep_dirs(shipped_root)):
+        assert sorted(common.sweep_dirs(Path(root))) == sorted(sweep.path for sweep in find_sweeps([root]))

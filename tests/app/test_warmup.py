@@ -64,3 +64,28 @@ def test_only_the_first_sessions_run_is_warmed_and_the_playground_uses_it(shippe
     assert done.returncode == 0, done.stderr[-3000:]
     after = json.loads(done.stdout.strip().splitlines()[-1])
     assert after == {"done": True, "first": True, "second": False, "same": True}
+
+
+FIRST_PAGE = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, sys.argv[1])
+    from streamlit.testing.v1 import AppTest
+    from app import warmup
+    warmup.start = lambda run_path: None  # what the page itself imports, not what the warm-up loads after it
+    at = AppTest.from_file(sys.argv[2], default_timeout=300)
+    at.run()
+    assert not at.exception, at.exception
+    print(json.dumps({"title": at.title[0].value, "compare": "pkd.compare" in sys.modules,
+                      "sweep": "pkd.sweep" in sys.modules}))
+""")
+
+
+def test_the_first_page_imports_neither_the_comparisons_nor_the_sweeps(shipped_root, tmp_path):
+    """Results, a fresh server's first page, reads the recorded tests (pkd.stats) and finds sweep folders by their
+    sweep.json (app.common.sweep_dirs), so its first open does not import pkd.compare's or pkd.sweep's code."""
+    env = {"PKD_RUNS_DIR": str(tmp_path), "PKD_PRETRAINED_DIR": str(shipped_root), "PATH": "/usr/bin:/bin",
+           "HOME": str(Path.home()), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", FIRST_PAGE, str(ROOT), str(ROOT / "app" / "main.py")],
+                          capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"title": "Results", "compare": False, "sweep": False}

@@ -54,6 +54,19 @@ def test_reader_on_the_real_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     data.clear_cache()
 
 
+
+@needs_debian
+def test_the_test_split_alone_is_made_in_floats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app shows test images: asking for them makes the 31 MB test tensor, not all 220 MB of float splits."""
+    no_download(monkeypatch)
+    data.clear_cache()
+    test = data.load_split("fashion_mnist", "test", tmp_path)
+    assert data.built_splits("fashion_mnist", tmp_path) == ("test",) and len(test) == 10_000
+    assert data.load_split("fashion_mnist", "test", tmp_path) is test  # made once
+    assert len(data.load_split("fashion_mnist", "val", tmp_path)) == 5_000
+    assert data.built_splits("fashion_mnist", tmp_path) == ("test", "val")
+    data.clear_cache()
+
 @needs_debian
 def test_a_user_named_root_comes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     no_download(monkeypatch)
