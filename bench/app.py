@@ -4,7 +4,7 @@ all K prefix predictions; training throughput with and without a browser watchin
 asserts nothing.
 
     python bench/app.py [--run pretrained/mnist] [--config configs/tiny.yaml] [--skip-browser] [--skip-train]
-    python bench/app.py --pages-only [--compare 2f4de0e]   # page times and memory only (docs/app.md)
+    python bench/app.py --pages-only [--compare 2f4de0e] [--reopens 3] [--fresh-browser]   # page times, memory
 
 Check `uptime` first: on a shared 2-core machine the numbers move with the load (the throughput runs alternate
 watched and unwatched runs so both see similar conditions).

@@ -361,7 +361,7 @@ def offer_export(run: Run, built: dict) -> None:
 
 def web_page_section(run: Run) -> None:
     """Build the run's static web page (pkd.web.build, in a temporary folder) and offer it as a zip."""
-    from pkd.web.build import unsupported_reason, web_zip
+    from pkd.web.supported import unsupported_reason  # pkd.web.build (export, models): when the button is pressed
 
     if run.students_saved() == 0 or run.is_active() or unsupported_reason(run):
         return
@@ -370,6 +370,8 @@ def web_page_section(run: Run) -> None:
                "no Python, no server, works offline). Unzip it and open index.html, or put the folder on any static "
                "host. The same as `python -m pkd export RUN --web`.")
     if st.button("Build the web page", key="results_web_build", help="Up to a minute; built in a temporary folder."):
+        from pkd.web.build import web_zip
+
         with st.spinner("Exporting every student and packing the page ..."):
             try:
                 ss["results_web"] = {"run": str(run.path), "data": web_zip(run)}

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from pkd import __version__, ssm
-from pkd.data import get_dataset_spec
 from pkd.export import EXPORT_DIR, _check_not_in_a_run, check_request, export_bytes, onnx_session
 from pkd.runs import Run, get_field
 from pkd.runs.schema import AnytimePoint, PrefixRow, Summary, TeacherFigures
+from pkd.web.supported import unsupported_reason
 from pkd.web.runtime import ORT_WEB_VERSION, runtime_files
 
 PAGE_DIR = Path(__file__).with_name("page")  # index.html and the page's scripts, copied as they are
@@ -36,18 +36,6 @@ PAGE_SCRIPTS = ("preprocess.js", "chart.js", "pkd.js")
 WEB_DIR = "web"  # the default folder: <run>/export/web
 TEST_DIGITS = 50  # test images the page can show ("A test digit"), a seeded pick
 OPTIMIZED_TOLERANCE = 1e-5  # the .ort model against the exported ONNX file, every output
-
-
-def unsupported_reason(run: Run) -> str | None:
-    """Why the page cannot show this run (clips, photos, other shapes), or None."""
-    spec = get_dataset_spec(run.setting("data", "dataset"))
-    if spec.kind != "image":
-        return (f"--web makes a draw-a-digit page; run {run.name} reads clips ({spec.name}), which the page does not "
-                "play yet: export its students with --k K instead")
-    if tuple(spec.sample_shape) != (1, 28, 28) or spec.photos:
-        return (f"--web makes a draw-a-digit page for 28x28 digit runs; run {run.name} uses {spec.name}: export its "
-                "students with --k K instead")
-    return None
 
 
 def check_web_request(run: Run, k: int | None) -> int:
