@@ -38,6 +38,23 @@ def keep_torch_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def keep_root_logging():
+    """A test that runs `pkd.cli.main` in this process under capsys leaves pkd's stderr handler (setup_logging) on
+    the root logger, bound to capsys's stream, which pytest closes after the test: the next test's first log line
+    (before its own setup_logging) would hit a closed file ("--- Logging error ---"). Remove the plain stream
+    handlers a test added (pytest's own capture handlers, subclasses, are pytest's to remove) and restore the level."""
+    import logging
+
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and handler not in before:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
 def _has_mnist(root: Path) -> bool:
     return (root / pkd_mnist.MNIST_PKL_NAME).is_file() or (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
 
