@@ -111,10 +111,11 @@ def sweep_of(run: Run) -> str | None:
 
 
 def group_of(run: Run) -> str | None:
-    """The name of the seed group a run is a member of (its parent folder holds group.json), else None."""
-    from pkd.runs.files import GROUP_FILE
+    """The name of the seed group a run seems to belong to (pkd.groups.group_folder_of), else None."""
+    from pkd.groups import group_folder_of
 
-    return printable(run.path.parent.name, 80) if (run.path.parent / GROUP_FILE).is_file() else None
+    folder = group_folder_of(run)
+    return printable(folder.name, 80) if folder else None
 
 
 def display_name(run: Run, info: dict | None = None) -> str:

@@ -85,18 +85,30 @@ def runs_of(path: str | Path) -> list[Run]:
     return runs
 
 
+def group_folder_of(run: Run) -> Path | None:
+    """The folder of the seed group `run` seems to belong to (its parent holds group.json), without reading the
+    record: cheap enough for every name in a listing. seed_group_of checks the membership."""
+    parent = run.path.parent
+    return parent if (parent / GROUP_FILE).is_file() else None
+
+
+def seed_group_members(run: Run) -> list[Run]:
+    """The members of the seed group `run` is a member of, `run` among them (group.json read once), or [] for a
+    plain run, a sweep's trial, a stray folder beside a group's members, or a damaged group record."""
+    folder = group_folder_of(run)
+    if folder is None:
+        return []
+    try:
+        members = SeedGroup(folder).members()
+    except RunError:
+        return []
+    return members if any(m.path == run.path for m in members) else []
+
+
 def seed_group_of(run: Run) -> SeedGroup | None:
     """The seed group `run` is a member of (its folder is one of the seed-<s> members its parent's group.json
     lists), else None (a plain run, a sweep's trial, or a damaged group record)."""
-    parent = run.path.parent
-    if not (parent / GROUP_FILE).is_file():
-        return None
-    group = SeedGroup(parent)
-    try:
-        members = group.members()
-    except RunError:
-        return None
-    return group if any(m.path == run.path for m in members) else None
+    return SeedGroup(run.path.parent) if seed_group_members(run) else None
 
 
 def find_groups(folders: list[str | Path]) -> list[SeedGroup]:

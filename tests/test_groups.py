@@ -166,7 +166,7 @@ def test_a_copied_group_shares_its_first_members_teacher_not_the_recorded_absolu
 
 
 def test_seed_group_of_finds_a_members_group_and_nothing_else(groups, tmp_path):
-    from pkd.groups import seed_group_of
+    from pkd.groups import group_folder_of, seed_group_members, seed_group_of
 
     member = Run(groups["residual"] / "seed-1")
     assert seed_group_of(member).path == groups["residual"]
@@ -175,6 +175,25 @@ def test_seed_group_of_finds_a_members_group_and_nothing_else(groups, tmp_path):
     assert seed_group_of(Run(alone)) is None  # the same run outside its group
     stray = groups["residual"] / "seed-7"  # a folder the group's seeds do not name
     assert seed_group_of(Run(stray)) is None
+    assert [m.path.name for m in seed_group_members(member)] == ["seed-0", "seed-1"]
+    assert seed_group_members(Run(alone)) == [] and seed_group_members(Run(stray)) == []
+    assert group_folder_of(Run(stray)) == groups["residual"]  # the cheap check names the folder, not membership
+    assert group_folder_of(Run(alone)) is None
+
+
+def test_the_teacher_column_follows_a_changed_teacher_file(groups, tmp_path):
+    """Compare's "teacher file" column is hashed once per file version: a teacher.pt rewritten in place (another
+    size or time) gets its new digest, not the remembered one."""
+    from pkd.side_by_side import teacher_id
+    from pkd.runs import file_sha256
+
+    run = tmp_path / "run"
+    shutil.copytree(groups["residual"] / "seed-0", run)
+    first = teacher_id(Run(run))
+    assert first == file_sha256(run / "teacher.pt")[:12] == teacher_id(Run(run))
+    with open(run / "teacher.pt", "ab") as fh:
+        fh.write(b"\0")
+    assert teacher_id(Run(run)) == file_sha256(run / "teacher.pt")[:12] != first
 
 
 def test_a_damaged_combiners_record_is_refused_by_name(groups, tmp_path):

@@ -16,7 +16,7 @@ from app.charts import runs as runs_charts
 from pkd.runs import Run, RunError
 from pkd import stats
 from pkd.data import get_dataset_spec
-from pkd.groups import group_prefixes, seed_group_of
+from pkd.groups import group_prefixes, seed_group_members
 from pkd.runs.schema import AnytimeAuc, Manifest, PrefixRow, RunInfo, Summary, TeacherFigures, VideoFigures
 
 ss = st.session_state
@@ -223,8 +223,7 @@ def series_of(run: Run, rows: list[dict], summary: dict, compare: list[str]) -> 
 def seed_spread(run: Run) -> list | None:
     """The run's seed group per k (pkd.groups.PrefixSpread: mean ± SE over the members' seeds), or None when the run
     is no group's member or its group has one member so far."""
-    group = seed_group_of(run)
-    members = group.members() if group else []
+    members = seed_group_members(run)
     return group_prefixes(members) if len(members) > 1 else None
 
 
