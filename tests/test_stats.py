@@ -36,6 +36,22 @@ def test_mcnemar_separates_ten_to_none_and_never_on_agreement():
         mcnemar([True], [True, False])
 
 
+def test_the_exact_mcnemar_p_value_is_scipys_binomial_test_on_every_small_table():
+    """pkd.stats computes the p-value from scipy.special's binomial CDF (no scipy.stats import in a training); it
+    equals scipy.stats.binomtest(a_only, a_only + b_only, 0.5) on every table of up to 60 discordant samples and on
+    large ones (a shipped comparison has up to ~100 discordant test images)."""
+    from scipy.stats import binomtest
+
+    from pkd.stats import exact_mcnemar_p
+
+    tables = [(a, n - a) for n in range(1, 61) for a in range(n + 1)]
+    tables += [(a, n - a) for n in (99, 100, 250, 1001) for a in (0, 1, n // 3, n // 2 - 2, n // 2, n // 2 + 1, n)]
+    for a_only, b_only in tables:
+        expected = binomtest(a_only, a_only + b_only, 0.5).pvalue
+        assert exact_mcnemar_p(a_only, b_only) == pytest.approx(expected, rel=1e-9, abs=1e-300), (a_only, b_only)
+    assert exact_mcnemar_p(0, 0) == 1.0
+
+
 def test_paired_difference_of_three_seeds():
     """Differences 0.01, 0.02, -0.02: mean 0.00333, SD 0.020817, SE 0.012019, t = 0.2774 on 2 df, p = 0.807."""
     d = paired_difference([0.90, 0.92, 0.91], [0.89, 0.90, 0.93])

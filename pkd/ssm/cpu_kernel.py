@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 
 from pkd.ssm.cpu_info import cpu_model, describe_cpu, kernel_flags, vector_extension
+from pkd.cache import CACHE_ENV, cache_root  # noqa: F401  (CACHE_ENV: pkd.ssm's public name for it)
 from pkd.ssm.layout import BACKEND_ENV, ScanLayout, needs_grad
 
 logger = logging.getLogger("pkd.ssm")  # the package's one logger: its lines read "pkd.ssm:" as before the split
 
-CACHE_ENV = "PKD_CACHE_DIR"
 LANES_ENV = "PKD_SCAN_LANES"
 LANE_WIDTHS = (4, 8, 16)
 _KERNEL_SOURCE = Path(__file__).resolve().parent / "csrc" / "selective_scan.cpp"
@@ -61,7 +61,7 @@ _kernel_lock = threading.Lock()
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "pkd").expanduser()
+    return cache_root()
 
 
 def _cpu_signature() -> str:

