@@ -4,8 +4,11 @@ The folder holds `index.html` and `assets/`: onnxruntime-web (pkd.web.runtime; i
 base64-encoded in a script, since a page opened from file:// may load scripts but not fetch files), the model (the
 ONNX export of every prefix's probabilities, `pkd.export.PrefixModel(all_prefixes=True)`, saved in onnxruntime's own
 .ort format by onnxruntime of the same version: the browser loads it faster, with no optimisation pass), the run's
-records (`run.js`) and the page's own scripts (`pkd/web/page/`: the preprocessing, the chart, the page). No server
-code: it opens from the file system or any static host.
+records (`run.js`) and the page's own scripts (`pkd/web/page/`: the preprocessing, the clips, the chart, the page).
+No server code: it opens from the file system or any static host.
+
+One page, two modes, picked by the records' "mode": "digit" (28x28 image runs: draw a digit, test digits) and
+"clip" (Moving MNIST runs: test clips and clips made from a drawing, played forwards and backwards; pkd.web.clips).
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ import numpy as np
 import torch
 
 from pkd import __version__, ssm
+from pkd.data import get_dataset_spec
 from pkd.export import EXPORT_DIR, _check_not_in_a_run, check_request, export_bytes, onnx_session
 from pkd.runs import Run, get_field
 from pkd.runs.schema import AnytimePoint, PrefixRow, Summary, TeacherFigures
+from pkd.web.clips import clip_settings, test_clips
 from pkd.web.supported import unsupported_reason
 from pkd.web.runtime import ORT_WEB_VERSION, runtime_files
 
 PAGE_DIR = Path(__file__).with_name("page")  # index.html and the page's scripts, copied as they are
-PAGE_SCRIPTS = ("preprocess.js", "chart.js", "pkd.js")
+PAGE_SCRIPTS = ("preprocess.js", "clipmaker.js", "clips.js", "chart.js", "pkd.js")
 WEB_DIR = "web"  # the default folder: <run>/export/web
 TEST_DIGITS = 50  # test images the page can show ("A test digit"), a seeded pick
 OPTIMIZED_TOLERANCE = 1e-5  # the .ort model against the exported ONNX file, every output
@@ -71,11 +76,12 @@ def out_folder(run: Run, out: str | os.PathLike | None) -> Path:
     return target
 
 
-def ort_format_model(onnx: bytes) -> bytes:
+def ort_format_model(onnx: bytes, sample_shape: tuple[int, ...]) -> bytes:
     """The exported graph in onnxruntime's own format (.ort, a flatbuffer) after its basic graph passes, checked
     against the ONNX file on seeded inputs. The browser loads it with graph optimisation off: a session is made in
     0.3-0.55 s instead of 0.6-0.7 s from the ONNX file, and 1.7 s with the optimisation pass (busy 2-core machine).
-    The format is tied to the runtime's version: the page's onnxruntime-web is the same 1.31.1."""
+    The format is tied to the runtime's version: the page's onnxruntime-web is the same 1.31.1. `sample_shape`: the
+    model's input per sample, (1, 28, 28) or a clip's (T, 1, S, S)."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="pkd-web-") as tmp:
@@ -87,7 +93,7 @@ def ort_format_model(onnx: bytes) -> bytes:
         options.add_session_config_entry("session.save_model_format", "ORT")
         options.log_severity_level = 3
         ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
-        pixels = np.random.default_rng(2).random((9, 1, 28, 28), dtype=np.float32)
+        pixels = np.random.default_rng(2).random((9, *sample_shape), dtype=np.float32)
         want = onnx_session(src, threads=1).run(None, {"pixels": pixels})
         got = onnx_session(dst, threads=1).run(None, {"pixels": pixels})
         diff = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
@@ -98,13 +104,16 @@ def ort_format_model(onnx: bytes) -> bytes:
 
 
 def page_records(run: Run, k: int, card: dict) -> dict:
-    """What the page shows besides its answers: classes, each prefix's cost and test accuracy, the teacher and the
-    early-exit curve, from the run's records (summary.json, prefix.csv)."""
+    """What the page shows besides its answers: its mode (digit or clip) and input shape, classes, each prefix's
+    cost and test accuracy, the teacher and the early-exit curve, from the run's records (summary.json,
+    prefix.csv)."""
     summary = run.summary()
     teacher = summary.get(Summary.TEACHER) or {}
     rows = [r for r in run.prefix_table() if r.get(PrefixRow.K) is not None and r[PrefixRow.K] <= k]
     curve = [p for p in summary.get(Summary.ANYTIME) or [] if p.get(AnytimePoint.MEAN_FLOPS)]
+    shape = card["input"]["shape"][1:]  # the model's input per sample: (1, 28, 28) or (T, 1, S, S)
     return {
+        "mode": "clip" if len(shape) == 4 else "digit", "sampleShape": shape,
         "runName": run.name, "datasetName": card["dataset"], "ensembleMode": card["mode"],
         "classNames": card["classes"], "pkdVersion": __version__, "runtimeVersion": ORT_WEB_VERSION,
         "teacherFlops": teacher.get(TeacherFigures.FLOPS), "teacherAcc": teacher.get(TeacherFigures.TEST_ACC),
@@ -142,12 +151,18 @@ def page_files(run: Run, k: int, runtime: dict[str, bytes]) -> dict[str, bytes]:
     """{relative path: bytes} of the whole page for students 1..k."""
     with ssm.export_in_rounds():  # fewer graph nodes: the browser makes its session sooner (docs/web.md)
         onnx, card, _ = export_bytes(run, k, "onnx", all_prefixes=True)
-    model = ort_format_model(onnx)
+    records = page_records(run, k, card)
+    model = ort_format_model(onnx, tuple(records["sampleShape"]))
     wasm = gzip.compress(runtime["ort-wasm-simd-threaded.wasm"], 9, mtime=0)
-    records = {**page_records(run, k, card), "testDigits": test_digits(run)}
+    if records["mode"] == "clip":
+        spec = get_dataset_spec(run.setting("data", "dataset"))
+        records.update(testDigits=None, clips=clip_settings(spec), testClips=test_clips(run, spec))
+    else:
+        records.update(testDigits=test_digits(run), clips=None, testClips=None)
     title = f"{run.name}: {k} students" if k > 1 else f"{run.name}: 1 student"
+    html = (PAGE_DIR / "index.html").read_text().replace("__TITLE__", title)
     files = {
-        "index.html": (PAGE_DIR / "index.html").read_text().replace("__TITLE__", title).encode(),
+        "index.html": html.replace("__WHAT__", "play a clip" if records["mode"] == "clip" else "draw a digit").encode(),
         "assets/ort.wasm.min.js": runtime["ort.wasm.min.js"],
         "assets/ort-wasm.js": _script({"PKD_ORT_GLUE": runtime["ort-wasm-simd-threaded.mjs"].decode(),
                                        "PKD_ORT_WASM_GZ": base64.b64encode(wasm).decode()}),

@@ -36,7 +36,7 @@
       const a = y0 + (y1 - y0) * i / 4;
       svg.appendChild(el("text", { x: L - 6, y: sy(a) + 4, "text-anchor": "end" }, `${(100 * a).toFixed(1)}%`));
     }
-    svg.appendChild(el("text", { x: (L + W - R) / 2, y: H - 8, "text-anchor": "middle" }, "FLOPs per digit (log scale)"));
+    svg.appendChild(el("text", { x: (L + W - R) / 2, y: H - 8, "text-anchor": "middle" }, `FLOPs per ${run.mode === "clip" ? "clip" : "digit"} (log scale)`));
     svg.appendChild(el("text", { x: 12, y: (T + H - B) / 2, "text-anchor": "middle",
                                  transform: `rotate(-90 12 ${(T + H - B) / 2})` }, "test accuracy"));
     if (curve.length) {

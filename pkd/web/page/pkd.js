@@ -1,23 +1,36 @@
-/* The page: the students in onnxruntime-web, the canvas, the per-prefix table, early exit, and window.pkd.
+/* The page: the students in onnxruntime-web, the canvas, the per-prefix table, early exit, and window.pkd. Two
+ * modes, from run.js's "mode": "digit" (draw a digit, test digits) and "clip" (a video run: clips.js mounts the clip
+ * player, test clips and clips made from the drawing, played forwards and backwards).
  *
  * window.pkd (documented in docs/web.md):
  *   pkd.ready                  Promise, resolved once the model is loaded (rejected with the reason otherwise)
  *   pkd.predict(pixels)        pixels: 784 numbers in [0, 1] (28x28, row-major, white digit on black, the model's
  *                              input as pkd.preprocess makes it) -> Promise of k arrays of C probabilities,
  *                              [prefix 1..k][class]
- *   pkd.predictMany(pixels, n) n images back to back (n * 784) -> Promise of [image][prefix][class]
+ *   pkd.predictMany(pixels, n) n inputs back to back (n * 784, or n * T*S*S for clips) -> [input][prefix][class]
  *   pkd.prepareCanvas(rgba, w, h)  a drawing's RGBA bytes -> Float32Array(784) or null (blank); throws on bad ink
  *   pkd.canvasRGBA()           the drawing canvas's RGBA bytes (280x280x4), as an Array
  *   pkd.timings                ms from navigation start: scripts run, runtime and model decoded, session ready
  *   pkd.run                    the run's records: classes, per-prefix FLOPs and accuracies, teacher, early exit
  *   pkd.last                   the last drawing's {pixels, probs, ms}: the model input, [prefix][class], and the
  *                              milliseconds from the stroke's end to the table drawn; a test digit's also has label
+ * Clip mode also (the run's clips: T frames of S x S, RUN.sampleShape = [T, 1, S, S]):
+ *   pkd.predictClip(frames)    frames: T x S x S numbers in [0, 1] (nested arrays or flat, frame after frame)
+ *                              -> Promise of [prefix][class]
+ *   pkd.clipFromDrawing(pixels, motion)  784 numbers (prepareCanvas's output) and a motion ("moving left", ... or
+ *                              its index) -> Float32Array(T * S * S): the clip the app's Clips page makes of it
+ *   pkd.reverseClip(frames)    the frames in reverse order (flat)
+ *   pkd.last                   {frames, probs, probsOther, backwards, source ("test" | "drawing"), label | motion,
+ *                              ms}: the clip shown (flat), every prefix's answer to it and to it played the other
+ *                              way round, and ms from the clip's choice to the table drawn
  */
 (function () {
   "use strict";
   const RUN = window.PKD_RUN;
   const SIDE = 28;
   const K = RUN.prefixRows.length, C = RUN.classNames.length;
+  const SHAPE = RUN.sampleShape || [1, SIDE, SIDE], VALUES = SHAPE.reduce((a, b) => a * b, 1);  // per input
+  const CLIP = RUN.mode === "clip", UNIT = CLIP ? "clip" : "digit";
   const $ = (id) => document.getElementById(id);
 
   /** base64 text -> its bytes (natively where the browser can: 40 ms for the runtime, atob 130 ms, a data: URL
@@ -61,8 +74,8 @@
 
   async function predictMany(pixels, n) {
     await ready;
-    if (pixels.length !== n * SIDE * SIDE) throw new Error(`expected ${n} x 784 pixels, got ${pixels.length}`);
-    const input = new ort.Tensor("float32", Float32Array.from(pixels), [n, 1, SIDE, SIDE]);
+    if (pixels.length !== n * VALUES) throw new Error(`expected ${n} x ${VALUES} pixels, got ${pixels.length}`);
+    const input = new ort.Tensor("float32", Float32Array.from(pixels), [n, ...SHAPE]);
     const result = await session.run({ pixels: input }, ["prefix_probs"]);
     const data = result.prefix_probs.data;  // (n, K, C)
     const out = [];
@@ -78,6 +91,16 @@
     return (await predictMany(pixels, 1))[0];
   }
 
+  /** A clip (T x S x S, nested or flat) -> every prefix's probabilities. */
+  async function predictClip(frames) {
+    const flat = Array.isArray(frames) ? frames.flat(Infinity) : frames;
+    if (flat.length !== VALUES) {
+      throw new Error(`a clip of this run is ${SHAPE[0]} frames of ${SHAPE[2]}x${SHAPE[3]} (${VALUES} values), ` +
+                      `got ${flat.length}`);
+    }
+    return predict(flat);
+  }
+
   // ------------------------------------------------------------------------------------------ the table
 
   const fmtFlops = (f) => f >= 1e6 ? `${(f / 1e6).toFixed(2)} M` : `${Math.round(f / 1e3)} k`;
@@ -86,9 +109,15 @@
 
   function buildTable() {
     const body = $("prefixes").tBodies[0];
+    if (CLIP) {  // a column for the clip played the other way round, after the confidence
+      const th = document.createElement("th");
+      th.textContent = "played the other way";
+      $("prefixes").tHead.rows[0].cells[2].after(th);
+    }
     RUN.prefixRows.forEach((row, i) => {
       const tr = body.insertRow();
       tr.innerHTML = `<td>1..${i + 1}</td><td class="answer">·</td><td class="conf">–</td>` +
+        (CLIP ? `<td class="other">·</td>` : "") +
         `<td>${fmtFlops(row.flops)}</td><td>${pct(row.share, 2)}</td><td>${pct(row.accuracy, 2)}</td>`;
     });
     const select = $("confidence");
@@ -115,15 +144,21 @@
     for (let k = 0; k < K; k++) {
       const cells = rows[k].cells;
       rows[k].classList.toggle("exit", k === exitK);
-      if (!probs) { cells[1].textContent = "·"; cells[2].textContent = "–"; continue; }
+      if (!probs) { cells[1].textContent = "·"; cells[2].textContent = "–"; if (CLIP) cells[3].textContent = "·"; continue; }
       const top = argmax(probs[k]), conf = probs[k][top];
       cells[1].textContent = RUN.classNames[top];
       cells[2].innerHTML = `<span class="bar" style="width:${Math.round(60 * conf)}px"></span> ${pct(conf, 1)}`;
+      if (CLIP) {  // the same prefix on the clip played the other way round
+        const other = argmax(last.probsOther[k]);
+        cells[3].textContent = `${RUN.classNames[other]} (${pct(last.probsOther[k][other], 0)})`;
+        cells[3].classList.toggle("differs", other !== top);
+      }
     }
     const row = RUN.prefixRows[Math.max(exitK, 0)], level = `${+(100 * threshold).toFixed(1)}%`;
     const sure = probs && Math.max(...probs[exitK]) >= threshold;
     const cost = `${fmtFlops(row.flops)}FLOPs (${pct(row.share, 2)} of the teacher's ${fmtFlops(RUN.teacherFlops)}FLOPs)`;
-    $("early").innerHTML = !probs ? "Draw a digit: every prefix answers as you draw."
+    $("early").innerHTML = !probs ? (CLIP ? "Choose a test clip, or draw a digit: it becomes a clip, and every prefix "
+                                          + "answers it." : "Draw a digit: every prefix answers as you draw.")
       : sure ? `Early exit at ${level}: <b>${RUN.classNames[argmax(probs[exitK])]}</b> after ` +
                `student${exitK ? "s 1.." : " "}${exitK + 1}, ${cost}`
       : `No prefix is ${level} sure: all ${K} students answer <b>${RUN.classNames[argmax(probs[exitK])]}</b>, ${cost}`;
@@ -132,16 +167,20 @@
 
   // ------------------------------------------------------------------------------------------ the canvas
 
-  let last = null;
+  let last = null, clipPage = null;  // clipPage: clips.js's controls, in clip mode
   const canvas = $("draw"), ctx = canvas.getContext("2d", { willReadFrequently: true });
-  function clearCanvas() {
+  function clearDrawing() {
     ctx.fillStyle = "#000";
     ctx.fillRect(0, 0, canvas.width, canvas.height);
     $("seen").getContext("2d").clearRect(0, 0, SIDE, SIDE);
     $("message").textContent = "";
     $("message").style.color = "";
+  }
+  function clearCanvas() {
+    clearDrawing();
     last = null;
     showingTest = false;
+    if (clipPage) clipPage.clear();
     showAnswers();
   }
 
@@ -167,7 +206,10 @@
     try {
       const pixels = window.pkdPreprocess.prepareCanvas(canvasRGBA(), canvas.width, canvas.height);
       $("message").textContent = "";
-      if (pixels) {
+      if (pixels && clipPage) {
+        showSeen(pixels);
+        await clipPage.fromDrawing(pixels);  // the clip of the drawing, both ways round: clips.js
+      } else if (pixels) {
         showSeen(pixels);
         last = { pixels: Array.from(pixels), probs: await predict(pixels) };
         showAnswers();
@@ -232,14 +274,22 @@
   // ------------------------------------------------------------------------------------------ start
 
   buildTable();
+  if (CLIP) {
+    clipPage = window.pkdClips.mount({ RUN, predictMany, clearDrawing, show(value) { last = value; showAnswers(); },
+                                       get last() { return last; } });
+  }
   clearCanvas();
   $("about").innerHTML = `Run <code>${RUN.runName}</code> (${RUN.datasetName}, ${RUN.ensembleMode} ensemble of ${K} ` +
     `students), exported by pkd ${RUN.pkdVersion}. The students run in this browser with onnxruntime-web ` +
     `${RUN.runtimeVersion} (WebAssembly, one thread); nothing you draw leaves this page. For other pages: ` +
-    `<code>await window.pkd.predict(pixels28x28)</code> gives every prefix's probabilities.`;
+    (CLIP ? `<code>await window.pkd.predictClip(frames)</code> (${SHAPE[0]} frames of ${SHAPE[2]}x${SHAPE[3]})`
+      : `<code>await window.pkd.predict(pixels28x28)</code>`) + " gives every prefix's probabilities.";
   ready.then(() => {
     $("subtitle").textContent = `${K} students distilled from a teacher of ${fmtFlops(RUN.teacherFlops)}FLOPs ` +
-      `(test accuracy ${pct(RUN.teacherAcc, 2)}). Draw a digit: each row adds one student.`;
+      `(test accuracy ${pct(RUN.teacherAcc, 2)}). ` + (CLIP ? "The students read the frames in order; the teacher "
+      + "averages them. Choose a test clip or draw a digit: each row adds one student."
+      : "Draw a digit: each row adds one student.");
+    if (clipPage) clipPage.start();
   }, (err) => {
     $("subtitle").textContent = `The students could not be loaded in this browser: ${err.message || err}`;
   });
@@ -247,4 +297,8 @@
   window.pkd = { ready, predict, predictMany, prepareCanvas: window.pkdPreprocess.prepareCanvas,
                  canvasRGBA: () => Array.from(canvasRGBA()), run: RUN, timings,
                  get last() { return last; } };
+  if (clipPage) {
+    Object.assign(window.pkd, { predictClip, clipFromDrawing: clipPage.clipFromDrawing,
+                                reverseClip: clipPage.reverseClip });
+  }
 })();
