@@ -13,6 +13,15 @@
     return node;
   }
 
+  /** Where the legend (214 x 40 px) goes: the bottom right corner of the plot unless a point lies there (a clip run's
+   *  teacher, far below its students), then the top right, the bottom left, the top left. */
+  function legendCorner(points) {
+    const corners = [[W - R - 214, H - B - 40], [W - R - 214, T + 2], [L + 4, H - B - 40], [L + 4, T + 2]];
+    const free = corners.find(([x, y]) => !points.some(([px, py]) => px > x - 12 && px < x + 226 && py > y - 12 &&
+                                                                     py < y + 52));
+    return (free || corners[0]).join(" ");
+  }
+
   function draw(box, run, threshold, exitK) {
     const dots = run.prefixRows.filter((r) => r.accuracy !== null);
     const curve = run.exitCurve;
@@ -47,6 +56,8 @@
         svg.appendChild(el("circle", { cx: sx(chosen.flops), cy: sy(chosen.accuracy), r: 5, fill: "#f58518" }));
       }
     }
+    const points = [...dots.map((r) => [sx(r.flops), sy(r.accuracy)]), ...curve.map((p) => [sx(p.flops), sy(p.accuracy)])];
+    if (run.teacherAcc !== null && run.teacherFlops > 0) points.push([sx(run.teacherFlops), sy(run.teacherAcc)]);
     let prev = null;
     dots.forEach((r) => {
       const x = sx(r.flops), y = sy(r.accuracy);
@@ -66,7 +77,7 @@
       svg.appendChild(el("text", { x: x, y: y + 6, "text-anchor": "middle", "font-size": 18, fill: "#54a24b" }, "★"));
       svg.appendChild(el("text", { x: x - 8, y: y - 10, "text-anchor": "end" }, "teacher"));
     }
-    const legend = el("g", { transform: `translate(${W - R - 214} ${H - B - 40})` });  // bottom right
+    const legend = el("g", { transform: `translate(${legendCorner(points)})` });
     legend.appendChild(el("circle", { cx: 12, cy: 14, r: 4.5, fill: "#4c78a8" }));
     legend.appendChild(el("text", { x: 22, y: 18 }, "students 1..k (number k)"));
     if (curve.length) {

@@ -75,6 +75,8 @@
     for (const [i, m] of C.motions.entries()) $("motion").add(new Option(m, i));
     if (tests && tests.labels.length) {
       tests.labels.forEach((label, i) => $("test-clip").add(new Option(`${i + 1}: ${names[label]}`, i)));
+      $("test-clip").add(new Option("(your drawing)", -1));  // shown while the clip is the drawing's
+      $("test-clip").options[tests.labels.length].disabled = true;
       $("test-clip").addEventListener("change", () => showTest(Number($("test-clip").value)));
     } else {
       $("test-row").hidden = true;
@@ -100,7 +102,7 @@
       const back = $("backwards").checked, i = back ? 1 : 0;
       player.play(back ? clip.backwards : clip.forwards);
       core.show({ frames: Array.from(back ? clip.backwards : clip.forwards), probs: clip.probs[i],
-                  probsOther: clip.probs[1 - i], backwards: back, source: clip.source,
+                  probsOther: clip.probs[1 - i], backwards: back, source: clip.source, index: clip.index,
                   label: clip.label === undefined ? undefined : back ? reversedClass(clip.label) : clip.label,
                   motion: clip.motion === undefined ? undefined : back ? C.motions[reverseMotion(clip.motion)] :
                     C.motions[clip.motion] });
@@ -151,6 +153,7 @@
     $("motion").addEventListener("change", () => { if (drawn) fromDrawing(drawn); });
     function fromDrawing(pixels) {
       drawn = pixels;
+      if (tests && tests.labels.length) $("test-clip").value = -1;
       const motion = Number($("motion").value);
       return answer(clipFromDrawing(pixels, motion), { source: "drawing", motion });
     }
