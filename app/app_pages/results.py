@@ -365,7 +365,10 @@ def web_page_section(run: Run) -> None:
     if run.students_saved() == 0 or run.is_active() or unsupported_reason(run):
         return
     st.subheader("Download this run as a web page")
-    st.caption("A folder with one index.html: draw a digit and every prefix answers in the browser (onnxruntime-web, "
+    clips = common.dataset_kind(run.setting("data", "dataset")) == "clip"
+    what = ("play a test clip, or a clip made from your drawing, forwards and backwards," if clips
+            else "draw a digit")
+    st.caption(f"A folder with one index.html: {what} and every prefix answers in the browser (onnxruntime-web, "
                "no Python, no server, works offline). Unzip it and open index.html, or put the folder on any static "
                "host. The same as `python -m pkd export RUN --web`.")
     if st.button("Build the web page", key="results_web_build", help="Up to a minute; built in a temporary folder."):
