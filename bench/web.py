@@ -8,11 +8,16 @@ already exported (`--page DIR`), serves it from 127.0.0.1 and measures, in fresh
   `--loads` fresh pages;
 - per stroke: `window.pkd.last.ms` (stroke end -> preprocessing, every prefix in onnxruntime-web, table drawn) over
   `--strokes` digits drawn with the mouse; and `window.pkd.predict` alone on one digit;
-- parity: every prefix's probabilities for the whole test split (10,000 MNIST digits), `predictMany` in batches,
-  against pkd's own `PrefixModel` in PyTorch: max |difference| and how many digits get identical predictions from
-  every prefix.
+- parity: every prefix's probabilities for the whole test split (10,000 MNIST digits; `--parity-limit N`: the first
+  N), `predictMany` in batches, against pkd's own `PrefixModel` in PyTorch: max |difference| and how many samples
+  get identical predictions from every prefix.
+
+A video run's page (clip mode) is measured alike: its first test clip is the start-up's answer, a stroke is a drawing
+made into a clip and answered both ways round, and parity is on test clips (`--parity-limit 200`: each clip is
+T x S x S numbers through JSON).
 
     python bench/web.py [--run pretrained/mnist] [--page DIR] [--loads 5] [--strokes 20] [--skip-parity]
+                        [--parity-limit N]
     python bench/web.py --page DIR_A --page DIR_B [--loads 8]   # start-up only, pages alternated load by load
 
 Two or more pages: start-up only, one fresh page of each in turn per round, so a busy machine's load falls on all
@@ -114,17 +119,19 @@ def strokes(browser, url: str, digit: list[float], n: int) -> tuple[list[float],
     return per_stroke, predict
 
 
-def parity(browser, url: str, run: Run, batch: int = 500) -> tuple[float, int, int]:
+def parity(browser, url: str, run: Run, limit: int | None = None) -> tuple[float, int, int]:
     spec = get_dataset_spec(run.setting("data", "dataset"))
     split = pkd_data.load_split(spec.name, "test", pkd_data.resolve_data_root())
+    inputs = split.inputs[:limit]
+    batch = max(1, 400_000 // inputs[0].numel())  # 500 digits, 21 clips of 8 x 48 x 48
     model = PrefixModel(load_ensemble(run), spec, all_prefixes=True).eval()
     page = browser.new_page()
     page.goto(url)
     page.wait_for_function("window.pkd !== undefined")
     page.evaluate("window.pkd.ready")
     worst, same = 0.0, 0
-    for start in range(0, len(split.inputs), batch):
-        pixels = split.inputs[start:start + batch]
+    for start in range(0, len(inputs), batch):
+        pixels = inputs[start:start + batch]
         got = np.array(page.evaluate("([px, n]) => window.pkd.predictMany(px, n)",
                                      [pixels.flatten().tolist(), len(pixels)]))
         with torch.no_grad():
@@ -132,7 +139,7 @@ def parity(browser, url: str, run: Run, batch: int = 500) -> tuple[float, int, i
         worst = max(worst, float(np.abs(got - want).max()))
         same += int((got.argmax(-1) == want.argmax(-1)).all(axis=1).sum())
     page.close()
-    return worst, same, len(split.inputs)
+    return worst, same, len(inputs)
 
 
 def summary(name: str, values: list[float]) -> str:
@@ -173,6 +180,7 @@ def main() -> None:
     parser.add_argument("--loads", type=int, default=5)
     parser.add_argument("--strokes", type=int, default=20)
     parser.add_argument("--skip-parity", action="store_true")
+    parser.add_argument("--parity-limit", type=int, help="parity on the first N test samples only (clips: 200)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -208,8 +216,8 @@ def main() -> None:
             print(summary(f"stroke -> every prefix's answer drawn ({args.strokes} strokes)", per_stroke))
             print(summary("window.pkd.predict alone (30 calls)", predict))
             if not args.skip_parity:
-                worst, same, n = parity(browser, url, run)
-                print(f"parity on {n:,} test digits: max |page - pkd| {worst:.1e}; identical predictions from every "
+                worst, same, n = parity(browser, url, run, args.parity_limit)
+                print(f"parity on {n:,} test samples: max |page - pkd| {worst:.1e}; identical predictions from every "
                       f"prefix on {same:,} / {n:,}")
             browser.close()
         server.shutdown()

@@ -106,7 +106,8 @@ def _add_export_command(sub: argparse._SubParsersAction) -> None:
                    "(batch, k, classes), for early exit")
     p.add_argument("--force", action="store_true", help="replace existing files at the destination")
     p.add_argument("--web", action="store_true", help="a static web page (index.html + assets) where the students "
-                   "answer drawings in the browser (onnxruntime-web); --out: a new or empty folder (docs/web.md)")
+                   "answer drawings (digit runs) or clips and drawings made into clips (video runs) in the browser "
+                   "(onnxruntime-web); --out: a new or empty folder (docs/web.md)")
     p.add_argument("--runs-dir")
     p.set_defaults(func=cmd_export)
 

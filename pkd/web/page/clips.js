@@ -70,6 +70,8 @@
     let clip = null;  // {forwards, backwards: frames, probs: [forwards, backwards], source, label?, teacher?, motion?}
 
     $("clip-section").hidden = false;
+    const chart = $("chart").closest("section"), table = $("prefixes").closest("section");
+    table.before(chart);  // the chart beside the clip, the (wider) table below: one screen at 1280 px
     $("motion-row").hidden = false;
     $("draw-title").textContent = "Draw a digit: it becomes a clip";
     for (const [i, m] of C.motions.entries()) $("motion").add(new Option(m, i));

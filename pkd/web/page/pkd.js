@@ -209,6 +209,7 @@
       if (pixels && clipPage) {
         showSeen(pixels);
         await clipPage.fromDrawing(pixels);  // the clip of the drawing, both ways round: clips.js
+        last.ms = performance.now() - start;  // from the stroke's end, as a digit's
       } else if (pixels) {
         showSeen(pixels);
         last = { pixels: Array.from(pixels), probs: await predict(pixels) };
