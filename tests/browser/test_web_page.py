@@ -80,10 +80,12 @@ def opened(page, served):
 def test_the_export_holds_the_page_and_the_run(web_page, tiny_run, reference, mnist):
     assert (web_page / "index.html").is_file()
     assert {p.name for p in (web_page / "assets").iterdir()} == {"ort.wasm.min.js", "ort-wasm.js", "model.js",
-                                                                 "run.js", "preprocess.js", "chart.js", "pkd.js"}
+                                                                 "run.js", "preprocess.js", "clipmaker.js", "clips.js",
+                                                                 "chart.js", "pkd.js"}  # one page: clip mode idle
     records = json.loads((web_page / "run.json").read_text())
     assert [r["students"] for r in records["prefixRows"]] == list(range(1, tiny_run.students_saved() + 1))
     assert records["classNames"] == [str(d) for d in range(10)] and records["runtimeVersion"] == "1.31.1"
+    assert records["mode"] == "digit" and records["clips"] is None and records["sampleShape"] == [1, 28, 28]
     text = (web_page / "assets" / "model.js").read_text()  # window.PKD_MODEL = "<base64 .ort model>";
     model = web_page / "model.ort"
     model.write_bytes(base64.b64decode(json.loads(text.split("=", 1)[1].strip().rstrip(";"))))
