@@ -45,7 +45,8 @@
       const a = y0 + (y1 - y0) * i / 4;
       svg.appendChild(el("text", { x: L - 6, y: sy(a) + 4, "text-anchor": "end" }, `${(100 * a).toFixed(1)}%`));
     }
-    svg.appendChild(el("text", { x: (L + W - R) / 2, y: H - 8, "text-anchor": "middle" }, `FLOPs per ${run.mode === "clip" ? "clip" : "digit"} (log scale)`));
+    const per = run.mode === "clip" ? "clip" : "digit";
+    svg.appendChild(el("text", { x: (L + W - R) / 2, y: H - 8, "text-anchor": "middle" }, `FLOPs per ${per} (log scale)`));
     svg.appendChild(el("text", { x: 12, y: (T + H - B) / 2, "text-anchor": "middle",
                                  transform: `rotate(-90 12 ${(T + H - B) / 2})` }, "test accuracy"));
     if (curve.length) {
@@ -56,7 +57,8 @@
         svg.appendChild(el("circle", { cx: sx(chosen.flops), cy: sy(chosen.accuracy), r: 5, fill: "#f58518" }));
       }
     }
-    const points = [...dots.map((r) => [sx(r.flops), sy(r.accuracy)]), ...curve.map((p) => [sx(p.flops), sy(p.accuracy)])];
+    const points = [...dots.map((r) => [sx(r.flops), sy(r.accuracy)]),
+                    ...curve.map((p) => [sx(p.flops), sy(p.accuracy)])];  // where the legend must not go
     if (run.teacherAcc !== null && run.teacherFlops > 0) points.push([sx(run.teacherFlops), sy(run.teacherAcc)]);
     let prev = null;
     dots.forEach((r) => {

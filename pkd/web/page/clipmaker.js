@@ -76,7 +76,9 @@
    */
   function makeClip(digit, motion, cfg) {
     const m = typeof motion === "number" ? motion : MOTIONS.indexOf(motion);
-    if (!(m >= 0 && m < MOTIONS.length)) throw new Error(`unknown motion ${motion}; choose one of: ${MOTIONS.join(", ")}`);
+    if (!(m >= 0 && m < MOTIONS.length)) {
+      throw new Error(`unknown motion ${motion}; choose one of: ${MOTIONS.join(", ")}`);
+    }
     if (digit.length !== DIGIT * DIGIT) throw new Error(`a digit is 784 values (28x28), got ${digit.length}`);
     const clamped = Float64Array.from(digit, (v) => Math.min(Math.max(v, 0), 1));
     const { centre, scale } = trajectory(m, cfg), S = cfg.canvas;

@@ -61,112 +61,112 @@
     };
   }
 
-  /** Wire the clip controls; `core` is pkd.js's {RUN, predictMany, show(last)}. Returns what pkd.js calls. */
-  function mount(core) {
-    const RUN = core.RUN, C = RUN.clips, names = RUN.classNames;
-    const T = C.frames, S = C.side, N = T * S * S;
-    const tests = RUN.testClips;
-    const player = Player($("player"), $("strip"), $("frame-no"), T, S, C.frameMs);
-    let clip = null;  // {forwards, backwards: frames, probs: [forwards, backwards], source, label?, teacher?, motion?}
+  /** The class and motion of the clip as shown: a test clip's class, or a drawing's motion, reversed when played
+   *  backwards (C: run.js's clip records). */
+  function shownAs(clip, back, C) {
+    const reverse = (c) => C.reverseClass ? C.reverseClass[c] : c;  // labels naming no motion stay
+    const label = clip.label === undefined ? undefined : back ? reverse(clip.label) : clip.label;
+    const motion = clip.motion === undefined ? undefined : C.motions[back ? C.reverseMotion[clip.motion] : clip.motion];
+    return { label, motion };
+  }
 
+  /** [the right answer, the students' and the teacher's answers both ways round], as HTML sentences. */
+  function explain(clip, back, C, names) {
+    const K = clip.probs[0].length, who = K > 1 ? `students 1..${K}` : "student 1", shown = shownAs(clip, back, C);
+    const truth = clip.source === "test" ? `The right answer: <b>${names[shown.label]}</b>.`
+      : `Your digit, <b>${shown.motion}</b>.`;
+    const said = clip.probs.map((p) => { const a = argmax(p[K - 1]); return [names[a], pct(p[K - 1][a])]; });
+    let text = `Played forwards, ${who} say <b>${said[0][0]}</b> (${said[0][1]}); played backwards, ` +
+      `<b>${said[1][0]}</b> (${said[1][1]}). ` + (said[0][0] !== said[1][0]
+        ? "They read the frames in order: the direction changes their answer."
+        : "Here both ways get the same answer from them.");
+    if (clip.teacher) {
+      const a = argmax(clip.teacher);
+      text += ` The teacher says <b>${names[a]}</b> (${pct(clip.teacher[a])}) both ways round: it averages the ` +
+        "frames, and an average has no first or last frame.";
+    } else {
+      text += " The teacher (not in this page) averages the frames: it answers a clip and its reverse alike.";
+    }
+    return [truth, text];
+  }
+
+  /** The clip controls shown and filled: the motions, the test clips (with a "(your drawing)" entry); the chart
+   *  moved beside the clip, the (wider) table below it: one screen at 1280 px. */
+  function setUp(C, names, tests) {
     $("clip-section").hidden = false;
-    const chart = $("chart").closest("section"), table = $("prefixes").closest("section");
-    table.before(chart);  // the chart beside the clip, the (wider) table below: one screen at 1280 px
     $("motion-row").hidden = false;
+    $("prefixes").closest("section").before($("chart").closest("section"));
     $("draw-title").textContent = "Draw a digit: it becomes a clip";
     for (const [i, m] of C.motions.entries()) $("motion").add(new Option(m, i));
-    if (tests && tests.labels.length) {
-      tests.labels.forEach((label, i) => $("test-clip").add(new Option(`${i + 1}: ${names[label]}`, i)));
-      $("test-clip").add(new Option("(your drawing)", -1));  // shown while the clip is the drawing's
-      $("test-clip").options[tests.labels.length].disabled = true;
-      $("test-clip").addEventListener("change", () => showTest(Number($("test-clip").value)));
-    } else {
+    if (!tests || !tests.labels.length) {
       $("test-row").hidden = true;
+      return;
     }
-    $("backwards").addEventListener("change", render);
+    tests.labels.forEach((label, i) => $("test-clip").add(new Option(`${i + 1}: ${names[label]}`, i)));
+    $("test-clip").add(new Option("(your drawing)", -1));  // shown while the clip is the drawing's
+    $("test-clip").options[tests.labels.length].disabled = true;
+  }
 
-    function reversedClass(c) { return C.reverseClass ? C.reverseClass[c] : c; }
+  /** Wire the clip controls; `core` is pkd.js's {RUN, predictMany, clearDrawing, show(last), last}. Returns what
+   *  pkd.js calls (and window.pkd exposes). */
+  function mount(core) {
+    const C = core.RUN.clips, names = core.RUN.classNames, T = C.frames, N = T * C.side * C.side;
+    const tests = core.RUN.testClips && core.RUN.testClips.labels.length ? core.RUN.testClips : null;
+    const player = Player($("player"), $("strip"), $("frame-no"), T, C.side, C.frameMs);
+    let clip = null;  // {forwards, backwards, probs: [forwards, backwards], source, index | motion, label, teacher}
+    let drawn = null, bytes = null;  // the drawing's 784 pixels; the test clips' frames, decoded once
+    setUp(C, names, tests);
 
-    /** Both directions through the model (one call), then shown. */
+    /** Both directions through the model in one call, then shown. */
     async function answer(forwards, extra) {
-      const start = performance.now();
-      const backwards = maker.reverseClip(forwards, T);
-      const both = new Float32Array(2 * N);
+      const start = performance.now(), backwards = maker.reverseClip(forwards, T), both = new Float32Array(2 * N);
       both.set(forwards); both.set(backwards, N);
-      const probs = await core.predictMany(both, 2);
-      clip = { forwards, backwards, probs, ...extra };
+      clip = { forwards, backwards, probs: await core.predictMany(both, 2), ...extra };
       render();
       core.last.ms = performance.now() - start;
     }
 
     function render() {
       if (!clip) return;
-      const back = $("backwards").checked, i = back ? 1 : 0;
-      player.play(back ? clip.backwards : clip.forwards);
-      core.show({ frames: Array.from(back ? clip.backwards : clip.forwards), probs: clip.probs[i],
-                  probsOther: clip.probs[1 - i], backwards: back, source: clip.source, index: clip.index,
-                  label: clip.label === undefined ? undefined : back ? reversedClass(clip.label) : clip.label,
-                  motion: clip.motion === undefined ? undefined : back ? C.motions[reverseMotion(clip.motion)] :
-                    C.motions[clip.motion] });
-      explain(back);
-    }
-
-    function reverseMotion(m) { return C.reverseMotion[m]; }  // left <-> right, up <-> down, growing <-> shrinking
-
-    /** The right answer, and the students' and the teacher's answers both ways round, in words. */
-    function explain(back) {
-      const K = clip.probs[0].length, who = K > 1 ? `students 1..${K}` : "student 1";
-      const said = clip.probs.map((p) => { const a = argmax(p[K - 1]); return [names[a], pct(p[K - 1][a])]; });
-      const truth = clip.source === "test" ? `The right answer: <b>${names[back ? reversedClass(clip.label) : clip.label]}</b>.`
-        : `Your digit, <b>${C.motions[back ? reverseMotion(clip.motion) : clip.motion]}</b>.`;
-      $("clip-truth").innerHTML = truth;
-      const differ = said[0][0] !== said[1][0];
-      let text = `Played forwards, ${who} say <b>${said[0][0]}</b> (${said[0][1]}); played backwards, ` +
-        `<b>${said[1][0]}</b> (${said[1][1]}). ` + (differ ? "They read the frames in order: the direction changes " +
-        "their answer." : "Here both ways get the same answer from them.");
-      if (clip.teacher) {
-        const a = argmax(clip.teacher);
-        text += ` The teacher says <b>${names[a]}</b> (${pct(clip.teacher[a])}) both ways round: it averages the ` +
-          "frames, and an average has no first or last frame.";
-      } else {
-        text += " The teacher (not in this page) averages the frames: it answers a clip and its reverse alike.";
-      }
-      $("both-ways").innerHTML = text;
+      const back = $("backwards").checked, i = back ? 1 : 0, frames = back ? clip.backwards : clip.forwards;
+      player.play(frames);
+      core.show({ frames: Array.from(frames), probs: clip.probs[i], probsOther: clip.probs[1 - i], backwards: back,
+                  source: clip.source, index: clip.index, ...shownAs(clip, back, C) });
+      [$("clip-truth").innerHTML, $("both-ways").innerHTML] = explain(clip, back, C, names);
     }
 
     function showTest(i) {
-      const frames = Float32Array.from(testBytes().subarray(i * N, (i + 1) * N), (v) => v / 255);
+      if (!bytes) bytes = Uint8Array.from(atob(tests.pixels), (c) => c.charCodeAt(0));
       core.clearDrawing();  // the canvas is for the next drawing
       drawn = null;
       $("test-clip").value = i;
-      return answer(frames, { source: "test", index: i, label: tests.labels[i],
-                              teacher: tests.teacher ? tests.teacher[i] : null });
-    }
-    let bytes = null;
-    function testBytes() {
-      if (!bytes) bytes = Uint8Array.from(atob(tests.pixels), (c) => c.charCodeAt(0));
-      return bytes;
+      return answer(Float32Array.from(bytes.subarray(i * N, (i + 1) * N), (v) => v / 255),
+                    { source: "test", index: i, label: tests.labels[i], teacher: tests.teacher && tests.teacher[i] });
     }
 
     function clipFromDrawing(pixels, motion) {
       return maker.makeClip(pixels, motion === undefined ? Number($("motion").value) : motion, C.clipConfig);
     }
-    let drawn = null;
-    $("motion").addEventListener("change", () => { if (drawn) fromDrawing(drawn); });
+
     function fromDrawing(pixels) {
       drawn = pixels;
-      if (tests && tests.labels.length) $("test-clip").value = -1;
+      if (tests) $("test-clip").value = -1;
       const motion = Number($("motion").value);
       return answer(clipFromDrawing(pixels, motion), { source: "drawing", motion });
     }
 
+    $("backwards").addEventListener("change", render);
+    $("motion").addEventListener("change", () => { if (drawn) fromDrawing(drawn); });
+    if (tests) $("test-clip").addEventListener("change", () => showTest(Number($("test-clip").value)));
     return {
-      fromDrawing,
-      clear() { drawn = null; clip = null; player.stop(); $("clip-truth").textContent = ""; $("both-ways").textContent = ""; },
-      start() { if (tests && tests.labels.length) return showTest(0); return null; },
-      clipFromDrawing,
+      fromDrawing, clipFromDrawing,
       reverseClip: (frames) => maker.reverseClip(Float32Array.from(frames), T),
-      frameValues: N,
+      start: () => tests ? showTest(0) : null,
+      clear() {
+        drawn = null; clip = null;
+        player.stop();
+        $("clip-truth").textContent = $("both-ways").textContent = "";
+      },
     };
   }
 

@@ -144,7 +144,11 @@
     for (let k = 0; k < K; k++) {
       const cells = rows[k].cells;
       rows[k].classList.toggle("exit", k === exitK);
-      if (!probs) { cells[1].textContent = "·"; cells[2].textContent = "–"; if (CLIP) cells[3].textContent = "·"; continue; }
+      if (!probs) {
+        cells[1].textContent = "·"; cells[2].textContent = "–";
+        if (CLIP) cells[3].textContent = "·";
+        continue;
+      }
       const top = argmax(probs[k]), conf = probs[k][top];
       cells[1].textContent = RUN.classNames[top];
       cells[2].innerHTML = `<span class="bar" style="width:${Math.round(60 * conf)}px"></span> ${pct(conf, 1)}`;
