@@ -164,3 +164,14 @@ def test_a_mouse_drawn_digit_becomes_a_clip_answered_as_pkd(opened, spec, refere
     opened.screenshot(path=screenshots / "web-clips.png", full_page=True)
     opened.get_by_role("button", name="Clear").click()
     assert opened.evaluate("window.pkd.last") is None
+
+
+def test_the_clip_page_opens_from_the_file_system(page, clip_page, reference):
+    """From file:// (no server): the first test clip plays and is answered, predictClip gives pkd's answer."""
+    clips, labels, records = page_clips(clip_page)
+    page.goto((clip_page / "index.html").as_uri())
+    page.wait_for_function("window.pkd !== undefined")
+    page.evaluate("window.pkd.ready")
+    page.wait_for_function("window.pkd.last && window.pkd.last.index === 0 && window.pkd.last.ms !== undefined")
+    assert np.abs(np.array(last(page)["probs"]) - reference(clips[:1])[0]).max() <= TOL
+    page.get_by_text(f"The right answer: {records['classNames'][labels[0]]}.").wait_for()
