@@ -31,7 +31,7 @@ from pkd import __version__, ssm
 from pkd.data import get_dataset_spec
 from pkd.export import EXPORT_DIR, _check_not_in_a_run, check_request, export_bytes, onnx_session
 from pkd.runs import Run, get_field
-from pkd.runs.schema import AnytimePoint, PrefixRow, Summary, TeacherFigures
+from pkd.runs.schema import AnytimePoint, PrefixRow, Summary, TeacherFigures, VideoFigures
 from pkd.web.clips import clip_settings, test_clips
 from pkd.web.supported import unsupported_reason
 from pkd.web.runtime import ORT_WEB_VERSION, runtime_files
@@ -117,6 +117,9 @@ def page_records(run: Run, k: int, card: dict) -> dict:
         "runName": run.name, "datasetName": card["dataset"], "ensembleMode": card["mode"],
         "classNames": card["classes"], "pkdVersion": __version__, "runtimeVersion": ORT_WEB_VERSION,
         "teacherFlops": teacher.get(TeacherFigures.FLOPS), "teacherAcc": teacher.get(TeacherFigures.TEST_ACC),
+        # a clip run's teacher on the digit alone (summary.json "video"): its digit-and-motion figure is low because
+        # it averages the frames, not because it cannot read digits
+        "teacherDigitAcc": (summary.get(Summary.VIDEO) or {}).get(VideoFigures.TEACHER_DIGIT_ACC),
         "prefixRows": [{"students": r[PrefixRow.K], "flops": r[PrefixRow.CUMULATIVE_FLOPS],
                         "share": r.get(PrefixRow.SHARE_OF_TEACHER), "accuracy": r.get(PrefixRow.PREFIX_ACC)}
                        for r in rows],

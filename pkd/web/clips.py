@@ -49,9 +49,11 @@ def pick_clips(labels: torch.Tensor, n: int) -> np.ndarray:
     return order[np.argsort(rank, kind="stable")[:n]]  # the first clip of each motion, then the second of each, ...
 
 
-def teacher_answers(run: Run, clips: torch.Tensor) -> list[list[float]] | None:
-    """The teacher's probabilities (N, C) on the clips (N, T, 1, S, S), rounded to 1e-4; None without a teacher."""
+def teacher_answers(run: Run, spec: DatasetSpec, clips: torch.Tensor) -> list[list[float]] | None:
+    """The teacher's probabilities (N, C) on the clips (N, T, 1, S, S) in [0, 1], rounded to 1e-4, normalised as
+    `pkd eval` feeds it (pkd.evaluate.predict_logits); None without a teacher."""
     from pkd.artifacts import load_teacher
+    from pkd.evaluate import predict_logits
 
     if not run.has_teacher():
         return None
@@ -59,8 +61,7 @@ def teacher_answers(run: Run, clips: torch.Tensor) -> list[list[float]] | None:
         teacher = load_teacher(run).eval()
     except (OSError, ValueError, RuntimeError):
         return None
-    with torch.no_grad():
-        probs = torch.softmax(teacher(clips).float(), dim=-1)  # (N, C)
+    probs = torch.softmax(predict_logits(teacher, spec, clips, torch.device("cpu")), dim=-1)  # (N, C)
     return [[round(p, 4) for p in row] for row in probs.tolist()]
 
 
@@ -74,4 +75,4 @@ def test_clips(run: Run, spec: DatasetSpec) -> dict | None:
     pick = torch.from_numpy(pick_clips(split.labels, min(TEST_CLIPS, len(split.labels))))
     frames = (split.inputs[pick] * 255).round().clamp(0, 255).to(torch.uint8)  # (N, T, 1, S, S)
     return {"pixels": base64.b64encode(frames.numpy().tobytes()).decode(), "labels": split.labels[pick].tolist(),
-            "teacher": teacher_answers(run, frames.float() / 255)}
+            "teacher": teacher_answers(run, spec, frames.float() / 255)}

@@ -125,6 +125,8 @@ def test_a_test_clip_plays_forwards_and_backwards(opened, clip_page, reference):
         assert rows.nth(k).locator("td.other").inner_text().startswith(names[int(forwards[k].argmax())] + " (")
     teacher = records["testClips"]["teacher"][1]  # the teacher's answer, the same both ways round
     opened.get_by_text(f"The teacher says {names[int(np.argmax(teacher))]}").wait_for()
+    digit = f"{100 * records['teacherDigitAcc']:.2f}% on the digit alone"  # why its 60-class figure is low
+    assert digit in opened.locator("#subtitle").inner_text()
 
 
 def test_the_clip_of_a_drawing_is_pkds(opened, spec):

@@ -291,8 +291,11 @@
       : `<code>await window.pkd.predict(pixels28x28)</code>`) + " gives every prefix's probabilities.";
   ready.then(() => {
     $("subtitle").textContent = `${K} students distilled from a teacher of ${fmtFlops(RUN.teacherFlops)}FLOPs ` +
-      `(test accuracy ${pct(RUN.teacherAcc, 2)}). ` + (CLIP ? "The students read the frames in order; the teacher "
-      + "averages them. Choose a test clip or draw a digit: each row adds one student."
+      (CLIP && RUN.teacherDigitAcc != null
+        ? `(test accuracy ${pct(RUN.teacherAcc, 2)} on digit and motion, ${pct(RUN.teacherDigitAcc, 2)} on the digit `
+          + "alone: it averages the frames, so it cannot tell which way a digit moves). "
+        : `(test accuracy ${pct(RUN.teacherAcc, 2)}). `) +
+      (CLIP ? "The students read the frames in order. Choose a test clip or draw a digit: each row adds one student."
       : "Draw a digit: each row adds one student.");
     if (clipPage) clipPage.start();
   }, (err) => {
