@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,6 +75,36 @@ def draw_stroke(page) -> None:
     for step in range(1, 21):  # a vertical stroke, like a "1"
         page.mouse.move(x + step * 0.5, y + step * box["height"] * 0.035)
     page.mouse.up()
+
+
+@contextlib.contextmanager
+def static_site(folder: Path) -> Iterator[str]:
+    """An exported web page's folder on a static server at 127.0.0.1 (python's http.server, in a thread): the URL of
+    its index.html."""
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def offline_page(page, url: str) -> Iterator:
+    """`page` at an exported page's URL once its model is loaded; afterwards, every request it made must have stayed
+    on 127.0.0.1 (or blob:/data:): the page needs no network."""
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(url)
+    page.wait_for_function("window.pkd !== undefined")
+    page.evaluate("window.pkd.ready")
+    yield page
+    assert all(url.startswith(("http://127.0.0.1:", "blob:", "data:")) for url in requests), requests
 
 
 @pytest.fixture(scope="session")

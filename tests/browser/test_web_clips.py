@@ -6,10 +6,7 @@ mouse made into a clip and answered."""
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
 import json
-import threading
 
 import numpy as np
 import pytest
@@ -19,6 +16,7 @@ from pkd.data import get_dataset_spec, load_split
 from pkd.data.moving_mnist import MOTIONS, REVERSE_MOTION, reverse_label
 from pkd.drawn import draw_digit
 from pkd.preprocess import clip_from_drawing, prepare_canvas, prepare_drawing
+from tests.browser.conftest import offline_page, static_site
 from tests.browser.test_web_page import CANVAS_BASE64, draw_seven
 from tests.web_clip_page import clip_page_path, clip_reference
 
@@ -43,29 +41,16 @@ def spec(video_run):
 
 @pytest.fixture(scope="module")
 def served(clip_page):
-    """The page's folder on a static server at 127.0.0.1 (python's http.server, in a thread)."""
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(clip_page)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
-    server.shutdown()
-    server.server_close()
+    with static_site(clip_page) as url:
+        yield url
 
 
 @pytest.fixture
 def opened(page, served):
     """The served page with its first test clip answered; every request stays on 127.0.0.1 (or blob:/data:)."""
-    requests = []
-    page.on("request", lambda request: requests.append(request.url))
-    page.goto(served)
-    page.wait_for_function("window.pkd !== undefined")
-    page.evaluate("window.pkd.ready")
-    page.wait_for_function("window.pkd.last && window.pkd.last.ms !== undefined")
-    yield page
-    assert all(url.startswith(("http://127.0.0.1:", "blob:", "data:")) for url in requests), requests
+    with offline_page(page, served):
+        page.wait_for_function("window.pkd.last && window.pkd.last.ms !== undefined")
+        yield page
 
 
 def page_clips(clip_page) -> tuple[torch.Tensor, list[int], dict]:

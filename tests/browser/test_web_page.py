@@ -5,10 +5,7 @@ drawn with the mouse, the JavaScript preprocessing on drawings, and the page ope
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
 import json
-import threading
 
 import numpy as np
 import pytest
@@ -19,6 +16,7 @@ from pkd.data import get_dataset_spec
 from pkd.drawn import draw_digit
 from pkd.export import PrefixModel, onnx_session
 from pkd.preprocess.images import prepare_canvas, prepare_drawing
+from tests.browser.conftest import offline_page, static_site
 from tests.pkd_process import pkd_ok
 from tests.web_runtime import require_web_runtime
 
@@ -52,29 +50,15 @@ def reference(tiny_run):
 
 @pytest.fixture(scope="module")
 def served(web_page):
-    """The page's folder on a static server at 127.0.0.1 (python's http.server, in a thread)."""
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(web_page)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
-    server.shutdown()
-    server.server_close()
+    with static_site(web_page) as url:
+        yield url
 
 
 @pytest.fixture
 def opened(page, served):
     """The served page, loaded; every request it makes must stay on 127.0.0.1 (or blob:/data:)."""
-    requests = []
-    page.on("request", lambda request: requests.append(request.url))
-    page.goto(served)
-    page.wait_for_function("window.pkd !== undefined")
-    page.evaluate("window.pkd.ready")
-    yield page
-    assert all(url.startswith(("http://127.0.0.1:", "blob:", "data:")) for url in requests), requests
+    with offline_page(page, served):
+        yield page
 
 
 def test_the_export_holds_the_page_and_the_run(web_page, tiny_run, reference, mnist):
