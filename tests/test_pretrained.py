@@ -13,7 +13,7 @@ from tests.pkd_process import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ["mnist", "mnist-independent", "moving-mnist", "moving-mnist-digits", "fashion-mnist/seed-0",
-        "fashion-mnist-independent/seed-0"]
+        "fashion-mnist-independent/seed-0", "mnist-seeds/seed-1", "mnist-independent-seeds/seed-2"]
 
 
 @pytest.mark.parametrize("name", RUNS)

@@ -1,4 +1,4 @@
-"""The shipped seed groups (pretrained/fashion-mnist*): members that differ only in their
+"""The shipped seed groups (pretrained/fashion-mnist*, pretrained/mnist-*seeds): members that differ only in their
 seed and share one teacher file, and docs that quote what their records say (mean ± SE per k, the paired-seed
 verdicts). Reads records only: re-evaluating a member is tests/test_pretrained.py's job (one member per group)."""
 
@@ -17,6 +17,7 @@ from pkd.stats import describe, format_spread
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = {  # residual group, independent group, the page that quotes them
     "fashion-mnist": ("fashion-mnist", "fashion-mnist-independent", "docs/results/fashion-mnist.md"),
+    "mnist": ("mnist-seeds", "mnist-independent-seeds", "docs/results/mnist.md"),
 }
 GROUPS = [name for pair in PAIRS.values() for name in pair[:2]]
 SAME_IN_EVERY_MEMBER = ("data", "students", "distill")  # the teacher section differs: seed-0 may train it
