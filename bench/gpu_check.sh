@@ -13,5 +13,5 @@ if compgen -G ".gpu/wheels/*.whl" >/dev/null; then
     .gpu/wheels/*.whl || { echo "error: installing .gpu/wheels failed; re-make them with bash bench/gpu_wheels.sh" >&2; exit 1; }
   export PYTHONPATH="/tmp/pkd-gpu-site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-[ -f .gpu/data/mnist.pkl.gz ] && export PKD_DATA_DIR="$PWD/.gpu/data"
+[ -f .gpu/data/MNIST/raw/t10k-images-idx3-ubyte.gz ] && export PKD_DATA_DIR="$PWD/.gpu/data"
 exec python3 bench/gpu_check.py --out "$out"

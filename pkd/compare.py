@@ -16,7 +16,7 @@ import torch
 
 from pkd.artifacts import load_ensemble, load_teacher
 from pkd.combiners import native_combiner, prefix_probs
-from pkd.config import config_from_dict
+from pkd.config import saved_run_config
 from pkd.data import DatasetSpec, Split, get_dataset_spec
 from pkd.data.run_data import load_run_data
 from pkd.evaluate import predict_logits
@@ -63,7 +63,7 @@ def teacher_right(run: Run, split: Split, device: torch.device | str = "cpu") ->
 
 def run_test_split(run: Run) -> tuple[DatasetSpec, Split]:
     """The run's dataset and test split, as its config defines them."""
-    data_spec, splits = load_run_data(config_from_dict(run.config()), ("test",))
+    data_spec, splits = load_run_data(saved_run_config(run.config()), ("test",))
     return data_spec, splits["test"]
 
 

@@ -150,8 +150,9 @@ def _deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-def validate(cfg: RunConfig) -> RunConfig:
-    """Range checks that need no data or models; raises ConfigError naming the field."""
+def validate(cfg: RunConfig, files: bool = True) -> RunConfig:
+    """Range checks that need no data or models; raises ConfigError naming the field. `files`: also check that the
+    teacher files the config names exist (not for a run's saved config: see saved_run_config)."""
     for key, choices in _CHOICES.items():
         value = get_key(cfg.to_dict(), key)
         if value not in choices:
@@ -193,7 +194,7 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"{stage}.lr: {optim.lr} must be > 0")
         if optim.weight_decay < 0:
             raise ConfigError(f"{stage}.weight_decay: {optim.weight_decay} must be >= 0")
-    validate_teacher(cfg.teacher)
+    validate_teacher(cfg.teacher, files)
     if cfg.data.root is not None and not Path(cfg.data.root).resolve().is_dir():
         raise ConfigError(f"data.root: directory {cfg.data.root!r} does not exist; create it or remove the key")
     for name in ("train_limit", "val_limit", "test_limit", "shots"):
@@ -203,8 +204,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def validate_teacher(teacher: TeacherConfig) -> None:
-    """The teacher's stages fit together: what trains, what is loaded, and the files named exist."""
+def validate_teacher(teacher: TeacherConfig, files: bool = True) -> None:
+    """The teacher's stages fit together: what trains, what is loaded, and (with `files`) the files named exist."""
     video = teacher.arch == VIDEO_TEACHER
     for stage in ("pretrain", "prompt"):
         epochs = getattr(teacher, stage).epochs
@@ -228,7 +229,7 @@ def validate_teacher(teacher: TeacherConfig) -> None:
     if teacher.prompt.epochs and not teacher.params.get("n_ctx"):
         raise ConfigError("teacher.prompt.epochs: learning prompts needs teacher.params.n_ctx (e.g. 4 context "
                           "vectors, initialised from 'a photo of a')")
-    for key in ("checkpoint", "init"):
+    for key in ("checkpoint", "init") if files else ():
         path = getattr(teacher, key)
         if path and not Path(path).resolve().is_file():
             raise ConfigError(f"teacher.{key}: file {path!r} does not exist; train a teacher first or fix the path")
@@ -254,7 +255,15 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     return config_from_dict(apply_overrides(data, overrides or []))
 
 
-def config_from_dict(data: dict) -> RunConfig:
+def config_from_dict(data: dict, files: bool = True) -> RunConfig:
     """Build and check a config from a plain mapping (a YAML file's, or one saved in a run directory)."""
     check_finite(data, "")
-    return validate(from_dict(RunConfig, _deep_merge(RunConfig().to_dict(), data)))
+    return validate(from_dict(RunConfig, _deep_merge(RunConfig().to_dict(), data)), files)
+
+
+def saved_run_config(data: dict) -> RunConfig:
+    """A finished run's saved config, to evaluate or compare it: checked like any config, except that the teacher
+    files it names need not exist. They are where the teacher was loaded from on the machine that trained it (a
+    shipped seed group's members name /tmp/... or /work/... paths); the run's teacher is its own teacher.pt or the
+    file teacher-ref.json finds, relative to the run first."""
+    return config_from_dict(data, files=False)

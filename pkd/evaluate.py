@@ -15,7 +15,7 @@ import torch.nn as nn
 from pkd.anytime import anytime_curve, anytime_figures, combiner_figures, monotonicity_shares
 from pkd.combiners import native_combiner, prefix_probs
 from pkd.artifacts import load_ensemble, load_teacher
-from pkd.config import RunConfig, config_from_dict
+from pkd.config import RunConfig, saved_run_config
 from pkd.data import DatasetSpec, Split, resolve_data_root
 from pkd.data.moving_mnist import digit_of, reverse_clips
 from pkd.data.run_data import load_run_data
@@ -120,7 +120,7 @@ def evaluate_run(run: Run, device: torch.device | str = "cpu", drawn_per_digit: 
     early-exit curve, val-fitted budgets and AUC) plus, for MNIST runs, accuracies on the drawn-digit set, and for
     Fashion-MNIST runs (a spec with ``photos``) on the re-photographed set (``drawn_per_digit`` 0 skips both).
     """
-    cfg = config_from_dict(run.config())
+    cfg = saved_run_config(run.config())
     device = torch.device(device)
     data_spec, splits = load_run_data(cfg, REPORTED_SPLITS)  # no training split: a 50,000-clip one is 4 GB
     ensemble = load_ensemble(run, device=device)

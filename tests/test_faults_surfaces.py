@@ -68,7 +68,9 @@ def test_a_sweep_worker_killed_mid_trial_is_adopted_and_resumed(tmp_path):
     space = write_space(tmp_path, {"params": {"distill.alpha": {"low": 0.2, "high": 0.8}},
                                    "schedule": {"d_model": [4, 8]}})
     args = ["sweep", "--config", TINY, "--space", str(space), "--trials", "1", "--sweep-dir", str(folder),
-            "--no-kernel-build", *FAST, "students.optim.epochs=2", f"teacher.checkpoint={SHIPPED_TEACHER}"]
+            "--no-kernel-build", *FAST, "data.train_limit=2048", "students.optim.epochs=30",
+            f"teacher.checkpoint={SHIPPED_TEACHER}"]  # seconds of training: a window to kill it in (2 epochs of 256
+    # images were over in a tenth of a second once MNIST loaded from its uint8 copy, before the 0.3 s poll saw it)
     worker = subprocess.Popen([sys.executable, "-m", "pkd", *args], cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     trial = Run(folder / "trial-000")

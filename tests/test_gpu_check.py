@@ -60,5 +60,13 @@ def test_wheel_preparation_fetches_what_the_gpu_machine_lacks(tmp_path):
     assert wheels == ["mambapy", "thop"]
     for wheel in (dest / "wheels").glob("*.whl"):
         assert zipfile.ZipFile(wheel).testzip() is None
-    assert (dest / "data" / "mnist.pkl.gz").stat().st_size > 10 * 2**20
+    from pkd.data import clear_cache, load_split
+
+    raw = dest / "data" / "MNIST" / "raw"  # uint8 IDX files: 11 MiB where mnist.pkl.gz takes 16
+    assert sorted(p.name for p in raw.iterdir()) == sorted(f"{s}.gz" for s in (
+        "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
+    for split in ("train", "val", "test"):  # read back as the very tensors pkd reads here
+        carried, here = load_split("mnist", split, dest / "data"), load_split("mnist", split)
+        assert torch.equal(carried.inputs, here.inputs) and torch.equal(carried.labels, here.labels), split
+    clear_cache()
     assert "MiB of 64" in proc.stdout

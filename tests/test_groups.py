@@ -196,6 +196,26 @@ def test_the_teacher_column_follows_a_changed_teacher_file(groups, tmp_path):
     assert teacher_id(Run(run)) == file_sha256(run / "teacher.pt")[:12] != first
 
 
+def test_a_member_evaluates_on_a_machine_where_its_teachers_first_path_is_gone(groups, tmp_path, capsys):
+    """A member records where its teacher was loaded from on the machine that trained it (teacher.checkpoint, an
+    absolute path; the shipped Fashion members name /tmp/fash28/...). On a fresh clone that path is gone: `pkd eval`
+    and `pkd compare` read the teacher through teacher-ref.json, relative to the run, as training would."""
+    source = Run(groups["independent"] / "seed-0")
+    copy = tmp_path / "clone" / "independent" / "seed-0"
+    shutil.copytree(source.path, copy)
+    target = (copy / source.teacher_reference()["path"]).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source.teacher_path(), target)
+    manifest = json.loads((copy / "manifest.json").read_text())  # the run's resolved config is its manifest's
+    manifest["config"]["teacher"]["checkpoint"] = str(tmp_path / "another-machine" / "teacher.pt")  # not here
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    out, _ = cli(capsys, "eval", str(copy))
+    assert "teacher" in out
+    assert Run(copy).prefix_table() == source.prefix_table()
+    out, _ = cli(capsys, "compare", str(copy), str(source.path))
+    assert "within noise (+0.00 points)" in out  # the same students on the same digits
+
+
 def test_a_damaged_combiners_record_is_refused_by_name(groups, tmp_path):
     run = Run(shutil.copytree(groups["residual"] / "seed-0", tmp_path / "run", symlinks=True))
     summary = run.summary()
