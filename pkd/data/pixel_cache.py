@@ -3,9 +3,9 @@
 Every process that trains, evaluates or serves on MNIST read the 17 MB gzip pickle of 220 MB float32 pixels again:
 1.1-1.2 s of CPU on a 2-core EPYC, most of a small training's start and of every test that starts `python -m pkd`.
 The copy (numpy's uncompressed .npz, no pickles: 55 MB of uint8 pixels and the labels) reads in a few ms. Only the
-official file is copied, known by its sha256 (MNIST_PKL_SHA256, ~30 ms to check): any other file is read as it is,
-every time, with all of its checks. A copy that is missing, damaged or of other shapes is ignored and written again;
-a cache folder that cannot be written only costs the speed.
+official file is copied, known by its size and sha256 (MNIST_PKL_SHA256: 14 ms of CPU to check on a 2-core EPYC):
+any other file is read as it is, every time, with all of its checks. A copy that is missing, damaged or of other
+shapes is ignored and written again; a cache folder that cannot be written only costs the speed.
 
 Shapes: per split (N, 28, 28) uint8 pixels k (the pixel is k/255) and (N,) int64 labels; N = 50,000 / 10,000 /
 10,000 for train / val / test.

@@ -60,10 +60,6 @@ KERNEL = KernelState()
 _kernel_lock = threading.Lock()
 
 
-def _cache_dir() -> Path:
-    return cache_root()
-
-
 def _cpu_signature() -> str:
     """The CPU model and flags: the kernel is compiled for the native CPU, so a cached build is per CPU type."""
     try:
@@ -93,7 +89,7 @@ def kernel_build_dir() -> tuple[str, Path]:
         (module name, directory under ``$PKD_CACHE_DIR`` (default ``~/.cache/pkd``)).
     """
     key = _kernel_key()
-    return f"pkd_scan_{key}", _cache_dir() / "scan_kernel" / key
+    return f"pkd_scan_{key}", cache_root() / "scan_kernel" / key
 
 
 def _import_built(name: str, so_path: Path) -> Any:
