@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from pkd.data.fashion_mnist import load_test_sample
 from pkd.photos import rephotograph
@@ -22,8 +23,15 @@ def test_a_photo_gets_an_answer_from_every_student(page, server, runs_dir, scree
     page.set_default_timeout(180_000)  # every click reruns the page; other engineers' jobs share the 2 cores
     goto(page, server, "playground?run=fashion-photos")
     page.get_by_text("Pick a test image").first.wait_for()
-    page.get_by_role("button", name="Ankle boot").first.click(no_wait_after=True)
-    page.get_by_text("true label Ankle boot").first.wait_for()
+    label = page.get_by_text("true label Ankle boot").first
+    for _ in range(5):  # a click landing while the page reruns is lost (seen once in a full CI run): click again
+        page.get_by_role("button", name="Ankle boot").first.click(no_wait_after=True)
+        try:
+            label.wait_for(timeout=30_000)
+            break
+        except PlaywrightTimeoutError:
+            continue
+    label.wait_for()
     page.get_by_text("Every number of students at once").wait_for()
     page.screenshot(path=screenshots / "fashion-gallery.png", full_page=True)
     page.get_by_role("button", name="A hard one").click()
