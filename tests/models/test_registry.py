@@ -18,13 +18,13 @@ from tests.models.seeding import randn, seeded
 
 def test_registries_hold_the_models():
     assert STUDENTS == {"mamba": MambaClassifier}
-    assert set(TEACHERS) == {"mnist_cnn", "resnet_cifar", "vifi_clip"}
+    assert set(TEACHERS) == {"mnist_cnn", "vgg_cnn", "resnet_cifar", "vifi_clip"}
 
 
 def test_unknown_names_list_the_choices():
     with pytest.raises(ValueError, match=r"^unknown student 'x'; choose one of: mamba$"):
         build_student("x")
-    with pytest.raises(ValueError, match=r"^unknown teacher 'cnn'; choose one of: mnist_cnn, resnet_cifar, vifi_clip$"):
+    with pytest.raises(ValueError, match=r"^unknown teacher 'cnn'; choose one of: mnist_cnn, resnet_cifar, vgg_cnn, vifi_clip$"):
         build_teacher("cnn")
 
 

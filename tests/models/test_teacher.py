@@ -1,4 +1,5 @@
-"""Tests for pkd.models.teacher: the MNIST CNN and the CIFAR ResNet (layouts, parameter counts, checks)."""
+"""Tests for pkd.models.teacher: the MNIST CNN, the VGG-style CNN and the CIFAR ResNet (layouts, parameter counts,
+FLOPs, checks)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from tests.models.seeding import randn, seeded
     ("mnist_cnn", {"dropout1": 1.0}, "dropout1"),
     ("mnist_cnn", {"hidden": 0}, "hidden"),
     ("mnist_cnn", {"batch_norm": "yes"}, "batch_norm"),
+    ("vgg_cnn", {"image_size": 3}, "image_size"),
+    ("vgg_cnn", {"dropout2": -0.1}, "dropout2"),
+    ("vgg_cnn", {"width": 2.5}, "width"),
 ])
 def test_impossible_teacher_sizes_raise_one_line(name, kwargs, field):
     with pytest.raises(ValueError, match=field) as info:
@@ -57,6 +61,38 @@ def test_mnist_cnn_dropout_only_in_training():
         assert torch.equal(m(x), m(x))
         m.train()
         assert not torch.equal(m(x), m(x))
+
+
+def test_vgg_cnn_layout_params_and_flops():
+    from pkd.flops import count_flops
+
+    m = build_teacher("vgg_cnn")
+    convs = [mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.padding) for c in convs] == \
+        [(1, 32, (1, 1)), (32, 32, (1, 1)), (32, 64, (1, 1)), (64, 64, (1, 1))]
+    # convs 9*(32 + 32*32 + 32*64 + 64*64) = 64,800 (no bias: BN follows), BNs 2*(32+32+64+64) = 384,
+    # fc 3136*256 + 256 = 803,072, fc 256*10 + 10 = 2,570
+    assert sum(p.numel() for p in m.parameters()) == 64_800 + 384 + 803_072 + 2_570 == 870_826
+    flops = count_flops(m, (1, 28, 28)).flops
+    conv_macs = 28 * 28 * 9 * (32 + 32 * 32) + 14 * 14 * 9 * (32 * 64 + 64 * 64)
+    fc_macs = 3136 * 256 + 256 * 10
+    # per element: BN 2 (folded x*a + b), ReLU 1 on each conv output and the hidden layer; max-pool 3 a 2x2 window;
+    # a bias add per fc output
+    elementwise = 3 * (2 * 28 * 28 * 32 + 2 * 14 * 14 * 64) + 256 + 3 * (14 * 14 * 32 + 7 * 7 * 64) + 256 + 10
+    assert flops == 2 * (conv_macs + fc_macs) + elementwise == 38_443_594
+    assert m(randn(3, 1, 28, 28)).shape == (3, 10)
+    small = build_teacher("vgg_cnn", in_channels=3, image_size=6, width=4, hidden=8, num_classes=3)
+    assert small(randn(2, 3, 6, 6)).shape == (2, 3)  # 6 -> 3 -> 1 after two poolings
+
+
+def test_vgg_cnn_dropout_only_in_training():
+    m = seeded(0, build_teacher, "vgg_cnn")
+    x = randn(4, 1, 28, 28)
+    m.train()
+    with torch.no_grad():
+        assert not torch.equal(m(x), m(x))
+        m.eval()
+        assert torch.equal(m(x), m(x))
 
 
 def test_resnet_cifar_depth_and_params():
