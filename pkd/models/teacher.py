@@ -16,6 +16,19 @@ from pkd.models.checks import check_int
 __all__ = ["MnistCNN", "VggCNN", "BasicBlock", "ResNetCifar"]
 
 
+def check_cnn_args(in_channels: int, num_classes: int, image_size: int, min_size: int, width: int, hidden: int,
+                   dropout1: float, dropout2: float) -> None:
+    """ValueError in one line naming the first impossible size or dropout of a plain CNN teacher."""
+    check_int("in_channels", in_channels)
+    check_int("num_classes", num_classes, 2)
+    check_int("image_size", image_size, min_size)
+    check_int("width", width)
+    check_int("hidden", hidden)
+    for field, p in (("dropout1", dropout1), ("dropout2", dropout2)):
+        if not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+            raise ValueError(f"{field} must be a probability in [0, 1), got {p!r}")
+
+
 @register_teacher("mnist_cnn")
 class MnistCNN(nn.Module):
     """pytorch/examples mnist/main.py `Net` (logits instead of log_softmax; same keys conv1/conv2/fc1/fc2).
@@ -47,14 +60,7 @@ class MnistCNN(nn.Module):
         batch_norm: bool = False,
     ) -> None:
         super().__init__()
-        check_int("in_channels", in_channels)
-        check_int("num_classes", num_classes, 2)
-        check_int("image_size", image_size, 6)
-        check_int("width", width)
-        check_int("hidden", hidden)
-        for field, p in (("dropout1", dropout1), ("dropout2", dropout2)):
-            if not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-                raise ValueError(f"{field} must be a probability in [0, 1), got {p!r}")
+        check_cnn_args(in_channels, num_classes, image_size, 6, width, hidden, dropout1, dropout2)
         if not isinstance(batch_norm, bool):
             raise ValueError(f"batch_norm must be true or false, got {batch_norm!r}")
         self.image_shape = (in_channels, image_size, image_size)
@@ -110,14 +116,7 @@ class VggCNN(nn.Module):
         dropout2: float = 0.5,
     ) -> None:
         super().__init__()
-        check_int("in_channels", in_channels)
-        check_int("num_classes", num_classes, 2)
-        check_int("image_size", image_size, 4)
-        check_int("width", width)
-        check_int("hidden", hidden)
-        for field, p in (("dropout1", dropout1), ("dropout2", dropout2)):
-            if not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-                raise ValueError(f"{field} must be a probability in [0, 1), got {p!r}")
+        check_cnn_args(in_channels, num_classes, image_size, 4, width, hidden, dropout1, dropout2)
         self.image_shape = (in_channels, image_size, image_size)
         self.block1 = self._block(in_channels, width, dropout1)
         self.block2 = self._block(width, 2 * width, dropout1)
