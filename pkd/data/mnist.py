@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pkd.data.pixel_cache import is_file_with, read_copy, write_copy
-from pkd.data.registry import DATA_DIR_ENV, SPLITS, LazySplits, check_labels, register_dataset
+from pkd.data.pixel_cache import SPLIT_SIZES, is_file_with, read_copy, write_copy
+from pkd.data.registry import DATA_DIR_ENV, LazySplits, check_labels, register_dataset
 from pkd.data.safe_pickle import restricted_load
 from pkd.data.spec import DatasetSpec, Split
 
@@ -145,7 +145,7 @@ def _read_mnist_pickle(path: Path) -> LazySplits:
         raise ValueError(f"{path}: expected a tuple (train, valid, test) of (images, labels) pairs, "
                          f"got {type(obj).__name__}")
     parts = {}
-    for split, n, pair in zip(SPLITS, (50_000, 10_000, 10_000), obj):
+    for (split, n), pair in zip(SPLIT_SIZES.items(), obj):
         where = f"{path} ({'valid' if split == 'val' else split})"
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise ValueError(f"{where}: expected an (images, labels) pair, got {type(pair).__name__}")

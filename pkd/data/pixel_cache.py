@@ -26,7 +26,7 @@ from pkd.cache import cache_root
 
 logger = logging.getLogger(__name__)
 
-SPLIT_SIZES = {"train": 50_000, "val": 10_000, "test": 10_000}
+SPLIT_SIZES = {"train": 50_000, "val": 10_000, "test": 10_000}  # mnist.pkl.gz's (train, valid, test), in its order
 Parts = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (pixels (N, 28, 28) uint8, labels (N,) int64)
 
 
