@@ -1,6 +1,7 @@
-"""The shipped seed groups (pretrained/fashion-mnist*, pretrained/mnist-*seeds): members that differ only in their
-seed and share one teacher file, and docs that quote what their records say (mean ± SE per k, the paired-seed
-verdicts). Reads records only: re-evaluating a member is tests/test_pretrained.py's job (one member per group)."""
+"""The shipped seed groups (pretrained/fashion-mnist*, pretrained/mnist-*seeds, pretrained/moving-mnist-*seeds):
+members that differ only in their seed and share one teacher file, and docs that quote what their records say (mean
+± SE per k, the paired-seed verdicts). Reads records only: re-evaluating a member is tests/test_pretrained.py's job
+(one member per group)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAIRS = {  # residual group, independent group, the page that quotes them
     "fashion-mnist": ("fashion-mnist", "fashion-mnist-independent", "docs/results/fashion-mnist.md"),
     "mnist": ("mnist-seeds", "mnist-independent-seeds", "docs/results/mnist.md"),
+    "moving-mnist": ("moving-mnist-seeds", "moving-mnist-independent-seeds", "docs/results/video.md"),
 }
 GROUPS = [name for pair in PAIRS.values() for name in pair[:2]]
 SAME_IN_EVERY_MEMBER = ("data", "students", "distill")  # the teacher section differs: seed-0 may train it
