@@ -5,6 +5,7 @@ asserts nothing.
 
     python bench/app.py [--run pretrained/mnist] [--config configs/tiny.yaml] [--skip-browser] [--skip-train]
     python bench/app.py --pages-only [--compare 2f4de0e] [--reopens 3] [--fresh-browser]   # page times, memory
+    python bench/app.py --pages-only --navigate [--runs mnist,moving-mnist-digits]   # in-session page switches
 
 Check `uptime` first: on a shared 2-core machine the numbers move with the load (the throughput runs alternate
 watched and unwatched runs so both see similar conditions).
@@ -47,9 +48,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(env: dict, root: Path = ROOT) -> tuple[subprocess.Popen, str, float]:
-    """Start the app of the tree at `root`; returns the process, its URL and seconds until /_stcore/health answered."""
-    port = free_port()
+def start_server(env: dict, root: Path = ROOT, port: int | None = None) -> tuple[subprocess.Popen, str, float]:
+    """Start the app of the tree at `root` (on `port`, else a free one); returns the process, its URL and seconds
+    until /_stcore/health answered."""
+    port = port or free_port()
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(root / "app" / "main.py"),
                              "--server.headless", "true", "--server.address", "127.0.0.1", "--server.port",
@@ -92,6 +94,7 @@ def bench_startup(env: dict, repeats: int) -> None:
 PAGES = ("", "playground", "clips", "how_it_works", "train", "runs", "sweeps")  # URL paths; "" = Results
 RUN_PAGES = ("", "playground", "clips", "how_it_works")  # the pages that load what a run holds (models, data)
 QUIET_S = 1.0  # a page has finished when its script stays finished this long (a query-string update reruns it)
+FINISHED = "[data-testid='stApp'][data-test-script-state='notRunning']"  # Streamlit idle: no script run going
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -124,26 +127,33 @@ def open_page(new_page, url: str) -> float:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     page = new_page()
-    state = "document.querySelector('[data-testid=stApp]')?.getAttribute('data-test-script-state')"
-    finished = "[data-testid='stApp'][data-test-script-state='notRunning']"
     try:
         t0 = time.perf_counter()
         page.goto(url)
         if "/train" in url:
             page.get_by_text("Runs in progress and finished").wait_for(timeout=300_000)
             return time.perf_counter() - t0
-        page.locator(f"{finished} h1").first.wait_for(timeout=300_000)
-        done = time.perf_counter()
-        while time.perf_counter() - done < QUIET_S:
-            if page.evaluate(state) != "notRunning":
-                page.locator(finished).wait_for(timeout=300_000)
-                done = time.perf_counter()
-            page.wait_for_timeout(50)
-        return done - t0
+        return wait_finished(page, page.locator(f"{FINISHED} h1").first) - t0
     except PlaywrightTimeout:
         return float("nan")
     finally:
         page.close()
+
+
+def wait_finished(page, shown, quiet_s: float = QUIET_S) -> float:
+    """perf_counter() when `shown` (a locator inside FINISHED: the page's own element, once its script run has
+    ended) appeared, if the script then stays finished quiet_s (else when the last rerun within that window ended:
+    a query-string update reruns the page; the quiet time is not counted). Raises Playwright's TimeoutError after
+    5 minutes."""
+    state = "document.querySelector('[data-testid=stApp]')?.getAttribute('data-test-script-state')"
+    shown.wait_for(timeout=300_000)
+    done = time.perf_counter()
+    while time.perf_counter() - done < quiet_s:
+        if page.evaluate(state) != "notRunning":
+            page.locator(FINISHED).wait_for(timeout=300_000)
+            done = time.perf_counter()
+        page.wait_for_timeout(50)
+    return done
 
 
 def page_figures(trees: dict[str, Path], env: dict, runs: list[str], fresh_browser: bool = False,
@@ -455,6 +465,11 @@ def main() -> None:
                         "profile (nothing cached; the figures before this option existed) instead of one browser")
     parser.add_argument("--reopens", type=int, default=3, help="with --pages-only: re-opens per page on the default "
                         "run (their median is reported)")
+    parser.add_argument("--navigate", action="store_true", help="with --pages-only: in-session page switches "
+                        "(sidebar clicks in one tab, --reopens rounds; bench/app_navigation.py) instead of new tabs")
+    parser.add_argument("--runs", default="mnist,moving-mnist-digits", help="with --navigate: shipped runs, "
+                        "comma-separated (a fresh server each)")
+    parser.add_argument("--port", type=int, help="with --navigate: the server's port (default: a free one)")
     parser.add_argument("--compare", metavar="REF", help="also time the app of this git commit (an older release), "
                         "or of a folder holding an older checkout, side by side")
     args = parser.parse_args()
@@ -469,6 +484,12 @@ def main() -> None:
         shutil.copytree(run_path, pretrained / "mnist", ignore=shutil.ignore_patterns("checkpoint.pt"))  # opens on it
         env = dict(os.environ, PKD_RUNS_DIR=str(Path(tmp) / "runs"), PKD_PRETRAINED_DIR=str(pretrained),
                    PYTHONPATH=str(ROOT))
+        if args.pages_only and args.navigate:
+            from bench.app_navigation import bench_navigation
+
+            bench_navigation(dict(env, PKD_PRETRAINED_DIR=str(ROOT / "pretrained")), args.runs.split(","),
+                             args.reopens, args.port)
+            return
         if args.pages_only:
             bench_pages(dict(env, PKD_PRETRAINED_DIR=str(ROOT / "pretrained")), args.compare, args.apptest,
                         args.fresh_browser, args.reopens)
