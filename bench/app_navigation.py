@@ -64,6 +64,7 @@ def round_orders(rounds: int, seed: int = 0) -> list[list[str]]:
     rng, orders, last = random.Random(seed), [list(TITLES[1:])], TITLES[-1]
     for _ in range(rounds):
         order = list(TITLES)
+        rng.shuffle(order)
         while order[0] == last:
             rng.shuffle(order)
         orders.append(order)
@@ -72,16 +73,18 @@ def round_orders(rounds: int, seed: int = 0) -> list[list[str]]:
 
 
 def navigate_run(browser, env: dict, run: str, rounds: int, port: int | None) -> dict:
-    """A fresh server and one tab on `run`: {"open": the new tab's Results seconds, "first": {title: switch},
+    """A fresh server and one tab on `run`: {"first": {title: switch; Results: the new tab's open},
     "again": {title: [switch, ...]}, "rss"/"peak": the server's MB at the end, "load": load averages at the end}."""
     proc, url, _ = start_server(env, port=port)
     out: dict = {"first": {}, "again": {}}
     try:
         context = browser.new_context(viewport=VIEWPORT)
         page = context.new_page()
-        t0 = time.perf_counter()
+        server0, browser0, t0 = cpu_seconds(proc.pid), watcher_cpu_seconds({proc.pid}), time.perf_counter()
         page.goto(f"{url}/?run={run}")
-        out["open"] = wait_finished(page, page_shown(page, "Results")) - t0
+        out["first"]["Results"] = {"s": wait_finished(page, page_shown(page, "Results")) - t0,
+                                   "server": cpu_seconds(proc.pid) - server0,
+                                   "browser": watcher_cpu_seconds({proc.pid}) - browser0}
         for i, order in enumerate(round_orders(rounds)):
             for title in order:
                 wait_idle([proc.pid], limit_s=60)
@@ -101,17 +104,17 @@ def navigate_run(browser, env: dict, run: str, rounds: int, port: int | None) ->
 
 def print_run(run: str, out: dict) -> None:
     """One table: per page, first visit in the session, re-opens (median / worst), and the CPU seconds."""
-    print(f"\n  run {run}: new tab on Results {out['open']:.2f} s (the server's first page: imports); then sidebar "
-          f"clicks in that tab (s = click -> heading shown, app idle; CPU s per switch)")
+    nan = float("nan")
+    print(f"\n  run {run}: a new tab opens Results (*: the server's first page, with the imports), then sidebar "
+          "clicks in that tab (s: click -> heading shown, app idle, charts drawn; CPU s per switch)")
     print(f"  {'page':<13}{'first (s)':>10}{'re-open med / worst (s)':>26}{'server CPU first / re-open':>29}"
           f"{'browser CPU first / re-open':>30}")
     for title in TITLES:
-        first, again = out["first"].get(title), out["again"].get(title, [])
-        med = {key: statistics.median(f[key] for f in again) if again else float("nan")
-               for key in ("s", "server", "browser")}
-        worst = max((f["s"] for f in again), default=float("nan"))
-        first = first or {"s": float("nan"), "server": float("nan"), "browser": float("nan")}
-        print(f"  {title:<13}{first['s']:>10.2f}{med['s']:>18.2f} / {worst:5.2f}{first['server']:>21.2f} / "
+        first, again = out["first"].get(title, {"s": nan, "server": nan, "browser": nan}), out["again"].get(title, [])
+        med = {key: statistics.median(f[key] for f in again) if again else nan for key in ("s", "server", "browser")}
+        worst = max((f["s"] for f in again), default=nan)
+        name = title + "*" * (title == "Results")
+        print(f"  {name:<13}{first['s']:>10.2f}{med['s']:>18.2f} / {worst:5.2f}{first['server']:>21.2f} / "
               f"{med['server']:5.2f}{first['browser']:>22.2f} / {med['browser']:5.2f}")
     every = [f for title in TITLES for f in out["again"].get(title, [])]
     if every:
