@@ -1,7 +1,7 @@
 """The shipped seed groups (pretrained/fashion-mnist*, pretrained/mnist-*seeds, pretrained/moving-mnist-*seeds):
 members that differ only in their seed and share one teacher file, and docs that quote what their records say (mean
 ± SE per k, the paired-seed verdicts). Reads records only: re-evaluating a member is tests/test_pretrained.py's job
-(one member per group)."""
+(one member per image group; the video groups' evaluations were checked by hand, see there)."""
 
 from __future__ import annotations
 
