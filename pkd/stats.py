@@ -104,8 +104,9 @@ def mcnemar(right_a: Sequence[bool], right_b: Sequence[bool], alpha: float = ALP
 def exact_mcnemar_p(a_only: int, b_only: int) -> float:
     """Two-sided exact p-value of McNemar's test: the binomial test of a_only successes in a_only + b_only trials at
     p = 1/2, which is symmetric, so twice the smaller tail (capped at 1). Equal to scipy.stats.binomtest's p-value
-    (tests/test_stats.py checks every table up to 60 discordant samples, and larger ones up to 1,001), through scipy.special's binomial CDF:
-    importing scipy.stats cost every training process about 0.7 s of CPU for this one number."""
+    (tests/test_stats.py checks every table up to 60 discordant samples, and larger ones up to 1,001), through
+    scipy.special's binomial CDF: importing scipy.stats cost every training process about 0.7 s of CPU for this one
+    number."""
     n = a_only + b_only
     if n == 0:
         return 1.0

@@ -12,9 +12,9 @@ from pkd.runs.schema import TeacherRef
 from tests.pkd_process import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
-# one member of each image seed group; the video groups' members (37 s of CPU an eval) were checked by hand with this test
-# (moving-mnist-seeds/seed-3, moving-mnist-independent-seeds/seed-1: passed, 8 December 2026), kept out of the suite's
-# time; tests/test_shipped_groups.py checks their records against the docs
+# one member of each image seed group; the video groups' members (37 s of CPU an eval) were checked by hand with this
+# test (moving-mnist-seeds/seed-3, moving-mnist-independent-seeds/seed-1: passed, 8 December 2026), kept out of the
+# suite's time; tests/test_shipped_groups.py checks their records against the docs
 RUNS = ["mnist", "mnist-independent", "moving-mnist", "moving-mnist-digits", "fashion-mnist/seed-0",
         "fashion-mnist-independent/seed-0", "mnist-seeds/seed-1", "mnist-independent-seeds/seed-2"]
 
