@@ -92,9 +92,10 @@ class RunWriter:
             Manifest.COMMAND: list(command or sys.argv),
         }
         atomic_write_bytes(path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False).encode())
-        atomic_write_json(path / MANIFEST_FILE, manifest)
         pid = os.getpid()  # the creating process trains the run: if it dies before starting, the run reads as died
         run.write_status(state=State.CREATED, pid=pid, pid_start=proc_start_time(pid))
+        # the manifest last: whoever sees it (pkd.launch waits for it) also finds status.json naming the process
+        atomic_write_json(path / MANIFEST_FILE, manifest)
         return run
 
     # -------------------------------------------------------------------------- status and the writer lock

@@ -122,6 +122,23 @@ def test_a_run_killed_between_creation_and_start_reads_as_died_and_resumes(tmp_p
     assert run.state() == State.DONE and run.students_saved() == 2
 
 
+def test_whoever_sees_the_manifest_finds_the_status_naming_the_process(tmp_path, monkeypatch):
+    """The manifest is written last: pkd.launch returns when it appears, and a reader polling the run must then find
+    status.json with the training process (a CI run once read the state between the two writes)."""
+    import pkd.runs.writer as writer
+    seen = {}
+    real_write = writer.atomic_write_json
+
+    def write_and_look(path, data, **kwargs):
+        if Path(path).name == "manifest.json":
+            seen["status"] = Run(Path(path).parent).status(raw=True)
+        return real_write(path, data, **kwargs)
+
+    monkeypatch.setattr(writer, "atomic_write_json", write_and_look)
+    Run.create_at(tmp_path / "r", load_config(TINY).to_dict())
+    assert seen["status"]["state"] == "created" and seen["status"]["pid"] > 0
+
+
 def test_resuming_a_finished_run_is_refused_and_leaves_it_done(tiny_run, tmp_path):
     copy = Path(shutil.copytree(tiny_run.path, tmp_path / "done"))
     before = tree_digest(copy)
