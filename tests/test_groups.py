@@ -5,7 +5,6 @@ each subprocess would cost a torch import on a busy machine)."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import re
 import shutil
@@ -18,20 +17,15 @@ from pkd.groups import SeedGroup, compare_groups, find_groups, group_prefixes, r
 from pkd.runs import GROUP_FILE, Run, RunError, State
 from pkd.runs.schema import CombinerFigures, GroupRecord, Manifest, PrefixRow, Summary, TeacherFigures
 from pkd.stats import describe, spread
+from tests.built_once import built_once
 from tests.pkd_process import TINY, pkd_ok
 
 
 @pytest.fixture(scope="session")
-def groups(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> dict[str, Path]:
+def groups(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two seed groups of tiny, seeds 0 and 1: residual (trains its teacher in seed-0) and independent (loads that
     teacher: every run of both groups distils the same one). Made once per session: xdist's workers share them."""
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
-    root = shared / "seed-groups"
-    with open(shared / "seed-groups.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker trains them; the other waits, then reads them
-        if not (root / "made").exists():
-            _make_groups(root)
-            (root / "made").touch()
+    root = built_once(tmp_path_factory, "seed-groups", _make_groups)
     return {"residual": root / "residual", "independent": root / "independent", "root": root}
 
 

@@ -9,21 +9,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tests.built_once import built_once
 from tests.pkd_process import pkd_ok
 from tests.web_runtime import require_web_runtime
 
-_CACHE: dict[str, Path] = {}
-
 
 def clip_page_path(tmp_path_factory, run) -> Path:
-    """The page's folder, exported on first use (skipped without onnxruntime-web in pkd's cache)."""
+    """The page's folder, exported on first use by whichever xdist worker asks first (skipped without
+    onnxruntime-web in pkd's cache)."""
     require_web_runtime()
-    if "page" not in _CACHE:
-        out = tmp_path_factory.mktemp("web-clips") / "tiny-video-page"
+
+    def export(folder: Path) -> None:
+        out = folder / "tiny-video-page"
         proc = pkd_ok("export", str(run.path), "--web", "--out", str(out))
         assert str(out / "index.html") in proc.stdout and "MB" in proc.stdout, proc.stdout
-        _CACHE["page"] = out
-    return _CACHE["page"]
+
+    return built_once(tmp_path_factory, "tiny-video-page", export) / "tiny-video-page"
 
 
 def clip_reference(run):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pkd.runs import Run, State
+from tests.built_once import built_once
 from tests.pkd_process import ROOT, TINY, child_env, pkd, pkd_ok
 
 pytestmark = pytest.mark.distributed
@@ -27,9 +29,15 @@ def digests(text: str) -> dict[tuple[int, int], str]:
 
 @pytest.fixture(scope="module")
 def two_rank_run(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ddp") / "tiny-ddp"
-    proc = pkd_ok("train", "--config", TINY, "--run-dir", str(path), "--no-progress", "--nproc", "2")
-    return Run(path), proc.stdout + proc.stderr
+    """configs/tiny.yaml trained by 2 ranks, and what the ranks printed; made once per session (both xdist workers
+    read it: copy it before changing it)."""
+    base = built_once(tmp_path_factory, "ddp", _train_two_ranks)
+    return Run(base / "tiny-ddp"), (base / "output.txt").read_text()
+
+
+def _train_two_ranks(base: Path) -> None:
+    proc = pkd_ok("train", "--config", TINY, "--run-dir", str(base / "tiny-ddp"), "--no-progress", "--nproc", "2")
+    (base / "output.txt").write_text(proc.stdout + proc.stderr)
 
 
 def test_two_ranks_train_identical_weights_and_only_rank_0_writes(two_rank_run):
@@ -45,9 +53,9 @@ def test_two_ranks_train_identical_weights_and_only_rank_0_writes(two_rank_run):
                                                     "students", "train.log", ".writer.lock"}
 
 
-def test_two_rank_figures_equal_the_same_weights_evaluated_in_one_process(two_rank_run, tiny_run):
-    run, _ = two_rank_run
-    trained = run.prefix_table()
+def test_two_rank_figures_equal_the_same_weights_evaluated_in_one_process(two_rank_run, tiny_run, tmp_path):
+    trained = two_rank_run[0].prefix_table()
+    run = Run(shutil.copytree(two_rank_run[0].path, tmp_path / "copy"))  # eval rewrites the tables; the run is shared
     pkd_ok("eval", str(run.path))
     assert run.prefix_table() == trained  # exact: every sample counted once, no padding
     one = tiny_run.prefix_table()

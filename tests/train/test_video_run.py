@@ -17,6 +17,7 @@ from pkd.data import load_split
 from pkd.data.moving_mnist import reverse_clips
 from pkd.models.clip import ViFiCLIP
 from pkd.runs import Run, RunError, State
+from tests.built_once import built_once
 from tests.pkd_process import ROOT, child_env, pkd, pkd_ok, start
 
 TINY_VIDEO = str(ROOT / "configs" / "tiny-video.yaml")
@@ -30,10 +31,16 @@ def train_args(path) -> tuple[str, ...]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The uninterrupted reference run (in the background) and a run killed twice and resumed (in the foreground):
-    first while stage 2 of the teacher writes its first checkpoint (stage 1's last one stays), then, resumed, while
-    student 1 writes its checkpoint; the second resume finishes it."""
-    base = tmp_path_factory.mktemp("video")
+    """The uninterrupted reference run and the run killed twice and resumed (see _train_both), made once per session:
+    both xdist workers read them."""
+    base = built_once(tmp_path_factory, "video", _train_both)
+    return Run(base / "reference"), Run(base / "killed")
+
+
+def _train_both(base) -> None:
+    """The reference run (in the background) and a run killed twice and resumed (in the foreground): first while
+    stage 2 of the teacher writes its first checkpoint (stage 1's last one stays), then, resumed, while student 1
+    writes its checkpoint; the second resume finishes it."""
     reference = start(*train_args(base / "reference"), env=child_env(**ONE_THREAD))
     killed = base / "killed"
     first = pkd(*train_args(killed), env=child_env(PKD_FAULT="kill:checkpoint.pt:2", **ONE_THREAD))
@@ -46,7 +53,6 @@ def runs(tmp_path_factory):
     assert Run(killed).status()["stage"] == "student" and Run(killed).has_teacher()
     pkd_ok("train", "--resume", str(killed), *ARGS, env=child_env(**ONE_THREAD))
     assert reference.wait(timeout=600) == 0
-    return Run(base / "reference"), Run(killed)
 
 
 def test_a_video_run_is_an_ordinary_run(runs):
