@@ -71,6 +71,8 @@ def _init_dt_proj(dt_proj: nn.Linear, dt_init: str, dt_scale: float, dt_min: flo
         nn.init.constant_(dt_proj.weight, dt_init_std)
     else:
         nn.init.uniform_(dt_proj.weight, -dt_init_std, dt_init_std)
+    if dt_proj.bias.is_meta:  # sizes only (pkd.train.specs, pkd.artifacts): no values, and arithmetic on meta
+        return  # tensors imports torch._dynamo (2-3 s of CPU in every training and eval process)
     # dt bias: softplus(bias) = dt, dt log-uniform in [dt_min, dt_max] (inverse softplus, pytorch#72759).
     dt = torch.exp(
         torch.rand(d_inner, **factory) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
@@ -134,8 +136,11 @@ class Mamba(nn.Module):
         _init_dt_proj(self.dt_proj, dt_init, dt_scale, dt_min, dt_max, dt_init_floor, factory)
 
         # S4D-real initialisation A = -(1..N), stored as log in fp32; D skip = 1.
-        A = torch.arange(1, self.d_state + 1, dtype=torch.float32, device=device).repeat(self.d_inner, 1)  # (ED, N)
-        self.A_log = nn.Parameter(torch.log(A))
+        if self.dt_proj.weight.is_meta:  # sizes only: no values (see _init_dt_proj)
+            self.A_log = nn.Parameter(torch.empty(self.d_inner, self.d_state, dtype=torch.float32, device=device))
+        else:
+            A = torch.arange(1, self.d_state + 1, dtype=torch.float32, device=device).repeat(self.d_inner, 1)  # (ED, N)
+            self.A_log = nn.Parameter(torch.log(A))
         self.A_log._no_weight_decay = True  # type: ignore[attr-defined]
         self.D = nn.Parameter(torch.ones(self.d_inner, device=device))  # (ED,)
         self.D._no_weight_decay = True  # type: ignore[attr-defined]

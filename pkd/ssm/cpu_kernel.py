@@ -316,6 +316,15 @@ def _cpp_args(u, delta, A, B, C, D, z, delta_bias) -> list[torch.Tensor | None]:
     return [prep(u), prep(delta), prep(A), Bt, Ct, prep(D), prep(z), prep(delta_bias)]
 
 
+def plain_eager_inference(save: bool, u: torch.Tensor) -> bool:
+    """Eager inference on real tensors, nothing to differentiate: the kernel is then called directly rather than
+    through the pkd::scan_fwd custom op (the same function), whose CPU implementation torch wraps in a guard that
+    imports torch._dynamo on first use: 2-3 s of CPU in every `pkd eval`, `pkd predict` and app process. Autograd,
+    torch.compile, tracing and fake tensors (torch.export) take the op."""
+    return (not save and type(u) is torch.Tensor and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing())
+
+
 def scan_cpp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
     """The cpp backend on selective_scan's (checked) arguments: y (B, ED, L), with the last state when asked. The
     kernel adds delta_bias and takes the softplus itself (and their gradients), so no (B, ED, L) dt is made here."""
@@ -327,6 +336,7 @@ def scan_cpp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_st
         delta, delta_bias, delta_softplus = F.softplus(delta) if delta_softplus else delta, None, False
     args = _cpp_args(u, delta, A, B, C, D, z, delta_bias)
     lanes = pick_lanes(u.shape[1], _per_group(u.shape[1], args[3], args[4]), preferred_lanes())
-    out, last, _, _ = scan_fwd_op(*args, bool(delta_softplus), return_last_state or save, save, lanes)
+    forward = _loaded_kernel().fwd if plain_eager_inference(save, u) else scan_fwd_op
+    out, last, _, _ = forward(*args, bool(delta_softplus), return_last_state or save, save, lanes)
     out = out.to(u.dtype)
     return (out, last) if return_last_state else out

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,7 +17,7 @@ from pkd import ssm
 from pkd.ssm.cpu_info import cpu_model, kernel_flags, vector_extension
 from pkd.ssm.cpu_kernel import (KERNEL, LANE_WIDTHS, LANES_ENV, describe_kernel, kernel_info, load_cached_kernel,
                                 pick_lanes, preferred_lanes, scan_fwd_op)
-from tests.pkd_process import child_env, pkd_ok
+from tests.pkd_process import ROOT, child_env, pkd_ok
 from tests.ssm.scan_inputs import NAMES, assert_close, make_inputs, run_with_grads
 
 
@@ -174,3 +176,34 @@ def test_vector_extension_reads_cpu_flags():
     assert vector_extension("fp asimd evtstrm aes", "aarch64") == "NEON"
     assert vector_extension("", "arm64") == "NEON"  # macOS lists no flags; Apple silicon has NEON
     assert vector_extension("fpu", "riscv64") == "none known"
+
+
+def test_eager_inference_calls_the_kernel_directly_and_imports_no_dynamo(cpp_kernel):
+    """`pkd eval`, `pkd predict` and the app run the scan without gradients: the kernel is called directly (torch's
+    guard around a custom op's CPU implementation imports torch._dynamo, 1.3-3 s of CPU per process), with the
+    op's outputs bit for bit; a model built on the meta device (sizes only) imports no dynamo either."""
+    code = """if True:
+        import sys, torch
+        from pkd import ssm
+        from pkd.models.registry import build_student
+        from pkd.ssm.cpu_kernel import pick_lanes, plain_eager_inference, preferred_lanes, scan_fwd_op
+        assert ssm.build_cpu_kernel()
+        with torch.device("meta"):
+            build_student("mamba", image_shape=(1, 28, 28), num_classes=10, tokens="patch", patch=7, d_model=8)
+        g = torch.Generator().manual_seed(0)
+        u, dt, z = (torch.rand(2, 48, 9, generator=g) for _ in range(3))
+        A, B, C = -torch.rand(48, 4, generator=g), torch.randn(2, 4, 9, generator=g), torch.randn(2, 4, 9, generator=g)
+        D, bias = torch.randn(48, generator=g), torch.rand(48, generator=g)
+        with torch.no_grad(), ssm.use_backend("cpp"):
+            y = ssm.selective_scan(u, dt, A, B, C, D, z=z, delta_bias=bias, delta_softplus=True)
+        assert "torch._dynamo" not in sys.modules, "eager inference imported torch._dynamo"
+        assert plain_eager_inference(False, u) and not plain_eager_inference(True, u)
+        delta = torch.nn.functional.softplus(dt + bias[None, :, None])  # what the inference path gives the kernel
+        Bt, Ct = (M.transpose(-1, -2).contiguous() for M in (B, C))  # (B, L, N): the kernel's layout
+        lanes = pick_lanes(48, [], preferred_lanes())
+        assert torch.equal(y, scan_fwd_op(u, delta, A, Bt, Ct, D, z, None, False, False, False, lanes)[0])
+        print("ok")
+    """
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env(OMP_NUM_THREADS="1"),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
