@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from pkd.data.spec import DatasetSpec, Split
+
+if TYPE_CHECKING:  # torch is imported when batches are made: `import pkd.data` reads specs without it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ def _batches(
     rank: int,
     world_size: int,
 ) -> Iterator[Batch]:
+    import torch
+
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)  # (N,)
     stop = n - n % batch_size if drop_last else n

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from pkd.data.registry import DATA_DIR_ENV, check_labels, register_dataset
+from pkd.data.catalog import CIFAR10
+from pkd.data.registry import DATA_DIR_ENV, check_labels
 from pkd.data.safe_pickle import restricted_load
-from pkd.data.spec import DatasetSpec, Split
+from pkd.data.spec import Split
 
 logger = logging.getLogger(__name__)
 
@@ -26,18 +27,6 @@ CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_FILES = (*CIFAR10_TRAIN_FILES, "test_batch", "batches.meta")
 CIFAR10_VAL_FRACTION = 10  # the last 1/10 of the training batches (5,000 of 50,000) is the validation split
-
-CIFAR10 = DatasetSpec(
-    name="cifar10",
-    sample_shape=(3, 32, 32),
-    num_classes=10,
-    class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-    mean=(0.4914, 0.4822, 0.4465),
-    std=(0.2470, 0.2435, 0.2616),
-    max_shift=4,
-    hflip=True,
-)
-
 
 def _text(value: Any) -> Any:
     return value.decode("latin1") if isinstance(value, bytes) else value
@@ -115,9 +104,8 @@ def _check_cifar10_counts(folder: Path, y_train: np.ndarray, y_test: np.ndarray)
                        folder, len(y_train), len(y_test))
 
 
-@register_dataset(CIFAR10)
-def _load_cifar10(root: Path) -> dict[str, Split]:
-    """CIFAR-10 from root/cifar-10-batches-py: train = first 9/10 of data_batch_1..5, val = last 1/10."""
+def load_cifar10(root: Path) -> dict[str, Split]:
+    """The loader of CIFAR-10 (pkd.data.catalog names it), from root/cifar-10-batches-py: train = first 9/10 of data_batch_1..5, val = last 1/10."""
     folder = _cifar10_folder(root)
     parts = [_read_cifar_batch(folder / name) for name in CIFAR10_TRAIN_FILES]
     x_train = np.concatenate([p[0] for p in parts])  # (50000, 3, 32, 32)

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from pkd.data.mnist import _find_raw, _read_idx, torchvision_download
-from pkd.data.registry import DATA_DIR_ENV, LazySplits, check_labels, register_dataset
-from pkd.data.spec import DatasetSpec, Split
+from pkd.data.registry import DATA_DIR_ENV, LazySplits, check_labels
+from pkd.data.spec import Split
 
 
 FASHION_RAW_FILES = {
@@ -37,20 +37,6 @@ FASHION_TEST_COUNT = 1_000  # per class, official 10k test set
 FASHION_VAL_SIZE = 5_000  # the last 5,000 training images are the validation split
 INSTALL_HINT = "apt-get install dataset-fashion-mnist"
 SAMPLE_FILE = Path(__file__).with_name("fashion_mnist_sample.npz")  # shipped: 100 test images of each class
-
-FASHION_MNIST = DatasetSpec(
-    name="fashion_mnist",
-    sample_shape=(1, 28, 28),
-    num_classes=10,
-    class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                 "Ankle boot"),
-    mean=(0.2860,),  # of the 60k training pixels in [0, 1]
-    std=(0.3530,),
-    max_shift=2,
-    hflip=True,  # a garment seen in a mirror is the same garment
-    photos=True,
-)
-
 
 def _check_counts(labels: np.ndarray, per_class: int, path: Path) -> None:
     counts = np.bincount(labels, minlength=10)
@@ -129,9 +115,8 @@ def download_fashion_torchvision(root: Path) -> Path:
     return torchvision_download(FashionMNIST, root)
 
 
-@register_dataset(FASHION_MNIST)
-def _load_fashion_mnist(root: Path) -> LazySplits:
-    """Fashion-MNIST from root's files, else Debian's, else torchvision's download into root."""
+def load_fashion_mnist(root: Path) -> LazySplits:
+    """The loader of Fashion-MNIST (pkd.data.catalog names it): root's files, else Debian's, else torchvision's download into root."""
     folder = find_fashion_dir(root)
     if folder is not None:
         return read_fashion_raw(folder)

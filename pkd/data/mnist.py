@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from pkd.data.pixel_cache import SPLIT_SIZES, is_file_with, read_copy, write_copy
-from pkd.data.registry import DATA_DIR_ENV, LazySplits, check_labels, register_dataset
+from pkd.data.registry import DATA_DIR_ENV, LazySplits, check_labels
 from pkd.data.safe_pickle import restricted_load
-from pkd.data.spec import DatasetSpec, Split
+from pkd.data.spec import Split
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +49,6 @@ MNIST_RAW_FILES = {
 MNIST_TRAIN_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
 MNIST_TEST_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
 MNIST_TRAIN_SIZE = 50_000  # the first 50k of the official 60k; the last 10k are the validation split
-
-MNIST = DatasetSpec(
-    name="mnist",
-    sample_shape=(1, 28, 28),
-    num_classes=10,
-    class_names=tuple(str(d) for d in range(10)),
-    mean=(0.1307,),
-    std=(0.3081,),
-    max_shift=2,
-)
-
 
 def _check_mnist_counts(train_val: np.ndarray, test: np.ndarray, where: str) -> None:
     for labels, expected, part in ((train_val, MNIST_TRAIN_COUNTS, "train+val"), (test, MNIST_TEST_COUNTS, "test")):
@@ -231,9 +220,9 @@ def download_mnist_torchvision(root: Path) -> Path:
     return torchvision_download(MNIST, root)
 
 
-@register_dataset(MNIST)
-def _load_mnist(root: Path) -> LazySplits:
-    """MNIST from root: torchvision raw files (root/MNIST/raw), else root/mnist.pkl.gz, else fetch it."""
+def load_mnist(root: Path) -> LazySplits:
+    """The loader of MNIST (pkd.data.catalog names it): torchvision raw files (root/MNIST/raw), else
+    root/mnist.pkl.gz, else fetch it."""
     raw_dir = root / "MNIST" / "raw"
     if any(_find_raw(raw_dir, stem) for stem in MNIST_RAW_FILES.values()):
         return _read_mnist_raw(raw_dir)

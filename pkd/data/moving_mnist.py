@@ -14,7 +14,8 @@ the motion is drawn uniformly whatever the direction, and zoom clips use the sam
 
 Train clips use train digits only, val val, test test; each split draws its digits without replacement from a
 seeded permutation, so no two clips of a split share a digit. Same config and seed -> byte-identical clips.
-Shape letters: N clips, M source digits, T frames, C channels (1), S canvas side (H = W = S).
+Shape letters: N clips, M source digits, T frames, C channels (1), S canvas side (H = W = S). The classes, the
+sizes and the specs are in pkd.data.clip_specs (no torch: the app reads them without making clips), re-exported here.
 """
 
 from __future__ import annotations
@@ -29,68 +30,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pkd.data.registry import SPLITS, LazySplits, load_split, register_dataset
+from pkd.data.catalog import (MOVING_MNIST, MOVING_MNIST_50K, MOVING_MNIST_B2N, MOVING_MNIST_SMALL,
+                              MOVING_MNIST_SMALL_B2N)
+from pkd.data.clip_specs import (ALL_TRAIN_DIGITS, CLIP_SETS, DIGIT, MOTIONS, NUM_CLASSES, REVERSE_MOTION, SMALL,
+                                 MovingMnistConfig, base_classes, class_index, class_names, digit_of, motion_of,
+                                 moving_mnist_spec, novel_classes, novel_of)
+from pkd.data.registry import SPLITS, LazySplits, Loader, load_split, register_dataset
 from pkd.data.spec import DatasetSpec, Split
 
 __all__ = ["MOTIONS", "MovingMnistConfig", "Clips", "MOVING_MNIST", "MOVING_MNIST_50K", "MOVING_MNIST_B2N",
            "MOVING_MNIST_SMALL",
            "class_names", "class_index", "digit_of", "motion_of", "reverse_label", "reverse_clips", "novel_classes",
-           "base_classes", "generate_clips", "make_clip", "moving_mnist_spec", "register_moving_mnist"]
+           "base_classes", "generate_clips", "make_clip", "moving_mnist_spec", "register_moving_mnist", "clip_loader",
+           "DIGIT", "REVERSE_MOTION", "NUM_CLASSES", "ALL_TRAIN_DIGITS", "SMALL", "MOVING_MNIST_SMALL_B2N"]
 
-DIGIT = 28  # side of an MNIST digit's box, px
-MOTIONS = ("moving left", "moving right", "moving up", "moving down", "growing", "shrinking")
-REVERSE_MOTION = (1, 0, 3, 2, 5, 4)  # the motion of the same clip played backwards
 _STEP = {0: (0, -1), 1: (0, 1), 2: (-1, 0), 3: (1, 0)}  # translation motion -> (dy, dx) per unit of speed
-NUM_CLASSES = 10 * len(MOTIONS)
-
-
-@dataclasses.dataclass(frozen=True)
-class MovingMnistConfig:
-    """The generator's sizes. Defaults: 8 frames of 48x48, speeds 1-2 px/frame, zoom 0.6x <-> 1.5x (see docs/data.md).
-
-    Attributes:
-        frames: T, frames per clip (>= 2).
-        canvas: S, side of the square canvas in px (> 28).
-        speed_min, speed_max: integer speed range in px per frame of the translations (inclusive).
-        zoom: (small, large) scales of the digit box at the two ends of a growing or shrinking clip.
-        train_clips, val_clips, test_clips: clips per split (at most the split's number of MNIST digits).
-        seed: the generator's seed; split i draws from ``np.random.default_rng([seed, i])``.
-    """
-
-    frames: int = 8
-    canvas: int = 48
-    speed_min: int = 1
-    speed_max: int = 2
-    zoom: tuple[float, float] = (0.6, 1.5)
-    train_clips: int = 10_000
-    val_clips: int = 2_000
-    test_clips: int = 2_000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.frames < 2:
-            raise ValueError(f"moving_mnist frames: {self.frames} must be >= 2 (a motion needs two frames)")
-        if self.canvas <= DIGIT:
-            raise ValueError(f"moving_mnist canvas: {self.canvas} px must exceed the digit's {DIGIT} px")
-        if not 1 <= self.speed_min <= self.speed_max:
-            raise ValueError(f"moving_mnist speed_min, speed_max: {self.speed_min}, {self.speed_max} must satisfy "
-                             "1 <= speed_min <= speed_max")
-        travel, room = self.speed_max * (self.frames - 1), self.canvas - DIGIT
-        if travel > room:
-            raise ValueError(f"moving_mnist speed_max: {self.speed_max} px/frame over {self.frames} frames moves "
-                             f"{travel} px but the canvas leaves {room} px; lower speed_max or frames, or raise canvas")
-        small, large = self.zoom
-        if not 0 < small < large or large * DIGIT + 2 > self.canvas:
-            raise ValueError(f"moving_mnist zoom: {self.zoom} must satisfy 0 < small < large <= (canvas - 2) / "
-                             f"{DIGIT} = {(self.canvas - 2) / DIGIT:.3f}")
-        for split in SPLITS:
-            if getattr(self, f"{split}_clips") < 1:
-                raise ValueError(f"moving_mnist {split}_clips: {getattr(self, f'{split}_clips')} must be >= 1")
-
-    @property
-    def sample_shape(self) -> tuple[int, int, int, int]:
-        """(T, C, S, S) of one clip."""
-        return (self.frames, 1, self.canvas, self.canvas)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,30 +64,6 @@ class Clips:
     source: torch.Tensor
     centre: np.ndarray
     scale: np.ndarray
-
-
-def class_names() -> tuple[str, ...]:
-    """The 60 class names, index = 6 * digit + motion: "0 moving left", ..., "9 shrinking" (CLIP text prompts)."""
-    return tuple(f"{d} {m}" for d in range(10) for m in MOTIONS)
-
-
-def class_index(digit: int, motion: str) -> int:
-    """Class of ``digit`` (0..9) with ``motion`` (one of MOTIONS)."""
-    if motion not in MOTIONS:
-        raise ValueError(f"unknown motion {motion!r}; choose one of: {', '.join(MOTIONS)}")
-    if not 0 <= digit <= 9:
-        raise ValueError(f"digit must be 0..9, got {digit}")
-    return 6 * digit + MOTIONS.index(motion)
-
-
-def digit_of(labels: torch.Tensor | int) -> torch.Tensor | int:
-    """The digit part of class indices (0..9), same shape."""
-    return labels // len(MOTIONS)
-
-
-def motion_of(labels: torch.Tensor | int) -> torch.Tensor | int:
-    """The motion part of class indices (an index into MOTIONS), same shape."""
-    return labels % len(MOTIONS)
 
 
 def reverse_label(labels: torch.Tensor | int) -> torch.Tensor | int:
@@ -156,19 +86,6 @@ def reverse_clips(clips: torch.Tensor) -> torch.Tensor:
     if clips.dim() < 4:
         raise ValueError(f"reverse_clips expects (..., T, C, H, W), got shape {tuple(clips.shape)}")
     return clips.flip(-4)  # (..., T, C, H, W)
-
-
-def novel_classes() -> tuple[int, ...]:
-    """The 30 held-out classes of the base-to-novel setting: digit d with motion pair p (0 left/right, 1 up/down,
-    2 growing/shrinking) when d + p is odd. Both motions of a pair go together, so a clip and its reverse are always
-    on the same side; every digit and every motion has base and novel classes."""
-    return tuple(6 * d + m for d in range(10) for m in range(6) if (d + m // 2) % 2 == 1)
-
-
-def base_classes() -> tuple[int, ...]:
-    """The 30 classes not in ``novel_classes()``."""
-    novel = set(novel_classes())
-    return tuple(c for c in range(NUM_CLASSES) if c not in novel)
 
 
 def _allowed_motions(classes: Sequence[int] | None) -> list[list[int]]:
@@ -328,44 +245,15 @@ def make_clip(
     return _render(image.reshape(1, DIGIT, DIGIT).float().clamp(0, 1), centre, scale, cfg.canvas)[0]
 
 
-def moving_mnist_spec(name: str, cfg: MovingMnistConfig = MovingMnistConfig(),
-                      novel: Sequence[int] = ()) -> DatasetSpec:
-    """The DatasetSpec of clips made with ``cfg``: (T, 1, S, S), 60 classes grouped by digit; shifts only (a flip
-    changes a label); ``novel``: the classes kept out of train and val."""
-    mean, std = _pixel_stats(cfg)
-    return DatasetSpec(name=name, sample_shape=cfg.sample_shape, num_classes=NUM_CLASSES, class_names=class_names(),
-                       mean=(mean,), std=(std,), max_shift=2, motion_labels=True, novel_classes=tuple(novel),
-                       class_groups=tuple(digit_of(c) for c in range(NUM_CLASSES)))
-
-
-def _pixel_stats(cfg: MovingMnistConfig) -> tuple[float, float]:
-    """Mean and std of the pixels of clips made with ``cfg``: MNIST's (0.1307, 0.3081) diluted onto the canvas.
-
-    A digit's box covers (28 / S)^2 of a frame at scale 1 and a mean of (28 * scale / S)^2 when zooming; the
-    second moment scales alike (MNIST's E[p^2] = 0.3081^2 + 0.1307^2), bilinear resampling aside.
-    """
-    t = np.arange(cfg.frames) / (cfg.frames - 1)
-    small, large = cfg.zoom
-    zoom_area = np.mean((small * (large / small) ** t) ** 2)
-    cover = (DIGIT / cfg.canvas) ** 2 * (4 + 2 * zoom_area) / 6  # four translations, two zooms
-    mean, second = 0.1307 * cover, (0.3081**2 + 0.1307**2) * cover
-    return round(float(mean), 4), round(float(np.sqrt(second - mean**2)), 4)
-
-
 _MADE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # clips made, while a split still holds them
 
 
-def register_moving_mnist(
-    name: str,
-    cfg: MovingMnistConfig = MovingMnistConfig(),
-    train_classes: Sequence[int] | None = None,
-) -> DatasetSpec:
-    """Register clips made with ``cfg`` from MNIST under ``name``; ``train_classes`` limits train and val (the test
-    split always holds every class). Returns the registered spec."""
+def clip_loader(name: str, cfg: MovingMnistConfig, train_classes: Sequence[int] | None = None) -> Loader:
+    """The loader of clips made with ``cfg`` from MNIST, registered as ``name``; ``train_classes`` limits train and
+    val (the test split always holds every class; None: every class). A split's clips are made when it is first
+    asked for (LazySplits)."""
     if train_classes is not None:
         _allowed_motions(train_classes)  # checked now, not at the first load
-    novel = () if train_classes is None else tuple(c for c in range(NUM_CLASSES) if c not in set(train_classes))
-    spec = moving_mnist_spec(name, cfg, novel)
 
     def make(i: int, split: str, root: Path) -> Split:
         classes = None if split == "test" else train_classes
@@ -380,21 +268,28 @@ def register_moving_mnist(
             frames, labels = _MADE[(key, "frames")], _MADE[(key, "labels")] = made.frames, made.labels
         return Split(frames, labels, name, split)
 
-    @register_dataset(spec)
-    def _load(root: Path) -> LazySplits:  # a split's clips are made when it is first asked for
+    def load(root: Path) -> LazySplits:
         return LazySplits({split: functools.partial(make, i, split, root) for i, split in enumerate(SPLITS)})
 
+    return load
+
+
+def register_moving_mnist(
+    name: str,
+    cfg: MovingMnistConfig = MovingMnistConfig(),
+    train_classes: Sequence[int] | None = None,
+) -> DatasetSpec:
+    """Register clips made with ``cfg`` from MNIST under ``name``; ``train_classes`` limits train and val (the test
+    split always holds every class). Returns the registered spec."""
+    loader = clip_loader(name, cfg, train_classes)
+    spec = moving_mnist_spec(name, cfg, novel_of(train_classes))
+    register_dataset(spec)(loader)
     return spec
 
 
-MOVING_MNIST = register_moving_mnist("moving_mnist")
-MOVING_MNIST_B2N = register_moving_mnist("moving_mnist_b2n", train_classes=base_classes())
-# moving_mnist with a clip for every one of MNIST's 50,000 train digits (5x the clips; val and test unchanged: each
-# split is drawn with its own seed). Students distilled on it close their digit gap to the teacher (docs/results/video.md).
-ALL_TRAIN_DIGITS = MovingMnistConfig(train_clips=50_000)
-MOVING_MNIST_50K = register_moving_mnist("moving_mnist_50k", ALL_TRAIN_DIGITS)
-# Small clips for tests and classroom runs: 4 frames of 40x40 (5x5 patches of 8 px), speeds 1-2 px/frame.
-SMALL = MovingMnistConfig(frames=4, canvas=40, zoom=(0.6, 1.35), train_clips=4_000, val_clips=1_000,
-                          test_clips=1_000)
-MOVING_MNIST_SMALL = register_moving_mnist("moving_mnist_small", SMALL)
-MOVING_MNIST_SMALL_B2N = register_moving_mnist("moving_mnist_small_b2n", SMALL, train_classes=base_classes())
+# The loaders of the built-in clip datasets, which pkd.data.catalog registers (CLIP_SETS: their sizes and classes)
+load_moving_mnist = clip_loader("moving_mnist", *CLIP_SETS["moving_mnist"])
+load_moving_mnist_b2n = clip_loader("moving_mnist_b2n", *CLIP_SETS["moving_mnist_b2n"])
+load_moving_mnist_50k = clip_loader("moving_mnist_50k", *CLIP_SETS["moving_mnist_50k"])
+load_moving_mnist_small = clip_loader("moving_mnist_small", *CLIP_SETS["moving_mnist_small"])
+load_moving_mnist_small_b2n = clip_loader("moving_mnist_small_b2n", *CLIP_SETS["moving_mnist_small_b2n"])

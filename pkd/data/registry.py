@@ -2,6 +2,9 @@
 (The specs by name, DATASETS and get_dataset_spec, live in pkd.data.spec beside the types, so that Split.spec
 reads them without importing this module.)
 
+The built-in datasets (pkd.data.catalog) register their specs with ``register_builtin`` and name their loaders
+("module:function"), imported at the first ``load_split`` of the dataset: a spec is read without importing torch.
+
 Shape letters: N examples in a split. A loader maps the data directory to {"train", "val", "test"} Splits (a dict,
 or LazySplits that build a split only when it is asked for: the app shows test clips without making the 50,000
 train clips); each split it returns is checked here against its spec, whoever wrote it.
@@ -12,6 +15,7 @@ Data directory: an explicit ``root`` argument, else ``$PKD_DATA_DIR``, else ``$X
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from collections import OrderedDict
@@ -27,6 +31,7 @@ DATA_DIR_ENV = "PKD_DATA_DIR"
 
 Loader = Callable[[Path], Mapping[str, Split]]
 LOADERS: dict[str, Loader] = {}  # by dataset name, beside its spec in DATASETS (pkd.data.spec)
+BUILTIN_LOADERS: dict[str, str] = {}  # a built-in dataset's name -> "module:function" of its loader (imported lazily)
 
 
 class LazySplits(Mapping[str, Split]):
@@ -78,6 +83,24 @@ def register_dataset(spec: DatasetSpec) -> Callable[[Loader], Loader]:
     return decorator
 
 
+def register_builtin(spec: DatasetSpec, loader: str) -> DatasetSpec:
+    """Register a built-in dataset's spec now and its loader by name, "module:function", imported at the dataset's
+    first ``load_split`` (its module imports torch, which reading a spec should not). Returns ``spec``."""
+    if spec.name in DATASETS:
+        raise ValueError(f"dataset '{spec.name}' is already registered")
+    DATASETS[spec.name] = spec
+    BUILTIN_LOADERS[spec.name] = loader
+    return spec
+
+
+def _loader(name: str) -> Loader:
+    """The loader of a registered dataset, a built-in one's imported from its module on first use."""
+    if name not in LOADERS:
+        module, _, function = BUILTIN_LOADERS[name].partition(":")
+        LOADERS[name] = getattr(importlib.import_module(module), function)
+    return LOADERS[name]
+
+
 def resolve_data_root(root: str | os.PathLike[str] | None = None) -> Path:
     """The data directory: ``root`` if given, else ``$PKD_DATA_DIR``, else ``$XDG_CACHE_HOME/pkd/data``."""
     if root is None:
@@ -126,7 +149,7 @@ def _load_dataset(name: str, root: str) -> Mapping[str, Split]:
     key = (name, root)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = LOADERS[name](Path(root))
+            _CACHE[key] = _loader(name)(Path(root))
             while len(_CACHE) > CACHED_DATASETS:
                 _CACHE.popitem(last=False)
         _CACHE.move_to_end(key)

@@ -1,5 +1,6 @@
 """The two data types: DatasetSpec (what models and the app know about a dataset) and Split (examples in memory),
-and the specs registered by name (DATASETS, filled by pkd.data.registry.register_dataset), which Split.spec reads.
+and the specs registered by name (DATASETS, filled by pkd.data.registry's register_dataset and register_builtin),
+which Split.spec reads. No torch at import: the methods that touch tensors import it, so a spec is read without it.
 
 Shape letters: B batch, N examples in a split, T frames of a clip, C channels (elsewhere in pkd C is classes),
 H/W height/width. A sample is an image (C, H, W) or a clip (T, C, H, W); channels are always at index -3.
@@ -8,12 +9,12 @@ H/W height/width. A sample is an image (C, H, W) or a clip (T, C, H, W); channel
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are touched: a spec is read without it (pkd.data.catalog)
+    import torch
 
-from pkd.data.augment import random_hflip, random_rotate, random_shift
-
-DATASETS: dict[str, DatasetSpec] = {}  # registered specs by name (pkd.data.registry.register_dataset adds them)
+DATASETS: dict[str, DatasetSpec] = {}  # registered specs by name (added by pkd.data.registry)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +83,8 @@ class DatasetSpec:
         return "C, H, W" if self.kind == "image" else "T, C, H, W"
 
     def _check_samples(self, x: torch.Tensor) -> None:
+        import torch
+
         n = len(self.sample_shape)
         if not torch.is_floating_point(x) or x.dim() < n or tuple(x.shape[-n:]) != self.sample_shape:
             raise ValueError(
@@ -98,6 +101,8 @@ class DatasetSpec:
         Returns:
             (x - mean) / std, same shape and dtype.
         """
+        import torch
+
         self._check_samples(x)
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)  # (C, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)  # (C, 1, 1)
@@ -113,6 +118,8 @@ class DatasetSpec:
         Returns:
             A new tensor of augmented samples, (B, *sample_shape), still in [0, 1].
         """
+        from pkd.data.augment import random_hflip, random_rotate, random_shift
+
         self._check_samples(x)
         if x.dim() != len(self.sample_shape) + 1:
             raise ValueError(f"augment expects a batch (B, {self._letters()}), got shape {tuple(x.shape)}")
@@ -144,6 +151,8 @@ class Split:
     split: str | None = None
 
     def __post_init__(self) -> None:
+        import torch
+
         if self.inputs.dim() not in (4, 5) or self.inputs.dtype != torch.float32:
             raise ValueError(f"Split inputs must be float32 (N, C, H, W) or (N, T, C, H, W), got "
                              f"{self.inputs.dtype} {tuple(self.inputs.shape)}")

@@ -15,8 +15,6 @@ import stat
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 from pkd.runs.files import MAX_JSON_BYTES, MAX_JSON_DEPTH, RunError
 
 FAULT_ENV = "PKD_FAULT"  # test-only fault injection, read in _fault() alone; see there
@@ -107,6 +105,8 @@ def append_line(path: Path, line: bytes) -> None:
 
 def save_tensors(path: Path, obj: dict) -> None:
     """Atomically save a dict of tensors and primitives (loadable with weights_only=True)."""
+    import torch  # here, not at the top: reading a run's records (the app's first page) needs no torch
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -117,6 +117,8 @@ def load_tensors(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise RunError(f"{path}: file not found")
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad or hostile file

@@ -14,14 +14,15 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from pkd.config import MAX_STUDENTS
 from pkd.runs.files import (CHECKPOINT_FILE, MAX_LOGITS_BYTES, MAX_PREV_SCALE, STUDENTS_DIR, TEACHER_FILE,
                             TEACHER_LOGITS_FILE, TEACHER_REF_FILE, RunError, check_contained)
 from pkd.runs.io import atomic_write_json, load_tensors, open_regular, read_json, save_tensors
 from pkd.runs.schema import SavedModel, TeacherLogits, TeacherRef
 from pkd.runs.validate import get_field, teacher_ref_problem
+
+if TYPE_CHECKING:  # torch is imported where tensors are checked: the app lists runs without it
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +170,8 @@ class RunWeights:
 
 def _check_weights_file(path: Path, obj: dict) -> dict:
     """A saved model must be {"state_dict": {str: tensor}, "spec": {"arch": str, "params": dict}}."""
+    import torch
+
     state, spec = obj.get(SavedModel.STATE_DICT), obj.get(SavedModel.SPEC)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()) \
             or not isinstance(spec, dict) or not isinstance(spec.get(SavedModel.ARCH), str) \
@@ -186,6 +189,8 @@ def read_teacher_logits(path: Path, key: dict) -> dict[str, torch.Tensor] | None
     """The cached teacher logits {split: (N, C) float32} in `path` if made with exactly `key` (teacher weights
     digest, device, precision, split fingerprints); None when missing, made otherwise, or damaged. Only a cache:
     never trusted beyond its key, loaded with weights_only=True, each tensor checked."""
+    import torch
+
     try:
         if not path.is_file() or path.stat().st_size > MAX_LOGITS_BYTES:
             return None

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from pkd import data
+from pkd.data import registry
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_unknown_dataset_lists_choices() -> None:
@@ -59,3 +65,16 @@ def test_loader_output_is_checked(scratch_registry: None, tmp_path: Path) -> Non
 
     with pytest.raises(ValueError, match=r"loader for 'wrong' returned a bad val split: \(3, 1, 5, 4\)"):
         data.load_split("wrong", "val", tmp_path)
+
+
+def test_specs_are_read_without_torch_and_each_builtin_names_its_loader() -> None:
+    """`import pkd.data` registers every built-in spec without importing torch (the app's first page reads specs
+    only); each built-in's loader, named "module:function", is imported at the first load_split."""
+    code = ("import sys, pkd.data as d; spec = d.get_dataset_spec('moving_mnist_small_b2n'); "
+            "print(len(d.DATASETS), spec.kind, len(spec.novel_classes), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == [str(len(data.DATASETS)), "clip", "30", "False"], out.stderr
+    assert set(registry.BUILTIN_LOADERS) == set(data.DATASETS)  # every dataset pkd ships
+    for name, target in registry.BUILTIN_LOADERS.items():
+        module, _, function = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), function)), name
