@@ -28,6 +28,20 @@ URL_READ_KEY = "url_read"  # the pages whose state this session has taken from t
 APP_TORCH_THREADS = int(os.environ.get("PKD_APP_THREADS", "1"))  # torch threads of the app process
 
 
+def app_torch():
+    """torch, with the app's thread count (APP_TORCH_THREADS) set. Every path of the app that runs a model loads
+    it, or the test set, through the cached_* functions below, which call this first: torch is imported there, not
+    when the app starts, so a page that only reads run records draws without it (importing torch costs 2-3 s of
+    CPU on a fresh server). One image at a time gains nothing from a second thread, and on a busy machine (training
+    beside the app) a 2-thread batch-1 forward pass waits for a free core: measured 7 ms with 1 thread vs 74 ms
+    with 2."""
+    import torch
+
+    if torch.get_num_threads() != APP_TORCH_THREADS:
+        torch.set_num_threads(APP_TORCH_THREADS)
+    return torch
+
+
 def release_freed_memory(every_s: float = 5.0) -> None:
     """Hand the pages of memory the process has freed back to the system (glibc's malloc_trim), at most once every
     `every_s` seconds. A page that runs models on many inputs frees its temporary tensors, but glibc keeps their
@@ -203,6 +217,7 @@ def selected_run() -> Run | None:
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the students ...")
 def cached_ensemble(path: str, key: tuple):  # noqa: ARG001 - key is part of the cache key
+    app_torch()
     from pkd.artifacts import load_ensemble
 
     return load_ensemble(Run(Path(path)))
@@ -210,6 +225,7 @@ def cached_ensemble(path: str, key: tuple):  # noqa: ARG001 - key is part of the
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the teacher ...")
 def cached_teacher(path: str, key: tuple):  # noqa: ARG001 - key is part of the cache key
+    app_torch()
     from pkd.artifacts import load_teacher
 
     return load_teacher(Run(Path(path)))
@@ -217,6 +233,7 @@ def cached_teacher(path: str, key: tuple):  # noqa: ARG001 - key is part of the 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the test set ...")
 def cached_test_split(dataset: str):
+    app_torch()
     from pkd import data as pkd_data
 
     return pkd_data.load_split(dataset, "test")
@@ -280,6 +297,7 @@ def load_run_models(run: Run) -> RunModels:
 def cached_answers(path: str, stamp: tuple):  # noqa: ARG001 - stamp (the weights' mtimes) is part of the cache key
     """(labels (N,), prefixes' classes (K, N), teacher's classes (N,) or None) of a run on its test samples, as
     numpy arrays (pkd.compare): what paired tests (McNemar) and the per-sample diff need."""
+    app_torch()
     from pkd.compare import run_answers, teacher_classes
 
     run = Run(Path(path))

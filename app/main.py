@@ -10,14 +10,11 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts only app/ on s
     sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
-import torch  # noqa: E402
 
 from app import common, lesson, warmup, widgets  # noqa: E402
 
-# One image at a time gains nothing from a second thread, and on a busy machine (training beside the app) a
-# 2-thread batch-1 forward pass waits for a free core: measured 7 ms with 1 thread vs 74 ms with 2.
-torch.set_num_threads(common.APP_TORCH_THREADS)
-
+# No torch here: a page that only reads run records (Results, Runs) draws without importing it (2-3 s of CPU on a
+# fresh server); the models are loaded through app.common's cached_* functions, which set the app's thread count.
 st.set_page_config(page_title="pkd explorer", page_icon=":material/scatter_plot:", layout="wide")
 
 PAGES = {  # the names are the URL-state keys of app/url_state.PAGE_FIELDS

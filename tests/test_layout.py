@@ -87,6 +87,25 @@ def test_the_app_never_loads_the_trainer():
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
+RECORD_PAGES = ("app/main.py", "app/app_pages/results.py", "app/app_pages/runs.py")  # pages that only read records
+
+
+def test_the_pages_that_read_records_import_no_torch():
+    """What app/main.py and the Results and Runs pages import when they load leaves torch out (2-3 s of CPU on a
+    fresh server's first page): torch is imported where models and tensors are used (see also tests/app/
+    test_warmup.py, which draws the pages)."""
+    nodes = [node for page in RECORD_PAGES for node in ast.parse((ROOT / page).read_text()).body]
+    names = sorted({alias.name for node in nodes if isinstance(node, ast.Import) for alias in node.names}
+                   | {f"{node.module}.{alias.name}" for node in nodes
+                      if isinstance(node, ast.ImportFrom) and node.module != "__future__" for alias in node.names})
+    assert {"app.common", "pkd.runs.Run", "streamlit"} <= set(names)
+    code = (f"import importlib, sys\nfor name in {names!r}:\n    try:\n        importlib.import_module(name)\n"
+            "    except ModuleNotFoundError:\n        importlib.import_module(name.rpartition('.')[0])  # a name in it\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stdout + out.stderr
+
+
 def test_only_the_run_files_module_spells_run_files_and_states():
     offenders = []
     for path in sources("pkd") + sources("app"):

@@ -338,6 +338,7 @@ def export_section(run: Run, rows: list[dict]) -> None:
 
 
 def build_export(run: Run, k: int) -> None:
+    common.app_torch()
     from pkd.export import export_bytes
 
     with st.spinner(f"Exporting students 1 to {k} and checking the file in onnxruntime ..."):

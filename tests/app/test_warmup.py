@@ -70,25 +70,41 @@ FIRST_PAGE = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, sys.argv[1])
     from streamlit.testing.v1 import AppTest
-    from app import warmup
-    warmup.start = lambda run_path: None  # what the page itself imports, not what the warm-up loads after it
+    from app import common, warmup
+    start, started = warmup.start, []
+    warmup.start = started.append  # what the pages themselves import, not what the warm-up loads after them
     at = AppTest.from_file(sys.argv[2], default_timeout=300)
     at.run()
     assert not at.exception, at.exception
-    print(json.dumps({"title": at.title[0].value, "models": "pkd.models" in sys.modules,
-                      "compare": "pkd.compare" in sys.modules, "sweep": "pkd.sweep" in sys.modules}))
+    seen = {"title": at.title[0].value, "models": "pkd.models" in sys.modules, "compare": "pkd.compare" in sys.modules,
+            "sweep": "pkd.sweep" in sys.modules, "torch": "torch" in sys.modules}
+    runs = AppTest.from_file(sys.argv[2], default_timeout=300)  # a second tab: the Runs page reads records too
+    runs.switch_page("app_pages/runs.py").run()
+    assert not runs.exception, runs.exception
+    seen["runs: torch"] = "torch" in sys.modules
+    start(started[0])  # now the real warm-up: it loads the models, importing torch, after the page has drawn
+    assert warmup.wait(300)
+    import torch
+    seen["warm: threads"] = torch.get_num_threads()
+    at.switch_page("app_pages/playground.py").run()
+    assert not at.exception, at.exception
+    seen["playground: threads"] = torch.get_num_threads()
+    print(json.dumps(seen))
 """)
 
 
-def test_the_first_page_imports_no_model_code(shipped_root, tmp_path):
+def test_the_first_page_imports_neither_model_code_nor_torch(shipped_root, tmp_path):
     """Results, a fresh server's first page, shows a run from its files: it reads the recorded tests (pkd.stats),
-    finds sweep folders by their sweep.json (app.common.sweep_dirs) and asks pkd.web.supported whether a web page can be made,
-    so importing the models (pkd.models, the SSM kernels' registration: about 1 s on a busy machine) is left to the
-    warm-up and the pages that run them."""
+    finds sweep folders by their sweep.json (app.common.sweep_dirs) and asks pkd.web.supported whether a web page can
+    be made, so importing the models (pkd.models, the SSM kernels' registration: about 1 s on a busy machine) and
+    torch itself (2-3 s of CPU) is left to the warm-up and the pages that run models. The Runs page reads records
+    only too. Once the warm-up has imported torch, the app's thread count (1) holds, not torch's default (2 here:
+    OMP_NUM_THREADS=2), for the warm-up's models and the Playground's."""
     env = {"PKD_RUNS_DIR": str(tmp_path), "PKD_PRETRAINED_DIR": str(shipped_root), "PATH": "/usr/bin:/bin",
-           "HOME": str(Path.home()), "OMP_NUM_THREADS": "1"}
+           "HOME": str(Path.home()), "OMP_NUM_THREADS": "2"}
     done = subprocess.run([sys.executable, "-c", FIRST_PAGE, str(ROOT), str(ROOT / "app" / "main.py")],
                           capture_output=True, text=True, timeout=600, env=env, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"title": "Results", "models": False, "compare": False,
-                                                                "sweep": False}
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "title": "Results", "models": False, "compare": False, "sweep": False, "torch": False, "runs: torch": False,
+        "warm: threads": 1, "playground: threads": 1}
