@@ -1,6 +1,7 @@
 """Compare: many runs side by side. A table of the settings that differ between them and their figures (filter,
 sort, CSV); prefix curves grouped by one setting with bands over a group's runs (seeds); the (run, k) Pareto plane;
-parallel coordinates; and a per-sample diff of two prefixes (the test samples one gets right and the other wrong).
+parallel coordinates (drawn when asked for); and a per-sample diff of two prefixes (the test samples one gets right
+and the other wrong).
 Every chart downloads as a paper figure (app/charts/paper.py). The figures come from pkd.side_by_side, pkd.groups,
 pkd.compare and pkd.stats; this page only arranges them."""
 
@@ -21,6 +22,7 @@ from pkd.runs.schema import RunInfo
 
 ss = st.session_state
 RUNS = "compare_runs"
+PARALLEL_ON = "compare_parallel_on"  # the toggle that draws the parallel-coordinates chart (in the URL: parallel=1)
 TEACHER = 0  # the "k" of the teacher in the per-sample diff's pickers
 SHOWN = 24  # samples drawn per side of the per-sample diff
 
@@ -92,7 +94,15 @@ def pareto(items: list) -> None:
 
 
 def parallel(rows: list[dict]) -> None:
+    """The parallel-coordinates chart, drawn only when asked for: Plotly draws it with WebGL, which a computer
+    without a graphics card does in software (about 1 s of a school laptop's CPU at each open of the page)."""
     st.subheader("Parallel coordinates")
+    if not st.toggle("Show parallel coordinates", key=PARALLEL_ON,
+                     help="One line per run across the settings and figures you pick. Off by default: drawing it "
+                          "takes a second on a computer without a graphics card."):
+        st.caption("Every run as one line across its settings and results: which settings go with a high accuracy "
+                   "or a low cost. Turn it on to draw it.")
+        return
     choices = [k for k in rows[0] if k != "run"]
     numeric = [k for k in choices if all(fmt.is_number(r.get(k)) for r in rows)]
     default = [k for k in choices if k not in side_by_side.FIGURES][:5] + [

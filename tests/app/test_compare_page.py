@@ -104,3 +104,27 @@ def test_per_sample_diff_of_two_prefixes_matches_their_predictions(app_env, tiny
     assert len(shown) == (test.a_only > 0) + (test.b_only > 0)
     for chart, n in zip(shown, [n for n in (test.a_only, test.b_only) if n]):
         assert len(chart["data"]) == min(n, 24)  # one image per sample, at most 24 drawn
+
+
+def test_parallel_coordinates_are_drawn_only_when_asked_for_and_the_link_keeps_them(app_env, shipped_root):
+    """The parallel-coordinates chart (WebGL: about 1 s of CPU per open in a browser without a graphics card) waits
+    for its toggle; on, it draws one line per run over the default axes, and the page's link says so (parallel=1)."""
+    runs = mnist_runs(shipped_root)
+    if len(runs) < 2:
+        pytest.skip("needs two shipped MNIST runs")
+    at = open_compare([str(r.path) for r in runs])
+    assert at.toggle(key="compare_parallel_on").value is False
+    assert not [c for c in charts(at) if any(t["type"] == "parcoords" for t in c["data"])]
+    assert "parallel" not in at.query_params and not at.get("multiselect")[1:]  # only the runs picker
+    at.toggle(key="compare_parallel_on").set_value(True).run()
+    assert not at.exception, at.exception
+    drawn = [t for c in charts(at) for t in c["data"] if t["type"] == "parcoords"]
+    assert len(drawn) == 1 and len(drawn[0]["dimensions"]) == len(at.multiselect(key="compare_axes").value) >= 2
+    assert all(len(axis["values"]) == len(runs) for axis in drawn[0]["dimensions"])
+    assert at.query_params["parallel"] == "1"
+    again = streamlit_testing.AppTest.from_file(MAIN, default_timeout=120)  # the page's link, opened in a new tab
+    again.query_params.update(dict(at.query_params))
+    again.switch_page("app_pages/compare.py").run()
+    assert not again.exception, again.exception
+    assert again.toggle(key="compare_parallel_on").value is True
+    assert [t for c in charts(again) for t in c["data"] if t["type"] == "parcoords"]
