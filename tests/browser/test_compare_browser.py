@@ -120,3 +120,25 @@ def test_per_sample_diff_shows_the_samples_one_prefix_gets_right_and_the_other_w
         page.get_by_text("B right, A wrong").wait_for()
         assert page.locator(".gtitle, .annotation-text").filter(has_text="true").count() >= 1
     page.screenshot(path=screenshots / "compare-diff.png")
+
+
+def test_parallel_coordinates_wait_for_their_toggle(page, compare_server, shipped_root, screenshots):
+    """Off by default, the page draws no parallel-coordinates chart (WebGL: software rendering, about 1 s of CPU per
+    open on a laptop without a graphics card); turned on, Plotly draws it with one line per run."""
+    url, _ = compare_server
+    if not (shipped_root / "mnist-independent").is_dir():
+        pytest.skip("needs the shipped mnist and mnist-independent runs")
+    open_compare(page, url, "mnist,mnist-independent")
+    toggle = page.locator(".st-key-compare_parallel_on")
+    toggle.get_by_text("Show parallel coordinates").wait_for()
+    wait_idle(page)
+    assert page.locator(".parcoords").count() == 0
+    page.get_by_role("heading", name="Parallel coordinates").scroll_into_view_if_needed()
+    page.screenshot(path=screenshots / "compare-parallel-off.png")
+    toggle.get_by_text("Show parallel coordinates").click()
+    page.locator(".parcoords").first.wait_for(timeout=120_000)
+    wait_idle(page)
+    assert "parallel=1" in page.url
+    assert page.locator(".parcoords .axis-title").count() >= 2  # one title per axis
+    page.get_by_role("heading", name="Parallel coordinates").scroll_into_view_if_needed()
+    page.screenshot(path=screenshots / "compare-parallel-on.png")
