@@ -166,5 +166,6 @@ PAGE_FIELDS: dict[str, list[Field]] = {
     "sweeps": [Field("sweep", "sweeps_pick", "id"), Field("split", "sweeps_split", "choice", "val", ("val", "test")),
                Field("axis", "sweeps_xscale", "choice", "log", ("log", "linear"))],
     "how": [Field("row", "how_read", "int", low=1, high=1024), Field("digit", "how_digit", "int", 0, low=0, high=10**7)],
-    "compare": [Field("runs", "compare_runs", "ids", []), Field("parallel", "compare_parallel_on", "bool", False)],
+    "compare": [Field("runs", "compare_runs", "ids", []),
+                Field("parallel", "compare_parallel_on", "bool", False)],
 }

@@ -105,7 +105,8 @@ def _check_cifar10_counts(folder: Path, y_train: np.ndarray, y_test: np.ndarray)
 
 
 def load_cifar10(root: Path) -> dict[str, Split]:
-    """The loader of CIFAR-10 (pkd.data.catalog names it), from root/cifar-10-batches-py: train = first 9/10 of data_batch_1..5, val = last 1/10."""
+    """The loader of CIFAR-10 (pkd.data.catalog names it), from root/cifar-10-batches-py: train = first 9/10 of
+    data_batch_1..5, val = last 1/10."""
     folder = _cifar10_folder(root)
     parts = [_read_cifar_batch(folder / name) for name in CIFAR10_TRAIN_FILES]
     x_train = np.concatenate([p[0] for p in parts])  # (50000, 3, 32, 32)

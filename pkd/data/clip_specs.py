@@ -139,7 +139,8 @@ def _pixel_stats(cfg: MovingMnistConfig) -> tuple[float, float]:
 # The built-in clip datasets: name -> (sizes, the classes of train and val: None = every class). Their specs are
 # registered by pkd.data.catalog, their clips made by pkd.data.moving_mnist.
 # moving_mnist_50k: a clip for every one of MNIST's 50,000 train digits (5x the clips; val and test unchanged: each
-# split is drawn with its own seed). Students distilled on it close their digit gap to the teacher (docs/results/video.md).
+# split is drawn with its own seed). Students distilled on it close their digit gap to the teacher
+# (docs/results/video.md).
 ALL_TRAIN_DIGITS = MovingMnistConfig(train_clips=50_000)
 # Small clips for tests and classroom runs: 4 frames of 40x40 (5x5 patches of 8 px), speeds 1-2 px/frame.
 SMALL = MovingMnistConfig(frames=4, canvas=40, zoom=(0.6, 1.35), train_clips=4_000, val_clips=1_000,

@@ -116,7 +116,8 @@ def download_fashion_torchvision(root: Path) -> Path:
 
 
 def load_fashion_mnist(root: Path) -> LazySplits:
-    """The loader of Fashion-MNIST (pkd.data.catalog names it): root's files, else Debian's, else torchvision's download into root."""
+    """The loader of Fashion-MNIST (pkd.data.catalog names it): root's files, else Debian's, else torchvision's
+    download into root."""
     folder = find_fashion_dir(root)
     if folder is not None:
         return read_fashion_raw(folder)
