@@ -3,7 +3,7 @@
 A run's ensemble answers with any prefix 1..k; these figures say what stopping early buys. The confidence curve
 stops each sample at the first prefix whose top probability reaches a level (Ensemble.predict's rule); the
 val-fitted curve fits that level per FLOP budget on the validation split (MSDNet's protocol); the AUC averages
-accuracy over budgets on a log-FLOPs axis. Nothing here runs a model: `pkd.evaluate` computes the logits (training
+accuracy over budgets on a log-FLOPs axis (pkd/anytime_auc.py, re-exported here). Nothing here runs a model: `pkd.evaluate` computes the logits (training
 hands over the ones it has), the ensemble supplies its mode, scales and FLOPs.
 
 Shapes: K prefixes (students), N samples in a split, C classes.
@@ -11,10 +11,9 @@ Shapes: K prefixes (students), N samples in a split, C classes.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from pkd.anytime_auc import AUC_LOW_SHARE, anytime_auc, auc_of_rows  # noqa: F401 - anytime_auc re-exported
 from pkd.combiners import COMBINERS, prefix_probs
 from pkd.models.ensemble import Ensemble, PrefixSums
 from pkd.runs.schema import (AnytimeAuc, AnytimePoint, CombinerFigures, PrefixRow, Summary, TeacherFigures,
@@ -25,7 +24,6 @@ CONFIDENCE_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 # MSDNet's budgeted protocol (Huang et al., ICLR 2018): the early-exit threshold is fitted on the validation split
 # for each FLOP budget, and accuracy is reported on the test split against the FLOPs actually spent per sample.
 BUDGET_POINTS = 8  # default budgets: geometric from the first student's cost to the whole ensemble's
-AUC_LOW_SHARE = 0.01  # the anytime AUC averages accuracy over budgets from 1% of the teacher's FLOPs to 100%
 
 
 def anytime_curve(ensemble: Ensemble, student_logits: list[torch.Tensor], labels: torch.Tensor,
@@ -183,30 +181,6 @@ def monotonicity_shares(probs: torch.Tensor, labels: torch.Tensor) -> tuple[list
     drops = (true_prob[1:] < true_prob[:-1]).sum(dim=1)  # (K-1,)
     flips = (right[:-1] & ~right[1:]).sum(dim=1)  # (K-1,)
     return [int(d) / n for d in drops], [int(f) / n for f in flips]
-
-
-def anytime_auc(points: list[tuple[float, float]], low: float, high: float) -> float:
-    """Normalised area under the anytime curve over log FLOPs:  (1 / ln(high/low)) ∫ acc(f) d ln f  on
-    [low, high], where acc(f) is the accuracy of the costliest prefix that fits in f FLOPs (0 where none fits,
-    as `Ensemble.predict(flop_budget=f)` refuses). `points`: (cumulative FLOPs, accuracy) of prefixes 1..K."""
-    if not 0 < low < high:
-        raise ValueError(f"anytime AUC range {low}..{high}: needs 0 < low < high")
-    area, points = 0.0, sorted(points)
-    for i, (cost, acc) in enumerate(points):
-        start = max(cost, low)
-        end = min(points[i + 1][0] if i + 1 < len(points) else high, high)
-        if end > start:
-            area += acc * (math.log(end) - math.log(start))
-    return area / (math.log(high) - math.log(low))
-
-
-def auc_of_rows(rows: list[dict], teacher_flops: float, key: str = PrefixRow.PREFIX_ACC) -> float | None:
-    """anytime_auc of prefix rows over budgets AUC_LOW_SHARE..1 of the teacher's FLOPs (None without figures)."""
-    points = [(r[PrefixRow.CUMULATIVE_FLOPS], r[key]) for r in rows
-              if r.get(key) is not None and r.get(PrefixRow.CUMULATIVE_FLOPS)]
-    if not points or not teacher_flops or teacher_flops <= 0:
-        return None
-    return anytime_auc(points, AUC_LOW_SHARE * teacher_flops, teacher_flops)
 
 
 def anytime_figures(ensemble: Ensemble, student_logits: dict[str, list[torch.Tensor]],

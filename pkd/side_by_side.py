@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pkd.anytime import auc_of_rows
+from pkd.anytime_auc import auc_of_rows
 from pkd.pareto import Point, front_flags
 from pkd.runs import TEACHER_FILE, Run, RunError, file_sha256, get_field, printable
 from pkd.runs.schema import PrefixRow, Summary, TeacherFigures, TeacherRef

@@ -30,6 +30,7 @@ FORBIDDEN = {
     "pkd/procs.py": ("pkd",),  # the lowest layer: child processes and lock files, nothing of pkd
     "pkd/launch.py": ("pkd.train",),  # the app's: it starts training processes, never trains
     "pkd/console.py": ("pkd.train", "torch"),  # the CLI's printing: `python -m pkd --help` starts without torch
+    "pkd/anytime_auc.py": ("torch", "pkd.models", "pkd.anytime"),  # recorded figures in: the app's pages, no torch
     "pkd/anytime.py": ("pkd.train", "pkd.evaluate", "pkd.artifacts", "pkd.runs", "pkd.data"),  # logits in, figures out
     "pkd/inference.py": ("pkd.train", "pkd.evaluate", "pkd.artifacts", "pkd.runs"),  # models in, one answer out
     "pkd/kd.py": ("pkd.train", "pkd.models", "pkd.runs", "pkd.data"),  # the KD loss: logits in, its parts out
@@ -87,13 +88,14 @@ def test_the_app_never_loads_the_trainer():
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-RECORD_PAGES = ("app/main.py", "app/app_pages/results.py", "app/app_pages/runs.py")  # pages that only read records
+RECORD_PAGES = tuple(f"app/{name}.py" for name in ("main", "app_pages/results", "app_pages/runs", "app_pages/sweeps",
+                                                    "app_pages/compare"))  # the pages that read records only
 
 
 def test_the_pages_that_read_records_import_no_torch():
-    """What app/main.py and the Results and Runs pages import when they load leaves torch out (2-3 s of CPU on a
-    fresh server's first page): torch is imported where models and tensors are used (see also tests/app/
-    test_warmup.py, which draws the pages)."""
+    """What app/main.py and the Results, Runs, Sweeps and Compare pages import when they load leaves torch out (2-3 s
+    of CPU on a fresh server's first page): torch is imported where models and tensors are used (see also
+    tests/app/test_warmup.py, which draws the pages)."""
     nodes = [node for page in RECORD_PAGES for node in ast.parse((ROOT / page).read_text()).body]
     names = sorted({alias.name for node in nodes if isinstance(node, ast.Import) for alias in node.names}
                    | {f"{node.module}.{alias.name}" for node in nodes

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from pkd.anytime import auc_of_rows
+from pkd.anytime_auc import auc_of_rows
 from pkd.pareto import Point, pareto_front
 from pkd.runs import Run, RunError, get_field, printable
 from pkd.runs.schema import PrefixRow, Summary, TeacherFigures

@@ -78,10 +78,11 @@ FIRST_PAGE = textwrap.dedent("""
     assert not at.exception, at.exception
     seen = {"title": at.title[0].value, "models": "pkd.models" in sys.modules, "compare": "pkd.compare" in sys.modules,
             "sweep": "pkd.sweep" in sys.modules, "torch": "torch" in sys.modules}
-    runs = AppTest.from_file(sys.argv[2], default_timeout=300)  # a second tab: the Runs page reads records too
-    runs.switch_page("app_pages/runs.py").run()
-    assert not runs.exception, runs.exception
-    seen["runs: torch"] = "torch" in sys.modules
+    for name in ("runs", "sweeps", "compare"):  # more tabs: these pages read records too
+        tab = AppTest.from_file(sys.argv[2], default_timeout=300)
+        tab.switch_page(f"app_pages/{name}.py").run()
+        assert not tab.exception, tab.exception
+        seen[f"{name}: torch"] = "torch" in sys.modules
     start(started[0])  # now the real warm-up: it loads the models, importing torch, after the page has drawn
     assert warmup.wait(300)
     import torch
@@ -97,8 +98,8 @@ def test_the_first_page_imports_neither_model_code_nor_torch(shipped_root, tmp_p
     """Results, a fresh server's first page, shows a run from its files: it reads the recorded tests (pkd.stats),
     finds sweep folders by their sweep.json (app.common.sweep_dirs) and asks pkd.web.supported whether a web page can
     be made, so importing the models (pkd.models, the SSM kernels' registration: about 1 s on a busy machine) and
-    torch itself (2-3 s of CPU) is left to the warm-up and the pages that run models. The Runs page reads records
-    only too. Once the warm-up has imported torch, the app's thread count (1) holds, not torch's default (2 here:
+    torch itself (2-3 s of CPU) is left to the warm-up and the pages that run models. The Runs, Sweeps and Compare
+    pages (its per-sample diff off) read records only too. Once the warm-up has imported torch, the app's thread count (1) holds, not torch's default (2 here:
     OMP_NUM_THREADS=2), for the warm-up's models and the Playground's."""
     env = {"PKD_RUNS_DIR": str(tmp_path), "PKD_PRETRAINED_DIR": str(shipped_root), "PATH": "/usr/bin:/bin",
            "HOME": str(Path.home()), "OMP_NUM_THREADS": "2"}
@@ -107,4 +108,4 @@ def test_the_first_page_imports_neither_model_code_nor_torch(shipped_root, tmp_p
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {
         "title": "Results", "models": False, "compare": False, "sweep": False, "torch": False, "runs: torch": False,
-        "warm: threads": 1, "playground: threads": 1}
+        "sweeps: torch": False, "compare: torch": False, "warm: threads": 1, "playground: threads": 1}
