@@ -13,8 +13,8 @@ import streamlit as st  # noqa: E402
 
 from app import common, lesson, warmup, widgets  # noqa: E402
 
-# No torch here: a page that only reads run records (Results, Runs) draws without importing it (2-3 s of CPU on a
-# fresh server); the models are loaded through app.common's cached_* functions, which set the app's thread count.
+# No torch here: a page that only reads run records (Results, Runs, Sweeps, Compare) draws without importing it (2-3 s
+# of CPU on a fresh server); models are loaded through app.common's cached_* functions, which set the thread count.
 st.set_page_config(page_title="pkd explorer", page_icon=":material/scatter_plot:", layout="wide")
 
 PAGES = {  # the names are the URL-state keys of app/url_state.PAGE_FIELDS
