@@ -8,7 +8,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import streamlit as st
 
@@ -239,17 +239,28 @@ def cached_test_split(dataset: str):
     return pkd_data.load_split(dataset, "test")
 
 
+class PageEnd(Exception):
+    """A page has said why it can show no more (no run, a broken one, too few trials): raised by end_page and caught
+    by app/main.py, so the end every page shares still runs (the lesson card, Copy link, the warm-up, the memory
+    trim). st.stop() would skip it: after st.stop(), Streamlit ends the script at its next element."""
+
+
+def end_page() -> NoReturn:
+    """End the current page here (its message already shown); the rest of app/main.py still runs."""
+    raise PageEnd
+
+
 def run_or_stop() -> Run:
-    """The selected run, or an explanatory message (no run, or why the chosen one is broken) and st.stop()."""
+    """The selected run, or an explanatory message (no run, or why the chosen one is broken) and end_page()."""
     run = selected_run()
     if run is None:
         st.info("There is no run to show yet. Start one on the **Train** page, or put the shipped run in "
                 f"`{pretrained_dir() / SHIPPED_NAME}`.")
-        st.stop()
+        end_page()
     info = run_info(run)
     if info[RunInfo.PROBLEM]:
         st.error(f"Cannot show run {info['name']}: {info[RunInfo.PROBLEM]}")
-        st.stop()
+        end_page()
     return run
 
 
@@ -280,7 +291,7 @@ def image_digest(image: Any) -> str:
 
 
 def load_run_models(run: Run) -> RunModels:
-    """The run's students and teacher (cached), or an error naming the run and st.stop()."""
+    """The run's students and teacher (cached), or an error naming the run and end_page()."""
     try:
         spec = get_dataset_spec(run.setting("data", "dataset"))
         key = run.weights_stamp()
@@ -289,7 +300,7 @@ def load_run_models(run: Run) -> RunModels:
         teacher_flops = run.summary().get("teacher", {}).get("flops")
     except (RunError, ValueError, OSError, KeyError) as exc:
         st.error(f"Cannot load the models of {display_name(run)}: {exc}")
-        st.stop()
+        end_page()
     return RunModels(spec, ensemble, teacher, teacher_flops, (str(run.path), key))
 
 

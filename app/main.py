@@ -38,10 +38,12 @@ if goto in PAGES:
 common.read_url(name)  # a shared link or a reload: the URL's state first
 widgets.sidebar()
 link_slot = st.sidebar.empty()  # 'Copy link', filled last: the link then holds what the page itself set
-common.write_url(name)  # the widgets' values are already in session state; a page that calls st.stop() ends here
+common.write_url(name)  # the widgets' values are already in session state: the link holds them if a page ends early
 lesson_card = st.container()  # lesson mode's step card, at the top; filled once the page has run (its ticks)
 try:
     page.run()
+except common.PageEnd:  # the page said why it shows no more; the shared end below still runs
+    pass
 finally:  # what the page itself set (a default number of students, a clamped value)
     with lesson_card:
         lesson.card(name)

@@ -49,14 +49,14 @@ def on_pick_run() -> None:
 
 
 def pick_run() -> Run:
-    """The page's run picker, limited to video runs; without one, how to make one, and st.stop()."""
+    """The page's run picker, limited to video runs; without one, how to make one, and common.end_page()."""
     runs = video_runs()
     if not runs:
         st.info("There is no video run yet. Make one (a few minutes on a CPU, longer while the machine is "
                 "busy):\n\n"
                 f"```bash\npython -m pkd train --config {QUICK_CONFIG}\n```\n\n"
                 "or start **moving-mnist-quick** on the **Train** page, then come back here.")
-        st.stop()
+        common.end_page()
     if ss.get(common.RUN_KEY) in runs:
         ss.clips_run = ss[common.RUN_KEY]  # the sidebar's run, or a link's, when it is a video run
     elif ss.get("clips_run") not in runs:
@@ -80,13 +80,13 @@ def test_clip_report(path: str, key: tuple, index: int, back: bool, _models: Cli
 
 
 def load_models(run: Run) -> ClipModels:
-    """The run's students, teacher and per-frame FLOPs (cached), or an error and st.stop()."""
+    """The run's students, teacher and per-frame FLOPs (cached), or an error and common.end_page()."""
     models = common.load_run_models(run)
     try:
         flops = cached_frame_flops(str(run.path), run.weights_stamp())
     except (RunError, ValueError, OSError) as exc:
         st.error(f"Cannot load the models of {common.display_name(run)}: {exc}")
-        st.stop()
+        common.end_page()
     return ClipModels(models.spec, models.ensemble, models.teacher, models.teacher_flops, models.source, flops)
 
 

@@ -194,7 +194,7 @@ def main() -> None:
     names = pickable()
     if len(names) < 1:
         st.info("There are no runs with a finished student yet. Train some on the **Train** page.")
-        st.stop()
+        common.end_page()
     if RUNS in ss:
         ss[RUNS] = [p for p in ss[RUNS] if p in names]
     else:
@@ -206,7 +206,7 @@ def main() -> None:
         st.warning(f"Skipped {line}")
     if not items:
         st.info("Pick one or more runs.")
-        st.stop()
+        common.end_page()
     rows = run_table(items)
     grouped_curves(items, rows)
     pareto(items)

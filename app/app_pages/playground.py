@@ -216,13 +216,13 @@ def main() -> None:
     if run.students_saved() == 0:
         st.info(f"**{common.display_name(run)}** has no trained students yet. Pick a finished run in the sidebar, "
                 "or wait for this one on the **Train** page.")
-        st.stop()
+        common.end_page()
     models = common.load_run_models(run)
     if models.spec.kind == "clip":
         st.info(f"**{common.display_name(run)}** is a video run: its students read clips frame by frame. The "
                 "**Clips** page plays its test clips, or makes one from your drawing.")
         st.page_link("app_pages/clips.py", label="Open the Clips page", icon=":material/movie:")
-        st.stop()
+        common.end_page()
     st.markdown(photo_panel.INTRO if models.spec.photos else "Draw a digit with the mouse (white on black) or take "
                 "a random digit from the test set. The students answer one after another; with more students the "
                 "answer gets better and costs more.")

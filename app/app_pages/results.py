@@ -42,12 +42,12 @@ def sample_kind(run: Run) -> str:
 
 
 def load(run: Run) -> tuple[list[dict], dict]:
-    """The run's prefix rows and summary, or an error and st.stop()."""
+    """The run's prefix rows and summary, or an error and common.end_page()."""
     try:
         return run.prefix_table(), run.summary()
     except RunError as exc:
         st.error(f"Cannot read the results of {common.display_name(run)}: {exc}")
-        st.stop()
+        common.end_page()
 
 
 def controls(run: Run) -> tuple[list[str], bool, bool]:

@@ -111,7 +111,7 @@ if not common.lesson_mode():
 if not sweeps:
     st.info(f"No sweeps yet in `{common.pretrained_dir()}` or `{common.runs_dir()}`: start one above, or with "
             "`python -m pkd sweep --config BASE --space SPACE --trials N`.")
-    st.stop()
+    common.end_page()
 
 paths = [str(s.path) for s in sweeps]
 if ss.get(PICK) not in paths:
@@ -122,7 +122,7 @@ try:
     points = pkd_sweep.sweep_points(chosen)
 except (pkd_sweep.SweepError, RunError, OSError, ValueError, KeyError) as exc:
     st.error(f"Cannot read the sweep {chosen.name}: {exc}")
-    st.stop()
+    common.end_page()
 active = chosen.active()
 counts = {word: sum(t["state"] == word for t in trials) for word in pkd_sweep.TRIAL_WORDS.values()}
 ss.sweeps_done = counts["complete"] + counts["training"]
@@ -227,7 +227,7 @@ if counts["complete"] < pkd_sweep.MIN_TRIALS_FOR_IMPORTANCE:
         st.plotly_chart(settings_chart(trials, tuple(names), drawn), key="sweeps_settings", width="stretch")
     if never:
         st.caption(never + ".")
-    st.stop()
+    common.end_page()
 try:
     found = importances(str(chosen.path), journal.stat().st_mtime if journal.is_file() else counts["complete"])
 except (pkd_sweep.SweepError, ValueError, KeyError, RuntimeError, OSError) as exc:

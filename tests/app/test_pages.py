@@ -117,6 +117,8 @@ def test_results_without_runs_says_where_to_start(monkeypatch, tmp_path):
     monkeypatch.setenv("PKD_PRETRAINED_DIR", str(tmp_path / "none"))
     at = open_app()
     assert "Train" in texts(at, "info")
+    # the page ended early (common.end_page), and the end every page shares still ran: the sidebar's 'Copy link'
+    assert [c.value for c in at.get("code")] == ["/"]
 
 
 # ------------------------------------------------------------------------------------------------ Playground
