@@ -11,12 +11,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SHARED_TEACHER = {"mnist-quick": "mnist", "mnist-independent": "mnist", "moving-mnist-digits": "moving-mnist",
                   "moving-mnist-digits-residual": "moving-mnist", "fashion-mnist-quick": "fashion-mnist/seed-0",
-                  "fashion-mnist-independent": "fashion-mnist/seed-0"}
+                  "fashion-mnist-independent": "fashion-mnist/seed-0", "fashion-mnist-stem": "fashion-mnist/seed-0"}
 
 
 @pytest.mark.parametrize("name", ["tiny", "mnist", "mnist-quick", "cifar10", "mnist-independent",
                                   "moving-mnist-digits", "moving-mnist-digits-residual", "fashion-mnist",
-                                  "fashion-mnist-quick", "fashion-mnist-independent"])
+                                  "fashion-mnist-quick", "fashion-mnist-independent", "fashion-mnist-stem"])
 def test_shipped_configs_load(name):
     path = ROOT / "configs" / f"{name}.yaml"
     if name in SHARED_TEACHER:  # reuses a shipped teacher, which the validation checks exists
