@@ -105,6 +105,16 @@ def run_infos() -> list[tuple[Run, dict]]:
     return [(run, run_info(run)) for run in all_runs()]
 
 
+def video_runs() -> dict[str, str]:
+    """Sound video runs with students -> their picker labels (path -> label), newest first: the Clips page's choices;
+    the first is its pick on an image run, which the warm-up (app/warmup.py) loads too."""
+    out = {}
+    for run, info in run_infos():
+        if dataset_kind(info["dataset"]) == "clip" and not info[RunInfo.PROBLEM] and info[RunInfo.K_DONE] > 0:
+            out[str(run.path)] = label(run, info)
+    return out
+
+
 def default_run(runs: list[Run], infos: dict[str, dict] | None = None) -> Run | None:
     """The shipped pretrained MNIST run if present, else the newest finished run, else the newest run (sound
     runs first: one with a `problem` is opened only when there is nothing else)."""

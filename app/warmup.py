@@ -16,6 +16,7 @@ import weakref
 from pathlib import Path
 
 from app import common
+from pkd.runs import Run
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +54,34 @@ def loaded(run_path: str):
 
 
 def warm(run_path: str) -> None:
-    """What the Playground and Clips pages load for a run, plus the statistics module the verdicts use. A run that
-    cannot be loaded is left alone: the page that needs it says why."""
-    from pkd.data import get_dataset_spec
-    from pkd.runs import Run
-
+    """What the Playground and Clips pages load for a run, plus the statistics module the verdicts use; on an image
+    run also what the Clips page loads for its first pick (the newest video run: its ViFi-CLIP teacher imports
+    open_clip, 1.8 s of CPU, and its test clips). A run that cannot be loaded is left alone: the page that needs it
+    says why."""
     try:
-        run = Run(Path(run_path))
-        if common.run_info(run)[common.RunInfo.PROBLEM] or not run.students_saved():
-            return
-        key = run.weights_stamp()
-        ensemble = common.cached_ensemble(run_path, key)
-        _LOADED[run_path] = weakref.ref(ensemble)
-        if run.has_teacher():
-            common.cached_teacher(run_path, key)
-        common.cached_test_split(get_dataset_spec(run.setting("data", "dataset")).name)
+        _warm_run(run_path)
         from pkd import stats
 
         stats.mcnemar([True], [False])  # one disagreement: the exact test runs, so scipy.stats is imported
+        if common.dataset_kind(Run(Path(run_path)).setting("data", "dataset")) != "clip":
+            first_clip_run = next(iter(common.video_runs()), None)
+            if first_clip_run:
+                _warm_run(first_clip_run)
     except Exception as exc:  # noqa: BLE001 - a background load never takes the server down; the page reports it
         log.info("warm-up of %s skipped: %s", run_path, exc)
+
+
+def _warm_run(run_path: str) -> None:
+    """One run's students, teacher and test split into app.common's caches (a broken run, or one without
+    students, is skipped)."""
+    from pkd.data import get_dataset_spec
+
+    run = Run(Path(run_path))
+    if common.run_info(run)[common.RunInfo.PROBLEM] or not run.students_saved():
+        return
+    key = run.weights_stamp()
+    ensemble = common.cached_ensemble(run_path, key)
+    _LOADED[run_path] = weakref.ref(ensemble)
+    if run.has_teacher():
+        common.cached_teacher(run_path, key)
+    common.cached_test_split(get_dataset_spec(run.setting("data", "dataset")).name)

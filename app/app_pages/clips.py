@@ -17,7 +17,6 @@ from app.charts import format as fmt
 from pkd import inference, preprocess
 from pkd.data.moving_mnist import MOTIONS, REVERSE_MOTION, reverse_clips, reverse_label
 from pkd.runs import Run, RunError
-from pkd.runs.schema import RunInfo
 
 QUICK_CONFIG = "configs/moving-mnist-quick.yaml"
 CANVAS_KEY = "clips_canvas"
@@ -35,22 +34,13 @@ class ClipModels(common.RunModels):
     frame_flops: list[list[int]] = field(default_factory=list)
 
 
-def video_runs() -> dict[str, str]:
-    """Sound video runs with students -> their picker labels (path -> label)."""
-    out = {}
-    for run, info in common.run_infos():
-        if common.dataset_kind(info["dataset"]) == "clip" and not info[RunInfo.PROBLEM] and info[RunInfo.K_DONE] > 0:
-            out[str(run.path)] = common.label(run, info)
-    return out
-
-
 def on_pick_run() -> None:
     ss[common.RUN_KEY] = ss.clips_run  # the sidebar (and the link) follow the page's pick
 
 
 def pick_run() -> Run:
     """The page's run picker, limited to video runs; without one, how to make one, and common.end_page()."""
-    runs = video_runs()
+    runs = common.video_runs()
     if not runs:
         st.info("There is no video run yet. Make one (a few minutes on a CPU, longer while the machine is "
                 "busy):\n\n"

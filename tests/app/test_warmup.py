@@ -109,3 +109,17 @@ def test_the_first_page_imports_neither_model_code_nor_torch(shipped_root, tmp_p
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {
         "title": "Results", "models": False, "compare": False, "sweep": False, "torch": False, "runs: torch": False,
         "sweeps: torch": False, "compare: torch": False, "warm: threads": 1, "playground: threads": 1}
+
+
+def test_an_image_runs_warm_up_also_loads_the_clips_pages_first_pick(shipped_root, tmp_path, monkeypatch):
+    """On an image run the Clips page opens the newest video run (common.video_runs' first): the warm-up loads its
+    students (and teacher and test clips) too, so its first visit finds them in the cache."""
+    runs = tmp_path / "runs"
+    image = str(copy_run(shipped_root / "mnist", runs, "digits"))
+    video = str(copy_run(shipped_root / "moving-mnist", runs, "clips"))
+    monkeypatch.setenv("PKD_RUNS_DIR", str(runs))
+    monkeypatch.setenv("PKD_PRETRAINED_DIR", str(tmp_path / "no-pretrained"))
+    assert list(common.video_runs()) == [video]
+    warmup.warm(image)
+    assert warmup.loaded(image) is not None and warmup.loaded(video) is not None
+    assert common.cached_ensemble(video, Run(Path(video)).weights_stamp()) is warmup.loaded(video)
