@@ -3,8 +3,9 @@
 A run's ensemble answers with any prefix 1..k; these figures say what stopping early buys. The confidence curve
 stops each sample at the first prefix whose top probability reaches a level (Ensemble.predict's rule); the
 val-fitted curve fits that level per FLOP budget on the validation split (MSDNet's protocol); the AUC averages
-accuracy over budgets on a log-FLOPs axis (pkd/anytime_auc.py, re-exported here). Nothing here runs a model: `pkd.evaluate` computes the logits (training
-hands over the ones it has), the ensemble supplies its mode, scales and FLOPs.
+accuracy over budgets on a log-FLOPs axis (pkd/anytime_auc.py, re-exported here). Nothing here runs a model:
+`pkd.evaluate` computes the logits (training hands over the ones it has), the ensemble supplies its mode, scales and
+FLOPs.
 
 Shapes: K prefixes (students), N samples in a split, C classes.
 """

@@ -99,8 +99,8 @@ def test_the_first_page_imports_neither_model_code_nor_torch(shipped_root, tmp_p
     finds sweep folders by their sweep.json (app.common.sweep_dirs) and asks pkd.web.supported whether a web page can
     be made, so importing the models (pkd.models, the SSM kernels' registration: about 1 s on a busy machine) and
     torch itself (2-3 s of CPU) is left to the warm-up and the pages that run models. The Runs, Sweeps and Compare
-    pages (its per-sample diff off) read records only too. Once the warm-up has imported torch, the app's thread count (1) holds, not torch's default (2 here:
-    OMP_NUM_THREADS=2), for the warm-up's models and the Playground's."""
+    pages (its per-sample diff off) read records only too. Once the warm-up has imported torch, the app's thread
+    count (1) holds, not torch's default (2 here: OMP_NUM_THREADS=2), for the warm-up's models and the Playground's."""
     env = {"PKD_RUNS_DIR": str(tmp_path), "PKD_PRETRAINED_DIR": str(shipped_root), "PATH": "/usr/bin:/bin",
            "HOME": str(Path.home()), "OMP_NUM_THREADS": "2"}
     done = subprocess.run([sys.executable, "-c", FIRST_PAGE, str(ROOT), str(ROOT / "app" / "main.py")],
